@@ -1,0 +1,49 @@
+"""visreps: hidden-layer activations of deep networks for any image set, and their analysis.
+
+Quick use::
+
+    import visreps
+    model = visreps.load_model("timm:efficientnet_lite0")          # pretrained, offline
+    feats = visreps.extract(model, "examples/images", layers=["global_pool", "classifier"], out="out/lite0")
+    feats["global_pool"].shape, feats.paths                      # rows tied to image files
+    visreps.load_features("out/lite0")                            # read it back later
+
+Heavy libraries (torch, timm) are imported when first used, so ``import visreps`` is fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_model": "visreps.models",
+    "list_models": "visreps.models",
+    "LoadedModel": "visreps.models",
+    "Preprocessing": "visreps.models",
+    "extract": "visreps.extraction",
+    "load_features": "visreps.storage",
+    "Features": "visreps.storage",
+    "find_images": "visreps.data",
+    "load_image": "visreps.data",
+    "set_cache_dir": "visreps.cache",
+    "set_offline": "visreps.cache",
+}
+
+from .errors import VisrepsError  # noqa: E402  (cheap, no heavy imports)
+
+__all__ = sorted([*_LAZY, "VisrepsError", "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'visreps' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,168 @@
+"""The ``visreps`` command line.
+
+Every error is one line on stderr and exit code 2; Ctrl-C says what was done and exits 130.
+Heavy libraries are imported inside the commands, so ``visreps --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .errors import VisrepsError
+
+
+class _Error(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class VisrepsGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VisrepsError as e:
+            raise _Error(str(e)) from None
+        except KeyboardInterrupt as e:
+            done = getattr(e, "visreps_done", None)
+            msg = "interrupted"
+            if done:
+                msg += f" after {done[0]} of {done[1]} images; the output folder holds unfinished files (*.partial)"
+                msg += " and metadata.partial.json; run again with --overwrite"
+            click.echo(msg, err=True)
+            ctx.exit(130)
+        except MemoryError:
+            raise _Error("out of memory; lower --batch-size, or pool the layer (--pool avg)") from None
+
+
+@click.group(cls=VisrepsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="visreps")
+def main() -> None:
+    """Extract hidden-layer activations of deep networks for a folder of images, and compare them."""
+
+
+def _split_layers(value: str) -> list[str]:
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
+def _weights_options(f):
+    f = click.option("--offline", is_flag=True, help="Never touch the network; a missing weights file is an error.")(f)
+    f = click.option("--seed", type=int, default=0, show_default=True, help="Seed of a random initialisation.")(f)
+    f = click.option(
+        "--weights", "weights", default=None, metavar="FILE|TAG",
+        help="Local weights file (.pt/.pth/.safetensors state_dict) or a named weight (e.g. IMAGENET1K_V2).",
+    )(f)
+    f = click.option("--random", "random_init", is_flag=True, help="Random initialisation (seeded) instead of pretrained weights.")(f)
+    return f
+
+
+@main.command()
+@click.argument("model")
+@click.argument("images", type=click.Path(file_okay=False))
+@click.option("--layers", "-l", required=True, help="Comma-separated layer names (see `visreps layers MODEL`); name@tK for a time step.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")
+@_weights_options
+@click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(["npy", "hdf5", "mat", "pt", "txt"]))
+@click.option("--pool", default="flatten", show_default=True, type=click.Choice(["flatten", "none", "avg", "max"]),
+              help="flatten, keep shape (none), or global average/max pooling of spatial maps.")
+@click.option("--recurrent", type=click.Choice(["all", "last"]), default=None,
+              help="For modules that run several times per pass: every time step or the last.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: number of cores).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--channels-last", is_flag=True, help="Channels-last memory layout for convolutions.")
+@click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file of relative image paths: these images, in this order.")
+@click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images (recorded in metadata.json) instead of stopping.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Also save the top-K ImageNet classes per image (predictions.csv).")
+@click.option("--overwrite", is_flag=True, help="Replace earlier results in the output folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+def extract(model, images, layers, out, random_init, weights, seed, offline, fmt, pool, recurrent, batch_size, workers,
+            device, precision, channels_last, order, skip_bad_images, top_k, overwrite, quiet):
+    """Extract layer activations of MODEL for every image in IMAGES into --out.
+
+    MODEL is an id such as torchvision:alexnet, timm:resnet50 or timm:efficientnet_lite0.
+    """
+    from .cache import set_offline
+    from .extraction import extract as run
+
+    if offline:
+        set_offline(True)
+    res = run(
+        model, images, layers=_split_layers(layers), out=out, format=fmt, pool=pool, batch_size=batch_size,
+        num_workers=workers, device=device, precision=precision, order=order, overwrite=overwrite,
+        skip_bad_images=skip_bad_images, recurrent=recurrent, progress=not quiet, pretrained=not random_init,
+        weights=weights, seed=seed, channels_last=channels_last, top_k=top_k,
+        command=" ".join(["visreps", *sys.argv[1:]]),
+    )
+    if not quiet:
+        meta = res.metadata
+        n = meta["images"]["n_extracted"]
+        secs = meta.get("seconds") or 0
+        click.echo(f"{n} images → {out}  ({secs:.1f} s, {n / secs if secs else 0:.1f} images/s)")
+        for layer, rec in meta["layers"].items():
+            click.echo(f"  {layer:<30} {str(tuple(rec['shape'])):<22} {rec['file']}")
+        if meta["images"].get("skipped"):
+            click.echo(f"  skipped {len(meta['images']['skipped'])} unreadable image(s): see metadata.json")
+        if top_k:
+            click.echo(f"  top-{top_k} ImageNet predictions: {out}/predictions.csv")
+
+
+@main.command()
+@click.argument("model")
+@_weights_options
+@click.option("--device", default="cpu", show_default=True)
+def layers(model, random_init, weights, seed, offline, device):
+    """Print every layer of MODEL with its type and output shape for one image.
+
+    Shapes come from a dry run; the architecture alone decides them, so random weights are used
+    unless --weights is given.
+    """
+    from .cache import set_offline
+    from .models import load_model
+
+    if offline:
+        set_offline(True)
+    lm = load_model(model, pretrained=False, weights=weights, seed=seed, device=device)
+    p = lm.preprocessing
+    click.echo(f"{lm.model_id}  input {p.input_size()}  (resize {p.resize}, crop {p.crop})")
+    lm.print_layers()
+
+
+@main.command()
+@click.argument("pattern", required=False)
+@click.option("--source", default=None, help="Only this source (torchvision, timm, cornet, ...).")
+@click.option("--offline-only", is_flag=True, help="Only models whose pretrained weights are on this machine.")
+def models(pattern, source, offline_only):
+    """List model ids, optionally matching PATTERN (substring or shell pattern like '*resnet*').
+
+    Models marked [offline] have pretrained weights on this machine already.
+    """
+    from .models import available_offline, list_models
+
+    ids = list_models(pattern, source=source)
+    if not ids:
+        raise VisrepsError(f"no model matches {pattern!r}; try a shorter pattern, e.g. `visreps models resnet`")
+    shown = 0
+    for mid in ids:
+        here = available_offline(mid)
+        if offline_only and not here:
+            continue
+        click.echo(f"{mid}  [offline]" if here else mid)
+        shown += 1
+    if not shown:
+        click.echo("no pretrained weights of these models are on this machine (see `visreps models --help`)")
+
+
+def _register_extras() -> None:
+    try:
+        from ._cli_analysis import register
+    except ImportError:
+        return
+    register(main)
+
+
+_register_extras()

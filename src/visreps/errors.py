@@ -1,0 +1,54 @@
+"""Exceptions raised by visreps.
+
+Every error carries a message that names the bad value and the way out; the CLI prints that
+message as one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class VisrepsError(Exception):
+    """Base class of all user-facing visreps errors."""
+
+
+class ModelNotFoundError(VisrepsError, KeyError):
+    """An unknown or ambiguous model id."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class LayerNotFoundError(VisrepsError, KeyError):
+    """A layer name that the model does not have."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ImageError(VisrepsError):
+    """An image that cannot be found, read or decoded."""
+
+
+class WeightsError(VisrepsError):
+    """A weights file that does not fit the architecture, or weights that are not available."""
+
+
+class OutputExistsError(VisrepsError, FileExistsError):
+    """An output that would be overwritten without consent."""
+
+
+class MissingExtraError(VisrepsError, ImportError):
+    """An optional dependency that is not installed."""
+
+
+def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
+    """The up to ``n`` entries of ``choices`` most similar to ``name``."""
+    choices = list(choices)
+    found = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
+    if len(found) < n:
+        low = name.lower()
+        found += [c for c in choices if low and low in c.lower() and c not in found][: n - len(found)]
+    return found

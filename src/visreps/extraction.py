@@ -1,0 +1,594 @@
+"""Hooks on the requested layers, one forward pass, early exit, pooling, and the batch loop.
+
+How a forward pass is captured:
+
+1. A dry run on one blank image counts how often each requested module runs per forward pass
+   (recurrent modules run several times) and records its output shape.
+2. During extraction, forward hooks copy each requested output (after tuple selection and
+   pooling/flattening) to the host. Once every requested module has run as often as the dry run
+   said, the hook raises an internal signal that ends the forward pass: modules after the last
+   requested layer never run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ImageError, LayerNotFoundError, VisrepsError, closest
+
+POOL_MODES = ("flatten", "none", "avg", "max")
+RECURRENT_MODES = ("all", "last")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class _StopForward(Exception):
+    """Raised by the last hook to end the forward pass early."""
+
+
+# --------------------------------------------------------------------------- output handling
+
+
+def _first_tensor(out):
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    if isinstance(out, Mapping):
+        for o in out.values():
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    return None
+
+
+def pool_output(t, mode: str, layer: str = ""):
+    """Apply a pooling mode to a batch of outputs ``t`` of shape (B, ...).
+
+    ``flatten``: (B, prod(rest)); ``none``: unchanged; ``avg``/``max``: global average/max over the
+    spatial axes of (B, C, H, W) or (B, C, T, H, W) maps → (B, C); 2-D outputs pass through.
+    """
+    if mode == "none":
+        return t
+    if mode == "flatten":
+        return t.reshape(t.shape[0], -1)
+    if t.dim() == 2:
+        return t
+    if t.dim() == 3:
+        raise VisrepsError(
+            f"layer {layer!r} outputs a 3-D tensor {tuple(t.shape)} (e.g. tokens × channels): "
+            f"--pool {mode} is ambiguous there; use --pool flatten or none"
+        )
+    dims = tuple(range(2, t.dim()))
+    return t.float().mean(dim=dims) if mode == "avg" else t.amax(dim=dims)
+
+
+@dataclass
+class LayerSpec:
+    """A requested layer: module name, which call(s), how to pool."""
+
+    module: str
+    pool: str
+    call: int | None = None  # a single time step asked for with name@tK
+    keys: tuple[str, ...] = ()  # output array names, set after the dry run
+    calls: int = 0  # how often the module runs per forward pass
+
+
+def _parse_layers(module_names: Sequence[str], layers, pool) -> list[LayerSpec]:
+    if isinstance(layers, str):
+        layers = [s.strip() for s in layers.split(",") if s.strip()]
+    if not layers:
+        raise VisrepsError("no layers requested; name at least one (see `visreps layers MODEL`)")
+    valid = set(module_names)
+    specs = []
+    seen = set()
+    for spec in layers:
+        name, call = spec, None
+        if "@t" in spec:
+            name, _, step = spec.rpartition("@t")
+            if not step.isdigit():
+                raise VisrepsError(f"layer {spec!r}: a time step is written name@tK with K a number, e.g. V4.output@t3")
+            call = int(step)
+        if name not in valid:
+            hint = closest(name, module_names)
+            raise LayerNotFoundError(
+                f"model has no layer {name!r}"
+                + (f"; closest: {', '.join(hint)}" if hint else "")
+                + " (list them with `visreps layers MODEL`)"
+            )
+        if spec in seen:
+            raise VisrepsError(f"layer {spec!r} is requested twice")
+        seen.add(spec)
+        mode = pool.get(spec, pool.get(name, "flatten")) if isinstance(pool, Mapping) else pool
+        if mode not in POOL_MODES:
+            raise VisrepsError(f"pool mode {mode!r} for layer {spec!r} is not valid; use one of {', '.join(POOL_MODES)}")
+        specs.append(LayerSpec(name, mode, call))
+    if isinstance(pool, Mapping):
+        unknown = set(pool) - {s for s in layers} - {s.module for s in specs}
+        if unknown:
+            raise VisrepsError(f"pool given for layer(s) not requested: {sorted(unknown)}")
+    return specs
+
+
+class Capture:
+    """Forward hooks that collect the requested outputs of one forward pass and stop early."""
+
+    def __init__(self, module, specs: list[LayerSpec], *, stop_early: bool = True):
+        self.module = module
+        self.specs = specs
+        self.stop_early = stop_early
+        self.by_module: dict[str, list[LayerSpec]] = {}
+        for s in specs:
+            self.by_module.setdefault(s.module, []).append(s)
+        self.counts: dict[str, int] = {}
+        self.outputs: dict[str, list] = {}
+        self.handles = []
+        self.expected: dict[str, int] | None = None
+
+    def __enter__(self):
+        mods = dict(self.module.named_modules())
+        for name in self.by_module:
+            self.handles.append(mods[name].register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def _hook(self, name: str):
+        def hook(mod, inputs, out):
+            call = self.counts.get(name, 0)
+            self.counts[name] = call + 1
+            t = _first_tensor(out)
+            if t is None:
+                raise VisrepsError(f"layer {name!r} returned {type(out).__name__} without any tensor; choose another layer")
+            for spec in self.by_module[name]:
+                if self.expected is None:  # dry run: keep the shapes of each call
+                    self.outputs.setdefault(f"{spec.module}#{call}#{id(spec)}", []).append(pool_output(t, spec.pool, name).shape)
+                    continue
+                for key, wanted in zip(spec.keys, _wanted_calls(spec)):
+                    if wanted == call:
+                        p = pool_output(t, spec.pool, name)
+                        self.outputs[key] = p.detach().to("cpu", dtype=_host_dtype(p), copy=True)
+            if self.expected is not None and self.stop_early and all(
+                self.counts.get(m, 0) >= n for m, n in self.expected.items()
+            ):
+                raise _StopForward
+
+        return hook
+
+    def run(self, x):
+        """Run one forward pass; returns the captured outputs (and keeps the model's own in ``.result``)."""
+        self.counts = {}
+        self.outputs = {}
+        self.result = None
+        try:
+            self.result = self.module(x)
+        except _StopForward:
+            pass
+        return self.outputs
+
+
+def _host_dtype(t):
+    import torch
+
+    return torch.float32 if t.is_floating_point() else t.dtype
+
+
+def _wanted_calls(spec: LayerSpec) -> list[int]:
+    if spec.call is not None:
+        return [spec.call]
+    return list(range(spec.calls)) if len(spec.keys) > 1 else [spec.calls - 1]
+
+
+def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> list[LayerSpec]:
+    """Validate the requested layers and find, by a dry run, how often each runs and its shape."""
+    import torch
+
+    if recurrent is not None and recurrent not in RECURRENT_MODES:
+        raise VisrepsError(f"recurrent={recurrent!r} is not valid; use 'all' (every time step) or 'last'")
+    specs = _parse_layers(lm.layer_names(), layers, pool)
+    x = torch.zeros((1, *lm.preprocessing.input_size()), device=lm.device)
+    cap = Capture(lm.module, specs, stop_early=False)
+    with cap, torch.inference_mode():
+        cap.run(x)
+    shapes: dict[str, tuple] = {}
+    for spec in specs:
+        n = cap.counts.get(spec.module, 0)
+        spec.calls = n
+        if n == 0:
+            raise VisrepsError(
+                f"layer {spec.module!r} never runs in the model's forward pass, so it has no output; "
+                "choose a layer that `visreps layers MODEL` shows with a shape"
+            )
+        if spec.call is not None:
+            if spec.call >= n:
+                raise VisrepsError(f"layer {spec.module!r} runs {n} time(s) per pass; time steps are @t0..@t{n - 1}")
+            spec.keys = (f"{spec.module}@t{spec.call}",)
+        elif n > 1:
+            if recurrent is None:
+                raise VisrepsError(
+                    f"layer {spec.module!r} runs {n} times in one forward pass (recurrence); choose "
+                    f"recurrent='all' (--recurrent all: one array per time step {spec.module}@t0..@t{n - 1}) "
+                    f"or recurrent='last' (--recurrent last), or name one step, e.g. {spec.module}@t{n - 1}"
+                )
+            spec.keys = tuple(f"{spec.module}@t{i}" for i in range(n)) if recurrent == "all" else (spec.module,)
+        else:
+            spec.keys = (spec.module,)
+    return specs
+
+
+def _dry_shapes(lm, specs: list[LayerSpec]) -> dict[str, tuple]:
+    """Per-image output shape of every output key."""
+    import torch
+
+    x = torch.zeros((1, *lm.preprocessing.input_size()), device=lm.device)
+    cap = Capture(lm.module, specs)
+    cap.expected = {s.module: s.calls for s in specs}
+    with cap, torch.inference_mode():
+        out = cap.run(x)
+    return {k: tuple(v.shape[1:]) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- layer listing
+
+
+def describe_layers(lm) -> list:
+    """Every named module with its type, output shape for one image, and calls per pass."""
+    import torch
+
+    from .models._base import LayerInfo
+
+    infos: dict[str, Any] = {}
+    handles = []
+
+    def make(name):
+        def hook(mod, inputs, out):
+            info = infos[name]
+            info.calls += 1
+            t = _first_tensor(out)
+            if t is not None and info.shape is None:
+                info.shape = tuple(t.shape[1:])
+
+        return hook
+
+    for name, mod in lm.module.named_modules():
+        if not name:
+            continue
+        infos[name] = LayerInfo(name=name, type=type(mod).__name__, shape=None, depth=name.count("."))
+        handles.append(mod.register_forward_hook(make(name)))
+    try:
+        with torch.inference_mode():
+            lm.module(torch.zeros((1, *lm.preprocessing.input_size()), device=lm.device))
+    finally:
+        for h in handles:
+            h.remove()
+    return list(infos.values())
+
+
+def format_layer_tree(infos: Sequence) -> str:
+    rows = []
+    for info in infos:
+        label = "  " * info.depth + info.name.split(".")[-1] if info.depth else info.name
+        shape = "not run" if info.shape is None else "(" + ", ".join(str(s) for s in info.shape) + ")"
+        if info.calls > 1:
+            shape += f" ×{info.calls} calls"
+        rows.append((label, info.name, info.type, shape))
+    w0 = max((len(r[1]) for r in rows), default=4)
+    w1 = max((len(r[2]) for r in rows), default=4)
+    lines = [f"{'layer':<{w0}}  {'type':<{w1}}  output shape (one image)"]
+    for label, name, typ, shape in rows:
+        indent = "  " * name.count(".")
+        lines.append(f"{(indent + name):<{w0 + 2 * (name.count('.'))}}  {typ:<{w1}}  {shape}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the batch loop
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("visreps", "torch", "torchvision", "timm", "numpy", "pillow"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _autocast(device, precision: str):
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def extract(
+    model,
+    images: str | os.PathLike,
+    *,
+    layers: Sequence[str] | str,
+    out: str | os.PathLike | None = None,
+    format: str = "npy",
+    pool: str | Mapping[str, str] = "flatten",
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    device: str | None = "auto",
+    precision: str = "fp32",
+    order: str | os.PathLike | Sequence[str] | None = None,
+    overwrite: bool = False,
+    skip_bad_images: bool = False,
+    recurrent: str | None = None,
+    progress: bool = True,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    seed: int = 0,
+    preprocessing=None,
+    channels_last: bool = False,
+    top_k: int | None = None,
+    command: str | None = None,
+):
+    """Extract the activations of one or more layers for every image in a folder.
+
+    Args:
+        model: a model id (``"timm:efficientnet_lite0"``), a ``torch.nn.Module`` or a
+            :class:`~visreps.models.LoadedModel` (then ``pretrained/weights/seed/preprocessing``
+            are ignored unless the model is loaded here).
+        images: the image folder (flat or with class subfolders).
+        layers: module names (``["features.2", "classifier.1"]`` or ``"features.2,classifier.1"``);
+            ``name@tK`` takes time step K of a recurrent module.
+        out: output folder; ``None`` keeps the arrays in memory.
+        format: ``npy``, ``hdf5``, ``mat``, ``pt`` or ``txt``.
+        pool: ``flatten`` (default), ``none`` (keep shape), ``avg`` or ``max`` (global pooling of
+            spatial maps); a dict sets it per layer.
+        batch_size: images per forward pass.
+        num_workers: decoding processes (default: number of cores, none for tiny sets).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+        precision: ``fp32``, or ``fp16``/``bf16`` autocast (arrays are stored as float32).
+        order: a text file (or list) of relative image paths giving the images and their order.
+        overwrite: replace the results in an existing output folder.
+        skip_bad_images: skip unreadable images (recorded in the metadata) instead of stopping.
+        recurrent: for modules that run several times per pass: ``all`` (one array per time step,
+            ``layer@t0``...) or ``last``.
+        progress: show a progress bar (images/s).
+        channels_last: run convolutions in channels-last memory layout (often faster on CPU/GPU).
+        top_k: also record the K most probable ImageNet-1k classes per image (the model must end
+            in a 1000-way classifier); saved as ``predictions.csv``/``.json`` and in
+            ``result.predictions``. The forward pass then runs to the end.
+
+    Returns:
+        :class:`~visreps.storage.Features`: ``result[layer]`` is an array with one row per image,
+        ``result.manifest`` ties rows to image paths.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .data import BAD_IMAGE_HINT, ImageDataset, default_workers, find_images, make_loader
+    from .models import load_model
+    from .storage import Features, OutputWriter, check_format, layer_filename
+
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise VisrepsError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+        raise VisrepsError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    if precision not in PRECISIONS:
+        raise VisrepsError(f"precision {precision!r} is not valid; use one of {', '.join(PRECISIONS)}")
+    fmt = check_format(format)
+    items = find_images(images, order=order)
+    lm = load_model(model, pretrained=pretrained, weights=weights, seed=seed, device=device, preprocessing=preprocessing)
+    if channels_last:
+        lm.module = lm.module.to(memory_format=torch.channels_last)
+    specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
+    shapes = _dry_shapes(lm, specs)
+    keys = [k for s in specs for k in s.keys]
+    shapes = {k: shapes[k] for k in keys}
+    n = len(items)
+    root = Path(images).expanduser().resolve()
+    writer = OutputWriter(out, fmt, overwrite=overwrite) if out is not None else None
+    workers = default_workers(n, batch_size) if num_workers is None else num_workers
+    metadata: dict[str, Any] = {
+        "status": "running",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": lm.model_id,
+        "weights": lm.weights,
+        "preprocessing": lm.preprocessing.to_dict(),
+        "images": {
+            "root": str(root),
+            "order_file": str(Path(order).resolve()) if isinstance(order, (str, os.PathLike)) else None,
+            "n_found": n,
+            "image_list_sha256": hashlib.sha256("\n".join(i.path for i in items).encode()).hexdigest(),
+        },
+        "layers": {
+            k: {
+                "module": s.module,
+                "call": int(k.rpartition("@t")[2]) if "@t" in k else (s.calls - 1 if s.calls > 1 else 0),
+                "calls_per_pass": s.calls,
+                "pool": s.pool,
+                "shape": [n, *shapes[k]],
+                "dtype": "float32",
+                "file": (layer_filename(k, fmt) if fmt != "hdf5" else "features.h5"),
+            }
+            for s in specs
+            for k in s.keys
+        },
+        "format": fmt,
+        "options": {
+            "batch_size": batch_size,
+            "num_workers": workers,
+            "device": str(lm.device),
+            "precision": precision,
+            "recurrent": recurrent,
+            "channels_last": channels_last,
+            "skip_bad_images": skip_bad_images,
+        },
+        "versions": _versions(),
+        "command": command,
+    }
+    if writer is not None:
+        writer.write_metadata(metadata)
+        writer.open_layers(shapes, n)
+        arrays = None
+    else:
+        arrays = {k: np.empty((n, *shapes[k]), dtype=np.float32) for k in keys}
+
+    dataset = ImageDataset(root, items, lm.transform)
+    loader = make_loader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=lm.device.type == "cuda")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1 or top_k > 1000):
+        raise VisrepsError(f"top_k must be an integer between 1 and 1000, got {top_k!r}")
+    cap = Capture(lm.module, specs, stop_early=top_k is None)
+    cap.expected = {s.module: s.calls for s in specs}
+    topk_idx: list = []
+    topk_prob: list = []
+    kept: list[int] = []
+    skipped: list[dict] = []
+    row = 0
+    bar = tqdm(total=n, unit="img", disable=not progress, desc=lm.model_id, leave=False, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        with cap, torch.inference_mode(), _autocast(lm.device, precision):
+            for idx, x, bad in loader:
+                for i, err in bad:
+                    if not skip_bad_images:
+                        raise ImageError(f"{err}; {BAD_IMAGE_HINT}")
+                    skipped.append({"path": items[i].path, "error": err})
+                if x is not None:
+                    x = x.to(lm.device, non_blocking=True)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    outs = cap.run(x)
+                    batch = {k: outs[k].numpy() for k in keys}
+                    if top_k is not None:
+                        i_k, p_k = _topk(cap.result, top_k, lm.model_id)
+                        topk_idx.append(i_k)
+                        topk_prob.append(p_k)
+                    if writer is not None:
+                        writer.write(row, batch)
+                    else:
+                        for k in keys:
+                            arrays[k][row : row + len(idx)] = batch[k]
+                    row += len(idx)
+                    kept.extend(idx)
+                bar.update(len(idx) + len(bad))
+    except BaseException as e:
+        bar.close()
+        if writer is not None:
+            writer.abort()
+            metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            metadata["images"]["n_done"] = row
+            metadata["error"] = f"{type(e).__name__}: {e}"
+            writer.write_metadata(metadata)
+        if isinstance(e, KeyboardInterrupt):
+            e.visreps_done = (row, n)  # type: ignore[attr-defined]
+        raise
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    if row == 0:
+        if writer is not None:
+            writer.abort()
+        raise ImageError(f"none of the {n} images under {str(images)!r} could be read; see the metadata for the errors")
+    manifest_rows = [(items[i].path, items[i].label) for i in kept]
+    metadata["images"]["n_extracted"] = row
+    metadata["images"]["skipped"] = skipped
+    metadata["seconds"] = round(elapsed, 3)
+    for k in keys:
+        metadata["layers"][k]["shape"][0] = row
+    import pandas as pd
+
+    predictions = None
+    if top_k is not None:
+        predictions = predictions_table(np.concatenate(topk_idx), np.concatenate(topk_prob), [p for p, _ in manifest_rows])
+        metadata["extra_files"] = ["predictions.csv", "predictions.json"]
+    if writer is not None:
+        if predictions is not None:
+            save_predictions(predictions, writer.folder)
+        writer.finish(row, manifest_rows, metadata)
+        from .storage import load_features
+
+        res = load_features(writer.folder)
+    else:
+        metadata["status"] = "complete"
+        manifest = pd.DataFrame({"index": range(row), "path": [p for p, _ in manifest_rows], "label": [l for _, l in manifest_rows]})
+        res = Features({k: v[:row] for k, v in arrays.items()}, manifest, metadata, None)
+    res.predictions = predictions
+    return res
+
+
+# --------------------------------------------------------------------------- ImageNet predictions
+
+
+def imagenet_classes() -> list[str]:
+    """The 1000 ImageNet-1k class names, in class-index order (from torchvision's weight metadata)."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _topk(result, k: int, model_id: str):
+    import torch
+
+    t = _first_tensor(result)
+    if t is None or t.dim() != 2 or t.shape[1] != 1000:
+        shape = None if t is None else tuple(t.shape[1:])
+        raise VisrepsError(
+            f"top-k class predictions need a model that ends in an ImageNet-1k classifier (1000 outputs); "
+            f"{model_id} outputs {shape}"
+        )
+    p = torch.softmax(t.float(), dim=1)
+    v, i = torch.topk(p, k, dim=1)
+    return i.cpu().numpy(), v.cpu().numpy()
+
+
+def predictions_table(indices: np.ndarray, probs: np.ndarray, paths: Sequence[str]):
+    """One row per image: index, path, then class_k, name_k, prob_k for k = 1..K (most probable first)."""
+    import pandas as pd
+
+    names = imagenet_classes()
+    cols: dict[str, Any] = {"index": np.arange(len(paths)), "path": list(paths)}
+    for r in range(indices.shape[1]):
+        cols[f"class_{r + 1}"] = indices[:, r]
+        cols[f"name_{r + 1}"] = [names[c] for c in indices[:, r]]
+        cols[f"prob_{r + 1}"] = probs[:, r]
+    return pd.DataFrame(cols)
+
+
+def save_predictions(table, folder: Path) -> None:
+    import json
+
+    k = sum(1 for c in table.columns if c.startswith("class_"))
+    records = [
+        {
+            "index": int(row["index"]),
+            "path": row["path"],
+            "top_k": [
+                {"class": int(row[f"class_{r}"]), "name": row[f"name_{r}"], "probability": float(row[f"prob_{r}"])}
+                for r in range(1, k + 1)
+            ],
+        }
+        for _, row in table.iterrows()
+    ]
+    csv_tmp = folder / "predictions.csv.partial"
+    table.to_csv(csv_tmp, index=False, float_format="%.6g")
+    json_tmp = folder / "predictions.json.partial"
+    json_tmp.write_text(json.dumps(records, indent=1), encoding="utf-8")
+    os.replace(csv_tmp, folder / "predictions.csv")
+    os.replace(json_tmp, folder / "predictions.json")

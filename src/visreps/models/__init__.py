@@ -1,0 +1,94 @@
+"""Model sources and :func:`load_model`.
+
+Model ids are ``source:name`` (``torchvision:alexnet``, ``timm:resnet50``, ``cornet:s``); a bare
+name resolves when exactly one source has it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import VisrepsError
+from ._base import LayerInfo, LoadedModel, Preprocessing
+from ._registry import available_offline, check_name, list_models, resolve, source_module
+
+__all__ = [
+    "LayerInfo",
+    "LoadedModel",
+    "Preprocessing",
+    "available_offline",
+    "list_models",
+    "load_model",
+]
+
+
+def load_model(
+    model: Any,
+    *,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    seed: int = 0,
+    device: str | None = "auto",
+    preprocessing: Preprocessing | dict | None = None,
+) -> LoadedModel:
+    """Load a network for extraction.
+
+    Args:
+        model: a model id (``"torchvision:alexnet"``, ``"timm:resnet50"``, a bare name), a
+            ``torch.nn.Module`` of your own, a :class:`LoadedModel` (returned as is), or
+            ``"file:PATH"`` for a whole pickled model.
+        pretrained: load the source's pretrained weights (``False``: random initialisation).
+        weights: a local weights file (state_dict .pt/.pth, safetensors) to load into the
+            architecture, or a named weight of the source (e.g. ``"IMAGENET1K_V2"``).
+        seed: the seed of a random initialisation (recorded in the metadata).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        preprocessing: override the model's own preprocessing (a :class:`Preprocessing` or a
+            dict of its fields, e.g. ``{"resize": 224, "crop": 224}``).
+
+    Returns:
+        A :class:`LoadedModel` in eval mode on the device.
+    """
+    if isinstance(model, LoadedModel):
+        lm = model
+    elif isinstance(model, str) and model.startswith("file:"):
+        from .custom import load_pickled_model
+
+        lm = load_pickled_model(model[5:], device=device)
+    elif isinstance(model, str):
+        source, name = resolve(model)
+        mod = source_module(source)
+        check = getattr(mod, "check_name", None)
+        if check is not None:
+            check(name)
+        else:
+            check_name(source, name.split(".", 1)[0] if source == "timm" else name)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise VisrepsError(f"seed must be an integer, got {seed!r}")
+        lm = mod.load(name, pretrained=pretrained, weights=None if weights is None else str(weights), seed=seed, device=device)
+    else:
+        try:
+            import torch
+        except ImportError as e:  # pragma: no cover
+            raise VisrepsError("torch is required") from e
+        if not isinstance(model, torch.nn.Module):
+            raise VisrepsError(
+                f"model must be a model id string, a torch.nn.Module or a LoadedModel, got {type(model).__name__}"
+            )
+        from .custom import from_module, load_weights_file
+
+        lm = from_module(model, device=device)
+        if weights is not None:
+            lm.weights = load_weights_file(lm.module, weights)
+            lm.module.to(lm.device).eval()
+    if preprocessing is not None:
+        if isinstance(preprocessing, dict):
+            base = lm.preprocessing.to_dict()
+            unknown = set(preprocessing) - set(base)
+            if unknown:
+                raise VisrepsError(f"unknown preprocessing field(s) {sorted(unknown)}; valid: {sorted(base)}")
+            base.update(preprocessing)
+            base["mean"], base["std"] = tuple(base["mean"]), tuple(base["std"])
+            preprocessing = Preprocessing(**base)
+        lm.with_preprocessing(preprocessing)
+    return lm

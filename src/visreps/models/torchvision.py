@@ -1,0 +1,119 @@
+"""Every model of ``torchvision.models.list_models()``: pretrained (weights API), random, or a file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import WeightsError
+from ._base import LoadedModel, Preprocessing, file_sha256
+
+
+def list_names() -> list[str]:
+    from torchvision import models
+
+    return sorted(models.list_models())
+
+
+def _weights_enum(name: str):
+    from torchvision import models
+
+    try:
+        return models.get_model_weights(name)
+    except (ValueError, KeyError):
+        return None
+
+
+def resolve_weights(name: str, tag: str = "DEFAULT"):
+    """The weights enum member ``tag`` (``DEFAULT``, ``IMAGENET1K_V2`` or ``Enum.MEMBER``) of model ``name``."""
+    enum = _weights_enum(name)
+    if enum is None:
+        raise WeightsError(f"torchvision:{name} has no pretrained weights; use --random or --weights FILE")
+    tag = tag.split(".")[-1]
+    if tag not in enum.__members__:
+        raise WeightsError(
+            f"torchvision:{name} has no weights {tag!r}; choose one of: {', '.join(enum.__members__)}"
+        )
+    return enum[tag]
+
+
+def _checkpoint_path(weights) -> Path:
+    from ..cache import torch_checkpoint_dir
+
+    return torch_checkpoint_dir() / os.path.basename(weights.url)
+
+
+def available_offline(name: str) -> bool:
+    try:
+        return _checkpoint_path(resolve_weights(name)).is_file()
+    except WeightsError:
+        return False
+
+
+def preprocessing_from_weights(weights) -> Preprocessing:
+    t = weights.transforms()
+    crop = getattr(t, "crop_size", None)
+    resize = getattr(t, "resize_size", None)
+    mean = getattr(t, "mean", None)
+    std = getattr(t, "std", None)
+    if mean is None or std is None or (crop is None and resize is None):
+        return Preprocessing()
+    interp = getattr(t, "interpolation", None)
+    interp = interp.value if interp is not None else "bilinear"
+    return Preprocessing(
+        resize=int(resize[0]) if resize else None,
+        crop=int(crop[0]) if crop else None,
+        mean=tuple(mean),
+        std=tuple(std),
+        interpolation=interp,
+    )
+
+
+def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device=None) -> LoadedModel:
+    import torch
+    from torchvision import models
+
+    from ..cache import cache_dir, missing_weights_error, offline
+    from ..device import resolve_device
+    from .custom import load_weights_file
+
+    dev = resolve_device(device)
+    is_file = weights is not None and (Path(str(weights)).suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") or Path(str(weights)).expanduser().is_file())
+    if pretrained or (weights is not None and not is_file):
+        w = resolve_weights(name, weights or "DEFAULT")
+        path = _checkpoint_path(w)
+        if not path.is_file() and offline():
+            raise missing_weights_error(f"torchvision:{name} ({w})", path, w.url)
+        old = torch.hub.get_dir()
+        torch.hub.set_dir(str(cache_dir() / "torch" / "hub"))
+        try:
+            module = models.get_model(name, weights=w)
+        except (OSError, RuntimeError) as e:  # URLError is an OSError
+            if path.is_file():
+                raise WeightsError(f"cannot load cached weights {path}: {e}; delete the file to download it again") from e
+            raise missing_weights_error(f"torchvision:{name} ({w})", path, w.url) from e
+        finally:
+            torch.hub.set_dir(old)
+        record = {"kind": "pretrained", "name": str(w), "url": w.url, "file": str(path), "sha256": file_sha256(path)}
+        prep = preprocessing_from_weights(w)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = models.get_model(name, weights=None)
+        record = {"kind": "random", "seed": seed}
+        if is_file:
+            record = load_weights_file(module, weights)
+        enum = _weights_enum(name)
+        # the architecture's own input size (e.g. 299 for inception_v3) with ImageNet statistics
+        prep = Preprocessing()
+        if enum is not None:
+            own = preprocessing_from_weights(enum.DEFAULT)
+            if own.crop and own.crop != 224:
+                prep = Preprocessing(resize=own.resize, crop=own.crop)
+    return LoadedModel(
+        module=module.to(dev).eval(),
+        preprocessing=prep,
+        model_id=f"torchvision:{name}",
+        weights=record,
+        device=dev,
+    )
