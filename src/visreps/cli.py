@@ -66,8 +66,8 @@ def _weights_options(f):
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")
 @_weights_options
 @click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(["npy", "hdf5", "mat", "pt", "txt"]))
-@click.option("--pool", default="flatten", show_default=True, type=click.Choice(["flatten", "none", "avg", "max"]),
-              help="flatten, keep shape (none), or global average/max pooling of spatial maps.")
+@click.option("--pool", default="flatten", show_default=True, type=click.Choice(["flatten", "none", "avg", "max", "cls", "patch_mean"]),
+              help="flatten, keep shape (none), global average/max pooling of spatial maps (avg, max), or for transformer tokens the class token (cls) or the mean of patch tokens (patch_mean).")
 @click.option("--recurrent", type=click.Choice(["all", "last"]), default=None,
               help="For modules that run several times per pass: every time step or the last.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True)
@@ -166,3 +166,7 @@ def _register_extras() -> None:
 
 
 _register_extras()
+
+
+if __name__ == "__main__":  # python -m visreps.cli
+    main()

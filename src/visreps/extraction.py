@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import ImageError, LayerNotFoundError, VisrepsError, closest
 
-POOL_MODES = ("flatten", "none", "avg", "max")
+POOL_MODES = ("flatten", "none", "avg", "max", "cls", "patch_mean")
 RECURRENT_MODES = ("all", "last")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -57,22 +57,36 @@ def _first_tensor(out):
     return None
 
 
-def pool_output(t, mode: str, layer: str = ""):
+def pool_output(t, mode: str, layer: str = "", prefix_tokens: int = 1):
     """Apply a pooling mode to a batch of outputs ``t`` of shape (B, ...).
 
     ``flatten``: (B, prod(rest)); ``none``: unchanged; ``avg``/``max``: global average/max over the
     spatial axes of (B, C, H, W) or (B, C, T, H, W) maps → (B, C); 2-D outputs pass through.
+    Token sequences (B, N, D) of transformers: ``cls`` takes token 0 → (B, D); ``patch_mean``
+    averages the patch tokens, i.e. all but the first ``prefix_tokens`` (class/register tokens)
+    → (B, D); ``none``/``flatten`` keep all tokens.
     """
     if mode == "none":
         return t
     if mode == "flatten":
         return t.reshape(t.shape[0], -1)
+    if mode in ("cls", "patch_mean"):
+        if t.dim() != 3:
+            raise VisrepsError(
+                f"--pool {mode} is for token sequences (batch, tokens, dim), but layer {layer!r} "
+                f"outputs {tuple(t.shape)}; use --pool avg/max/flatten/none"
+            )
+        if mode == "cls":
+            return t[:, 0]
+        if t.shape[1] <= prefix_tokens:
+            raise VisrepsError(f"layer {layer!r} has {t.shape[1]} tokens, no patch tokens after {prefix_tokens} prefix token(s)")
+        return t[:, prefix_tokens:].float().mean(dim=1)
     if t.dim() == 2:
         return t
     if t.dim() == 3:
         raise VisrepsError(
             f"layer {layer!r} outputs a 3-D tensor {tuple(t.shape)} (e.g. tokens × channels): "
-            f"--pool {mode} is ambiguous there; use --pool flatten or none"
+            f"--pool {mode} is ambiguous there; use --pool cls, patch_mean, flatten or none"
         )
     dims = tuple(range(2, t.dim()))
     return t.float().mean(dim=dims) if mode == "avg" else t.amax(dim=dims)
@@ -128,8 +142,11 @@ def _parse_layers(module_names: Sequence[str], layers, pool) -> list[LayerSpec]:
 class Capture:
     """Forward hooks that collect the requested outputs of one forward pass and stop early."""
 
-    def __init__(self, module, specs: list[LayerSpec], *, stop_early: bool = True):
+    def __init__(self, module, specs: list[LayerSpec], *, stop_early: bool = True,
+                 seq_first: frozenset = frozenset(), prefix_tokens: int = 1):
         self.module = module
+        self.seq_first = seq_first  # modules whose outputs are (tokens, batch, dim)
+        self.prefix_tokens = prefix_tokens
         self.specs = specs
         self.stop_early = stop_early
         self.by_module: dict[str, list[LayerSpec]] = {}
@@ -158,13 +175,15 @@ class Capture:
             t = _first_tensor(out)
             if t is None:
                 raise VisrepsError(f"layer {name!r} returned {type(out).__name__} without any tensor; choose another layer")
+            if name in self.seq_first and t.dim() == 3:
+                t = t.transpose(0, 1)
             for spec in self.by_module[name]:
                 if self.expected is None:  # dry run: keep the shapes of each call
-                    self.outputs.setdefault(f"{spec.module}#{call}#{id(spec)}", []).append(pool_output(t, spec.pool, name).shape)
+                    self.outputs.setdefault(f"{spec.module}#{call}#{id(spec)}", []).append(pool_output(t, spec.pool, name, self.prefix_tokens).shape)
                     continue
                 for key, wanted in zip(spec.keys, _wanted_calls(spec)):
                     if wanted == call:
-                        p = pool_output(t, spec.pool, name)
+                        p = pool_output(t, spec.pool, name, self.prefix_tokens)
                         self.outputs[key] = p.detach().to("cpu", dtype=_host_dtype(p), copy=True)
             if self.expected is not None and self.stop_early and all(
                 self.counts.get(m, 0) >= n for m, n in self.expected.items()
@@ -183,6 +202,21 @@ class Capture:
         except _StopForward:
             pass
         return self.outputs
+
+
+def make_capture(lm, specs: list[LayerSpec], *, stop_early: bool = True):
+    """The capture object of a model: forward hooks for torch, the backend adapter's otherwise.
+
+    A non-torch backend puts an adapter in ``lm.extra["adapter"]`` whose ``capture(specs,
+    stop_early=...)`` returns an object with the same interface as :class:`Capture`: a context
+    manager with ``run(x) -> {key: array (B, ...)}``, ``counts``, ``result`` and ``expected``.
+    """
+    adapter = lm.extra.get("adapter")
+    if adapter is not None:
+        return adapter.capture(specs, stop_early=stop_early)
+    prefix = lm.extra.get("prefix_tokens", getattr(lm.module, "num_prefix_tokens", 1))
+    return Capture(lm.module, specs, stop_early=stop_early, seq_first=frozenset(lm.extra.get("seq_first", ())),
+                   prefix_tokens=int(prefix))
 
 
 def _host_dtype(t):
@@ -204,10 +238,18 @@ def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> 
     if recurrent is not None and recurrent not in RECURRENT_MODES:
         raise VisrepsError(f"recurrent={recurrent!r} is not valid; use 'all' (every time step) or 'last'")
     specs = _parse_layers(lm.layer_names(), layers, pool)
-    x = torch.zeros((1, *lm.preprocessing.input_size()), device=lm.device)
-    cap = Capture(lm.module, specs, stop_early=False)
+    x = lm.dummy_input()
+    cap = make_capture(lm, specs, stop_early=False)
     with cap, torch.inference_mode():
-        cap.run(x)
+        try:
+            cap.run(x)
+        except VisrepsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of the user's forward is reported the same way
+            raise VisrepsError(
+                f"the model's forward pass failed on a blank batch of shape {tuple(x.shape)}: {type(e).__name__}: {e}. "
+                "Check that the preprocessing gives the input size the model expects (preprocessing={'resize': ..., 'crop': ...})"
+            ) from e
     shapes: dict[str, tuple] = {}
     for spec in specs:
         n = cap.counts.get(spec.module, 0)
@@ -238,8 +280,8 @@ def _dry_shapes(lm, specs: list[LayerSpec]) -> dict[str, tuple]:
     """Per-image output shape of every output key."""
     import torch
 
-    x = torch.zeros((1, *lm.preprocessing.input_size()), device=lm.device)
-    cap = Capture(lm.module, specs)
+    x = lm.dummy_input()
+    cap = make_capture(lm, specs)
     cap.expected = {s.module: s.calls for s in specs}
     with cap, torch.inference_mode():
         out = cap.run(x)
@@ -255,6 +297,9 @@ def describe_layers(lm) -> list:
 
     from .models._base import LayerInfo
 
+    adapter = lm.extra.get("adapter")
+    if adapter is not None:
+        return adapter.describe_layers()
     infos: dict[str, Any] = {}
     handles = []
 
@@ -275,7 +320,7 @@ def describe_layers(lm) -> list:
         handles.append(mod.register_forward_hook(make(name)))
     try:
         with torch.inference_mode():
-            lm.module(torch.zeros((1, *lm.preprocessing.input_size()), device=lm.device))
+            lm.module(lm.dummy_input())
     finally:
         for h in handles:
             h.remove()
@@ -455,7 +500,7 @@ def extract(
     loader = make_loader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=lm.device.type == "cuda")
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1 or top_k > 1000):
         raise VisrepsError(f"top_k must be an integer between 1 and 1000, got {top_k!r}")
-    cap = Capture(lm.module, specs, stop_early=top_k is None)
+    cap = make_capture(lm, specs, stop_early=top_k is None)
     cap.expected = {s.module: s.calls for s in specs}
     topk_idx: list = []
     topk_prob: list = []
@@ -472,11 +517,12 @@ def extract(
                         raise ImageError(f"{err}; {BAD_IMAGE_HINT}")
                     skipped.append({"path": items[i].path, "error": err})
                 if x is not None:
-                    x = x.to(lm.device, non_blocking=True)
+                    if lm.backend == "torch":
+                        x = x.to(lm.device, non_blocking=True)
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     outs = cap.run(x)
-                    batch = {k: outs[k].numpy() for k in keys}
+                    batch = {k: np.asarray(outs[k]) for k in keys}
                     if top_k is not None:
                         i_k, p_k = _topk(cap.result, top_k, lm.model_id)
                         topk_idx.append(i_k)

@@ -117,8 +117,11 @@ class LoadedModel:
 
     @property
     def transform(self) -> Callable:
+        """PIL RGB image → model input for one image (an adapter may supply its own)."""
         if self._transform is None:
-            self._transform = self.preprocessing.build()
+            adapter = self.extra.get("adapter")
+            build = getattr(adapter, "build_transform", None)
+            self._transform = build(self.preprocessing) if build else self.preprocessing.build()
         return self._transform
 
     def with_preprocessing(self, preprocessing: Preprocessing) -> "LoadedModel":
@@ -128,7 +131,19 @@ class LoadedModel:
 
     def layer_names(self) -> list[str]:
         """Every addressable module name (dotted, as ``named_modules`` gives them)."""
+        adapter = self.extra.get("adapter")
+        if adapter is not None:
+            return list(adapter.layer_names())
         return [n for n, _ in self.module.named_modules() if n]
+
+    def dummy_input(self, n: int = 1):
+        """A blank batch of ``n`` inputs as the model takes them (for dry runs)."""
+        adapter = self.extra.get("adapter")
+        if adapter is not None:
+            return adapter.dummy_input(n)
+        import torch
+
+        return torch.zeros((n, *self.preprocessing.input_size()), device=self.device)
 
     def layers(self) -> list["LayerInfo"]:
         """Every module with its type and output shape for one image (from a dry run)."""

@@ -11,6 +11,15 @@ from ._base import LoadedModel, Preprocessing, file_sha256
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
 
 
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar", ".h5", ".keras")
+
+
+def looks_like_file(weights) -> bool:
+    """Whether ``weights`` names a file (it exists, has a path separator or a weights suffix) rather than a tag."""
+    s = str(weights)
+    return Path(s).expanduser().exists() or "/" in s or "\\" in s or s.lower().endswith(WEIGHT_SUFFIXES)
+
+
 def read_checkpoint(path: str | Path) -> Any:
     """Read a checkpoint file: a safetensors file, a state_dict, or a whole pickled model."""
     path = Path(path).expanduser()

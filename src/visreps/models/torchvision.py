@@ -75,11 +75,11 @@ def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed
 
     from ..cache import cache_dir, missing_weights_error, offline
     from ..device import resolve_device
-    from .custom import load_weights_file
+    from .custom import load_weights_file, looks_like_file
 
     dev = resolve_device(device)
-    is_file = weights is not None and (Path(str(weights)).suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") or Path(str(weights)).expanduser().is_file())
-    if pretrained or (weights is not None and not is_file):
+    is_file = weights is not None and looks_like_file(weights)
+    if (pretrained and weights is None) or (weights is not None and not is_file):
         w = resolve_weights(name, weights or "DEFAULT")
         path = _checkpoint_path(w)
         if not path.is_file() and offline():

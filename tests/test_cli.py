@@ -1,0 +1,71 @@
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import EXAMPLES
+from visreps.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_starts_fast_and_imports_no_torch():
+    code = "import time,sys; t=time.perf_counter(); from visreps.cli import main; print(time.perf_counter()-t, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert float(out[0]) < 0.5 and out[1] == "False"
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "visreps.cli", "--help"], capture_output=True, check=True)
+    assert time.perf_counter() - t < 5  # generous: process start; the import itself is checked above
+
+
+def test_extract_and_outputs(tmp_path):
+    r = run("extract", "torchvision:alexnet", str(EXAMPLES), "--random", "--layers", "features.2,classifier.1",
+            "--out", str(tmp_path / "o"), "-q", "--batch-size", "4")
+    assert r.exit_code == 0, r.output
+    a = np.load(tmp_path / "o" / "features.2.npy")
+    assert a.shape == (6, 64 * 27 * 27)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["extract", "torchvision:alexnet", "NOPE", "--layers", "x", "--out", "o"], "image folder 'NOPE' does not exist"),
+        (["extract", "torchvision:alexnet", str(EXAMPLES), "--random", "--layers", "features.99", "--out", "o"],
+         "no layer 'features.99'; closest: features.9"),
+        (["extract", "nosuchmodel", str(EXAMPLES), "--layers", "x", "--out", "o"], "unknown model 'nosuchmodel'"),
+        (["extract", "torchvision:alexnet", str(EXAMPLES), "--weights", "missing.pth", "--layers", "x", "--out", "o"],
+         "weights file 'missing.pth' does not exist"),
+        (["layers", "timm:nosuch"], "timm has no model 'nosuch'"),
+        (["models", "zzzzqqq"], "no model matches 'zzzzqqq'"),
+    ],
+)
+def test_errors_are_one_line_exit_2(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.output
+    assert "Traceback" not in r.output
+
+
+def test_existing_output_refused_then_overwritten(tmp_path):
+    args = ["extract", "torchvision:alexnet", str(EXAMPLES), "--random", "--layers", "features.0", "--out", str(tmp_path), "-q"]
+    assert run(*args).exit_code == 0
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and "--overwrite" in r.output
+    assert run(*args, "--overwrite").exit_code == 0
+
+
+def test_layers_tree_and_models_listing():
+    r = run("layers", "torchvision:alexnet")
+    assert r.exit_code == 0
+    assert "features.0" in r.output and "(64, 55, 55)" in r.output and "Conv2d" in r.output
+    r = run("models", "lite0")
+    assert "timm:efficientnet_lite0  [offline]" in r.output.splitlines()
+    r = run("models", "lite0", "--offline-only")
+    assert r.output.splitlines() == ["timm:efficientnet_lite0  [offline]"]

