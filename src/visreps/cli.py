@@ -74,7 +74,8 @@ def _weights_options(f):
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: number of cores).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
-@click.option("--channels-last", is_flag=True, help="Channels-last memory layout for convolutions.")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="Channels-last memory layout for convolutions (default: automatic, on for CNNs on CPU/CUDA).")
 @click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file of relative image paths: these images, in this order.")
 @click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images (recorded in metadata.json) instead of stopping.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Also save the top-K ImageNet classes per image (predictions.csv).")

@@ -359,6 +359,27 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _set_memory_format(lm, channels_last: bool) -> None:
+    import torch
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    lm.module.to(memory_format=fmt)
+
+
+def _use_channels_last(lm, wanted: bool | None) -> bool:
+    import torch
+
+    if lm.backend != "torch":
+        return False
+    if wanted is None:
+        wanted = lm.device.type in ("cpu", "cuda") and any(
+            isinstance(m, torch.nn.Conv2d) for m in lm.module.modules()
+        )
+    if wanted:
+        _set_memory_format(lm, True)
+    return bool(wanted)
+
+
 def _autocast(device, precision: str):
     import torch
 
@@ -389,7 +410,7 @@ def extract(
     weights: str | os.PathLike | None = None,
     seed: int = 0,
     preprocessing=None,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     top_k: int | None = None,
     command: str | None = None,
 ):
@@ -416,7 +437,9 @@ def extract(
         recurrent: for modules that run several times per pass: ``all`` (one array per time step,
             ``layer@t0``...) or ``last``.
         progress: show a progress bar (images/s).
-        channels_last: run convolutions in channels-last memory layout (often faster on CPU/GPU).
+        channels_last: run convolutions in channels-last memory layout, which oneDNN/cuDNN run
+            faster. ``None`` (default): on for torch models with 2-D convolutions on CPU/CUDA, off
+            if the model cannot run that way. A module of your own gets its layout back afterwards.
         top_k: also record the K most probable ImageNet-1k classes per image (the model must end
             in a 1000-way classifier); saved as ``predictions.csv``/``.json`` and in
             ``result.predictions``. The forward pass then runs to the end.
@@ -441,9 +464,16 @@ def extract(
     fmt = check_format(format)
     items = find_images(images, order=order)
     lm = load_model(model, pretrained=pretrained, weights=weights, seed=seed, device=device, preprocessing=preprocessing)
-    if channels_last:
-        lm.module = lm.module.to(memory_format=torch.channels_last)
-    specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
+    channels_last = _use_channels_last(lm, channels_last)
+    try:
+        specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
+    except VisrepsError:
+        if not channels_last:
+            raise
+        # some models reshape with .view() and need contiguous tensors: fall back quietly
+        _set_memory_format(lm, False)
+        channels_last = False
+        specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
     shapes = _dry_shapes(lm, specs)
     keys = [k for s in specs for k in s.keys]
     shapes = {k: shapes[k] for k in keys}
@@ -537,6 +567,8 @@ def extract(
                 bar.update(len(idx) + len(bad))
     except BaseException as e:
         bar.close()
+        if channels_last:
+            _set_memory_format(lm, False)
         if writer is not None:
             writer.abort()
             metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
@@ -547,6 +579,8 @@ def extract(
             e.visreps_done = (row, n)  # type: ignore[attr-defined]
         raise
     bar.close()
+    if channels_last:
+        _set_memory_format(lm, False)
     elapsed = time.perf_counter() - t0
     if row == 0:
         if writer is not None:

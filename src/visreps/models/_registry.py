@@ -12,6 +12,7 @@ Sources are imported only when used, so listing a torchvision model never import
 from __future__ import annotations
 
 import fnmatch
+import re
 import importlib
 import importlib.util
 from typing import Iterable
@@ -64,6 +65,9 @@ def resolve(model_id: str, sources: Iterable[str] | None = None) -> tuple[str, s
         source, name = model_id.split(":", 1)
         if source in available:
             return source, name
+    cornet = re.fullmatch(r"cornet[-_ ]?(z|r|rt|s)", model_id, flags=re.IGNORECASE)
+    if cornet and "cornet" in available:  # the 2021 spelling: cornet-s
+        return "cornet", cornet.group(1).lower()
     sources = list(sources or ["torchvision", "timm", "cornet"])
     owners = []
     for s in sources:
