@@ -26,6 +26,8 @@ _LAZY = {
     "extract": "visreps.extraction",
     "load_features": "visreps.storage",
     "Features": "visreps.storage",
+    "merge_shards": "visreps.storage",
+    "extract_text": "visreps.text",
     "find_images": "visreps.data",
     "load_image": "visreps.data",
     "set_cache_dir": "visreps.cache",

@@ -30,8 +30,10 @@ class VisrepsGroup(click.Group):
             done = getattr(e, "visreps_done", None)
             msg = "interrupted"
             if done:
-                msg += f" after {done[0]} of {done[1]} images; the output folder holds unfinished files (*.partial)"
-                msg += " and metadata.partial.json; run again with --overwrite"
+                msg += f" after {done[0]} of {done[1]} images"
+                if done[2]:
+                    msg += (f"; {done[2]} holds the finished batches (*.partial files): "
+                            "continue with the same command plus --resume")
             click.echo(msg, err=True)
             ctx.exit(130)
         except MemoryError:
@@ -80,9 +82,11 @@ def _weights_options(f):
 @click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images (recorded in metadata.json) instead of stopping.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Also save the top-K ImageNet classes per image (predictions.csv).")
 @click.option("--overwrite", is_flag=True, help="Replace earlier results in the output folder.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last fully written batch.")
+@click.option("--shard", default=None, metavar="I/N", help="Only the I-th of N contiguous slices of the images (join with `visreps merge`).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def extract(model, images, layers, out, random_init, weights, seed, offline, fmt, pool, recurrent, batch_size, workers,
-            device, precision, channels_last, order, skip_bad_images, top_k, overwrite, quiet):
+            device, precision, channels_last, order, skip_bad_images, top_k, overwrite, resume, shard, quiet):
     """Extract layer activations of MODEL for every image in IMAGES into --out.
 
     MODEL is an id such as torchvision:alexnet, timm:resnet50 or timm:efficientnet_lite0.
@@ -96,7 +100,7 @@ def extract(model, images, layers, out, random_init, weights, seed, offline, fmt
         model, images, layers=_split_layers(layers), out=out, format=fmt, pool=pool, batch_size=batch_size,
         num_workers=workers, device=device, precision=precision, order=order, overwrite=overwrite,
         skip_bad_images=skip_bad_images, recurrent=recurrent, progress=not quiet, pretrained=not random_init,
-        weights=weights, seed=seed, channels_last=channels_last, top_k=top_k,
+        weights=weights, seed=seed, channels_last=channels_last, top_k=top_k, resume=resume, shard=shard,
         command=" ".join(["visreps", *sys.argv[1:]]),
     )
     if not quiet:
@@ -156,6 +160,18 @@ def models(pattern, source, offline_only):
         shown += 1
     if not shown:
         click.echo("no pretrained weights of these models are on this machine (see `visreps models --help`)")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--overwrite", is_flag=True, help="Replace earlier results in OUT.")
+def merge(out, shards, overwrite):
+    """Join the finished shard folders SHARDS (from --shard I/N) into OUT, identical to a single run."""
+    from .storage import merge_shards
+
+    res = merge_shards(out, shards, overwrite=overwrite)
+    click.echo(f"merged {len(shards)} shards → {out}: {len(res.paths)} images, layers {', '.join(res.layers)}")
 
 
 def _register_extras() -> None:

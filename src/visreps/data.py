@@ -184,13 +184,20 @@ def collate(batch):
     return idx, x, bad
 
 
+def _ignore_sigint(_worker_id: int) -> None:
+    """Ctrl-C is handled once, by the main process; workers must not print their own tracebacks."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(dataset: ImageDataset, *, batch_size: int, num_workers: int, pin_memory: bool = False):
     """A DataLoader in dataset order; worker processes decode while the model runs."""
     from torch.utils.data import DataLoader
 
     kwargs = {}
     if num_workers > 0:
-        kwargs = {"prefetch_factor": 4, "persistent_workers": False}
+        kwargs = {"prefetch_factor": 4, "persistent_workers": False, "worker_init_fn": _ignore_sigint}
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -389,71 +389,60 @@ def _autocast(device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def extract(
-    model,
-    images: str | os.PathLike,
-    *,
-    layers: Sequence[str] | str,
-    out: str | os.PathLike | None = None,
-    format: str = "npy",
-    pool: str | Mapping[str, str] = "flatten",
-    batch_size: int = 32,
-    num_workers: int | None = None,
-    device: str | None = "auto",
-    precision: str = "fp32",
-    order: str | os.PathLike | Sequence[str] | None = None,
-    overwrite: bool = False,
-    skip_bad_images: bool = False,
-    recurrent: str | None = None,
-    progress: bool = True,
-    pretrained: bool = True,
-    weights: str | os.PathLike | None = None,
-    seed: int = 0,
-    preprocessing=None,
-    channels_last: bool | None = None,
-    top_k: int | None = None,
-    command: str | None = None,
-):
-    """Extract the activations of one or more layers for every image in a folder.
+def parse_shard(shard) -> tuple[int, int] | None:
+    """``"2/4"`` or ``(2, 4)`` → (2, 4): the 2nd of 4 contiguous slices (1-based)."""
+    if shard is None:
+        return None
+    try:
+        if isinstance(shard, str):
+            i, n = (int(p) for p in shard.split("/"))
+        else:
+            i, n = (int(p) for p in shard)
+    except (ValueError, TypeError):
+        raise VisrepsError(f"shard {shard!r} is not valid; write I/N, e.g. 2/4 for the second of four slices") from None
+    if not (n >= 1 and 1 <= i <= n):
+        raise VisrepsError(f"shard {shard!r} is not valid: I must be between 1 and N (e.g. 1/4 ... 4/4)")
+    return i, n
 
-    Args:
-        model: a model id (``"timm:efficientnet_lite0"``), a ``torch.nn.Module`` or a
-            :class:`~visreps.models.LoadedModel` (then ``pretrained/weights/seed/preprocessing``
-            are ignored unless the model is loaded here).
-        images: the image folder (flat or with class subfolders).
-        layers: module names (``["features.2", "classifier.1"]`` or ``"features.2,classifier.1"``);
-            ``name@tK`` takes time step K of a recurrent module.
-        out: output folder; ``None`` keeps the arrays in memory.
-        format: ``npy``, ``hdf5``, ``mat``, ``pt`` or ``txt``.
-        pool: ``flatten`` (default), ``none`` (keep shape), ``avg`` or ``max`` (global pooling of
-            spatial maps); a dict sets it per layer.
-        batch_size: images per forward pass.
-        num_workers: decoding processes (default: number of cores, none for tiny sets).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
-        precision: ``fp32``, or ``fp16``/``bf16`` autocast (arrays are stored as float32).
-        order: a text file (or list) of relative image paths giving the images and their order.
-        overwrite: replace the results in an existing output folder.
-        skip_bad_images: skip unreadable images (recorded in the metadata) instead of stopping.
-        recurrent: for modules that run several times per pass: ``all`` (one array per time step,
-            ``layer@t0``...) or ``last``.
-        progress: show a progress bar (images/s).
-        channels_last: run convolutions in channels-last memory layout, which oneDNN/cuDNN run
-            faster. ``None`` (default): on for torch models with 2-D convolutions on CPU/CUDA, off
-            if the model cannot run that way. A module of your own gets its layout back afterwards.
-        top_k: also record the K most probable ImageNet-1k classes per image (the model must end
-            in a 1000-way classifier); saved as ``predictions.csv``/``.json`` and in
-            ``result.predictions``. The forward pass then runs to the end.
 
-    Returns:
-        :class:`~visreps.storage.Features`: ``result[layer]`` is an array with one row per image,
-        ``result.manifest`` ties rows to image paths.
-    """
-    import torch
-    from tqdm.auto import tqdm
+def shard_bounds(n_images: int, i: int, n: int) -> tuple[int, int]:
+    """Start and stop of the i-th (1-based) of n contiguous, near-equal slices of n_images."""
+    return (i - 1) * n_images // n, i * n_images // n
 
-    from .data import BAD_IMAGE_HINT, ImageDataset, default_workers, find_images, make_loader
+
+
+
+@dataclass
+class Job:
+    """Everything one extraction needs, decided before the first batch (see :func:`prepare`)."""
+
+    lm: Any
+    items: list
+    root: Path
+    specs: list
+    keys: list
+    shapes: dict
+    metadata: dict
+    fmt: str
+    batch_size: int
+    workers: int
+    precision: str
+    channels_last: bool
+    top_k: int | None
+    skip_bad_images: bool
+    start: int = 0  # first image index of this job in ``items`` (shards)
+    stop: int = 0
+
+
+def prepare(
+    model, images, *, layers, format="npy", pool="flatten", batch_size=32, num_workers=None, device="auto",
+    precision="fp32", order=None, skip_bad_images=False, recurrent=None, pretrained=True, weights=None, seed=0,
+    preprocessing=None, channels_last=None, top_k=None, shard=None, command=None,
+) -> Job:
+    """Validate the arguments, load the model, find the images, plan the layers and build the metadata."""
+    from .data import default_workers, find_images
     from .models import load_model
-    from .storage import Features, OutputWriter, check_format, layer_filename
+    from .storage import check_format, layer_filename
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise VisrepsError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -461,26 +450,32 @@ def extract(
         raise VisrepsError(f"num_workers must be an integer >= 0, got {num_workers!r}")
     if precision not in PRECISIONS:
         raise VisrepsError(f"precision {precision!r} is not valid; use one of {', '.join(PRECISIONS)}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1 or top_k > 1000):
+        raise VisrepsError(f"top_k must be an integer between 1 and 1000, got {top_k!r}")
     fmt = check_format(format)
+    shard_ = parse_shard(shard)
     items = find_images(images, order=order)
+    start, stop = (0, len(items)) if shard_ is None else shard_bounds(len(items), *shard_)
+    if stop <= start:
+        raise VisrepsError(f"shard {shard!r} of {len(items)} images is empty; use fewer shards")
     lm = load_model(model, pretrained=pretrained, weights=weights, seed=seed, device=device, preprocessing=preprocessing)
-    channels_last = _use_channels_last(lm, channels_last)
+    cl = _use_channels_last(lm, channels_last)
     try:
         specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
     except VisrepsError:
-        if not channels_last:
+        if not cl or channels_last:
             raise
-        # some models reshape with .view() and need contiguous tensors: fall back quietly
-        _set_memory_format(lm, False)
-        channels_last = False
+        _set_memory_format(lm, False)  # some models reshape with .view() and need contiguous tensors
+        cl = False
         specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
     shapes = _dry_shapes(lm, specs)
     keys = [k for s in specs for k in s.keys]
     shapes = {k: shapes[k] for k in keys}
-    n = len(items)
+    n = stop - start
     root = Path(images).expanduser().resolve()
-    writer = OutputWriter(out, fmt, overwrite=overwrite) if out is not None else None
     workers = default_workers(n, batch_size) if num_workers is None else num_workers
+    list_hash = hashlib.sha256("\n".join(i.path for i in items).encode()).hexdigest()
+    requested = [layers] if isinstance(layers, str) else list(layers)
     metadata: dict[str, Any] = {
         "status": "running",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -490,9 +485,10 @@ def extract(
         "images": {
             "root": str(root),
             "order_file": str(Path(order).resolve()) if isinstance(order, (str, os.PathLike)) else None,
-            "n_found": n,
-            "image_list_sha256": hashlib.sha256("\n".join(i.path for i in items).encode()).hexdigest(),
+            "n_found": len(items),
+            "image_list_sha256": list_hash,
         },
+        "layers_requested": requested,
         "layers": {
             k: {
                 "module": s.module,
@@ -513,104 +509,296 @@ def extract(
             "device": str(lm.device),
             "precision": precision,
             "recurrent": recurrent,
-            "channels_last": channels_last,
+            "channels_last": cl,
             "skip_bad_images": skip_bad_images,
+            "top_k": top_k,
         },
+        # what must not change between the parts of one run (resume, shards): same numbers, same rows
+        "options_identity": {"batch_size": batch_size, "precision": precision, "recurrent": recurrent,
+                              "channels_last": cl, "skip_bad_images": skip_bad_images, "top_k": top_k,
+                              "device_type": lm.device.type},
+        "images_identity": {"image_list_sha256": list_hash, "n_found": len(items)},
         "versions": _versions(),
         "command": command,
     }
-    if writer is not None:
-        writer.write_metadata(metadata)
-        writer.open_layers(shapes, n)
-        arrays = None
-    else:
-        arrays = {k: np.empty((n, *shapes[k]), dtype=np.float32) for k in keys}
+    if shard_ is not None:
+        metadata["shard"] = {"index": shard_[0], "count": shard_[1], "start": start, "stop": stop}
+    return Job(lm, items, root, specs, keys, shapes, metadata, fmt, batch_size, workers, precision, cl, top_k,
+               skip_bad_images, start, stop)
 
-    dataset = ImageDataset(root, items, lm.transform)
-    loader = make_loader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=lm.device.type == "cuda")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1 or top_k > 1000):
-        raise VisrepsError(f"top_k must be an integer between 1 and 1000, got {top_k!r}")
-    cap = make_capture(lm, specs, stop_early=top_k is None)
-    cap.expected = {s.module: s.calls for s in specs}
-    topk_idx: list = []
-    topk_prob: list = []
-    kept: list[int] = []
-    skipped: list[dict] = []
-    row = 0
-    bar = tqdm(total=n, unit="img", disable=not progress, desc=lm.model_id, leave=False, dynamic_ncols=True)
+
+class _Progress:
+    """How far a run has got: written (atomically) after every batch, read by ``resume``."""
+
+    NAME = "progress.partial.json"
+
+    def __init__(self, folder: Path | None):
+        self.path = None if folder is None else folder / self.NAME
+
+    def save(self, state: dict) -> None:
+        if self.path is None:
+            return
+        import json
+
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.path)
+
+    def load(self) -> dict | None:
+        import json
+
+        if self.path is None or not self.path.is_file():
+            return None
+        return json.loads(self.path.read_text())
+
+
+def _check_resumable(folder: Path, metadata: dict) -> dict:
+    """The earlier run's state, after checking that it is the same run."""
+    import json
+
+    from .storage import METADATA, METADATA_PARTIAL, RUN_IDENTITY
+
+    if (folder / METADATA).is_file():
+        raise VisrepsError(f"{str(folder)!r} holds a finished extraction; nothing to resume (use --overwrite to redo it)")
+    meta_path = folder / METADATA_PARTIAL
+    if not meta_path.is_file():
+        raise VisrepsError(f"{str(folder)!r} holds no interrupted extraction to resume; run without --resume")
+    old = json.loads(meta_path.read_text())
+    changed = [f for f in RUN_IDENTITY if old.get(f) != metadata.get(f)]
+    if old.get("shard") != metadata.get("shard"):
+        changed.append("shard")
+    if changed:
+        details = []
+        for f in changed:
+            a, b = old.get(f), metadata.get(f)
+            if isinstance(a, dict) and isinstance(b, dict):
+                keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                details.append(f"{f} ({', '.join(f'{k}: {a.get(k)!r} → {b.get(k)!r}' for k in keys)})")
+            else:
+                details.append(f"{f} ({a!r} → {b!r})")
+        raise VisrepsError(
+            f"cannot resume {str(folder)!r}: the run differs from the interrupted one in " + "; ".join(details)
+            + ". Resume with the same model, weights, layers, options and images, or start again with --overwrite"
+        )
+    state = _Progress(folder).load() or {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}
+    return state
+
+
+def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, progress: bool = True):
+    """Run a prepared job: the batch loop, streaming to ``out`` (or memory), then the finishing touches."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .data import BAD_IMAGE_HINT, ImageDataset, make_loader
+    from .storage import Features, NpyWriter, OutputWriter
+
+    lm, keys, metadata = job.lm, job.keys, job.metadata
+    n = job.stop - job.start
+    state = {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}
+    writer = None
+    if out is not None:
+        folder = Path(out).expanduser()
+        if resume:
+            state = _check_resumable(folder, metadata)
+            writer = OutputWriter(folder, job.fmt, resume=True)
+            writer.open_layers(job.shapes, n, resume_state=state)
+        else:
+            writer = OutputWriter(folder, job.fmt, overwrite=overwrite)
+            writer.write_metadata(metadata)
+            writer.open_layers(job.shapes, n)
+    arrays = None if writer is not None else {k: np.empty((n, *job.shapes[k]), dtype=np.float32) for k in keys}
+    topk_w = None
+    if job.top_k is not None:
+        if writer is not None:
+            topk_w = {
+                "index": NpyWriter(writer.folder / ".topk_index.npy", (job.top_k,), n, np.int64, resume=resume),
+                "prob": NpyWriter(writer.folder / ".topk_prob.npy", (job.top_k,), n, np.float32, resume=resume),
+            }
+        else:
+            topk_arr = {"index": np.empty((n, job.top_k), np.int64), "prob": np.empty((n, job.top_k), np.float32)}
+    tracker = _Progress(writer.folder if writer is not None else None)
+    first = state["next_image"]
+    row = state["rows"]
+    skipped = list(state["skipped"])
+    items = job.items[job.start + first : job.stop]
+    dataset = ImageDataset(job.root, items, lm.transform)
+    loader = make_loader(dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=lm.device.type == "cuda")
+    cap = make_capture(lm, job.specs, stop_early=job.top_k is None)
+    cap.expected = {s.module: s.calls for s in job.specs}
+    bar = tqdm(total=n, initial=first, unit="img", disable=not progress, desc=lm.model_id, leave=False, dynamic_ncols=True)
+    done = first
     t0 = time.perf_counter()
     try:
-        with cap, torch.inference_mode(), _autocast(lm.device, precision):
+        with cap, torch.inference_mode(), _autocast(lm.device, job.precision):
             for idx, x, bad in loader:
                 for i, err in bad:
-                    if not skip_bad_images:
+                    if not job.skip_bad_images:
                         raise ImageError(f"{err}; {BAD_IMAGE_HINT}")
                     skipped.append({"path": items[i].path, "error": err})
                 if x is not None:
                     if lm.backend == "torch":
                         x = x.to(lm.device, non_blocking=True)
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
+                        if job.channels_last:
+                            x = x.contiguous(memory_format=torch.channels_last)
                     outs = cap.run(x)
                     batch = {k: np.asarray(outs[k]) for k in keys}
-                    if top_k is not None:
-                        i_k, p_k = _topk(cap.result, top_k, lm.model_id)
-                        topk_idx.append(i_k)
-                        topk_prob.append(p_k)
                     if writer is not None:
                         writer.write(row, batch)
                     else:
                         for k in keys:
                             arrays[k][row : row + len(idx)] = batch[k]
+                    if job.top_k is not None:
+                        i_k, p_k = _topk(cap.result, job.top_k, lm.model_id)
+                        if topk_w is not None:
+                            topk_w["index"].write(row, i_k)
+                            topk_w["prob"].write(row, p_k)
+                        else:
+                            topk_arr["index"][row : row + len(idx)] = i_k
+                            topk_arr["prob"][row : row + len(idx)] = p_k
                     row += len(idx)
-                    kept.extend(idx)
+                done += len(idx) + len(bad)
+                if writer is not None:
+                    tracker.save({"next_image": done, "rows": row, "skipped": skipped, "txt_bytes": writer.sizes()})
                 bar.update(len(idx) + len(bad))
     except BaseException as e:
         bar.close()
-        if channels_last:
+        if job.channels_last:
             _set_memory_format(lm, False)
         if writer is not None:
             writer.abort()
+            for w in (topk_w or {}).values():
+                w.abort()
             metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            metadata["images"]["n_done"] = row
+            metadata["images"]["n_done"] = done
             metadata["error"] = f"{type(e).__name__}: {e}"
             writer.write_metadata(metadata)
         if isinstance(e, KeyboardInterrupt):
-            e.visreps_done = (row, n)  # type: ignore[attr-defined]
+            e.visreps_done = (done, n, str(writer.folder) if writer is not None else None)  # type: ignore[attr-defined]
         raise
     bar.close()
-    if channels_last:
+    if job.channels_last:
         _set_memory_format(lm, False)
     elapsed = time.perf_counter() - t0
     if row == 0:
         if writer is not None:
             writer.abort()
-        raise ImageError(f"none of the {n} images under {str(images)!r} could be read; see the metadata for the errors")
-    manifest_rows = [(items[i].path, items[i].label) for i in kept]
+        raise ImageError(f"none of the {n} images under {str(job.root)!r} could be read; see the metadata for the errors")
+    skipped_paths = {s["path"] for s in skipped}
+    kept = [it for it in job.items[job.start : job.stop] if it.path not in skipped_paths]
+    manifest_rows = [(it.path, it.label) for it in kept]
+    metadata["status"] = "running"
+    metadata.pop("error", None)
+    metadata["images"].pop("n_done", None)
     metadata["images"]["n_extracted"] = row
     metadata["images"]["skipped"] = skipped
     metadata["seconds"] = round(elapsed, 3)
     for k in keys:
         metadata["layers"][k]["shape"][0] = row
-    import pandas as pd
-
     predictions = None
-    if top_k is not None:
-        predictions = predictions_table(np.concatenate(topk_idx), np.concatenate(topk_prob), [p for p, _ in manifest_rows])
+    if job.top_k is not None:
+        if topk_w is not None:
+            idx_arr = np.load(topk_w["index"].finish(row))
+            prob_arr = np.load(topk_w["prob"].finish(row))
+        else:
+            idx_arr, prob_arr = topk_arr["index"][:row], topk_arr["prob"][:row]
+        predictions = predictions_table(idx_arr, prob_arr, [p for p, _ in manifest_rows])
         metadata["extra_files"] = ["predictions.csv", "predictions.json"]
     if writer is not None:
         if predictions is not None:
             save_predictions(predictions, writer.folder)
+            for w in topk_w.values():
+                w.path.unlink(missing_ok=True)
         writer.finish(row, manifest_rows, metadata)
+        if tracker.path is not None:
+            tracker.path.unlink(missing_ok=True)
         from .storage import load_features
 
         res = load_features(writer.folder)
     else:
+        import pandas as pd
+
         metadata["status"] = "complete"
         manifest = pd.DataFrame({"index": range(row), "path": [p for p, _ in manifest_rows], "label": [l for _, l in manifest_rows]})
         res = Features({k: v[:row] for k, v in arrays.items()}, manifest, metadata, None)
     res.predictions = predictions
     return res
+
+
+def extract(
+    model,
+    images: str | os.PathLike,
+    *,
+    layers: Sequence[str] | str,
+    out: str | os.PathLike | None = None,
+    format: str = "npy",
+    pool: str | Mapping[str, str] = "flatten",
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    device: str | None = "auto",
+    precision: str = "fp32",
+    order: str | os.PathLike | Sequence[str] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    skip_bad_images: bool = False,
+    recurrent: str | None = None,
+    progress: bool = True,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    seed: int = 0,
+    preprocessing=None,
+    channels_last: bool | None = None,
+    top_k: int | None = None,
+    command: str | None = None,
+):
+    """Extract the activations of one or more layers for every image in a folder.
+
+    Args:
+        model: a model id (``"timm:efficientnet_lite0"``), a ``torch.nn.Module`` or a
+            :class:`~visreps.models.LoadedModel` (then ``pretrained/weights/seed`` are ignored).
+        images: the image folder (flat or with class subfolders).
+        layers: module names (``["features.2", "classifier.1"]`` or ``"features.2,classifier.1"``);
+            ``name@tK`` takes time step K of a recurrent module.
+        out: output folder; ``None`` keeps the arrays in memory.
+        format: ``npy``, ``hdf5``, ``mat``, ``pt`` or ``txt``.
+        pool: ``flatten`` (default), ``none`` (keep shape), ``avg`` or ``max`` (global pooling of
+            spatial maps), ``cls``/``patch_mean`` (transformer tokens); a dict sets it per layer.
+        batch_size: images per forward pass.
+        num_workers: decoding processes (default: one per core, at most 8; none for tiny sets).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+        precision: ``fp32``, or ``fp16``/``bf16`` autocast (arrays are stored as float32).
+        order: a text file (or list) of relative image paths giving the images and their order.
+        overwrite: replace the results in an existing output folder.
+        resume: continue an interrupted run in ``out`` from its last fully written batch, after
+            checking that model, weights, layers, options and images are the same.
+        shard: ``"I/N"`` or ``(I, N)``: only the I-th of N contiguous slices of the ordered
+            images (join the shard folders with :func:`visreps.merge_shards`).
+        skip_bad_images: skip unreadable images (recorded in the metadata) instead of stopping.
+        recurrent: for modules that run several times per pass: ``all`` (one array per time step,
+            ``layer@t0``...) or ``last``.
+        progress: show a progress bar (images/s).
+        channels_last: run convolutions in channels-last memory layout, which oneDNN/cuDNN run
+            faster. ``None`` (default): on for torch models with 2-D convolutions on CPU/CUDA, off
+            if the model cannot run that way. The module gets its layout back afterwards.
+        top_k: also record the K most probable ImageNet-1k classes per image (the model must end
+            in a 1000-way classifier); saved as ``predictions.csv``/``.json`` and in
+            ``result.predictions``. The forward pass then runs to the end.
+
+    Returns:
+        :class:`~visreps.storage.Features`: ``result[layer]`` is an array with one row per image,
+        ``result.manifest`` ties rows to image paths.
+    """
+    if resume and out is None:
+        raise VisrepsError("resume=True needs the output folder of the interrupted run (out=...)")
+    if resume and overwrite:
+        raise VisrepsError("choose either resume (continue the interrupted run) or overwrite (start again), not both")
+    job = prepare(
+        model, images, layers=layers, format=format, pool=pool, batch_size=batch_size, num_workers=num_workers,
+        device=device, precision=precision, order=order, skip_bad_images=skip_bad_images, recurrent=recurrent,
+        pretrained=pretrained, weights=weights, seed=seed, preprocessing=preprocessing, channels_last=channels_last,
+        top_k=top_k, shard=shard, command=command,
+    )
+    return run(job, out=out, overwrite=overwrite, resume=resume, progress=progress)
 
 
 # --------------------------------------------------------------------------- ImageNet predictions

@@ -83,7 +83,7 @@ def _pwrite(fd: int, data, offset: int) -> None:
 class NpyWriter:
     """A ``.npy`` file of ``n_rows`` rows preallocated on disk; rows written in place."""
 
-    def __init__(self, path: Path, row_shape: tuple, n_rows: int, dtype=np.float32):
+    def __init__(self, path: Path, row_shape: tuple, n_rows: int, dtype=np.float32, *, resume: bool = False):
         self.final = Path(path)
         self.path = self.final.with_name(self.final.name + PARTIAL)
         self.row_shape = tuple(row_shape)
@@ -91,9 +91,18 @@ class NpyWriter:
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
         header = _npy_header((n_rows, *self.row_shape), self.dtype)
         self.header_len = len(header)
+        size = self.header_len + n_rows * self.row_bytes
+        if resume:
+            if not self.path.is_file() or self.path.stat().st_size != size:
+                raise VisrepsError(
+                    f"cannot resume: {self.path.name} is missing or has an unexpected size in {str(self.path.parent)!r}; "
+                    "start again with --overwrite"
+                )
+            self.fd = os.open(self.path, os.O_RDWR)
+            return
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         os.write(self.fd, header)
-        os.ftruncate(self.fd, self.header_len + n_rows * self.row_bytes)
+        os.ftruncate(self.fd, size)
 
     def write(self, start: int, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
@@ -117,7 +126,8 @@ class NpyWriter:
 class TxtWriter:
     """A 2-D array as text, one row per line, appended batch by batch."""
 
-    def __init__(self, path: Path, row_shape: tuple, n_rows: int, dtype=np.float32):
+    def __init__(self, path: Path, row_shape: tuple, n_rows: int, dtype=np.float32, *, resume: bool = False,
+                 size: int | None = None):
         if len(row_shape) != 1:
             raise VisrepsError(
                 f"txt holds 2-D arrays only, but layer output per image has shape {tuple(row_shape)}; "
@@ -125,10 +135,21 @@ class TxtWriter:
             )
         self.final = Path(path)
         self.path = self.final.with_name(self.final.name + PARTIAL)
-        self.f = open(self.path, "w")
+        if resume:
+            if not self.path.is_file() or size is None or self.path.stat().st_size < size:
+                raise VisrepsError(f"cannot resume: {self.path.name} is missing or shorter than recorded; start again with --overwrite")
+            self.f = open(self.path, "r+")
+            self.f.truncate(size)  # drop a batch that was half written when the run stopped
+            self.f.seek(size)
+        else:
+            self.f = open(self.path, "w")
 
     def write(self, start: int, rows: np.ndarray) -> None:
         np.savetxt(self.f, np.asarray(rows).reshape(len(rows), -1), fmt="%.9g")
+        self.f.flush()
+
+    def size(self) -> int:
+        return self.f.tell()
 
     def finish(self, n_rows: int) -> Path:
         self.f.close()
@@ -141,10 +162,10 @@ class TxtWriter:
 class _StagedWriter(NpyWriter):
     """mat/pt: stream into a staging .npy, convert at the end."""
 
-    def __init__(self, path: Path, row_shape: tuple, n_rows: int, dtype=np.float32, fmt: str = "mat"):
+    def __init__(self, path: Path, row_shape: tuple, n_rows: int, dtype=np.float32, fmt: str = "mat", *, resume: bool = False):
         self.target = Path(path)
         self.fmt = fmt
-        super().__init__(self.target.with_name(self.target.name + ".stage.npy"), row_shape, n_rows, dtype)
+        super().__init__(self.target.with_name(self.target.name + ".stage.npy"), row_shape, n_rows, dtype, resume=resume)
 
     def finish(self, n_rows: int) -> Path:
         staged = super().finish(n_rows)
@@ -167,14 +188,28 @@ class _StagedWriter(NpyWriter):
 class H5Writer:
     """All layers as datasets of one HDF5 file, resizable along rows."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, resume: bool = False):
         import h5py
 
         self.final = Path(path)
         self.path = self.final.with_name(self.final.name + PARTIAL)
-        self.h5 = h5py.File(self.path, "w")
+        if resume:
+            try:
+                self.h5 = h5py.File(self.path, "r+")
+            except OSError as e:
+                raise VisrepsError(
+                    f"cannot resume: {self.path.name} in {str(self.path.parent)!r} cannot be reopened ({e}); "
+                    "HDF5 files may not survive a killed process: start again with --overwrite"
+                ) from e
+        else:
+            self.h5 = h5py.File(self.path, "w")
 
     def add(self, layer: str, row_shape: tuple, n_rows: int, dtype=np.float32) -> "_H5Layer":
+        if layer in self.h5:
+            ds = self.h5[layer]
+            if ds.shape != (n_rows, *row_shape):
+                raise VisrepsError(f"cannot resume: dataset {layer!r} has shape {ds.shape}, expected {(n_rows, *row_shape)}")
+            return _H5Layer(ds)
         row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         chunk_rows = int(max(1, min(n_rows, (1 << 20) // max(1, row_bytes))))
         ds = self.h5.create_dataset(
@@ -202,6 +237,7 @@ class _H5Layer:
 
     def write(self, start: int, rows: np.ndarray) -> None:
         self.ds[start : start + len(rows)] = rows
+        self.ds.file.flush()
 
 
 def _rename_final(partial: Path) -> Path:
@@ -213,10 +249,12 @@ def _rename_final(partial: Path) -> Path:
 class OutputWriter:
     """Writes one extraction's output folder; see the module docstring for the contract."""
 
-    def __init__(self, folder: str | os.PathLike, fmt: str, *, overwrite: bool = False):
+    def __init__(self, folder: str | os.PathLike, fmt: str, *, overwrite: bool = False, resume: bool = False):
         self.folder = Path(folder).expanduser()
         self.fmt = check_format(fmt)
-        prepare_output_folder(self.folder, overwrite=overwrite)
+        self.resume = resume
+        if not resume:
+            prepare_output_folder(self.folder, overwrite=overwrite)
         self.writers: dict[str, Any] = {}
         self.h5: H5Writer | None = None
         self.files: dict[str, str] = {}
@@ -227,9 +265,12 @@ class OutputWriter:
         if final:
             (self.folder / METADATA_PARTIAL).unlink(missing_ok=True)
 
-    def open_layers(self, shapes: Mapping[str, tuple], n_rows: int, dtype=np.float32) -> None:
+    def open_layers(self, shapes: Mapping[str, tuple], n_rows: int, dtype=np.float32, *, resume_state: dict | None = None) -> None:
+        """Preallocate one array per layer (or reopen them, to resume a run)."""
+        resume = resume_state is not None
+        sizes = (resume_state or {}).get("txt_bytes", {})
         if self.fmt == "hdf5":
-            self.h5 = H5Writer(self.folder / H5_NAME)
+            self.h5 = H5Writer(self.folder / H5_NAME, resume=resume)
         for layer, shape in shapes.items():
             if self.fmt == "hdf5":
                 self.writers[layer] = self.h5.add(layer, tuple(shape), n_rows, dtype)
@@ -239,12 +280,17 @@ class OutputWriter:
             if fname in self.files.values():
                 raise VisrepsError(f"layers map to the same file name {fname!r}; request them separately")
             path = self.folder / fname
-            cls = {"npy": NpyWriter, "txt": TxtWriter}.get(self.fmt)
-            if cls is None:
-                self.writers[layer] = _StagedWriter(path, tuple(shape), n_rows, dtype, fmt=self.fmt)
+            if self.fmt == "npy":
+                self.writers[layer] = NpyWriter(path, tuple(shape), n_rows, dtype, resume=resume)
+            elif self.fmt == "txt":
+                self.writers[layer] = TxtWriter(path, tuple(shape), n_rows, dtype, resume=resume, size=sizes.get(layer, 0))
             else:
-                self.writers[layer] = cls(path, tuple(shape), n_rows, dtype)
+                self.writers[layer] = _StagedWriter(path, tuple(shape), n_rows, dtype, fmt=self.fmt, resume=resume)
             self.files[layer] = fname
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes written so far to text arrays (a resumed run truncates them there)."""
+        return {k: w.size() for k, w in self.writers.items() if isinstance(w, TxtWriter)}
 
     def write(self, start: int, batch: Mapping[str, np.ndarray]) -> None:
         for layer, rows in batch.items():
@@ -291,8 +337,8 @@ def write_manifest(path: Path, rows: Sequence[tuple[str, str]]) -> None:
 
 def _visreps_files(folder: Path) -> list[Path]:
     """Files a previous visreps run wrote into ``folder`` (the only ones --overwrite removes)."""
-    names = {MANIFEST, METADATA, METADATA_PARTIAL, H5_NAME}
-    found = [p for p in folder.iterdir() if p.name in names or p.name.endswith((PARTIAL, ".stage.npy"))]
+    names = {MANIFEST, METADATA, METADATA_PARTIAL, H5_NAME, "progress.partial.json", "predictions.csv", "predictions.json"}
+    found = [p for p in folder.iterdir() if p.name in names or p.name.endswith((PARTIAL, ".stage.npy", ".partial.json.tmp"))]
     for meta_name in (METADATA, METADATA_PARTIAL):
         meta = folder / meta_name
         if meta.is_file():
@@ -469,3 +515,107 @@ def load_features(folder: str | os.PathLike, layers: Sequence[str] | str | None 
     if h5 is not None:
         h5.close()
     return Features(features, read_manifest(folder), metadata, folder)
+
+
+# --------------------------------------------------------------------------- shards
+
+#: metadata fields that must be equal for a run to be resumed or its shards merged
+RUN_IDENTITY = ("model", "weights", "preprocessing", "format", "layers_requested", "options_identity", "images_identity")
+#: fields that differ between runs that computed the same numbers (time, machine load)
+VOLATILE = ("created", "seconds", "command")
+
+
+def _read_meta(folder: Path) -> dict:
+    meta = folder / METADATA
+    if not meta.is_file():
+        state = "unfinished" if (folder / METADATA_PARTIAL).is_file() else "not a visreps output folder"
+        raise VisrepsError(f"shard {str(folder)!r} is {state}; finish it (--resume) before merging")
+    return json.loads(meta.read_text(encoding="utf-8"))
+
+
+def _rows(arr, start: int, stop: int) -> np.ndarray:
+    return np.asarray(arr[start:stop])
+
+
+def merge_shards(out: str | os.PathLike, shards: Sequence[str | os.PathLike], *, overwrite: bool = False,
+                 chunk_rows: int = 256) -> Features:
+    """Join finished shard folders (``extract(..., shard="I/N")``) into one folder equal to a single run.
+
+    The shards must come from the same run (model, weights, preprocessing, layers, options and
+    image list) and cover all N slices exactly once; arrays are copied in chunks, so memory
+    stays flat for npy/hdf5.
+
+    Raises:
+        VisrepsError: a shard is unfinished, from another run, missing or given twice.
+    """
+    folders = [Path(s).expanduser() for s in shards]
+    if not folders:
+        raise VisrepsError("no shard folders given")
+    metas = [_read_meta(f) for f in folders]
+    for f, m in zip(folders, metas):
+        if "shard" not in m:
+            raise VisrepsError(f"{str(f)!r} is not a shard (it was not extracted with --shard I/N)")
+    ref = metas[0]
+    for f, m in zip(folders[1:], metas[1:]):
+        changed = [k for k in RUN_IDENTITY if m.get(k) != ref.get(k)]
+        if m["shard"]["count"] != ref["shard"]["count"]:
+            changed.append("shard count")
+        if changed:
+            raise VisrepsError(
+                f"shard {str(f)!r} comes from a different run than {str(folders[0])!r} (differs in {', '.join(changed)}); "
+                "merge only shards of one extraction"
+            )
+    count = ref["shard"]["count"]
+    order = sorted(range(len(metas)), key=lambda j: metas[j]["shard"]["index"])
+    indices = [metas[j]["shard"]["index"] for j in order]
+    dup = sorted({i for i in indices if indices.count(i) > 1})
+    if dup:
+        raise VisrepsError(f"shard(s) {', '.join(f'{i}/{count}' for i in dup)} given twice (overlap); give each shard once")
+    missing = sorted(set(range(1, count + 1)) - set(indices))
+    if missing:
+        raise VisrepsError(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing (gap); extract them before merging")
+    expect = 0
+    for j in order:
+        s = metas[j]["shard"]
+        if s["start"] != expect:
+            raise VisrepsError(f"shard {str(folders[j])!r} starts at image {s['start']}, expected {expect}")
+        expect = s["stop"]
+    if expect != ref["images"]["n_found"]:
+        raise VisrepsError(f"the shards cover {expect} of {ref['images']['n_found']} images")
+
+    parts = [load_features(folders[j]) for j in order]
+    layers = list(ref["layers"])
+    total = sum(len(p.manifest) for p in parts)
+    writer = OutputWriter(out, ref["format"], overwrite=overwrite)
+    meta = json.loads(json.dumps(ref))
+    meta.pop("shard")
+    meta["status"] = "running"
+    meta["created"] = min(m["created"] for m in metas)
+    meta["seconds"] = round(sum(m.get("seconds", 0) for m in metas), 3)
+    meta["images"]["n_extracted"] = total
+    meta["images"]["skipped"] = [s for j in order for s in metas[j]["images"].get("skipped", [])]
+    for k in layers:
+        meta["layers"][k]["shape"][0] = total
+    writer.write_metadata(meta)
+    try:
+        writer.open_layers({k: tuple(ref["layers"][k]["shape"][1:]) for k in layers}, total)
+        row = 0
+        for part in parts:
+            n = len(part.manifest)
+            for s in range(0, n, chunk_rows):
+                writer.write(row + s, {k: _rows(part[k], s, min(n, s + chunk_rows)) for k in layers})
+            row += n
+    except BaseException:
+        writer.abort()
+        raise
+    manifest_rows = [(p, l) for part in parts for p, l in zip(part.paths, part.labels)]
+    if "predictions.csv" in (ref.get("extra_files") or []):
+        import pandas as pd
+
+        from .extraction import save_predictions
+
+        table = pd.concat([pd.read_csv(folders[j] / "predictions.csv", keep_default_na=False) for j in order], ignore_index=True)
+        table["index"] = range(len(table))
+        save_predictions(table, writer.folder)
+    writer.finish(total, manifest_rows, meta)
+    return load_features(writer.folder)
