@@ -175,11 +175,9 @@ def merge(out, shards, overwrite):
 
 
 def _register_extras() -> None:
-    try:
-        from ._cli_analysis import register
-    except ImportError:
-        return
-    register(main)
+    from ._cli_text import register as register_text
+
+    register_text(main)
 
 
 _register_extras()

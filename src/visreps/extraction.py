@@ -71,6 +71,8 @@ def pool_output(t, mode: str, layer: str = "", prefix_tokens: int = 1):
     if mode == "flatten":
         return t.reshape(t.shape[0], -1)
     if mode in ("cls", "patch_mean"):
+        if t.dim() == 2:  # already one vector per image (e.g. an embedding)
+            return t
         if t.dim() != 3:
             raise VisrepsError(
                 f"--pool {mode} is for token sequences (batch, tokens, dim), but layer {layer!r} "
@@ -347,11 +349,11 @@ def format_layer_tree(infos: Sequence) -> str:
 # --------------------------------------------------------------------------- the batch loop
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     from importlib import metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("visreps", "torch", "torchvision", "timm", "numpy", "pillow"):
+    for pkg in ("visreps", "torch", "torchvision", "timm", "numpy", "pillow", "open_clip_torch"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -518,7 +520,7 @@ def prepare(
                               "channels_last": cl, "skip_bad_images": skip_bad_images, "top_k": top_k,
                               "device_type": lm.device.type},
         "images_identity": {"image_list_sha256": list_hash, "n_found": len(items)},
-        "versions": _versions(),
+        "versions": versions(),
         "command": command,
     }
     if shard_ is not None:

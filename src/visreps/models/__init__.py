@@ -89,6 +89,6 @@ def load_model(
                 raise VisrepsError(f"unknown preprocessing field(s) {sorted(unknown)}; valid: {sorted(base)}")
             base.update(preprocessing)
             base["mean"], base["std"] = tuple(base["mean"]), tuple(base["std"])
-            preprocessing = Preprocessing(**base)
+            preprocessing = type(lm.preprocessing)(**base)
         lm.with_preprocessing(preprocessing)
     return lm

@@ -1,0 +1,239 @@
+"""Text features of CLIP/OpenCLIP models: the text embedding and inner text-transformer layers.
+
+An output folder of :func:`extract_text` has the layout of an image extraction (``<layer>.npy``,
+``manifest.csv``, ``metadata.json``) and reads back with :func:`visreps.load_features`; the
+manifest's ``path`` column holds the texts (row ``i`` of every array is text ``i``) and ``label``
+is empty.
+
+Layers:
+
+* ``text_embedding`` (default): ``encode_text`` of the model, not normalised → (n, embed_dim).
+* inner modules of the text tower, e.g. ``transformer.resblocks.5`` (OpenAI-style models) or
+  ``text.transformer.resblocks.5`` (models with a separate text tower); list them with
+  ``visreps.models.clip.text_model(lm).layer_names()``. They output one vector per token
+  position, (n, context_length, width), padding included. ``pool`` decides what is kept:
+  ``eot`` (default) the token the model reads its text embedding from (for OpenAI's CLIP the
+  end-of-text token) → (n, width); ``flatten`` all positions → (n, context_length × width);
+  ``none`` → (n, context_length, width).
+
+Texts longer than the context length (77 tokens for CLIP) are truncated by the tokenizer.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import VisrepsError
+
+TEXT_POOL_MODES = ("eot", "flatten", "none")
+DEFAULT_TEXT_LAYER = "text_embedding"
+
+
+def read_texts(texts: Sequence[str] | str | os.PathLike) -> tuple[list[str], Path | None]:
+    """The texts to encode and the file they came from.
+
+    Args:
+        texts: a list of strings, or the path of a UTF-8 text file with one text per line
+            (surrounding whitespace stripped, blank lines skipped).
+
+    Returns:
+        ``(texts, file)``; ``file`` is ``None`` for a list.
+
+    Raises:
+        VisrepsError: a missing or empty file, an empty list, or an item that is not a string.
+    """
+    if isinstance(texts, (str, os.PathLike)):
+        path = Path(texts).expanduser()
+        if not path.is_file():
+            raise VisrepsError(
+                f"text file {str(texts)!r} does not exist; give a UTF-8 file with one text per line "
+                "(or, in Python, a list of strings)"
+            )
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise VisrepsError(f"text file {str(texts)!r} is not UTF-8 text ({e}); save it as UTF-8") from e
+        items = [line.strip() for line in lines if line.strip()]
+        if not items:
+            raise VisrepsError(f"text file {str(texts)!r} holds no text (only blank lines); write one text per line")
+        return items, path.resolve()
+    items = list(texts)
+    if not items:
+        raise VisrepsError("no texts given; pass a non-empty list of strings or a text file")
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise VisrepsError(f"texts[{i}] is {type(t).__name__} {t!r}, not a string")
+    return items, None
+
+
+def _pool_tokens(t, tokens, mode: str, text_pool, layer: str):
+    """Apply a text pooling mode to a batch ``t`` (B, L, D) of per-token outputs; (B, D) passes through."""
+    if t.dim() != 3 or mode == "none":
+        return t
+    if mode == "flatten":
+        return t.reshape(t.shape[0], -1)
+    if text_pool is None:
+        raise VisrepsError(
+            f"layer {layer!r} outputs every token and this model's text embedding is not read from one "
+            "token, so pool='eot' is undefined; use pool='flatten' or 'none'"
+        )
+    from open_clip.transformer import text_global_pool
+
+    pool_type, eos_id = text_pool
+    return text_global_pool(t, tokens.to(t.device), pool_type, eos_token_id=eos_id)
+
+
+def extract_text(
+    model,
+    texts: Sequence[str] | str | os.PathLike,
+    *,
+    layers: Sequence[str] | str | None = None,
+    out: str | os.PathLike | None = None,
+    format: str = "npy",
+    pool: str = "eot",
+    batch_size: int = 64,
+    overwrite: bool = False,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    seed: int = 0,
+    device: str | None = "auto",
+    progress: bool = True,
+    command: str | None = None,
+):
+    """Encode texts with the text tower of a CLIP/OpenCLIP model.
+
+    Args:
+        model: a model id (``"clip:ViT-B-32"``, ``"openclip:ViT-B-32/laion2b_s34b_b79k"``) or a
+            :class:`~visreps.models.LoadedModel` of one (then ``pretrained/weights/seed`` are ignored).
+        texts: a list of strings, or a text file with one text per line (blank lines skipped).
+        layers: ``text_embedding`` (default) and/or text-tower modules such as
+            ``transformer.resblocks.5`` (a list or a comma-separated string).
+        out: output folder; ``None`` keeps the arrays in memory.
+        format: ``npy``, ``hdf5``, ``mat``, ``pt`` or ``txt``.
+        pool: for per-token layers: ``eot`` (the token the text embedding is read from),
+            ``flatten`` (every position) or ``none`` (keep (context_length, width)).
+        batch_size: texts per forward pass.
+        overwrite: replace the results in an existing output folder.
+        pretrained: load the model's pretrained weights (``False``: seeded random initialisation).
+        weights: a weights file to load instead.
+        seed: seed of a random initialisation.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        progress: show a progress bar.
+        command: the command line recorded in the metadata (the CLI sets it).
+
+    Returns:
+        :class:`~visreps.storage.Features`: ``result["text_embedding"]`` has one row per text;
+        ``result.paths`` are the texts.
+
+    Raises:
+        VisrepsError: bad texts, layers or options; the model has no text tower.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .extraction import make_capture, plan_layers, versions as _versions
+    from .models import load_model
+    from .models.clip import import_open_clip, text_model
+    from .storage import Features, OutputWriter, check_format, layer_filename
+
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise VisrepsError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if pool not in TEXT_POOL_MODES:
+        raise VisrepsError(f"text pool mode {pool!r} is not valid; use one of {', '.join(TEXT_POOL_MODES)}")
+    fmt = check_format(format)
+    items, source_file = read_texts(texts)
+    lm = load_model(model, pretrained=pretrained, weights=weights, seed=seed, device=device)
+    tm = text_model(lm)
+    specs = plan_layers(tm, layers if layers is not None else [DEFAULT_TEXT_LAYER], pool="none")
+    keys = [k for s in specs for k in s.keys]
+    module_of = {k: s.module for s in specs for k in s.keys}
+    text_pool = tm.extra["text_pool"]
+    cap = make_capture(tm, specs)
+    cap.expected = {s.module: s.calls for s in specs}
+
+    per_token: set[str] = set()  # layers with one output per token position
+
+    def run(tokens) -> dict[str, np.ndarray]:
+        outs = cap.run(tokens)
+        tokens = tokens.cpu()
+        per_token.update(k for k in keys if outs[k].dim() == 3)
+        return {k: np.asarray(_pool_tokens(outs[k], tokens, pool, text_pool, module_of[k])) for k in keys}
+
+    dummy = tm.dummy_input()
+    with cap, torch.inference_mode():
+        shapes = {k: tuple(v.shape[1:]) for k, v in run(dummy).items()}
+    n = len(items)
+    oc = import_open_clip()
+    versions = _versions()
+    versions["open_clip_torch"] = oc.__version__
+    metadata: dict[str, Any] = {
+        "status": "running",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": lm.model_id,
+        "weights": lm.weights,
+        "kind": "text",
+        "texts": {
+            "file": str(source_file) if source_file else None,
+            "n": n,
+            "texts_sha256": hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest(),
+            "context_length": int(dummy.shape[-1]),
+        },
+        "layers": {
+            k: {
+                "module": module_of[k],
+                "pool": pool if k in per_token else "none",
+                "shape": [n, *shapes[k]],
+                "dtype": "float32",
+                "file": layer_filename(k, fmt) if fmt != "hdf5" else "features.h5",
+            }
+            for k in keys
+        },
+        "format": fmt,
+        "options": {"batch_size": batch_size, "device": str(lm.device), "pool": pool},
+        "versions": versions,
+        "command": command,
+    }
+    writer = OutputWriter(out, fmt, overwrite=overwrite) if out is not None else None
+    if writer is not None:
+        writer.write_metadata(metadata)
+        writer.open_layers(shapes, n)
+        arrays = None
+    else:
+        arrays = {k: np.empty((n, *shapes[k]), dtype=np.float32) for k in keys}
+    bar = tqdm(total=n, unit="text", disable=not progress, desc=lm.model_id, leave=False, dynamic_ncols=True)
+    try:
+        with cap, torch.inference_mode():
+            for start in range(0, n, batch_size):
+                batch = run(tm.tokenize(items[start : start + batch_size]))
+                if writer is not None:
+                    writer.write(start, batch)
+                else:
+                    for k in keys:
+                        arrays[k][start : start + len(batch[k])] = batch[k]
+                bar.update(len(batch[keys[0]]))
+    except BaseException as e:
+        bar.close()
+        if writer is not None:
+            writer.abort()
+            metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            metadata["error"] = f"{type(e).__name__}: {e}"
+            writer.write_metadata(metadata)
+        raise
+    bar.close()
+    rows = [(t, "") for t in items]
+    if writer is not None:
+        writer.finish(n, rows, metadata)
+        from .storage import load_features
+
+        return load_features(writer.folder)
+    import pandas as pd
+
+    metadata["status"] = "complete"
+    manifest = pd.DataFrame({"index": range(n), "path": items, "label": [""] * n})
+    return Features(arrays, manifest, metadata, None)
