@@ -55,7 +55,7 @@ def _weights_options(f):
     f = click.option("--seed", type=int, default=0, show_default=True, help="Seed of a random initialisation.")(f)
     f = click.option(
         "--weights", "weights", default=None, metavar="FILE|TAG",
-        help="Local weights file (.pt/.pth/.safetensors state_dict) or a named weight (e.g. IMAGENET1K_V2).",
+        help="Local weights file (.pt/.pth/.safetensors state_dict; Keras: .weights.h5/.h5/.keras) or a named weight (e.g. IMAGENET1K_V2).",
     )(f)
     f = click.option("--random", "random_init", is_flag=True, help="Random initialisation (seeded) instead of pretrained weights.")(f)
     return f
@@ -133,7 +133,8 @@ def layers(model, random_init, weights, seed, offline, device):
         set_offline(True)
     lm = load_model(model, pretrained=False, weights=weights, seed=seed, device=device)
     p = lm.preprocessing
-    click.echo(f"{lm.model_id}  input {p.input_size()}  (resize {p.resize}, crop {p.crop})")
+    shape = p.input_size() if lm.backend == "torch" else tuple(lm.dummy_input(1).shape[1:])
+    click.echo(f"{lm.model_id}  input {shape}  (resize {p.resize}, crop {p.crop})")
     lm.print_layers()
 
 

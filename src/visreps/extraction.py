@@ -353,7 +353,8 @@ def versions() -> dict[str, str]:
     from importlib import metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("visreps", "torch", "torchvision", "timm", "numpy", "pillow", "open_clip_torch"):
+    for pkg in ("visreps", "torch", "torchvision", "timm", "numpy", "pillow", "open_clip_torch", "keras", "tensorflow",
+                "tensorflow-cpu"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -461,6 +462,10 @@ def prepare(
     if stop <= start:
         raise VisrepsError(f"shard {shard!r} of {len(items)} images is empty; use fewer shards")
     lm = load_model(model, pretrained=pretrained, weights=weights, seed=seed, device=device, preprocessing=preprocessing)
+    if lm.backend != "torch" and precision != "fp32":
+        raise VisrepsError(
+            f"precision {precision!r} applies to PyTorch models; {lm.model_id} ({lm.backend}) runs in float32: use precision='fp32'"
+        )
     cl = _use_channels_last(lm, channels_last)
     try:
         specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
@@ -482,8 +487,9 @@ def prepare(
         "status": "running",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": lm.model_id,
+        "backend": lm.backend,
         "weights": lm.weights,
-        "preprocessing": lm.preprocessing.to_dict(),
+        "preprocessing": {**lm.preprocessing.to_dict(), **lm.extra.get("preprocessing_extra", {})},
         "images": {
             "root": str(root),
             "order_file": str(Path(order).resolve()) if isinstance(order, (str, os.PathLike)) else None,

@@ -23,6 +23,12 @@ __all__ = [
 ]
 
 
+def _is_keras_model(obj) -> bool:
+    from .keras import is_keras_model
+
+    return is_keras_model(obj)
+
+
 def load_model(
     model: Any,
     *,
@@ -36,11 +42,12 @@ def load_model(
 
     Args:
         model: a model id (``"torchvision:alexnet"``, ``"timm:resnet50"``, a bare name), a
-            ``torch.nn.Module`` of your own, a :class:`LoadedModel` (returned as is), or
-            ``"file:PATH"`` for a whole pickled model.
+            ``torch.nn.Module`` or ``keras.Model`` of your own (for a Keras model's
+            ``preprocess_input`` use :func:`visreps.from_keras_model`), a :class:`LoadedModel`
+            (returned as is), or ``"file:PATH"`` for a whole pickled torch model or a ``.keras`` file.
         pretrained: load the source's pretrained weights (``False``: random initialisation).
-        weights: a local weights file (state_dict .pt/.pth, safetensors) to load into the
-            architecture, or a named weight of the source (e.g. ``"IMAGENET1K_V2"``).
+        weights: a local weights file (state_dict .pt/.pth, safetensors; Keras: .weights.h5,
+            .h5, .keras) to load into the architecture, or a named weight of the source (e.g. ``"IMAGENET1K_V2"``).
         seed: the seed of a random initialisation (recorded in the metadata).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         preprocessing: override the model's own preprocessing (a :class:`Preprocessing` or a
@@ -51,6 +58,10 @@ def load_model(
     """
     if isinstance(model, LoadedModel):
         lm = model
+    elif isinstance(model, str) and model.startswith("file:") and model.lower().endswith(".keras"):
+        from .keras import load_model_file
+
+        lm = load_model_file(model[5:], device=device)
     elif isinstance(model, str) and model.startswith("file:"):
         from .custom import load_pickled_model
 
@@ -66,6 +77,11 @@ def load_model(
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise VisrepsError(f"seed must be an integer, got {seed!r}")
         lm = mod.load(name, pretrained=pretrained, weights=None if weights is None else str(weights), seed=seed, device=device)
+    elif _is_keras_model(model):  # decided without importing TensorFlow
+        from .keras import check_device, from_keras_model
+
+        check_device(device)
+        lm = from_keras_model(model, weights=weights)
     else:
         try:
             import torch
@@ -73,7 +89,7 @@ def load_model(
             raise VisrepsError("torch is required") from e
         if not isinstance(model, torch.nn.Module):
             raise VisrepsError(
-                f"model must be a model id string, a torch.nn.Module or a LoadedModel, got {type(model).__name__}"
+                f"model must be a model id string, a torch.nn.Module, a keras.Model or a LoadedModel, got {type(model).__name__}"
             )
         from .custom import from_module, load_weights_file
 

@@ -1,0 +1,865 @@
+"""Keras 3 applications (``keras:ResNet50``, ``keras:MobileNetV3Small``...) and your own Keras models.
+
+Every class of ``keras.applications`` is a model id ``keras:<Class>``: pretrained (``imagenet``
+weights, downloaded once into ``<visreps cache>/keras/models``), random (seeded), or a local weights
+file (``.weights.h5``, ``.h5`` or ``.keras``). A user's own ``keras.Model`` is wrapped with
+:func:`from_keras_model`.
+
+TensorFlow is imported only when a Keras model is loaded, never by ``import visreps`` or by listing
+models; without the extra, loading raises :class:`~visreps.errors.MissingExtraError` saying
+``pip install 'visreps[keras]'``. torch is imported first (with ``triton`` when installed): triton
+imported after TensorFlow crashes the process.
+
+How a Keras model plugs into the extraction engine (see :class:`KerasAdapter`):
+
+* **Layer names** are Keras's own (``model.layers``, top level; e.g. ``conv1_relu``,
+  ``expanded_conv_project_bn``, ``predictions``), as ``model.summary()`` shows them. Layer names
+  that Keras generates (``activation_3``) are made as in a fresh Python session, whatever else was
+  built before, so the same id always gives the same names.
+* **Images** are resized (shorter side to the application's input size, bilinear, antialiased)
+  and centre-cropped to a square: ``Preprocessing(resize=S, crop=S, mean=0, std=1)``, the same
+  as ``keras.utils.load_img(path, target_size=(S, S), keep_aspect_ratio=True)`` up to
+  interpolation; for square images it is a plain resize to S×S. Pixels stay float32 in 0..255,
+  channels last (H, W, 3); the application's own ``keras.applications.<module>.preprocess_input``
+  is applied to each batch (NumPy) inside the capture, so the model sees exactly what a Keras user
+  feeds it. The function's path is in ``lm.extra["keras_preprocess_input"]``.
+* **Several layers, one pass**: one multi-output ``keras.Model(inputs, [layer outputs])`` is built
+  per set of requested layers (once, cached on the adapter, not per batch) and run with
+  ``predict_on_batch``; Keras prunes the graph to what the requested layers need, so layers after
+  the last requested one never run.
+* **Pooling** follows :func:`visreps.extraction.pool_output` on Keras's channels-last outputs:
+  ``avg``/``max`` average/max over the spatial axes of (B, H, W, C) (or (B, T, H, W, C)) → (B, C);
+  ``flatten`` keeps Keras's native order, i.e. (H, W, C) row-major, which is *not* the (C, H, W)
+  order of a PyTorch model's flatten: ``keras_flat == torch_out.permute(0, 2, 3, 1).reshape(B, -1)``.
+  ``cls``/``patch_mean`` act on token sequences (B, N, D) as for PyTorch.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib
+import importlib.util
+import os
+import random
+import re
+import sys
+import weakref
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError, closest
+from ._base import LayerInfo, LoadedModel, Preprocessing, file_sha256
+
+INSTALL_HINT = "pip install 'visreps[keras]'"
+
+#: class → (module of keras.applications holding its preprocess_input, input side of the
+#: ImageNet weights, ImageNet weights file with the classifier), generated from Keras 3.15; the
+#: names actually offered come from the installed Keras (see :func:`list_names`).
+APPLICATIONS: dict[str, tuple[str, int, str]] = {
+    "ConvNeXtBase": ("convnext", 224, "convnext_base.h5"),
+    "ConvNeXtLarge": ("convnext", 224, "convnext_large.h5"),
+    "ConvNeXtSmall": ("convnext", 224, "convnext_small.h5"),
+    "ConvNeXtTiny": ("convnext", 224, "convnext_tiny.h5"),
+    "ConvNeXtXLarge": ("convnext", 224, "convnext_xlarge.h5"),
+    "DenseNet121": ("densenet", 224, "densenet121_weights_tf_dim_ordering_tf_kernels.h5"),
+    "DenseNet169": ("densenet", 224, "densenet169_weights_tf_dim_ordering_tf_kernels.h5"),
+    "DenseNet201": ("densenet", 224, "densenet201_weights_tf_dim_ordering_tf_kernels.h5"),
+    "EfficientNetB0": ("efficientnet", 224, "efficientnetb0.h5"),
+    "EfficientNetB1": ("efficientnet", 240, "efficientnetb1.h5"),
+    "EfficientNetB2": ("efficientnet", 260, "efficientnetb2.h5"),
+    "EfficientNetB3": ("efficientnet", 300, "efficientnetb3.h5"),
+    "EfficientNetB4": ("efficientnet", 380, "efficientnetb4.h5"),
+    "EfficientNetB5": ("efficientnet", 456, "efficientnetb5.h5"),
+    "EfficientNetB6": ("efficientnet", 528, "efficientnetb6.h5"),
+    "EfficientNetB7": ("efficientnet", 600, "efficientnetb7.h5"),
+    "EfficientNetV2B0": ("efficientnet_v2", 224, "efficientnetv2-b0.h5"),
+    "EfficientNetV2B1": ("efficientnet_v2", 240, "efficientnetv2-b1.h5"),
+    "EfficientNetV2B2": ("efficientnet_v2", 260, "efficientnetv2-b2.h5"),
+    "EfficientNetV2B3": ("efficientnet_v2", 300, "efficientnetv2-b3.h5"),
+    "EfficientNetV2L": ("efficientnet_v2", 480, "efficientnetv2-l.h5"),
+    "EfficientNetV2M": ("efficientnet_v2", 480, "efficientnetv2-m.h5"),
+    "EfficientNetV2S": ("efficientnet_v2", 384, "efficientnetv2-s.h5"),
+    "InceptionResNetV2": ("inception_resnet_v2", 299, "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5"),
+    "InceptionV3": ("inception_v3", 299, "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"),
+    "MobileNet": ("mobilenet", 224, "mobilenet_1_0_224_tf.h5"),
+    "MobileNetV2": ("mobilenet_v2", 224, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"),
+    "MobileNetV3Large": ("mobilenet_v3", 224, "weights_mobilenet_v3_large_224_1.0_float.h5"),
+    "MobileNetV3Small": ("mobilenet_v3", 224, "weights_mobilenet_v3_small_224_1.0_float.h5"),
+    "NASNetLarge": ("nasnet", 331, "nasnet_large.h5"),
+    "NASNetMobile": ("nasnet", 224, "nasnet_mobile.h5"),
+    "ResNet50": ("resnet", 224, "resnet50_weights_tf_dim_ordering_tf_kernels.h5"),
+    "ResNet101": ("resnet", 224, "resnet101_weights_tf_dim_ordering_tf_kernels.h5"),
+    "ResNet152": ("resnet", 224, "resnet152_weights_tf_dim_ordering_tf_kernels.h5"),
+    "ResNet50V2": ("resnet_v2", 224, "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5"),
+    "ResNet101V2": ("resnet_v2", 224, "resnet101v2_weights_tf_dim_ordering_tf_kernels.h5"),
+    "ResNet152V2": ("resnet_v2", 224, "resnet152v2_weights_tf_dim_ordering_tf_kernels.h5"),
+    "VGG16": ("vgg16", 224, "vgg16_weights_tf_dim_ordering_tf_kernels.h5"),
+    "VGG19": ("vgg19", 224, "vgg19_weights_tf_dim_ordering_tf_kernels.h5"),
+    "Xception": ("xception", 299, "xception_weights_tf_dim_ordering_tf_kernels.h5"),
+}
+
+
+def _keras_applications_init() -> Path | None:
+    """The ``__init__.py`` of the installed ``keras.applications``, found without importing Keras."""
+    try:
+        spec = importlib.util.find_spec("keras")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        for rel in ("applications/__init__.py", "api/applications/__init__.py"):
+            p = Path(root) / rel
+            if p.is_file():
+                return p
+    return None
+
+
+@lru_cache(maxsize=1)
+def _installed_applications() -> dict[str, str]:
+    """class name → module of the installed Keras's applications (read from its source, no import)."""
+    init = _keras_applications_init()
+    if init is None:
+        return {}
+    text = init.read_text(encoding="utf-8", errors="replace")
+    found = re.findall(r"from\s+keras\.src\.applications\.(\w+)\s+import\s+\(?\s*(\w+)\s+as\s+(\w+)", text)
+    return {public: module for module, _, public in found if public[:1].isupper()}
+
+
+def list_names() -> list[str]:
+    """The application classes of the installed Keras (the built-in table when Keras is absent)."""
+    installed = _installed_applications()
+    return sorted(installed or APPLICATIONS)
+
+
+def check_name(name: str) -> None:
+    names = list_names()
+    if name in names:
+        return
+    hint = closest(name, names)
+    if not hint:
+        hint = [n for n in names if n.lower() == name.lower()]
+    msg = f"keras has no application {name!r}"
+    if hint:
+        msg += f"; closest: {', '.join(f'keras:{h}' for h in hint)}"
+    raise ModelNotFoundError(msg + " (see `visreps models keras:`)")
+
+
+def _app_module(name: str) -> str:
+    mod = _installed_applications().get(name)
+    if mod is None and name in APPLICATIONS:
+        mod = APPLICATIONS[name][0]
+    if mod is None:
+        raise ModelNotFoundError(f"keras has no application {name!r}")
+    return mod
+
+
+# --------------------------------------------------------------------------- importing Keras
+
+
+def _import_keras():
+    """Import Keras 3 (and its TensorFlow backend) safely next to torch, or say how to install it."""
+    def spec(mod: str):
+        try:
+            return importlib.util.find_spec(mod)
+        except (ImportError, ValueError):
+            return None
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if spec("keras") is None or (backend == "tensorflow" and spec("tensorflow") is None):
+        raise MissingExtraError(
+            f"Keras models need TensorFlow and Keras 3, which are not installed: {INSTALL_HINT}"
+        )
+    import torch  # noqa: F401  torch's own imports first: triton imported after TensorFlow segfaults
+
+    if spec("triton") is not None:
+        try:
+            import triton  # noqa: F401
+        except Exception:  # noqa: BLE001 - a broken triton only matters to torch.compile
+            pass
+    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ and "keras" not in sys.modules
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info and warnings
+    try:
+        with _quiet_stderr(quiet):  # TensorFlow prints banners (oneDNN...) before its logging starts
+            import keras
+    except ImportError as e:
+        raise MissingExtraError(f"cannot import Keras ({e}): {INSTALL_HINT}") from e
+    major = int(str(getattr(keras, "__version__", "0")).split(".")[0] or 0)
+    if major < 3:
+        raise MissingExtraError(f"Keras {keras.__version__} is installed; visreps needs Keras 3: {INSTALL_HINT}")
+    return keras
+
+
+@contextlib.contextmanager
+def _quiet_stderr(enabled: bool = True):
+    """Silence file descriptor 2 (C++ writes included) for the duration; Python exceptions still propagate."""
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def _fresh_names():
+    """Build with Keras's layer-name counters as in a fresh session (``activation``, not ``activation_37``)."""
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # pragma: no cover - Keras internals moved: names stay Keras's own
+        yield
+        return
+    old = global_state.get_global_attribute("object_name_uids")
+    fresh: collections.defaultdict = collections.defaultdict(int)
+    global_state.set_global_attribute("object_name_uids", fresh)
+    try:
+        yield
+    finally:
+        if old is not None:
+            for k, v in fresh.items():  # later user layers must not reuse names of this model
+                old[k] = max(old.get(k, 0), v)
+        global_state.set_global_attribute("object_name_uids", old if old is not None else fresh)
+
+
+@contextlib.contextmanager
+def _seeded(keras, seed: int):
+    """``keras.utils.set_random_seed(seed)`` for the build, without moving Python's or NumPy's global RNGs."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    keras.utils.set_random_seed(int(seed))
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def weights_dirs() -> list[Path]:
+    """Where pretrained Keras weights are looked for, first hit wins: the visreps cache
+    (``<cache>/keras/models``, where downloads go), ``$KERAS_HOME/models``, ``~/.keras/models``."""
+    from ..cache import cache_dir
+
+    dirs = [cache_dir() / "keras" / "models"]
+    if os.environ.get("KERAS_HOME"):
+        dirs.append(Path(os.environ["KERAS_HOME"]).expanduser() / "models")
+    dirs.append(Path(os.path.expanduser("~")) / ".keras" / "models")
+    out: list[Path] = []
+    for d in dirs:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def weights_file(name: str) -> str | None:
+    """File name of the ImageNet weights (with classifier) of application ``name``."""
+    entry = APPLICATIONS.get(name)
+    return entry[2] if entry else None
+
+
+def _find_cached(fname: str) -> Path | None:
+    for d in weights_dirs():
+        p = d / fname
+        if p.is_file():
+            return p
+    return None
+
+
+def available_offline(name: str) -> bool:
+    fname = weights_file(name)
+    return bool(fname and _find_cached(fname))
+
+
+@contextlib.contextmanager
+def _weights_download(model_id: str, used: dict):
+    """Route Keras's weight downloads (``keras.utils.get_file``) through the visreps cache.
+
+    A file already in one of :func:`weights_dirs` (with the expected hash) is used as is; else
+    it is downloaded to ``<visreps cache>/keras/models`` unless offline mode is on, in which case
+    the :class:`WeightsError` names the file, its URL and where to put it.
+    """
+    from ..cache import cache_dir, missing_weights_error, offline
+
+    try:
+        from keras.src.utils import file_utils
+    except ImportError:  # pragma: no cover - Keras internals moved: Keras's own cache and download
+        yield
+        return
+    real = file_utils.get_file
+
+    def get_file(fname=None, origin=None, *args, **kwargs):
+        if args or not fname or kwargs.get("extract") or kwargs.get("untar"):
+            return real(fname, origin, *args, **kwargs)
+        file_hash = kwargs.get("file_hash") or kwargs.get("md5_hash")
+        hit = _find_cached(fname)
+        if hit is not None:
+            ok = file_hash is None or file_utils.validate_file(str(hit), file_hash, algorithm=kwargs.get("hash_algorithm", "auto"))
+            if ok:
+                used.update(file=str(hit), origin=origin)
+                return str(hit)
+            if offline():
+                raise WeightsError(
+                    f"{hit} is not the expected weights file of {model_id} (its hash does not match {file_hash}); "
+                    f"delete it and download {origin} again"
+                )
+        target = cache_dir() / "keras" / "models" / fname
+        if offline():
+            raise missing_weights_error(model_id, target, origin)
+        kwargs["cache_dir"] = str(cache_dir() / "keras")
+        kwargs["cache_subdir"] = "models"
+        try:  # Keras falls back to /tmp/.keras when the folder is not there yet
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WeightsError(f"cannot create the weights cache {target.parent}: {e}; set VISREPS_CACHE to a writable folder") from e
+        try:
+            path = real(fname, origin, **kwargs)
+        except Exception as e:  # noqa: BLE001 - network errors come in many types
+            err = missing_weights_error(model_id, target, origin)
+            raise WeightsError(f"{err} ({type(e).__name__}: {e})") from e
+        used.update(file=str(path), origin=origin)
+        return path
+
+    file_utils.get_file = get_file
+    try:
+        yield
+    finally:
+        file_utils.get_file = real
+
+
+WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
+
+
+def load_weights_file(model, path: str | os.PathLike, what: str = "the model") -> dict:
+    """Load a Keras weights file (``.weights.h5``, legacy ``.h5``, or a ``.keras`` archive) into ``model``.
+
+    Returns the metadata record ``{"kind": "file", "file": ..., "sha256": ...}``.
+    """
+    import warnings
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise WeightsError(f"weights file {str(p)!r} does not exist; give the path to a .weights.h5, .h5 or .keras file")
+    if not p.name.lower().endswith(WEIGHTS_SUFFIXES):
+        raise WeightsError(
+            f"{str(p)!r} is not a Keras weights file: Keras models take .weights.h5, .h5 or .keras files "
+            f"(save them with model.save_weights('w.weights.h5'))"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(str(p))
+        except Exception as e:  # noqa: BLE001 - Keras raises ValueError, KeyError, OSError...
+            raise WeightsError(f"weights file {str(p)!r} does not fit {what}: {e}") from e
+    skipped = [str(w.message) for w in caught
+               if re.search(r"could not be loaded|skipp|mismatch", str(w.message), re.I)
+               and "optimizer" not in str(w.message).lower()]  # a trained model's optimizer state does not matter
+    if skipped:
+        raise WeightsError(f"weights file {str(p)!r} does not fit {what}: {skipped[0]}")
+    return {"kind": "file", "file": str(p.resolve()), "sha256": file_sha256(p)}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def check_device(device) -> None:
+    """Keras models take ``None``, ``"auto"`` or ``"cpu"``; TensorFlow places them itself."""
+    if device is None or str(device) in ("auto", "cpu"):
+        return
+    raise VisrepsError(
+        f"device {str(device)!r}: Keras models run where TensorFlow places them (the CPU with tensorflow-cpu); "
+        "use --device auto or cpu"
+    )
+
+
+def _cpu():
+    import torch
+
+    return torch.device("cpu")
+
+
+def _preprocess_function(module: str) -> tuple[Callable, str]:
+    path = f"keras.applications.{module}"
+    fn = getattr(importlib.import_module(path), "preprocess_input")
+    return fn, f"{path}.preprocess_input"
+
+
+def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device=None) -> LoadedModel:
+    """Build ``keras.applications.<name>`` with ImageNet weights, random (seeded) weights, or a file."""
+    check_name(name)
+    check_device(device)
+    keras = _import_keras()
+    import keras.applications  # noqa: F401
+
+    ctor = getattr(keras.applications, name)
+    model_id = f"keras:{name}"
+    side = APPLICATIONS[name][1] if name in APPLICATIONS else None
+    # the input size of the ImageNet weights, also for random and file weights: the same static
+    # shapes and layers whatever the weights (MobileNetV3 would otherwise take any size)
+    kwargs = {"input_shape": (side, side, 3)} if side else {}
+    if weights is not None and str(weights) == "imagenet":  # the named weight of every application
+        weights, pretrained = None, True
+    if weights is None and pretrained:
+        used: dict = {}
+        with _weights_download(model_id, used), _fresh_names(), _seeded(keras, seed):
+            model = ctor(weights="imagenet", **kwargs)
+        record: dict[str, Any] = {"kind": "pretrained", "name": "imagenet"}
+        if used.get("file"):
+            record.update(file=Path(used["file"]).name, sha256=file_sha256(used["file"]), origin=used.get("origin"))
+    else:
+        with _fresh_names(), _seeded(keras, seed):
+            model = ctor(weights=None, **kwargs)
+        if weights is not None:
+            record = load_weights_file(model, weights, model_id)
+        else:
+            record = {"kind": "random", "seed": seed}
+    if side is None:
+        shape = tuple(model.input_shape[1:3])
+        side = shape[0] if shape[0] and shape[0] == shape[1] else 224
+    preprocess, preprocess_name = _preprocess_function(_app_module(name))
+    return _wrap(model, model_id=model_id, weights=record, side=side, preprocess=preprocess, preprocess_name=preprocess_name)
+
+
+def _wrap(model, *, model_id: str, weights: dict, side: int, preprocess, preprocess_name: str | None) -> LoadedModel:
+    adapter = KerasAdapter(model, preprocess=preprocess, preprocess_name=preprocess_name)
+    lm = LoadedModel(
+        module=model,
+        preprocessing=Preprocessing(resize=side, crop=side, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+        model_id=model_id,
+        weights=weights,
+        device=_cpu(),
+        backend="keras",
+        extra={
+            "adapter": adapter,
+            "keras_preprocess_input": preprocess_name,
+            # merged into metadata.json's "preprocessing" by the engine
+            "preprocessing_extra": {
+                "keras_preprocess_input": preprocess_name,
+                "layout": "NHWC",
+                "pixel_range": "0-255 before keras_preprocess_input",
+            },
+        },
+    )
+    adapter.bind(lm)
+    return lm
+
+
+_PREPROCESS_MODES = ("none", "unit", "caffe", "tf", "torch")
+
+
+def _user_preprocess(preprocess) -> tuple[Callable | None, str | None]:
+    if preprocess is None or preprocess == "none":
+        return None, None
+    if callable(preprocess):
+        mod = getattr(preprocess, "__module__", None) or ""
+        qual = getattr(preprocess, "__qualname__", None) or type(preprocess).__name__
+        return preprocess, f"{mod}.{qual}".lstrip(".")
+    if preprocess == "unit":
+        return _unit, "x / 255 (pixels in 0..1)"
+    if preprocess in ("caffe", "tf", "torch"):
+        from keras.applications import imagenet_utils
+
+        def fn(x, _mode=preprocess):
+            return imagenet_utils.preprocess_input(x, mode=_mode)
+
+        return fn, f"keras.applications.imagenet_utils.preprocess_input(mode={preprocess!r})"
+    if isinstance(preprocess, str) and re.fullmatch(r"[a-z0-9_]+", preprocess) and preprocess != "imagenet_utils":
+        try:
+            return _preprocess_function(preprocess)
+        except (ImportError, AttributeError):
+            pass
+    raise VisrepsError(
+        f"preprocess={preprocess!r} is not valid; give a function (NumPy batch NHWC 0..255 → model input), "
+        f"one of {', '.join(_PREPROCESS_MODES)}, or a keras.applications module name such as 'resnet50'"
+    )
+
+
+def _unit(x):
+    return x / np.float32(255.0)
+
+
+def from_keras_model(
+    model,
+    *,
+    input_size: int | None = None,
+    preprocess: Callable | str | None = None,
+    weights: str | os.PathLike | None = None,
+    name: str | None = None,
+) -> LoadedModel:
+    """Wrap your own ``keras.Model`` (functional or built Sequential) for extraction.
+
+    Args:
+        model: a Keras 3 model whose input is images (H, W, 3), channels last.
+        input_size: side S of the square input (images are resized, shorter side to S, and
+            centre-cropped to S×S); default: the model's own input size, else 224.
+        preprocess: applied to each batch (float32 NumPy array (B, S, S, 3) with pixels 0..255)
+            before the model: ``None`` (raw pixels), a function, ``"unit"`` (x / 255), a Keras
+            mode ``"caffe"``/``"tf"``/``"torch"`` of ``imagenet_utils.preprocess_input``, or an
+            application module name (``"resnet50"``, ``"mobilenet_v2"``) for its ``preprocess_input``.
+        weights: a Keras weights file to load into the model first.
+        name: the label of the model in the metadata (default: the model's name).
+
+    Returns:
+        A :class:`~visreps.models.LoadedModel` with ``backend="keras"``.
+    """
+    keras = _import_keras()
+    if not isinstance(model, keras.Model):
+        what = type(model).__module__.split(".")[0]
+        hint = " (tf.keras / Keras 2 models are not supported: rebuild or load it with Keras 3)" if what in ("tf_keras", "tensorflow") else ""
+        raise VisrepsError(f"from_keras_model takes a Keras 3 keras.Model, got {type(model).__name__}{hint}")
+    if input_size is not None and (not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1):
+        raise VisrepsError(f"input_size must be a positive integer (the side of the square input), got {input_size!r}")
+    if not _has_inputs(model):
+        if input_size is None:
+            raise VisrepsError(
+                "this Keras model has no defined input; start it with keras.Input(shape=(H, W, 3)) or pass input_size=S"
+            )
+        model.build((None, input_size, input_size, 3))
+        if not _has_inputs(model):
+            raise VisrepsError("this Keras model has no symbolic inputs even after building; define it with keras.Input(shape=(H, W, 3))")
+    shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    if shape is None or len(shape) != 3:
+        raise VisrepsError(f"visreps takes Keras models with one image input (H, W, C); this one takes {model.input_shape}")
+    h, w, c = shape
+    if c not in (None, 3):
+        raise VisrepsError(f"the model takes {c}-channel input; visreps feeds RGB images (3 channels)")
+    if h is not None and w is not None and h != w:
+        raise VisrepsError(f"the model takes non-square {h}×{w} inputs; visreps feeds square images (resize + centre crop)")
+    if input_size is not None and h is not None and input_size != h:
+        raise VisrepsError(f"input_size={input_size} does not fit the model, which takes {h}×{w} images")
+    side = input_size or h or 224
+    fn, fn_name = _user_preprocess(preprocess)
+    record: dict[str, Any] = {"kind": "user"}
+    if weights is not None:
+        record = load_weights_file(model, weights, f"the Keras model {model.name!r}")
+    return _wrap(model, model_id=f"custom:{name or model.name}", weights=record, side=side, preprocess=fn,
+                 preprocess_name=fn_name)
+
+
+def load_model_file(path: str | os.PathLike, *, device=None) -> LoadedModel:
+    """A whole Keras model saved with ``model.save("m.keras")`` (wiring: ``visreps.load_model("file:m.keras")``)."""
+    check_device(device)
+    keras = _import_keras()
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise WeightsError(f"model file {str(p)!r} does not exist")
+    try:
+        model = keras.saving.load_model(str(p), compile=False)
+    except Exception as e:  # noqa: BLE001
+        raise WeightsError(f"cannot read Keras model file {str(p)!r}: {e}") from e
+    lm = from_keras_model(model, name=p.stem)
+    lm.model_id = f"file:{p.resolve()}"
+    lm.weights = {"kind": "file", "file": str(p.resolve()), "sha256": file_sha256(p)}
+    return lm
+
+
+def is_keras_model(obj) -> bool:
+    """True for a Keras model object, decided without importing Keras or TensorFlow."""
+    return any(
+        (getattr(c, "__module__", "") or "").split(".")[0] in ("keras", "tf_keras", "tensorflow")
+        and c.__name__ in ("Model", "Functional", "Sequential")
+        for c in type(obj).__mro__
+    )
+
+
+def _has_inputs(model) -> bool:
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- the adapter
+
+
+def pool_array(a: np.ndarray, mode: str, layer: str = "", prefix_tokens: int = 1) -> np.ndarray:
+    """:func:`visreps.extraction.pool_output` for channels-last NumPy arrays (B, ...).
+
+    ``flatten``: (B, prod(rest)) in native (H, W, C) order; ``none``: unchanged; ``avg``/``max``:
+    mean/max over the spatial axes of (B, H, W, C) or (B, T, H, W, C) → (B, C), 2-D passes through;
+    ``cls``: token 0 of (B, N, D); ``patch_mean``: mean of tokens ``prefix_tokens:``.
+    """
+    if mode == "none":
+        return a
+    if mode == "flatten":
+        return a.reshape(a.shape[0], -1)
+    if mode in ("cls", "patch_mean"):
+        if a.ndim != 3:
+            raise VisrepsError(
+                f"--pool {mode} is for token sequences (batch, tokens, dim), but layer {layer!r} "
+                f"outputs {tuple(a.shape)}; use --pool avg/max/flatten/none"
+            )
+        if mode == "cls":
+            return a[:, 0]
+        if a.shape[1] <= prefix_tokens:
+            raise VisrepsError(f"layer {layer!r} has {a.shape[1]} tokens, no patch tokens after {prefix_tokens} prefix token(s)")
+        return a[:, prefix_tokens:].astype(np.float32, copy=False).mean(axis=1)
+    if mode not in ("avg", "max"):
+        raise VisrepsError(f"pool mode {mode!r} is not valid; use flatten, none, avg, max, cls or patch_mean")
+    if a.ndim == 2:
+        return a
+    if a.ndim == 3:
+        raise VisrepsError(
+            f"layer {layer!r} outputs a 3-D tensor {tuple(a.shape)} (e.g. tokens × channels): "
+            f"--pool {mode} is ambiguous there; use --pool cls, patch_mean, flatten or none"
+        )
+    axes = tuple(range(1, a.ndim - 1))  # channels last
+    return a.astype(np.float32, copy=False).mean(axis=axes) if mode == "avg" else a.max(axis=axes)
+
+
+def _functional_model(keras, inputs, outputs, name: str):
+    """One multi-output Keras model (a seam for tests to count builds)."""
+    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+def _first_output(out):
+    if isinstance(out, (list, tuple)):
+        return _first_output(out[0]) if out else None
+    if isinstance(out, dict):
+        return _first_output(next(iter(out.values()))) if out else None
+    return out
+
+
+class _KerasTransform:
+    """PIL RGB image → float32 tensor (S, S, 3) with pixels 0..255 (picklable for loader workers)."""
+
+    def __init__(self, prep: Preprocessing):
+        _check_prep(prep)
+        self.prep = prep
+        self._steps = None
+
+    def _build(self):
+        from torchvision import transforms as T
+
+        modes = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+                 "nearest": T.InterpolationMode.NEAREST}
+        steps: list = []
+        if self.prep.resize:
+            steps.append(T.Resize(self.prep.resize, interpolation=modes[self.prep.interpolation], antialias=True))
+        if self.prep.crop:
+            steps.append(T.CenterCrop(self.prep.crop))
+        return T.Compose(steps)
+
+    def __getstate__(self):
+        return {"prep": self.prep, "_steps": None}
+
+    def __call__(self, img):
+        import torch
+
+        if self._steps is None:
+            self._steps = self._build()
+        return torch.from_numpy(np.array(self._steps(img), dtype=np.float32))
+
+
+def _check_prep(prep: Preprocessing) -> None:
+    if prep.interpolation not in ("bilinear", "bicubic", "nearest"):
+        raise VisrepsError(f"interpolation {prep.interpolation!r} is not supported; use bilinear, bicubic or nearest")
+    if any(float(m) != 0.0 for m in prep.mean) or any(float(s) != 1.0 for s in prep.std):
+        raise VisrepsError(
+            "Keras models take pixels 0..255 into their own preprocess_input; leave mean at 0 and std at 1 "
+            f"(got mean={list(prep.mean)}, std={list(prep.std)}), or give from_keras_model(..., preprocess=...)"
+        )
+
+
+class KerasAdapter:
+    """How the extraction engine drives a Keras model (``lm.extra["adapter"]``).
+
+    Attributes:
+        model: the ``keras.Model``.
+        preprocess: batch function applied before the model (NumPy NHWC, pixels 0..255), or ``None``.
+        builds: how many multi-output models were built (one per set of requested layers).
+    """
+
+    def __init__(self, model, *, preprocess: Callable | None = None, preprocess_name: str | None = None):
+        self.model = model
+        self.preprocess = preprocess
+        self.preprocess_name = preprocess_name
+        self.builds = 0
+        self._models: dict[tuple, Any] = {}
+        self._lm: Callable[[], LoadedModel | None] = lambda: None
+        self._final_softmax = _ends_in_softmax(model)
+
+    def bind(self, lm: LoadedModel) -> None:
+        self._lm = weakref.ref(lm)
+
+    # -- what the engine asks
+
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.model.layers]
+
+    def _prep(self) -> Preprocessing:
+        lm = self._lm()
+        return lm.preprocessing if lm is not None else Preprocessing(resize=224, crop=224, mean=(0.0,) * 3, std=(1.0,) * 3)
+
+    def input_side(self) -> int:
+        prep = self._prep()
+        _check_prep(prep)
+        side = prep.crop or prep.resize
+        if not side:
+            raise VisrepsError("Keras models need a fixed square input: set preprocessing crop (and resize)")
+        h, w = tuple(self.model.input_shape[1:3])
+        if h is not None and (h != side or w != side):
+            lm = self._lm()
+            raise VisrepsError(
+                f"{lm.model_id if lm else 'the model'} takes {h}×{w} images; preprocessing gives {side}×{side} "
+                f"(set crop={h})"
+            )
+        return int(side)
+
+    def dummy_input(self, n: int = 1):
+        import torch
+
+        s = self.input_side()
+        return torch.zeros((n, s, s, 3), dtype=torch.float32)
+
+    def build_transform(self, preprocessing: Preprocessing) -> Callable:
+        return _KerasTransform(preprocessing)
+
+    def capture(self, specs: Sequence, stop_early: bool = True) -> "KerasCapture":
+        return KerasCapture(self, list(specs), stop_early=stop_early)
+
+    def describe_layers(self) -> list[LayerInfo]:
+        shapes = {}
+        unknown = []
+        for layer in self.model.layers:
+            shp = self.static_shape(layer.name)
+            shapes[layer.name] = shp
+            if shp is None or any(d is None for d in shp):
+                unknown.append(layer.name)
+        if unknown:  # flexible input sizes: one run of the model on a blank image
+            names = self.layer_names()
+            outs = self.run_layers(names, self.dummy_input(1), include_final=False)
+            shapes = {n: tuple(int(d) for d in o.shape[1:]) for n, o in zip(names, outs)}
+        return [LayerInfo(name=layer.name, type=type(layer).__name__, shape=shapes[layer.name], calls=1, depth=0)
+                for layer in self.model.layers]
+
+    # -- the multi-output model
+
+    def _layer_output(self, name: str):
+        try:
+            layer = self.model.get_layer(name)
+        except ValueError as e:
+            raise VisrepsError(f"model has no layer {name!r}") from e
+        try:
+            out = layer.output
+        except (AttributeError, ValueError, RuntimeError) as e:
+            raise VisrepsError(
+                f"layer {name!r} is called more than once in the model (a shared layer) or never; "
+                "visreps takes Keras layers called once per pass"
+            ) from e
+        return _first_output(out)
+
+    def static_shape(self, name: str) -> tuple | None:
+        try:
+            out = self._layer_output(name)
+        except VisrepsError:
+            return None
+        return tuple(None if d is None else int(d) for d in out.shape[1:])
+
+    def multi_output_model(self, modules: Sequence[str], include_final: bool):
+        """The cached ``keras.Model(inputs, [outputs of modules] (+ final output))``."""
+        key = (tuple(modules), bool(include_final))
+        if key not in self._models:
+            keras = _import_keras()
+            outs = [self._layer_output(m) for m in modules]
+            if include_final:
+                outs.append(_first_output(self.model.outputs))
+            inputs = self.model.inputs
+            inputs = inputs[0] if len(inputs) == 1 else inputs  # a bare tensor: batches are plain arrays
+            self._models[key] = _functional_model(keras, inputs, outs, name=f"visreps_{self.model.name}")
+            self.builds += 1
+        return self._models[key]
+
+    def run_layers(self, modules: Sequence[str], x, include_final: bool) -> list[np.ndarray]:
+        """Outputs of ``modules`` (+ the final output) for a batch ``x`` (pixels 0..255, NHWC)."""
+        model = self.multi_output_model(modules, include_final)
+        a = x.detach().cpu().numpy() if hasattr(x, "detach") else x
+        a = np.array(a, dtype=np.float32, copy=True)  # preprocess_input may work in place
+        if self.preprocess is not None:
+            a = self.preprocess(a)
+        outs = model.predict_on_batch(a)
+        if not isinstance(outs, (list, tuple)):
+            outs = [outs]
+        return [np.asarray(o) for o in outs]
+
+    def final_as_logits(self, out: np.ndarray):
+        """The model's final output as a torch tensor whose softmax gives its probabilities."""
+        import torch
+
+        a = np.asarray(out, dtype=np.float32)
+        if self._final_softmax:
+            a = np.log(np.maximum(a, np.float32(1e-38)))
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _ends_in_softmax(model) -> bool:
+    """Whether the model's last layer applies a softmax (Keras applications end in one)."""
+    layer = model.layers[-1] if model.layers else None
+    act = getattr(layer, "activation", None)
+    return getattr(act, "__name__", "") == "softmax" or type(layer).__name__ == "Softmax"
+
+
+def _host(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32, copy=False) if np.issubdtype(a.dtype, np.floating) else a
+
+
+class KerasCapture:
+    """The :class:`visreps.extraction.Capture` interface on a Keras model: one multi-output pass.
+
+    ``expected`` is set by the engine; while it is ``None`` (the engine's first dry run, which
+    only counts calls) the model is not run when every requested layer has a static shape: each
+    Keras layer runs once per pass, and pooling is checked on a blank array of that shape.
+    """
+
+    def __init__(self, adapter: KerasAdapter, specs: list, *, stop_early: bool = True, prefix_tokens: int = 1):
+        self.adapter = adapter
+        self.specs = specs
+        self.stop_early = stop_early
+        self.prefix_tokens = prefix_tokens
+        self.modules = list(dict.fromkeys(s.module for s in specs))
+        self.expected: dict[str, int] | None = None
+        self.counts: dict[str, int] = {}
+        self.outputs: dict[str, Any] = {}
+        self.result = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def run(self, x) -> dict[str, np.ndarray]:
+        self.counts, self.outputs, self.result = {}, {}, None
+        if self.expected is None:
+            shapes = {m: self.adapter.static_shape(m) for m in self.modules}
+            if all(s is not None and None not in s for s in shapes.values()):
+                for spec in self.specs:
+                    pool_array(np.zeros((1, *shapes[spec.module]), dtype=np.float32), spec.pool, spec.module, self.prefix_tokens)
+                self.counts = {m: 1 for m in self.modules}
+                return self.outputs
+        include_final = not self.stop_early
+        outs = self.adapter.run_layers(self.modules, x, include_final)
+        by_name = dict(zip(self.modules, outs))
+        for spec in self.specs:
+            p = _host(pool_array(by_name[spec.module], spec.pool, spec.module, self.prefix_tokens))
+            for key in spec.keys or (spec.module,):
+                self.outputs[key] = p
+        self.counts = {m: 1 for m in self.modules}
+        if include_final:
+            self.result = self.adapter.final_as_logits(outs[-1])
+        return self.outputs
