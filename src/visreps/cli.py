@@ -176,9 +176,11 @@ def merge(out, shards, overwrite):
 
 
 def _register_extras() -> None:
+    from ._cli_analysis import register as register_analysis
     from ._cli_text import register as register_text
 
     register_text(main)
+    register_analysis(main)
 
 
 _register_extras()

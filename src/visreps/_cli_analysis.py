@@ -1,0 +1,274 @@
+"""The analysis commands of the ``visreps`` CLI: ``rsa``, ``compare``, ``cka``.
+
+:func:`register` adds them to the main click group. Heavy modules (numpy, pandas, matplotlib,
+scipy) are imported inside the commands, so ``visreps --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .errors import VisrepsError
+
+RDM_METHODS = ("correlation", "cosine", "euclidean", "sqeuclidean", "gaussian")
+COMPARE_METHODS = ("pearson", "spearman", "kendall", "tau_a")
+RDM_FILE_FORMATS = ("npy", "csv", "txt", "mat")
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg")
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    out = [s.strip() for s in value.split(",") if s.strip()]
+    return out or None
+
+
+def _parse_source(arg: str) -> tuple[str, list[str] | None]:
+    """``FOLDER`` or ``FOLDER::layer1,layer2``."""
+    if "::" in arg:
+        src, _, layers = arg.rpartition("::")
+        return src, _split(layers)
+    return arg, None
+
+
+def _sources_and_layers(args, layers_opt):
+    sources, per = [], {}
+    common = _split(layers_opt)
+    for a in args:
+        src, layers = _parse_source(a)
+        sources.append(src)
+        if layers is not None:
+            per[src] = layers
+        elif common is not None:
+            per[src] = common
+    return sources, (per or None)
+
+
+def _block_size_option(f):
+    f = click.option("--device", default="auto", show_default=True, help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")(f)
+    f = click.option(
+        "--block-size", type=click.IntRange(min=1), default=None,
+        help="Features read per block (memory ≈ 2 × images × block × 8 bytes). Default: ≈128 MB blocks.",
+    )(f)
+    return f
+
+
+def _plot_options(f):
+    f = click.option("--dpi", type=click.IntRange(min=10), default=200, show_default=True, help="Resolution of PNG/JPG figures.")(f)
+    f = click.option("--cmap", default="viridis", show_default=True, help="Matplotlib colormap.")(f)
+    return f
+
+
+def _save_rdm(rdm, path: Path, fmt: str) -> None:
+    import numpy as np
+
+    if fmt == "npy":
+        np.save(path, rdm)
+    elif fmt == "csv":
+        np.savetxt(path, rdm, delimiter=",", fmt="%.17g")
+    elif fmt == "txt":
+        np.savetxt(path, rdm, fmt="%.17g")
+    else:
+        from scipy.io import savemat
+
+        savemat(path, {"rdm": rdm})
+
+
+@click.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--layers", "-l", default=None, help="Comma-separated layers (default: every layer in FOLDER).")
+@click.option("--method", "-m", type=click.Choice(RDM_METHODS), default="correlation", show_default=True,
+              help="Dissimilarity: correlation = 1 − Pearson r; cosine; euclidean = plain L2; sqeuclidean; gaussian = 1 − RBF.")
+@click.option("--sigma", type=float, default=None, help="Bandwidth of --method gaussian (default: median pairwise distance).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Folder for the results (default: FOLDER/rsa).")
+@click.option("--format", "fmt", type=click.Choice(RDM_FILE_FORMATS), default="npy", show_default=True, help="File format of the RDMs.")
+@click.option("--plot-format", type=click.Choice(PLOT_FORMATS), default="png", show_default=True)
+@click.option("--no-plot", is_flag=True, help="Only write the RDM files.")
+@click.option("--rank", is_flag=True, help="Plot ranks of the dissimilarities instead of their values.")
+@click.option("--cluster", is_flag=True, help="Order the plotted conditions by hierarchical clustering.")
+@_plot_options
+@_block_size_option
+def rsa(folder, layers, method, sigma, out, fmt, plot_format, no_plot, rank, cluster, cmap, dpi, block_size, device):
+    """RDM of each layer in FOLDER (an output folder of `visreps extract`): a file and a plot per layer.
+
+    Writes OUT/rdm_<layer>_<method>.<format> (square n × n, rows in manifest.csv order) and
+    OUT/rdm_<layer>_<method>.<plot-format>.
+    """
+    from .analysis.rsa import compute_rdm
+    from .plotting import plot_rdm
+    from .storage import layer_filename, load_features
+
+    if sigma is not None and method != "gaussian":
+        raise click.BadParameter("--sigma is the bandwidth of --method gaussian", param_hint="--sigma")
+    res = load_features(folder, _split(layers), mmap=True)
+    outdir = Path(out) if out else Path(folder) / "rsa"
+    outdir.mkdir(parents=True, exist_ok=True)
+    labels = list(res.manifest["path"]) if len(res.manifest) <= 60 else None
+    for layer in res.layers:
+        rdm = compute_rdm(res[layer], method, sigma=sigma, block_size=block_size, device=device)
+        stem = f"rdm_{layer_filename(layer, 'npy')[:-4]}_{method}"
+        path = outdir / f"{stem}.{fmt}"
+        _save_rdm(rdm, path, fmt)
+        msg = f"{layer}: {rdm.shape[0]}×{rdm.shape[1]} RDM → {path}"
+        if not no_plot:
+            ppath = outdir / f"{stem}.{plot_format}"
+            plot_rdm(rdm, ppath, rank=rank, order="cluster" if cluster else None, labels=labels, cmap=cmap, dpi=dpi,
+                     title=f"{res.model} {layer} ({method})")
+            msg += f", {ppath}"
+        click.echo(msg)
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--layers", "-l", default=None, help="Comma-separated layers to use from every source (default: all). "
+              "Per source: FOLDER::layer1,layer2.")
+@click.option("--reference", "-r", type=click.Path(dir_okay=False), default=None,
+              help="Reference RDM (brain/behaviour) file: .npy, .mat, .csv, .txt; compares each layer with it.")
+@click.option("--reference-key", default=None, help="Variable of a .mat/.npz reference holding the RDM.")
+@click.option("--reference-order", type=click.Path(dir_okay=False), default=None,
+              help="Text file: the image paths of the reference's rows, one per line (default: manifest order).")
+@click.option("--rdm-method", type=click.Choice(RDM_METHODS), default="correlation", show_default=True)
+@click.option("--method", "-m", type=click.Choice(COMPARE_METHODS), default="pearson", show_default=True,
+              help="How RDMs are correlated (upper triangles): pearson, spearman, kendall (tau-b), tau_a.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Bootstrap resamples of the images for a confidence interval (with --reference).")
+@click.option("--ci", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="comparison.csv", show_default=True, help="CSV table to write.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Figure file (default: the CSV name with .png).")
+@click.option("--no-plot", is_flag=True)
+@click.option("--images", type=click.Path(file_okay=False), default=None,
+              help="Image folder, to extract SOURCES given as model ids (e.g. torchvision:alexnet).")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+              help="Where model ids are extracted to and reused from (default: in memory).")
+@click.option("--random", "random_init", is_flag=True, help="Model ids: random (seeded) weights instead of pretrained.")
+@_plot_options
+@_block_size_option
+def compare(sources, layers, reference, reference_key, reference_order, rdm_method, method, bootstrap, ci, seed, out,
+            plot_path, no_plot, images, work_dir, random_init, cmap, dpi, block_size, device):
+    """Correlate the RDMs of several output folders / layers: a table (CSV) and a heatmap.
+
+    SOURCES are output folders of `visreps extract` (every layer, or --layers), optionally
+    FOLDER::layer1,layer2; or model ids with --images. With --reference, every layer's RDM is
+    correlated with that RDM instead (table of r per layer, bar chart).
+    """
+    from .analysis.compare import compare_features, compare_to_reference
+    from .plotting import plot_comparison, plot_reference_comparison
+
+    srcs, layer_map = _sources_and_layers(sources, layers)
+    if bootstrap and reference is None:
+        raise click.UsageError("--bootstrap needs --reference (intervals are for fits to a reference RDM)")
+    extract_options = {"pretrained": not random_init} if images else None
+    common = dict(layers=layer_map, images=images, rdm_method=rdm_method, method=method, block_size=block_size, device=device,
+                  work_dir=work_dir, extract_options=extract_options)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if reference is None:
+        df = compare_features(srcs, **common)
+        if df.shape[0] < 2:
+            raise VisrepsError("only one layer to compare; give several folders or layers, or a --reference RDM")
+        df.to_csv(out, float_format="%.6g")
+        with _pd_display():
+            click.echo(df.round(3).to_string())
+    else:
+        df = compare_to_reference(srcs, reference, reference_key=reference_key, reference_order=reference_order,
+                                  n_bootstrap=bootstrap, ci=ci, seed=seed, **common)
+        df.to_csv(out, index=False, float_format="%.6g")
+        with _pd_display():
+            click.echo(df.drop(columns=["label"]).round(4).to_string(index=False))
+    msg = f"table → {out}"
+    if not no_plot:
+        ppath = Path(plot_path) if plot_path else out.with_suffix(".png")
+        title = f"{df.attrs.get('method')} correlation of {rdm_method} RDMs ({df.attrs.get('n_conditions')} images)"
+        if reference is None:
+            plot_comparison(df, ppath, cmap=cmap, dpi=dpi, title=title)
+        else:
+            plot_reference_comparison(df, ppath, dpi=dpi, title=title + f" with {Path(reference).name}")
+        msg += f", figure → {ppath}"
+    click.echo(msg)
+
+
+class _pd_display:
+    def __enter__(self):
+        import pandas as pd
+
+        self.ctx = pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_rows", 200)
+        self.ctx.__enter__()
+
+    def __exit__(self, *exc):
+        self.ctx.__exit__(*exc)
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b", required=False)
+@click.option("--layers-a", default=None, help="Comma-separated layers of A (default: all). Also A::layer1,layer2.")
+@click.option("--layers-b", default=None, help="Comma-separated layers of B (default: all).")
+@click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True)
+@click.option("--unbiased", is_flag=True, help="Unbiased HSIC estimator (debiased CKA).")
+@click.option("--sigma", type=float, default=None, help="RBF bandwidth (default: median pairwise distance of each layer).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write the table as CSV.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a heatmap (.png/.pdf/.svg/.jpg).")
+@_plot_options
+@_block_size_option
+def cka(a, b, layers_a, layers_b, kernel, unbiased, sigma, out, plot_path, cmap, dpi, block_size, device):
+    """CKA between the layers of output folders A and B (or among A's layers if B is omitted).
+
+    Prints a table: rows are A's layers, columns B's layers. Images are matched by path.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .analysis.cka import cka as run_cka
+    from .analysis.compare import collect_features
+    from .plotting import plot_comparison
+
+    if sigma is not None and kernel != "rbf":
+        raise click.BadParameter("--sigma is the bandwidth of --kernel rbf", param_hint="--sigma")
+    src_a, la = _parse_source(a)
+    la = la or _split(layers_a)
+    if b is None:
+        src_b, lb = src_a, (_split(layers_b) or la)
+    else:
+        src_b, lb = _parse_source(b)
+        lb = lb or _split(layers_b)
+    sets = collect_features({"A": src_a, "B": src_b}, layers={"A": la, "B": lb} if (la or lb) else None)
+    # collect_features labels sources by dict key; split them back
+    set_a = [s for s in sets if s.model == "A"]
+    set_b = [s for s in sets if s.model == "B"]
+    name_a = Path(src_a).name
+    name_b = Path(src_b).name
+
+    def rows(s):
+        return s.features if s.order is None else np.asarray(s.features)[s.order]
+
+    table = np.empty((len(set_a), len(set_b)))
+    for i, sa in enumerate(set_a):
+        for j, sb in enumerate(set_b):
+            table[i, j] = run_cka(rows(sa), rows(sb), kernel=kernel, unbiased=unbiased, sigma=sigma, block_size=block_size, device=device)
+    df = pd.DataFrame(table, index=pd.Index([s.layer for s in set_a], name=name_a), columns=[s.layer for s in set_b])
+    df.attrs.update({"method": f"{'unbiased ' if unbiased else ''}{kernel} CKA"})
+    if df.size == 1:
+        click.echo(f"{df.attrs['method']} {name_a}/{set_a[0].layer} vs {name_b}/{set_b[0].layer}: {table[0, 0]:.6f}")
+    else:
+        with _pd_display():
+            click.echo(f"{df.attrs['method']}: rows {name_a}, columns {name_b}")
+            click.echo(df.round(4).to_string())
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, float_format="%.6g")
+        click.echo(f"table → {out}")
+    if plot_path:
+        plot_comparison(df, plot_path, cmap=cmap, dpi=dpi, colorbar_label=df.attrs["method"], vmin=None,
+                        title=f"{df.attrs['method']}: {name_a} (rows) vs {name_b} (columns)")
+        click.echo(f"figure → {plot_path}")
+
+
+def register(group: click.Group) -> None:
+    """Add ``rsa``, ``compare`` and ``cka`` to the main ``visreps`` group."""
+    for cmd in (rsa, compare, cka):
+        if cmd.name not in group.commands:
+            group.add_command(cmd)

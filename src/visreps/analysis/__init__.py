@@ -1,0 +1,71 @@
+"""Relating representations: RDMs and their comparison (RSA), CKA, and feature transforms.
+
+Everything here works from arrays or memory-mapped output folders and streams wide layers in
+blocks, so layers with hundreds of thousands of features are never loaded whole.
+"""
+
+from __future__ import annotations
+
+from .cka import KERNELS, cka, cka_from_grams, gram_matrix, hsic
+from .compare import (
+    FeatureSet,
+    collect_features,
+    compare_features,
+    compare_rdms,
+    compare_to_reference,
+    load_reference_rdm,
+)
+from .rsa import (
+    COMPARISONS,
+    METHODS,
+    RDMCorrelation,
+    compute_rdm,
+    correlate_rdms,
+    kendall_tau_a,
+    rank_transform,
+    rdm_order,
+    reorder,
+    squareform,
+    upper_triangle,
+)
+from .transforms import (
+    PCA,
+    IncrementalPCA,
+    center_features,
+    compress_features,
+    ensemble_features,
+    feature_map_layers,
+    normalize_features,
+)
+
+__all__ = [
+    "COMPARISONS",
+    "KERNELS",
+    "METHODS",
+    "PCA",
+    "FeatureSet",
+    "IncrementalPCA",
+    "RDMCorrelation",
+    "center_features",
+    "cka",
+    "cka_from_grams",
+    "collect_features",
+    "compare_features",
+    "compare_rdms",
+    "compare_to_reference",
+    "compress_features",
+    "compute_rdm",
+    "correlate_rdms",
+    "ensemble_features",
+    "feature_map_layers",
+    "gram_matrix",
+    "hsic",
+    "kendall_tau_a",
+    "load_reference_rdm",
+    "normalize_features",
+    "rank_transform",
+    "rdm_order",
+    "reorder",
+    "squareform",
+    "upper_triangle",
+]

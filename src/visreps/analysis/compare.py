@@ -1,0 +1,596 @@
+"""Compare many representations at once: pairwise RDM correlations and fits to a reference RDM.
+
+Feature sets come from arrays, extraction output folders (read with :func:`visreps.load_features`,
+memory-mapped), :class:`visreps.storage.Features` objects, or model ids that are extracted on
+the fly. Rows are matched by image path across folders: folders holding the same images in a
+different order are aligned; folders with different images are an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import VisrepsError
+from .rsa import (
+    RDMCorrelation,
+    check_comparison,
+    check_method,
+    compute_rdm,
+    correlate_rdms,
+    n_from_condensed,
+    squareform,
+    upper_triangle,
+)
+
+REFERENCE_SUFFIXES = (".npy", ".npz", ".mat", ".csv", ".tsv", ".txt", ".dat")
+
+
+@dataclass
+class FeatureSet:
+    """One feature matrix to compare: where it came from and which image each row is."""
+
+    label: str
+    model: str
+    layer: str
+    features: Any
+    paths: list[str] | None = None
+    folder: Path | None = None
+    order: np.ndarray | None = field(default=None, repr=False)  # rows → common order
+
+    @property
+    def n(self) -> int:
+        return int(np.shape(self.features)[0])
+
+
+# --------------------------------------------------------------------------- reference RDMs
+
+
+def load_reference_rdm(path: str | os.PathLike, *, key: str | None = None) -> np.ndarray:
+    """Read a reference RDM (brain or behaviour) from a file, as a square float64 matrix.
+
+    Formats: ``.npy`` (square matrix or condensed vector), ``.npz`` and ``.mat`` (MATLAB, also
+    v7.3/HDF5; the one 2-D numeric variable, or the one named ``key``), ``.csv`` (comma separated;
+    a header row and/or a first column of condition names are skipped), ``.tsv``, ``.txt``/``.dat``
+    (whitespace, comma or tab separated numbers). A condensed vector (length ``n(n−1)/2``, the
+    ``pdist`` order) is expanded to the square form.
+
+    The entries must be *dissimilarities* (bigger = more different); for a similarity matrix
+    ``S`` (e.g. behavioural similarity judgements) pass ``1 − S``, or the correlations flip sign.
+    Only the upper triangle is used in comparisons; an asymmetric matrix (e.g. a confusion
+    matrix) gives a warning.
+
+    Raises:
+        VisrepsError: missing file, unknown format, no or several candidate variables (lists them),
+            non-numeric cells, a shape that is not square or condensed, NaN/inf entries.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise VisrepsError(f"reference RDM file {str(p)!r} does not exist")
+    suffix = p.suffix.lower()
+    if suffix not in REFERENCE_SUFFIXES:
+        raise VisrepsError(f"reference RDM {str(p)!r}: format {suffix or '(none)'!r} is not supported; use one of {', '.join(REFERENCE_SUFFIXES)}")
+    if suffix in (".npy", ".npz"):
+        try:
+            if suffix == ".npy":
+                arr = np.load(p, allow_pickle=False)
+            else:
+                with np.load(p, allow_pickle=False) as z:
+                    arr = _pick_variable({k: z[k] for k in z.files}, key, p)
+        except (ValueError, OSError, EOFError) as e:
+            raise VisrepsError(f"cannot read {str(p)!r} as a numeric {suffix} array: {e}") from None
+    elif suffix == ".mat":
+        arr = _load_mat(p, key)
+    else:
+        arr = _load_text(p, suffix)
+    return as_rdm(arr, name=f"reference RDM {p.name!r}")
+
+
+def as_rdm(arr: Any, *, name: str = "RDM") -> np.ndarray:
+    """Validate a square or condensed RDM and return it square (float64)."""
+    try:
+        a = np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise VisrepsError(f"{name} is not numeric ({e})") from None
+    a = np.squeeze(a) if a.ndim > 2 else a
+    if a.ndim == 2 and 1 in a.shape and a.shape[0] != a.shape[1]:
+        a = a.ravel()
+    if a.ndim == 1:
+        try:
+            n_from_condensed(len(a))
+        except VisrepsError:
+            raise VisrepsError(
+                f"{name} is a vector of length {len(a)}, which is not n(n−1)/2 for any n; give the square matrix"
+            ) from None
+        a = squareform(a)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 2:
+        raise VisrepsError(f"{name} must be a square n × n matrix (or its condensed vector), got shape {tuple(a.shape)}")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise VisrepsError(f"{name} has {int(bad.sum())} NaN/inf entries (first at row {i}, column {j}); fill or drop those conditions")
+    if not np.allclose(a, a.T, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(a).max()))):
+        warnings.warn(f"{name} is not symmetric; only its upper triangle (i < j) is used", stacklevel=3)
+    return a
+
+
+def _pick_variable(variables: Mapping[str, Any], key: str | None, path: Path) -> np.ndarray:
+    if key is not None:
+        if key not in variables:
+            raise VisrepsError(f"{str(path)!r} has no variable {key!r}; it has: {', '.join(variables) or '(none)'}")
+        return np.asarray(variables[key])
+    cands = {}
+    for k, v in variables.items():
+        try:
+            a = np.asarray(v)
+        except Exception:  # noqa: BLE001
+            continue
+        if a.dtype.kind in "biuf" and (a.ndim == 2 or (a.ndim == 1 and a.size > 1)) and a.size > 1:
+            cands[k] = a
+    if len(cands) == 1:
+        return next(iter(cands.values()))
+    if not cands:
+        raise VisrepsError(f"{str(path)!r} holds no numeric matrix (variables: {', '.join(variables) or '(none)'})")
+    raise VisrepsError(
+        f"{str(path)!r} holds several matrices ({', '.join(cands)}); choose one with key=... (CLI: --reference-key)"
+    )
+
+
+def _load_mat(path: Path, key: str | None) -> np.ndarray:
+    from scipy.io import loadmat
+
+    try:
+        data = loadmat(path)
+    except NotImplementedError:  # MATLAB v7.3 is HDF5
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            variables = {k: np.asarray(f[k]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+        return _pick_variable(variables, key, path)
+    except Exception as e:  # noqa: BLE001
+        raise VisrepsError(f"cannot read {str(path)!r} as a MATLAB file: {e}") from None
+    return _pick_variable({k: v for k, v in data.items() if not k.startswith("__")}, key, path)
+
+
+def _load_text(path: Path, suffix: str) -> np.ndarray:
+    import pandas as pd
+
+    sep = {".csv": ",", ".tsv": "\t"}.get(suffix, r"[\s,;]+")
+    try:
+        df = pd.read_csv(path, sep=sep, header=None, engine="python", dtype=str, skip_blank_lines=True, comment="#")
+    except Exception as e:  # noqa: BLE001
+        raise VisrepsError(f"cannot read {str(path)!r} as a table of numbers: {e}") from None
+    df = df.dropna(axis=1, how="all")
+    if df.empty:
+        raise VisrepsError(f"{str(path)!r} is empty")
+
+    def is_num(x) -> bool:
+        if x is None or (isinstance(x, float) and np.isnan(x)):
+            return True  # an empty cell
+        try:
+            float(x)
+            return True
+        except (TypeError, ValueError):
+            return False
+
+    first = df.iloc[0].tolist()
+    if not all(is_num(c) for c in first[1:]) or (df.shape[1] == 1 and not is_num(first[0])):
+        df = df.iloc[1:]  # a header row of condition names
+    if df.shape[1] > 1 and not all(is_num(c) for c in df.iloc[:, 0]):
+        df = df.iloc[:, 1:]  # a first column of condition names
+    try:
+        return df.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        raise VisrepsError(
+            f"{str(path)!r} has cells that are not numbers; a reference RDM file holds one row of numbers per condition "
+            "(optionally a header row and a first column of names)"
+        ) from None
+
+
+# --------------------------------------------------------------------------- collecting feature sets
+
+
+def _is_features_obj(x: Any) -> bool:
+    return hasattr(x, "features") and isinstance(getattr(x, "features"), Mapping) and hasattr(x, "manifest")
+
+
+def _looks_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (str, bytes)))
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]", "_", s)
+
+
+def _layers_for(layers, key: str, model: str | None = None):
+    """The layers requested for the folder/model ``key`` (``None``: all of them)."""
+    if layers is None or isinstance(layers, str):
+        return [layers] if isinstance(layers, str) else None
+    if isinstance(layers, Mapping):
+        for k, v in layers.items():
+            same_path = False
+            try:
+                same_path = Path(str(k)).expanduser().resolve() == Path(key).expanduser().resolve()
+            except (OSError, ValueError):
+                pass
+            if k == key or k == model or same_path:
+                return None if v is None else [v] if isinstance(v, str) else list(v)
+        return None
+    return list(layers)
+
+
+def _from_features_obj(obj, label: str | None, layers) -> list[FeatureSet]:
+    folder = getattr(obj, "folder", None)
+    model = label or getattr(obj, "model", "") or (Path(folder).name if folder else "features")
+    wanted = _layers_for(layers, str(folder) if folder else model, getattr(obj, "model", None))
+    names = list(obj.features) if wanted is None else wanted
+    out = []
+    for layer in names:
+        arr = obj[layer] if hasattr(obj, "__getitem__") else obj.features[layer]
+        paths = list(obj.manifest["path"]) if obj.manifest is not None and "path" in obj.manifest else None
+        out.append(FeatureSet(label="", model=model, layer=layer, features=arr, paths=paths, folder=Path(folder) if folder else None))
+    return out
+
+
+def _load_folder(folder: Path, label: str | None, layers) -> list[FeatureSet]:
+    from ..storage import load_features
+
+    wanted = _layers_for(layers, str(folder), label)
+    res = load_features(folder, wanted, mmap=True)
+    sets = _from_features_obj(res, label, None)
+    for s in sets:
+        s.folder = folder
+    return sets
+
+
+def _extract_model(model_id: str, label: str | None, layers, images, work_dir, extract_options) -> list[FeatureSet]:
+    wanted = _layers_for(layers, label, model_id) if label is not None else None
+    wanted = wanted or _layers_for(layers, model_id, model_id)
+    if not wanted:
+        raise VisrepsError(f"which layers of {model_id!r}? pass layers=[...] (see `visreps layers {model_id}`)")
+    import visreps
+
+    opts = dict(extract_options or {})
+    opts.setdefault("progress", False)
+    if work_dir is None:
+        res = visreps.extract(model_id, images, layers=wanted, out=None, **opts)
+        return _from_features_obj(res, label or model_id, wanted)
+    from ..data import find_images
+    from ..storage import load_features
+
+    folder = Path(work_dir).expanduser() / _safe_name(model_id)
+    request = Path(str(folder) + ".request.json")
+    req = {"model": model_id, "images": str(Path(images).expanduser().resolve()), "options": {k: repr(v) for k, v in sorted(opts.items()) if k != "progress"}}
+    have: list[str] = []
+    try:
+        prev = json.loads(request.read_text()) if request.is_file() else None
+        if prev == req:
+            old = load_features(folder)
+            now = [i.path for i in find_images(images, order=opts.get("order"))]
+            if list(old.paths) == now:
+                have = list(old.layers)
+    except VisrepsError:
+        have = []
+    if all(layer in have for layer in wanted):
+        return _from_features_obj(load_features(folder, wanted), label or model_id, wanted)
+    union = have + [layer for layer in wanted if layer not in have]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    request.unlink(missing_ok=True)
+    visreps.extract(model_id, images, layers=union, out=folder, overwrite=True, **opts)
+    request.write_text(json.dumps(req, indent=2))
+    return _from_features_obj(load_features(folder, wanted), label or model_id, wanted)
+
+
+def collect_features(
+    sources: Any,
+    *,
+    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    images: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+    extract_options: Mapping[str, Any] | None = None,
+) -> list[FeatureSet]:
+    """Turn the ways of naming feature sets into a list of :class:`FeatureSet`, rows aligned.
+
+    ``sources`` is one of, or a list of (or a dict label → one of):
+
+    * an array ``(n_images, ...)`` (labelled by its dict key, else ``features 1``, ...);
+    * an extraction output folder (all its layers, or ``layers``);
+    * a :class:`visreps.storage.Features` (``load_features``/``extract`` result);
+    * a model id such as ``"torchvision:alexnet"`` together with ``images`` and ``layers``: the
+      layers are extracted (into ``work_dir/<model id>`` when given, reusing an earlier extraction
+      there if it has the layers for the same images and options; in memory otherwise).
+
+    ``layers``: a list applied to every folder/model, or a dict folder, model id or label → list.
+    Rows are aligned by image path (manifest) to the first set that has paths.
+    """
+    if isinstance(sources, (str, os.PathLike)) or _is_features_obj(sources) or _looks_array(sources):
+        items = [(None, sources)]
+    elif isinstance(sources, Mapping):
+        items = [(str(k), v) for k, v in sources.items()]
+    else:
+        items = [(None, s) for s in sources]
+    if not items:
+        raise VisrepsError("nothing to compare: give at least one array, output folder or model id")
+    sets: list[FeatureSet] = []
+    for i, (label, src) in enumerate(items):
+        if _is_features_obj(src):
+            sets += _from_features_obj(src, label, layers)
+        elif isinstance(src, (str, os.PathLike)):
+            p = Path(src).expanduser()
+            if p.is_dir():
+                sets += _load_folder(p, label, layers)
+            elif p.suffix.lower() == ".npy" and p.is_file():
+                sets.append(FeatureSet(label="", model=label or p.stem, layer="", features=np.load(p, mmap_mode="r")))
+            elif images is not None and not p.exists():
+                sets += _extract_model(str(src), label, layers, images, work_dir, extract_options)
+            else:
+                raise VisrepsError(
+                    f"{str(src)!r} is not an output folder; give folders written by `visreps extract`, arrays, "
+                    "or model ids together with images=<image folder>"
+                )
+        elif _looks_array(src) or isinstance(src, (list, tuple)):
+            sets.append(FeatureSet(label="", model=label or f"features {i + 1}", layer="", features=src))
+        else:
+            raise VisrepsError(f"cannot compare an object of type {type(src).__name__}; give arrays, output folders or model ids")
+    _label(sets)
+    _align(sets)
+    return sets
+
+
+def _label(sets: list[FeatureSet]) -> None:
+    def make(s: FeatureSet, model: str) -> str:
+        return f"{model}/{s.layer}" if s.layer else model
+
+    labels = [make(s, s.model) for s in sets]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:  # the same model twice (e.g. pretrained and random): use folder names
+        labels = [make(s, s.folder.name) if (lab in dup and s.folder is not None) else lab for s, lab in zip(sets, labels)]
+    seen: dict[str, int] = {}
+    for s, lab in zip(sets, labels):
+        seen[lab] = seen.get(lab, 0) + 1
+        s.label = lab if seen[lab] == 1 else f"{lab} #{seen[lab]}"
+
+
+def _align(sets: list[FeatureSet]) -> None:
+    ref = next((s for s in sets if s.paths is not None), None)
+    n0 = sets[0].n
+    for s in sets:
+        if s.paths is None or ref is None:
+            if s.n != (len(ref.paths) if ref is not None else n0):
+                raise VisrepsError(
+                    f"{s.label!r} has {s.n} rows but {(ref or sets[0]).label!r} has {len(ref.paths) if ref else n0}; "
+                    "every feature set must have one row per image, for the same images"
+                )
+            continue
+        if s.paths == ref.paths:
+            continue
+        if sorted(s.paths) != sorted(ref.paths):
+            only_a = sorted(set(s.paths) - set(ref.paths))[:3]
+            only_b = sorted(set(ref.paths) - set(s.paths))[:3]
+            raise VisrepsError(
+                f"{s.label!r} and {ref.label!r} were extracted from different images ({len(s.paths)} vs {len(ref.paths)}; "
+                f"e.g. only in the first: {only_a}, only in the second: {only_b}); extract both from the same image folder"
+            )
+        pos = {p: i for i, p in enumerate(s.paths)}
+        s.order = np.array([pos[p] for p in ref.paths])
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def _rdm_of(s: FeatureSet, rdm_method: str, **kw) -> np.ndarray:
+    try:
+        rdm = compute_rdm(s.features, rdm_method, **kw)
+    except VisrepsError as e:
+        raise VisrepsError(f"{s.label}: {e}") from None
+    if s.order is not None:
+        rdm = rdm[np.ix_(s.order, s.order)]
+    return rdm
+
+
+def compare_rdms(rdms: Mapping[str, Any], *, method: str = "pearson") -> "pd.DataFrame":  # noqa: F821
+    """Pairwise correlations of several RDMs (upper triangles) as a square DataFrame label × label.
+
+    ``pearson`` and ``spearman`` are computed for all pairs at once (Pearson correlation of the
+    condensed vectors, of their average ranks for Spearman: the same numbers as ``scipy.stats``);
+    ``kendall`` and ``tau_a`` pair by pair with :func:`correlate_rdms`. The diagonal is 1.
+    """
+    import pandas as pd
+
+    method = check_comparison(method)
+    labels = [str(k) for k in rdms]
+    if len(labels) < 1:
+        raise VisrepsError("compare_rdms needs at least one RDM")
+    vecs = [upper_triangle(v) for v in rdms.values()]
+    m = len(vecs[0])
+    for lab, v in zip(labels, vecs):
+        if len(v) != m:
+            raise VisrepsError(
+                f"RDM {lab!r} has {n_from_condensed(len(v))} conditions but {labels[0]!r} has {n_from_condensed(m)}; "
+                "compare RDMs of the same images"
+            )
+        if not np.isfinite(v).all():
+            raise VisrepsError(f"RDM {lab!r} has NaN/inf entries")
+        if np.all(v == v[0]):
+            raise VisrepsError(f"RDM {lab!r} is constant; its correlation with anything is undefined")
+    k = len(vecs)
+    R = np.eye(k)
+    if method in ("pearson", "spearman"):
+        from scipy.stats import rankdata
+
+        Z = np.empty((k, m))
+        for i, v in enumerate(vecs):
+            z = rankdata(v) if method == "spearman" else v.copy()
+            z -= z.mean()
+            z /= np.linalg.norm(z)
+            Z[i] = z
+        C = Z @ Z.T
+        iu = np.triu_indices(k, 1)
+        R[iu] = np.clip(C[iu], -1.0, 1.0)
+        R.T[iu] = R[iu]
+    else:
+        for i in range(k):
+            for j in range(i + 1, k):
+                R[i, j] = R[j, i] = float(correlate_rdms(vecs[i], vecs[j], method))
+    df = pd.DataFrame(R, index=pd.Index(labels, name="features"), columns=labels)
+    df.attrs.update({"method": method, "n_conditions": n_from_condensed(m)})
+    return df
+
+
+def compare_features(
+    sources: Any,
+    *,
+    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    images: str | os.PathLike | None = None,
+    rdm_method: str = "correlation",
+    method: str = "pearson",
+    sigma: float | None = None,
+    block_size: int | None = None,
+    device: Any = "auto",
+    work_dir: str | os.PathLike | None = None,
+    extract_options: Mapping[str, Any] | None = None,
+    return_rdms: bool = False,
+):
+    """RDM of every feature set, correlated pairwise: a square DataFrame with model/layer labels.
+
+    Args:
+        sources: arrays, output folders, ``Features``, model ids (with ``images`` and ``layers``),
+            a list of them, or a dict label → one of them; see :func:`collect_features`.
+        layers: layers to use from every folder/model (default: all of a folder's layers).
+        images: the image folder, when ``sources`` has model ids to extract.
+        rdm_method: how each RDM is computed (see :func:`compute_rdm`; default ``correlation``).
+        method: how RDMs are compared (see :func:`correlate_rdms`; default ``pearson``).
+        sigma, block_size, device: passed to :func:`compute_rdm`.
+        work_dir: where model ids are extracted to (and reused from); default: in memory.
+        extract_options: keyword arguments for :func:`visreps.extract` (``pretrained``, ``pool``,
+            ``batch_size``, ``device``...).
+        return_rdms: also return the dict label → RDM (rows in the common image order).
+
+    Returns:
+        DataFrame ``labels × labels`` of correlations (labels ``"<model>/<layer>"``; folder names
+        replace model ids when one model appears twice). ``df.attrs`` holds ``rdm_method``,
+        ``method``, ``n_conditions`` and ``sets`` (model, layer, folder of each label).
+    """
+    rdm_method = check_method(rdm_method)
+    method = check_comparison(method)
+    sets = collect_features(sources, layers=layers, images=images, work_dir=work_dir, extract_options=extract_options)
+    rdms = {s.label: _rdm_of(s, rdm_method, sigma=sigma, block_size=block_size, device=device) for s in sets}
+    df = compare_rdms(rdms, method=method)
+    df.attrs["rdm_method"] = rdm_method
+    df.attrs["sets"] = [{"label": s.label, "model": s.model, "layer": s.layer, "folder": str(s.folder) if s.folder else None} for s in sets]
+    return (df, rdms) if return_rdms else df
+
+
+def _reorder_to(sets: list[FeatureSet], reference_order, n: int) -> np.ndarray | None:
+    """Indices that put the (aligned) feature rows into the order of the reference's conditions."""
+    if reference_order is None:
+        return None
+    if isinstance(reference_order, (str, os.PathLike)):
+        lines = Path(reference_order).expanduser().read_text(encoding="utf-8").splitlines()
+        order = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    else:
+        order = [str(x) for x in reference_order]
+    ref = next((s for s in sets if s.paths is not None), None)
+    if ref is None:
+        raise VisrepsError("reference_order needs feature sets with image paths (output folders); arrays have none")
+    if len(order) != n:
+        raise VisrepsError(f"reference_order lists {len(order)} images but the reference RDM has {n} conditions")
+    pos = {p: i for i, p in enumerate(ref.paths)}
+    if not all(o in pos for o in order):
+        base = {}
+        for i, p in enumerate(ref.paths):
+            base.setdefault(Path(p).name, []).append(i)
+        if all(len(v) == 1 for v in base.values()) and all(Path(o).name in base for o in order):
+            pos = {o: base[Path(o).name][0] for o in order}
+        else:
+            missing = [o for o in order if o not in pos][:3]
+            raise VisrepsError(f"reference_order names images that are not in the features' manifest, e.g. {missing}")
+    idx = np.array([pos[o] if o in pos else pos[Path(o).name] for o in order])
+    if len(set(idx.tolist())) != n:
+        raise VisrepsError("reference_order lists an image twice")
+    return idx
+
+
+def compare_to_reference(
+    sources: Any,
+    reference: Any,
+    *,
+    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    images: str | os.PathLike | None = None,
+    rdm_method: str = "correlation",
+    method: str = "pearson",
+    n_bootstrap: int = 0,
+    ci: float = 0.95,
+    seed: int | None = 0,
+    reference_key: str | None = None,
+    reference_order: Sequence[str] | str | os.PathLike | None = None,
+    sigma: float | None = None,
+    block_size: int | None = None,
+    device: Any = "auto",
+    work_dir: str | os.PathLike | None = None,
+    extract_options: Mapping[str, Any] | None = None,
+):
+    """Correlate every feature set's RDM with a reference RDM (brain or behaviour): a tidy DataFrame.
+
+    Args:
+        sources: as in :func:`compare_features`.
+        reference: a square RDM / condensed vector, a file (see :func:`load_reference_rdm`), or a
+            dict name → either, to compare against several references.
+        reference_order: the images of the reference's rows, in order (a list of manifest paths,
+            or a text file with one per line; bare file names work when unique). Default: the
+            reference's rows are the images in manifest order.
+        n_bootstrap, ci, seed: bootstrap over conditions for a confidence interval (see
+            :func:`correlate_rdms`).
+        Other arguments as in :func:`compare_features`.
+
+    Returns:
+        DataFrame with one row per (reference, feature set): ``reference``, ``model``, ``layer``,
+        ``label``, ``r`` and, with bootstrap, ``ci_low``, ``ci_high``; ``attrs`` holds the methods.
+    """
+    import pandas as pd
+
+    rdm_method = check_method(rdm_method)
+    method = check_comparison(method)
+    if isinstance(reference, Mapping):
+        refs = {str(k): v for k, v in reference.items()}
+    else:
+        refs = {Path(reference).stem if isinstance(reference, (str, os.PathLike)) else "reference": reference}
+    loaded = {}
+    for name, r in refs.items():
+        if isinstance(r, (str, os.PathLike)):
+            loaded[name] = load_reference_rdm(r, key=reference_key)
+        else:
+            loaded[name] = as_rdm(r, name=f"reference RDM {name!r}")
+    sets = collect_features(sources, layers=layers, images=images, work_dir=work_dir, extract_options=extract_options)
+    n_feat = len(sets[0].paths) if sets[0].paths is not None else sets[0].n
+    for name, r in loaded.items():
+        if r.shape[0] != n_feat:
+            raise VisrepsError(
+                f"reference RDM {name!r} has {r.shape[0]} conditions but the features have {n_feat} images; "
+                "the reference must describe the same images (see reference_order)"
+            )
+    idx = _reorder_to(sets, reference_order, n_feat)
+    rows = []
+    for s in sets:
+        rdm = _rdm_of(s, rdm_method, sigma=sigma, block_size=block_size, device=device)
+        if idx is not None:
+            rdm = rdm[np.ix_(idx, idx)]
+        for name, ref in loaded.items():
+            res: RDMCorrelation = correlate_rdms(rdm, ref, method, n_bootstrap=n_bootstrap, ci=ci, seed=seed)
+            row = {"reference": name, "model": s.model, "layer": s.layer, "label": s.label, "r": float(res)}
+            if n_bootstrap:
+                row["ci_low"], row["ci_high"] = res.ci_low, res.ci_high
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs.update({"rdm_method": rdm_method, "method": method, "n_conditions": n_feat})
+    if n_bootstrap:
+        df.attrs.update({"n_bootstrap": int(n_bootstrap), "ci": float(ci), "seed": seed})
+    return df

@@ -1,0 +1,123 @@
+"""`visreps rsa`, `visreps compare` and `visreps cka` on hand-made output folders."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from scipy.spatial.distance import pdist, squareform
+
+from test_analysis_compare import PATHS, feats, make_output_folder
+from visreps.analysis import cka, compare_features, compute_rdm, compare_to_reference
+from visreps._cli_analysis import register
+from visreps.cli import main
+
+register(main)  # cli.py registers the analysis commands itself; doing it here again is a no-op
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    a = make_output_folder(tmp_path / "alexnet", "torchvision:alexnet", {"features.5": feats(0, shape=(3, 4, 5)), "classifier.4": feats(1)})
+    b = make_output_folder(tmp_path / "resnet18", "timm:resnet18", {"layer4": feats(2, p=90), "fc": feats(3, p=10)})
+    c = make_output_folder(tmp_path / "vgg16", "torchvision:vgg16", {"classifier.4": feats(4, p=50)})
+    return a, b, c
+
+
+def opens_as_png(path):
+    with Image.open(path) as im:
+        im.load()
+        return im.format == "PNG" and im.size[0] > 100
+
+
+def test_help_lists_analysis_commands():
+    r = run("--help")
+    for cmd in ("rsa", "compare", "cka"):
+        assert cmd in r.output
+
+
+def test_rsa_writes_rdm_and_plot(folders):
+    a = folders[0]
+    r = run("rsa", a, "--method", "euclidean", "--cluster", "--dpi", "50")
+    assert r.exit_code == 0, r.output
+    for layer in ("features.5", "classifier.4"):
+        rdm = np.load(a / "rsa" / f"rdm_{layer}_euclidean.npy")
+        np.testing.assert_allclose(rdm, squareform(pdist(np.load(a / f"{layer}.npy").reshape(12, -1).astype(np.float64))), rtol=1e-10, atol=1e-10)
+        assert opens_as_png(a / "rsa" / f"rdm_{layer}_euclidean.png")
+    assert "features.5: 12×12 RDM" in r.output
+
+
+def test_rsa_csv_format_and_layer_choice(folders, tmp_path):
+    r = run("rsa", folders[1], "--layers", "fc", "--format", "csv", "--out", tmp_path / "o", "--no-plot", "--method", "gaussian", "--sigma", "2")
+    assert r.exit_code == 0, r.output
+    got = np.loadtxt(tmp_path / "o" / "rdm_fc_gaussian.csv", delimiter=",")
+    np.testing.assert_allclose(got, compute_rdm(np.load(folders[1] / "fc.npy"), "gaussian", sigma=2.0), rtol=1e-15)
+    assert not list((tmp_path / "o").glob("*.png"))
+
+
+def test_compare_three_folders_writes_table_and_heatmap(folders, tmp_path):
+    out = tmp_path / "cmp" / "table.csv"
+    r = run("compare", *folders, "--method", "spearman", "--out", out)
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(out, index_col=0)
+    expect = compare_features(list(folders), method="spearman")
+    assert list(table.index) == list(expect.index) == list(table.columns)
+    assert "torchvision:alexnet/features.5" in table.index and "timm:resnet18/layer4" in table.columns
+    np.testing.assert_allclose(table.to_numpy(), expect.to_numpy(), atol=1e-5)
+    assert opens_as_png(out.with_suffix(".png"))
+    assert f"figure → {out.with_suffix('.png')}" in r.output
+
+
+def test_compare_per_source_layers_and_reference(folders, tmp_path):
+    R = squareform(pdist(np.random.default_rng(9).standard_normal((12, 4))))
+    np.savetxt(tmp_path / "brain.txt", R)
+    out = tmp_path / "fit.csv"
+    r = run("compare", f"{folders[0]}::classifier.4", folders[2], "--reference", tmp_path / "brain.txt", "--bootstrap", "10",
+            "--out", out, "--plot", tmp_path / "fit.svg")
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["reference", "model", "layer", "label", "r", "ci_low", "ci_high"]
+    assert list(table["label"]) == ["torchvision:alexnet/classifier.4", "torchvision:vgg16/classifier.4"]
+    expect = compare_to_reference([folders[0], folders[2]], R, layers={str(folders[0]): ["classifier.4"]}, n_bootstrap=10)
+    np.testing.assert_allclose(table["r"], expect["r"], atol=1e-5)
+    assert (tmp_path / "fit.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_cka_command(folders, tmp_path):
+    r = run("cka", f"{folders[0]}::classifier.4", f"{folders[1]}::layer4", "--unbiased")
+    assert r.exit_code == 0, r.output
+    expect = cka(np.load(folders[0] / "classifier.4.npy"), np.load(folders[1] / "layer4.npy"), unbiased=True)
+    assert f"{expect:.6f}" in r.output
+    r = run("cka", folders[0], folders[1], "--kernel", "rbf", "--out", tmp_path / "cka.csv", "--plot", tmp_path / "cka.png")
+    assert r.exit_code == 0, r.output
+    t = pd.read_csv(tmp_path / "cka.csv", index_col=0)
+    assert list(t.index) == ["features.5", "classifier.4"] and list(t.columns) == ["layer4", "fc"]
+    assert t.loc["classifier.4", "fc"] == pytest.approx(
+        cka(np.load(folders[0] / "classifier.4.npy"), np.load(folders[1] / "fc.npy"), kernel="rbf"), abs=1e-6)
+    assert opens_as_png(tmp_path / "cka.png")
+    r = run("cka", folders[0])  # among one folder's layers
+    assert r.exit_code == 0 and "1.0" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["rsa", "NOFOLDER"], "'NOFOLDER' is not a visreps output folder"),
+        (["rsa", "{a}", "--layers", "classifier.44"], "no layer 'classifier.44'"),
+        (["compare", "{a}", "--bootstrap", "5"], "--bootstrap needs --reference"),
+        (["compare", "{a}::classifier.4"], "only one layer to compare"),
+        (["compare", "{a}", "--reference", "{tmp}/missing.npy"], "does not exist"),
+        (["rsa", "{a}", "--sigma", "1"], "--sigma is the bandwidth of --method gaussian"),
+        (["cka", "{a}", "{other}"], "extracted from different images"),
+    ],
+)
+def test_errors_are_one_line_exit_2(folders, tmp_path, args, message):
+    other = make_output_folder(tmp_path / "other", "x", {"l": feats(5)}, paths=[p.replace("img", "pic") for p in PATHS])
+    args = [s.format(a=folders[0], tmp=tmp_path, other=other) for s in args]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
