@@ -10,6 +10,8 @@ import time
 import numpy as np
 import pytest
 
+import torch
+
 import visreps
 from conftest import write_images
 from visreps.errors import VisrepsError
@@ -154,3 +156,63 @@ def test_shard_argument_checked(tiny_net, image_dir):
         visreps.extract(tiny_net, image_dir, layers=["0"], shard="a/b")
     with pytest.raises(VisrepsError, match="between 1 and N"):
         visreps.extract(tiny_net, image_dir, layers=["0"], shard="5/4")
+
+
+class _OOMAbove(torch.nn.Module):
+    """Wraps a network and raises the CUDA out-of-memory error for batches larger than ``limit``."""
+
+    def __init__(self, net, limit):
+        super().__init__()
+        self.net = net
+        self.limit = limit
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return self.net(x)
+
+
+def test_out_of_memory_batch_is_split_not_fatal(tiny_net, image_dir, small_prep):
+    ref = visreps.extract(tiny_net, image_dir, layers=["3", "7"], preprocessing=small_prep, progress=False, batch_size=6)
+    wrapped = _OOMAbove(tiny_net, limit=2)
+    res = visreps.extract(wrapped, image_dir, layers=["net.3", "net.7"], preprocessing=small_prep, progress=False,
+                          batch_size=6)
+    np.testing.assert_allclose(res["net.7"], ref["7"], rtol=1e-6)
+    np.testing.assert_allclose(res["net.3"], ref["3"], rtol=1e-6)
+    # the one batch of 6 runs out of memory; each half of 3 too; 1 + 2 fit
+    assert wrapped.sizes[-7:] == [6, 3, 1, 2, 3, 1, 2]
+
+
+def test_other_errors_are_not_swallowed(image_dir, small_prep):
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 3)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls > 2:
+                raise RuntimeError("CUDA error: device-side assert triggered")
+            return self.conv(x)
+
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        visreps.extract(Broken(), image_dir, layers=["conv"], preprocessing=small_prep, progress=False)
+
+
+def test_batch_size_search_backs_off(tiny_net, small_prep):
+    from visreps import extraction
+
+    lm = visreps.load_model(_OOMAbove(tiny_net, limit=40), preprocessing=small_prep)
+    specs = extraction.plan_layers(lm, ["net.7"])
+    assert extraction.find_batch_size(lm, specs) == 32  # CPU: no search, the default
+    lm.device = type("Dev", (), {"type": "cuda"})()  # pretend: the search only runs on GPUs
+    lm.dummy_input = lambda n=1: torch.zeros((n, 3, 16, 16))
+    assert extraction.find_batch_size(lm, specs, start=512) == 32  # 512 → 256 → 128 → 64 → 32 fits
+    lm.module.limit = 0
+    with pytest.raises(VisrepsError, match="even a batch of 1 image"):
+        extraction.find_batch_size(lm, specs, start=4)
+    assert extraction.is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate"))
+    assert not extraction.is_out_of_memory(RuntimeError("shape mismatch"))

@@ -46,6 +46,18 @@ def main() -> None:
     """Extract hidden-layer activations of deep networks for a folder of images, and compare them."""
 
 
+def _batch_size(value: str):
+    if str(value).lower() == "auto":
+        return "auto"
+    try:
+        b = int(value)
+    except ValueError:
+        b = 0
+    if b < 1:
+        raise click.BadParameter(f"{value!r} is not a positive integer or 'auto'", param_hint="--batch-size")
+    return b
+
+
 def _split_layers(value: str) -> list[str]:
     return [s.strip() for s in value.split(",") if s.strip()]
 
@@ -72,7 +84,8 @@ def _weights_options(f):
               help="flatten, keep shape (none), global average/max pooling of spatial maps (avg, max), or for transformer tokens the class token (cls) or the mean of patch tokens (patch_mean).")
 @click.option("--recurrent", type=click.Choice(["all", "last"]), default=None,
               help="For modules that run several times per pass: every time step or the last.")
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", "-b", default="32", show_default=True, callback=lambda c, p, v: _batch_size(v),
+              help="Images per forward pass, or 'auto' (largest that fits in GPU memory; 32 on CPU).")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: number of cores).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)

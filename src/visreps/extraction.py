@@ -186,7 +186,10 @@ class Capture:
                 for key, wanted in zip(spec.keys, _wanted_calls(spec)):
                     if wanted == call:
                         p = pool_output(t, spec.pool, name, self.prefix_tokens)
-                        self.outputs[key] = p.detach().to("cpu", dtype=_host_dtype(p), copy=True)
+                        if p.device.type == "cuda":  # into pinned memory, without waiting for the device
+                            self.outputs[key] = p.detach().to("cpu", dtype=_host_dtype(p), non_blocking=True)
+                        else:  # a copy: later in-place ops (ReLU(inplace=True)) must not change it
+                            self.outputs[key] = p.detach().to("cpu", dtype=_host_dtype(p), copy=True)
             if self.expected is not None and self.stop_early and all(
                 self.counts.get(m, 0) >= n for m, n in self.expected.items()
             ):
@@ -447,8 +450,8 @@ def prepare(
     from .models import load_model
     from .storage import check_format, layer_filename
 
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise VisrepsError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise VisrepsError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
         raise VisrepsError(f"num_workers must be an integer >= 0, got {num_workers!r}")
     if precision not in PRECISIONS:
@@ -478,6 +481,8 @@ def prepare(
     shapes = _dry_shapes(lm, specs)
     keys = [k for s in specs for k in s.keys]
     shapes = {k: shapes[k] for k in keys}
+    if batch_size == "auto":
+        batch_size = find_batch_size(lm, specs)
     n = stop - start
     root = Path(images).expanduser().resolve()
     workers = default_workers(n, batch_size) if num_workers is None else num_workers
@@ -592,6 +597,81 @@ def _check_resumable(folder: Path, metadata: dict) -> dict:
     return state
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is a device out-of-memory error (CUDA, MPS)."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(e, oom):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+
+
+def _free_device_memory(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def forward_with_backoff(cap, x):
+    """Run one batch; on out-of-memory, run it in halves (recursively) instead of crashing.
+
+    Returns the captured outputs and the model's own output (``None`` when the pass stopped early).
+    """
+    import torch
+
+    try:
+        outs = cap.run(x)
+        return outs, cap.result
+    except Exception as e:  # noqa: BLE001 - only out-of-memory is handled here
+        if not is_out_of_memory(e) or len(x) == 1:
+            raise
+    device = getattr(x, "device", None)
+    if device is not None:
+        _free_device_memory(device)
+    half = len(x) // 2
+    a, ra = forward_with_backoff(cap, x[:half])
+    b, rb = forward_with_backoff(cap, x[half:])
+    outs = {k: torch.cat([torch.as_tensor(a[k]), torch.as_tensor(b[k])]) for k in a}
+    result = None
+    if ra is not None and rb is not None:
+        result = torch.cat([_first_tensor(ra), _first_tensor(rb)])
+    return outs, result
+
+
+def find_batch_size(lm, specs, *, start: int = 512, minimum: int = 1) -> int:
+    """The largest power-of-two batch (≤ ``start``) whose forward pass fits in device memory.
+
+    Tries a blank batch of ``start`` inputs and halves on out-of-memory. On the CPU (where memory
+    errors end the process rather than raise) it returns 32 without trying.
+    """
+    import torch
+
+    if lm.backend != "torch" or lm.device.type == "cpu":
+        return 32
+    cap = make_capture(lm, specs)
+    cap.expected = {s.module: s.calls for s in specs}
+    b = start
+    with cap, torch.inference_mode():
+        while True:
+            try:
+                cap.run(lm.dummy_input(b))
+                return b
+            except Exception as e:  # noqa: BLE001
+                if not is_out_of_memory(e):
+                    raise
+                _free_device_memory(lm.device)
+                if b // 2 < minimum:
+                    raise VisrepsError(
+                        f"even a batch of {b} image(s) does not fit in {lm.device} memory; use a smaller model, "
+                        "precision='fp16'/'bf16', or device='cpu'"
+                    ) from e
+                b //= 2
+
+
 def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, progress: bool = True):
     """Run a prepared job: the batch loop, streaming to ``out`` (or memory), then the finishing touches."""
     import torch
@@ -635,6 +715,36 @@ def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, pr
     cap.expected = {s.module: s.calls for s in job.specs}
     bar = tqdm(total=n, initial=first, unit="img", disable=not progress, desc=lm.model_id, leave=False, dynamic_ncols=True)
     done = first
+    cuda = lm.device.type == "cuda"
+
+    def flush(p) -> None:
+        """Write one finished batch. On CUDA this is where the host waits for the device: once per batch,
+        after the next batch has been queued, so copies and writes overlap the next forward pass."""
+        nonlocal row, done
+        nrows, outs, topk, done_after, n_skipped, event = p
+        if event is not None:
+            event.synchronize()
+        batch = {k: np.asarray(outs[k]) for k in keys}
+        if writer is not None:
+            writer.write(row, batch)
+        else:
+            for k in keys:
+                arrays[k][row : row + nrows] = batch[k]
+        if topk is not None:
+            i_k, p_k = (np.asarray(t) for t in topk)
+            if topk_w is not None:
+                topk_w["index"].write(row, i_k)
+                topk_w["prob"].write(row, p_k)
+            else:
+                topk_arr["index"][row : row + nrows] = i_k
+                topk_arr["prob"][row : row + nrows] = p_k
+        row += nrows
+        done = done_after
+        if writer is not None:
+            tracker.save({"next_image": done, "rows": row, "skipped": skipped[:n_skipped], "txt_bytes": writer.sizes()})
+
+    pending = None
+    read = first
     t0 = time.perf_counter()
     try:
         with cap, torch.inference_mode(), _autocast(lm.device, job.precision):
@@ -643,33 +753,40 @@ def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, pr
                     if not job.skip_bad_images:
                         raise ImageError(f"{err}; {BAD_IMAGE_HINT}")
                     skipped.append({"path": items[i].path, "error": err})
+                read += len(idx) + len(bad)
+                current = None
                 if x is not None:
                     if lm.backend == "torch":
                         x = x.to(lm.device, non_blocking=True)
                         if job.channels_last:
                             x = x.contiguous(memory_format=torch.channels_last)
-                    outs = cap.run(x)
-                    batch = {k: np.asarray(outs[k]) for k in keys}
-                    if writer is not None:
-                        writer.write(row, batch)
-                    else:
-                        for k in keys:
-                            arrays[k][row : row + len(idx)] = batch[k]
+                    outs, result = forward_with_backoff(cap, x)
+                    topk = None
                     if job.top_k is not None:
-                        i_k, p_k = _topk(cap.result, job.top_k, lm.model_id)
-                        if topk_w is not None:
-                            topk_w["index"].write(row, i_k)
-                            topk_w["prob"].write(row, p_k)
-                        else:
-                            topk_arr["index"][row : row + len(idx)] = i_k
-                            topk_arr["prob"][row : row + len(idx)] = p_k
-                    row += len(idx)
-                done += len(idx) + len(bad)
-                if writer is not None:
-                    tracker.save({"next_image": done, "rows": row, "skipped": skipped, "txt_bytes": writer.sizes()})
+                        topk = _topk(result, job.top_k, lm.model_id)
+                    event = None
+                    if cuda:
+                        event = torch.cuda.Event()
+                        event.record()
+                    current = (len(idx), outs, topk, read, len(skipped), event)
+                if pending is not None:
+                    flush(pending)
+                pending = current
+                if pending is None:  # a batch of bad images only: nothing to wait for
+                    done = read
+                    if writer is not None:
+                        tracker.save({"next_image": done, "rows": row, "skipped": skipped, "txt_bytes": writer.sizes()})
                 bar.update(len(idx) + len(bad))
+            if pending is not None:
+                flush(pending)
+                pending = None
     except BaseException as e:
         bar.close()
+        if pending is not None:  # its forward pass finished: keep it, so a resume has less to redo
+            try:
+                flush(pending)
+            except BaseException:  # noqa: BLE001 - the first error is the one to report
+                pass
         if job.channels_last:
             _set_memory_format(lm, False)
         if writer is not None:
@@ -740,7 +857,7 @@ def extract(
     out: str | os.PathLike | None = None,
     format: str = "npy",
     pool: str | Mapping[str, str] = "flatten",
-    batch_size: int = 32,
+    batch_size: int | str = 32,
     num_workers: int | None = None,
     device: str | None = "auto",
     precision: str = "fp32",
@@ -771,7 +888,9 @@ def extract(
         format: ``npy``, ``hdf5``, ``mat``, ``pt`` or ``txt``.
         pool: ``flatten`` (default), ``none`` (keep shape), ``avg`` or ``max`` (global pooling of
             spatial maps), ``cls``/``patch_mean`` (transformer tokens); a dict sets it per layer.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass, or ``"auto"``: the largest power of two up to 512 that
+            fits in GPU memory (32 on the CPU). A batch that runs out of device memory during the
+            run is split in halves instead of crashing.
         num_workers: decoding processes (default: one per core, at most 8; none for tiny sets).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast (arrays are stored as float32).
@@ -831,7 +950,8 @@ def _topk(result, k: int, model_id: str):
         )
     p = torch.softmax(t.float(), dim=1)
     v, i = torch.topk(p, k, dim=1)
-    return i.cpu().numpy(), v.cpu().numpy()
+    nb = i.device.type == "cuda"
+    return i.to("cpu", non_blocking=nb), v.to("cpu", non_blocking=nb)
 
 
 def predictions_table(indices: np.ndarray, probs: np.ndarray, paths: Sequence[str]):
