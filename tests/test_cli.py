@@ -69,3 +69,36 @@ def test_layers_tree_and_models_listing():
     assert "timm:efficientnet_lite0  [offline]" in r.output.splitlines()
     r = run("models", "lite0", "--offline-only")
     assert r.output.splitlines() == ["timm:efficientnet_lite0  [offline]"]
+
+
+def test_layers_cornet_s_prints_the_seed_tree():
+    """`visreps layers cornet:s` shows every module of the original CORnet-S print-out, same names and arguments."""
+    import re
+
+    from test_cornet import ORIGINAL_S_TREE
+
+    r = run("layers", "cornet:s")
+    assert r.exit_code == 0
+    shown = {}
+    for line in r.output.splitlines()[2:]:
+        name, shape, module = re.split(r"\s{2,}", line.strip(), maxsplit=2)
+        shown[name] = (shape, module.replace("bias=True, track", "track"))  # torch 2 prints BatchNorm's bias flag
+    stack = []
+    count = 0
+    for line in ORIGINAL_S_TREE.splitlines()[1:]:
+        m = re.match(r"^( *)\((\w+)\): (.*)$", line)
+        if not m:
+            continue
+        depth = len(m.group(1)) // 2 - 1
+        stack[depth:] = [m.group(2)]
+        name = ".".join(stack)
+        text = m.group(3)
+        if text.endswith("("):  # a container: its class name
+            assert shown[name][1].startswith(text), (name, shown[name])
+        else:
+            assert shown[name][1] == text, (name, shown[name], text)
+        count += 1
+    assert count == len(shown) == 71  # the same modules, none missing, none added
+    for area, shape in [("V1", "(64, 56, 56)"), ("V2", "(128, 28, 28)"), ("V4", "(256, 14, 14)"), ("IT", "(512, 7, 7)"),
+                        ("decoder.output", "(1000)")]:
+        assert shown[area][0] == shape

@@ -321,7 +321,8 @@ def describe_layers(lm) -> list:
     for name, mod in lm.module.named_modules():
         if not name:
             continue
-        infos[name] = LayerInfo(name=name, type=type(mod).__name__, shape=None, depth=name.count("."))
+        infos[name] = LayerInfo(name=name, type=type(mod).__name__, shape=None, depth=name.count("."),
+                                detail=mod.extra_repr())
         handles.append(mod.register_forward_hook(make(name)))
     try:
         with torch.inference_mode():
@@ -333,19 +334,18 @@ def describe_layers(lm) -> list:
 
 
 def format_layer_tree(infos: Sequence) -> str:
+    """One line per module, indented by depth: name, output shape for one image (×calls per pass
+    for modules that run more than once), and the module as PyTorch prints it (type and arguments)."""
     rows = []
     for info in infos:
-        label = "  " * info.depth + info.name.split(".")[-1] if info.depth else info.name
         shape = "not run" if info.shape is None else "(" + ", ".join(str(s) for s in info.shape) + ")"
         if info.calls > 1:
-            shape += f" ×{info.calls} calls"
-        rows.append((label, info.name, info.type, shape))
-    w0 = max((len(r[1]) for r in rows), default=4)
-    w1 = max((len(r[2]) for r in rows), default=4)
-    lines = [f"{'layer':<{w0}}  {'type':<{w1}}  output shape (one image)"]
-    for label, name, typ, shape in rows:
-        indent = "  " * name.count(".")
-        lines.append(f"{(indent + name):<{w0 + 2 * (name.count('.'))}}  {typ:<{w1}}  {shape}")
+            shape += f" ×{info.calls}"
+        rows.append(("  " * info.depth + info.name, shape, f"{info.type}({info.detail})"))
+    w0 = max((len(r[0]) for r in rows), default=5)
+    w1 = max((len(r[1]) for r in rows), default=5)
+    lines = [f"{'layer':<{w0}}  {'output shape':<{w1}}  module"]
+    lines += [f"{name:<{w0}}  {shape:<{w1}}  {module}" for name, shape, module in rows]
     return "\n".join(lines)
 
 

@@ -164,3 +164,4 @@ class LayerInfo:
     shape: tuple | None  # output shape for one image; None if the module did not run
     calls: int = 0
     depth: int = 0
+    detail: str = ""  # the module's own description (``extra_repr``), e.g. "64, 128, kernel_size=(1, 1)"
