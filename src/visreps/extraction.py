@@ -57,11 +57,13 @@ def _first_tensor(out):
     return None
 
 
-def pool_output(t, mode: str, layer: str = "", prefix_tokens: int = 1):
-    """Apply a pooling mode to a batch of outputs ``t`` of shape (B, ...).
+def pool_output(t, mode: str, layer: str = "", prefix_tokens: int = 1, *, channels_last: bool = False):
+    """Apply a pooling mode to a batch of outputs ``t`` of shape (B, ...) (a torch tensor).
 
-    ``flatten``: (B, prod(rest)); ``none``: unchanged; ``avg``/``max``: global average/max over the
-    spatial axes of (B, C, H, W) or (B, C, T, H, W) maps → (B, C); 2-D outputs pass through.
+    ``flatten``: (B, prod(rest)) in the tensor's own axis order; ``none``: unchanged;
+    ``avg``/``max``: global average/max over the spatial axes of (B, C, H, W) or (B, C, T, H, W)
+    maps (of (B, H, W, C) maps with ``channels_last``, as Keras gives them) → (B, C); 2-D outputs
+    pass through.
     Token sequences (B, N, D) of transformers: ``cls`` takes token 0 → (B, D); ``patch_mean``
     averages the patch tokens, i.e. all but the first ``prefix_tokens`` (class/register tokens)
     → (B, D); ``none``/``flatten`` keep all tokens.
@@ -90,7 +92,7 @@ def pool_output(t, mode: str, layer: str = "", prefix_tokens: int = 1):
             f"layer {layer!r} outputs a 3-D tensor {tuple(t.shape)} (e.g. tokens × channels): "
             f"--pool {mode} is ambiguous there; use --pool cls, patch_mean, flatten or none"
         )
-    dims = tuple(range(2, t.dim()))
+    dims = tuple(range(1, t.dim() - 1)) if channels_last else tuple(range(2, t.dim()))
     return t.float().mean(dim=dims) if mode == "avg" else t.amax(dim=dims)
 
 

@@ -590,36 +590,16 @@ def _has_inputs(model) -> bool:
 def pool_array(a: np.ndarray, mode: str, layer: str = "", prefix_tokens: int = 1) -> np.ndarray:
     """:func:`visreps.extraction.pool_output` for channels-last NumPy arrays (B, ...).
 
-    ``flatten``: (B, prod(rest)) in native (H, W, C) order; ``none``: unchanged; ``avg``/``max``:
-    mean/max over the spatial axes of (B, H, W, C) or (B, T, H, W, C) → (B, C), 2-D passes through;
-    ``cls``: token 0 of (B, N, D); ``patch_mean``: mean of tokens ``prefix_tokens:``.
+    ``flatten`` keeps Keras's native (H, W, C) order; ``avg``/``max`` pool the spatial axes of
+    (B, H, W, C) → (B, C); ``cls``/``patch_mean`` as for torch token sequences.
     """
-    if mode == "none":
-        return a
-    if mode == "flatten":
-        return a.reshape(a.shape[0], -1)
-    if mode in ("cls", "patch_mean"):
-        if a.ndim != 3:
-            raise VisrepsError(
-                f"--pool {mode} is for token sequences (batch, tokens, dim), but layer {layer!r} "
-                f"outputs {tuple(a.shape)}; use --pool avg/max/flatten/none"
-            )
-        if mode == "cls":
-            return a[:, 0]
-        if a.shape[1] <= prefix_tokens:
-            raise VisrepsError(f"layer {layer!r} has {a.shape[1]} tokens, no patch tokens after {prefix_tokens} prefix token(s)")
-        return a[:, prefix_tokens:].astype(np.float32, copy=False).mean(axis=1)
-    if mode not in ("avg", "max"):
-        raise VisrepsError(f"pool mode {mode!r} is not valid; use flatten, none, avg, max, cls or patch_mean")
-    if a.ndim == 2:
-        return a
-    if a.ndim == 3:
-        raise VisrepsError(
-            f"layer {layer!r} outputs a 3-D tensor {tuple(a.shape)} (e.g. tokens × channels): "
-            f"--pool {mode} is ambiguous there; use --pool cls, patch_mean, flatten or none"
-        )
-    axes = tuple(range(1, a.ndim - 1))  # channels last
-    return a.astype(np.float32, copy=False).mean(axis=axes) if mode == "avg" else a.max(axis=axes)
+    import torch
+
+    from ..extraction import POOL_MODES, pool_output
+
+    if mode not in POOL_MODES:
+        raise VisrepsError(f"pool mode {mode!r} is not valid; use {', '.join(POOL_MODES)}")
+    return pool_output(torch.from_numpy(np.ascontiguousarray(a)), mode, layer, prefix_tokens, channels_last=True).numpy()
 
 
 def _functional_model(keras, inputs, outputs, name: str):
