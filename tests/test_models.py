@@ -75,6 +75,8 @@ def test_torchvision_pretrained_from_prepared_cache(fresh_cache):
 def test_timm_pretrained_offline_says_where(fresh_cache):
     with pytest.raises(WeightsError, match="timm:resnet18.*--random"):
         load_model("timm:resnet18")
+    with pytest.raises(WeightsError, match=r"timm:resnet18\.a1_in1k"):  # a tag names a pretrained weight
+        load_model("timm:resnet18", weights="a1_in1k")
 
 
 def test_lite0_package_weights_map_in_order():

@@ -89,9 +89,11 @@ def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed
 
     from ..cache import hf_cache_dir, missing_weights_error, offline
     from ..device import resolve_device
-    from .custom import load_weights_file
+    from .custom import load_weights_file, looks_like_file
 
     dev = resolve_device(device)
+    if weights is not None and not looks_like_file(weights):  # a pretrained tag: timm:resnet50 + a1_in1k
+        name, weights, pretrained = f"{_arch(name)}.{weights}", None, True
     is_file = weights is not None
     lite0 = lite0_checkpoint() if (name == "efficientnet_lite0" and pretrained and not is_file) else None
     if pretrained and not is_file and lite0 is None:
