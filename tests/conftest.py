@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import importlib.util
+
 import numpy as np
 import pytest
+import torch  # noqa: F401  torch (and triton) before any test imports TensorFlow: triton after TF segfaults
+
+if importlib.util.find_spec("triton") is not None:
+    import triton  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "images"

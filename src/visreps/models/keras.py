@@ -176,7 +176,9 @@ def _import_keras():
         )
     import torch  # noqa: F401  torch's own imports first: triton imported after TensorFlow segfaults
 
-    if spec("triton") is not None:
+    # importing triton after TensorFlow segfaults: do it now, unless TensorFlow is already loaded
+    # (then importing triton would crash, and torch has managed without it so far)
+    if spec("triton") is not None and "tensorflow" not in sys.modules:
         try:
             import triton  # noqa: F401
         except Exception:  # noqa: BLE001 - a broken triton only matters to torch.compile
