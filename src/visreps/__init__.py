@@ -24,6 +24,7 @@ _LAZY = {
     "LoadedModel": "visreps.models",
     "Preprocessing": "visreps.models",
     "extract": "visreps.extraction",
+    "extract_ray": "visreps.distributed",
     "from_keras_model": "visreps.models.keras",
     "load_features": "visreps.storage",
     "Features": "visreps.storage",

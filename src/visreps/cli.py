@@ -97,25 +97,43 @@ def _weights_options(f):
 @click.option("--overwrite", is_flag=True, help="Replace earlier results in the output folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last fully written batch.")
 @click.option("--shard", default=None, metavar="I/N", help="Only the I-th of N contiguous slices of the images (join with `visreps merge`).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process (decoding in --workers processes); ray: a Ray Data pipeline, decoding in Ray tasks "
+                   "and the model in --ray-actors actors (needs `pip install visreps[ray]`).")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="With --engine ray: join the running Ray cluster at ADDRESS (host:6379, or 'auto'); default: start Ray here.")
+@click.option("--ray-actors", type=click.IntRange(min=1), default=None,
+              help="With --engine ray: model replicas (actors), e.g. one per GPU.  [default: 2]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def extract(model, images, layers, out, random_init, weights, seed, offline, fmt, pool, recurrent, batch_size, workers,
-            device, precision, channels_last, order, skip_bad_images, top_k, overwrite, resume, shard, quiet):
+            device, precision, channels_last, order, skip_bad_images, top_k, overwrite, resume, shard, engine, ray_address,
+            ray_actors, quiet):
     """Extract layer activations of MODEL for every image in IMAGES into --out.
 
     MODEL is an id such as torchvision:alexnet, timm:resnet50 or timm:efficientnet_lite0.
     """
     from .cache import set_offline
-    from .extraction import extract as run
 
     if offline:
         set_offline(True)
-    res = run(
-        model, images, layers=_split_layers(layers), out=out, format=fmt, pool=pool, batch_size=batch_size,
-        num_workers=workers, device=device, precision=precision, order=order, overwrite=overwrite,
-        skip_bad_images=skip_bad_images, recurrent=recurrent, progress=not quiet, pretrained=not random_init,
-        weights=weights, seed=seed, channels_last=channels_last, top_k=top_k, resume=resume, shard=shard,
-        command=" ".join(["visreps", *sys.argv[1:]]),
+    kwargs = dict(
+        layers=_split_layers(layers), out=out, format=fmt, pool=pool, batch_size=batch_size, device=device,
+        precision=precision, order=order, overwrite=overwrite, skip_bad_images=skip_bad_images, recurrent=recurrent,
+        progress=not quiet, pretrained=not random_init, weights=weights, seed=seed, channels_last=channels_last,
+        top_k=top_k, resume=resume, shard=shard, command=" ".join(["visreps", *sys.argv[1:]]),
     )
+    if engine == "ray":
+        if workers is not None:
+            raise VisrepsError("--workers is for --engine local; with --engine ray, Ray tasks decode the images")
+        from .distributed import extract_ray
+
+        res = extract_ray(model, images, num_actors=ray_actors or 2, ray_address=ray_address, **kwargs)
+    else:
+        if ray_address is not None or ray_actors is not None:
+            raise VisrepsError("--ray-address and --ray-actors apply to --engine ray; add --engine ray or drop them")
+        from .extraction import extract as run
+
+        res = run(model, images, num_workers=workers, **kwargs)
     if not quiet:
         meta = res.metadata
         n = meta["images"]["n_extracted"]

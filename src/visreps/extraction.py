@@ -674,12 +674,53 @@ def find_batch_size(lm, specs, *, start: int = 512, minimum: int = 1) -> int:
                 b //= 2
 
 
-def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, progress: bool = True):
-    """Run a prepared job: the batch loop, streaming to ``out`` (or memory), then the finishing touches."""
+def local_batches(job: Job, items: Sequence):
+    """The single-process batch source of :func:`run`: a DataLoader decodes ``items``, the model runs here.
+
+    Yields ``(idx, bad, outs, topk, event)`` per batch, in the order of ``items``: ``idx`` the
+    positions in ``items`` of the images whose rows ``outs`` holds (in order); ``bad`` the
+    ``(position, error message)`` of the images that could not be read; ``outs`` ``{key: array or
+    tensor}`` (``None`` when every image of the batch was bad); ``topk`` ``(indices, probabilities)``
+    or ``None``; ``event`` a CUDA event to wait for before reading ``outs`` (``None`` off CUDA).
+    Another engine (:mod:`visreps.distributed`) yields the same and :func:`run` writes it.
+    """
     import torch
+
+    from .data import ImageDataset, make_loader
+
+    lm = job.lm
+    dataset = ImageDataset(job.root, items, lm.transform)
+    loader = make_loader(dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=lm.device.type == "cuda")
+    cap = make_capture(lm, job.specs, stop_early=job.top_k is None)
+    cap.expected = {s.module: s.calls for s in job.specs}
+    cuda = lm.device.type == "cuda"
+    with cap:
+        for idx, x, bad in loader:
+            outs = topk = event = None
+            if x is not None:
+                with torch.inference_mode(), _autocast(lm.device, job.precision):
+                    if lm.backend == "torch":
+                        x = x.to(lm.device, non_blocking=True)
+                        if job.channels_last:
+                            x = x.contiguous(memory_format=torch.channels_last)
+                    outs, result = forward_with_backoff(cap, x)
+                    if job.top_k is not None:
+                        topk = _topk(result, job.top_k, lm.model_id)
+                    if cuda:
+                        event = torch.cuda.Event()
+                        event.record()
+            yield idx, bad, outs, topk, event
+
+
+def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, progress: bool = True, engine=None):
+    """Run a prepared job: the batch loop, streaming to ``out`` (or memory), then the finishing touches.
+
+    ``engine(job, items)`` gives the batches (default :func:`local_batches`, see there), in the
+    order of ``items``; :mod:`visreps.distributed` passes its Ray pipeline here.
+    """
     from tqdm.auto import tqdm
 
-    from .data import BAD_IMAGE_HINT, ImageDataset, make_loader
+    from .data import BAD_IMAGE_HINT
     from .storage import Features, NpyWriter, OutputWriter
 
     lm, keys, metadata = job.lm, job.keys, job.metadata
@@ -711,13 +752,9 @@ def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, pr
     row = state["rows"]
     skipped = list(state["skipped"])
     items = job.items[job.start + first : job.stop]
-    dataset = ImageDataset(job.root, items, lm.transform)
-    loader = make_loader(dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=lm.device.type == "cuda")
-    cap = make_capture(lm, job.specs, stop_early=job.top_k is None)
-    cap.expected = {s.module: s.calls for s in job.specs}
+    batches = (engine or local_batches)(job, items)
     bar = tqdm(total=n, initial=first, unit="img", disable=not progress, desc=lm.model_id, leave=False, dynamic_ncols=True)
     done = first
-    cuda = lm.device.type == "cuda"
 
     def flush(p) -> None:
         """Write one finished batch. On CUDA this is where the host waits for the device: once per batch,
@@ -749,27 +786,15 @@ def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, pr
     read = first
     t0 = time.perf_counter()
     try:
-        with cap, torch.inference_mode(), _autocast(lm.device, job.precision):
-            for idx, x, bad in loader:
+        with contextlib.closing(batches):
+            for idx, bad, outs, topk, event in batches:
                 for i, err in bad:
                     if not job.skip_bad_images:
                         raise ImageError(f"{err}; {BAD_IMAGE_HINT}")
                     skipped.append({"path": items[i].path, "error": err})
                 read += len(idx) + len(bad)
                 current = None
-                if x is not None:
-                    if lm.backend == "torch":
-                        x = x.to(lm.device, non_blocking=True)
-                        if job.channels_last:
-                            x = x.contiguous(memory_format=torch.channels_last)
-                    outs, result = forward_with_backoff(cap, x)
-                    topk = None
-                    if job.top_k is not None:
-                        topk = _topk(result, job.top_k, lm.model_id)
-                    event = None
-                    if cuda:
-                        event = torch.cuda.Event()
-                        event.record()
+                if outs is not None:
                     current = (len(idx), outs, topk, read, len(skipped), event)
                 if pending is not None:
                     flush(pending)

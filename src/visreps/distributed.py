@@ -1,0 +1,611 @@
+"""Extraction as a Ray Data pipeline: decoding in parallel tasks, the model in a pool of actors.
+
+The driver (the process that calls :func:`extract_ray`) does everything that decides the result
+exactly as a single-process run does: :func:`visreps.extraction.prepare` validates the arguments,
+loads the model, finds and orders the images, plans the layers and builds the metadata, and
+:func:`visreps.extraction.run` writes the output folder (resume, progress, interruption, the
+manifest and the finishing touches are the same code). Only the batch source differs:
+
+1. ``ray.data.from_pandas`` makes blocks of image positions and relative paths (whole batches);
+2. ``map_batches(_decode_batch)`` tasks read and preprocess the images with the model's transform
+   (:class:`visreps.data.ImageDataset`, so unreadable images give the same messages);
+3. ``map_batches(_Extractor, compute=ActorPoolStrategy(size=num_actors))``: each actor loads the
+   model once (the driver's loaded model is sent through Ray's object store, so the workers need
+   no weights files and compute with the very same parameters) and runs
+   :func:`visreps.extraction.make_capture` on its batches, on a GPU of its own when the cluster
+   has GPUs;
+4. the driver takes the results in image order (``preserve_order``, plus a reorder buffer keyed
+   by image position) and hands them to ``run``, which writes row after row: skipped images leave
+   no gap, and row ``i`` of every array is row ``i`` of the manifest, as in a single-process run.
+
+Ray is imported only here, and only when this engine is asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import MissingExtraError, VisrepsError
+
+INSTALL_HINT = "pip install visreps[ray]"
+
+
+def import_ray():
+    """Import Ray (and Ray Data), or say which extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise MissingExtraError(
+            f"the Ray engine (--engine ray, visreps.extract_ray) needs Ray Data, which is not installed "
+            f"({e}); install it with `{INSTALL_HINT}`, or use the default single-process engine"
+        ) from None
+    return ray
+
+
+# --------------------------------------------------------------------------- remote functions
+
+
+def _decode_batch(batch: Mapping[str, np.ndarray], *, root: str, transform, input_shape: tuple) -> dict:
+    """Ray task: read and preprocess the images of one block.
+
+    Returns ``i`` (image positions), ``x`` (float32 inputs; zeros for unreadable images) and
+    ``err`` (``""`` or the image's error message, as the single-process loader gives it).
+    """
+    from .data import ImageDataset, ImageItem
+
+    paths = [str(p) for p in batch["path"]]
+    dataset = ImageDataset(root, [ImageItem(p, "") for p in paths], transform)
+    xs: list = []
+    errs: list[str] = []
+    for j in range(len(paths)):
+        _, x, err = dataset[j]
+        xs.append(None if x is None else np.asarray(x, dtype=np.float32))
+        errs.append(err)
+    shapes = {x.shape for x in xs if x is not None}
+    shape = next(iter(shapes)) if len(shapes) == 1 else tuple(input_shape)
+    if len(shapes) > 1:  # only without a crop: keep the images as a ragged column, the actor says what is wrong
+        out_x = np.empty(len(xs), dtype=object)
+        for j, x in enumerate(xs):
+            out_x[j] = np.zeros(shape, np.float32) if x is None else x
+    else:
+        out_x = np.zeros((len(xs), *shape), np.float32)
+        for j, x in enumerate(xs):
+            if x is not None:
+                out_x[j] = x
+    return {"i": np.asarray(batch["i"], dtype=np.int64), "x": out_x, "err": np.asarray(errs, dtype=object)}
+
+
+def _stack_inputs(x: np.ndarray) -> np.ndarray:
+    if x.dtype != object:
+        return x
+    shapes = sorted({tuple(a.shape) for a in x})
+    if len(shapes) > 1:
+        raise VisrepsError(
+            f"images give model inputs of different sizes ({', '.join(str(s) for s in shapes[:3])}); "
+            "the preprocessing must end in a fixed size: set a crop (preprocessing={'crop': 224})"
+        )
+    return np.stack(list(x))
+
+
+class _Extractor:
+    """Ray actor: holds the model (loaded once) and runs the hooked forward pass on batches.
+
+    Errors travel back as data (the ``fail`` column: error type and message), because Ray Data
+    hands the driver only a text traceback of an exception raised here.
+    """
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.failure = ""
+        try:
+            self._setup()
+        except Exception as e:  # noqa: BLE001 - reported with the first batch
+            self.failure = _describe(e, "loading the model")
+
+    def _setup(self) -> None:
+        import torch
+
+        from .extraction import _set_memory_format, make_capture
+
+        spec = self.spec
+        if spec["threads"]:
+            torch.set_num_threads(spec["threads"])
+        self.lm = _actor_model(spec)
+        self.device = self.lm.device
+        if spec["channels_last"]:
+            _set_memory_format(self.lm, True)
+        self.cap = make_capture(self.lm, spec["specs"], stop_early=spec["top_k"] is None)
+        self.cap.expected = {s.module: s.calls for s in spec["specs"]}
+        self.cap.__enter__()  # the hooks stay on for the actor's lifetime
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict:
+        failure = self.failure
+        if not failure:
+            try:
+                return self._run(batch)
+            except Exception as e:  # noqa: BLE001
+                failure = _describe(e, "running the model")
+        out = self._empty(batch)
+        out["fail"] = np.full(len(out["i"]), failure, dtype=object)
+        return out
+
+    def _empty(self, batch: Mapping[str, np.ndarray]) -> dict:
+        spec = self.spec
+        n = len(batch["i"])
+        out: dict[str, Any] = {"i": np.asarray(batch["i"]), "err": np.asarray(batch["err"]),
+                               "fail": np.full(n, "", dtype=object)}
+        for key, col in spec["columns"].items():
+            out[col] = np.zeros((n, *spec["shapes"][key]), np.float32)
+        if spec["top_k"] is not None:
+            out["topk_index"] = np.zeros((n, spec["top_k"]), np.int64)
+            out["topk_prob"] = np.zeros((n, spec["top_k"]), np.float32)
+        return out
+
+    def _run(self, batch: Mapping[str, np.ndarray]) -> dict:
+        import torch
+
+        from .extraction import _autocast, _topk, forward_with_backoff
+
+        spec = self.spec
+        err = np.asarray(batch["err"])
+        good = np.array([not e for e in err], dtype=bool)
+        if not good.any():
+            return self._empty(batch)
+        x = batch["x"] if good.all() else batch["x"][good]
+        x = _stack_inputs(np.asarray(x))
+        if not x.flags.writeable:
+            x = x.copy()
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        with torch.inference_mode(), _autocast(self.device, spec["precision"]):
+            if self.lm.backend == "torch":
+                xt = xt.to(self.device, non_blocking=True)
+                if spec["channels_last"]:
+                    xt = xt.contiguous(memory_format=torch.channels_last)
+            outs, result = forward_with_backoff(self.cap, xt)
+            topk = _topk(result, spec["top_k"], self.lm.model_id) if spec["top_k"] is not None else None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the hooks copy to the host without waiting
+        out: dict[str, Any] = {"i": np.asarray(batch["i"]), "err": err, "fail": np.full(len(err), "", dtype=object)}
+        for key, col in spec["columns"].items():
+            out[col] = _fill(np.asarray(outs[key]), good)
+        if topk is not None:
+            out["topk_index"] = _fill(np.asarray(topk[0]), good)
+            out["topk_prob"] = _fill(np.asarray(topk[1]), good)
+        return out
+
+
+def _describe(e: BaseException, doing: str) -> str:
+    """An error in an actor as ``Type<TAB>message`` (visreps errors keep their message as it is)."""
+    import socket
+
+    if isinstance(e, VisrepsError):
+        return f"{type(e).__name__}\t{e}"
+    lines = str(e).strip().splitlines()
+    hint = ""
+    if isinstance(e, ImportError) or "No module named" in str(e):
+        hint = "; every machine of the Ray cluster needs the packages and modules the model comes from"
+    return (f"VisrepsError\t{type(e).__name__} in a Ray actor on {socket.gethostname()} while {doing}: "
+            f"{lines[0] if lines else ''}{hint}")
+
+
+def _raise_failure(text: str):
+    from . import errors
+
+    name, _, msg = str(text).partition("\t")
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, VisrepsError)):
+        cls = VisrepsError
+    raise cls(msg)
+
+
+def _fill(rows: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """``rows`` of the good images spread over a batch with zero rows for the bad ones."""
+    if good.all():
+        return rows
+    full = np.zeros((len(good), *rows.shape[1:]), rows.dtype)
+    full[good] = rows
+    return full
+
+
+def _actor_model(spec: dict):
+    """The model in an actor: the driver's, from the object store, or loaded from its recipe."""
+    import ray
+    import torch
+
+    from . import cache
+
+    device = torch.device(spec["device"])
+    ref = spec.get("model_ref")
+    if ref is not None:
+        lm = ray.get(ref)
+        if lm.backend == "torch":
+            lm.module.to(device).eval()
+            lm.device = device
+        return lm
+    from .models import load_model
+
+    recipe = spec["recipe"]
+    if "offline" in recipe["cache"]:
+        cache.set_offline(recipe["cache"]["offline"])
+    if "dir" in recipe["cache"]:
+        cache.set_cache_dir(recipe["cache"]["dir"])
+    return load_model(recipe["model"], pretrained=recipe["pretrained"], weights=recipe["weights"], seed=recipe["seed"],
+                      device=spec["device"], preprocessing=recipe["preprocessing"])
+
+
+# --------------------------------------------------------------------------- driver side
+
+
+def _clean_error(e: BaseException) -> BaseException:
+    """The visreps error inside a Ray exception (re-raised as itself), or a one-line summary."""
+    seen = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        # Ray wraps a task's error in a subclass of it (whose message is a traceback) that keeps the
+        # original as ``.cause``: take the plain exception
+        if isinstance(cur, VisrepsError) and not type(cur).__module__.startswith("ray."):
+            return cur
+        cur = getattr(cur, "cause", None) or cur.__cause__
+    last = str(e).strip().splitlines()
+    return VisrepsError(f"the Ray pipeline failed: {type(e).__name__}: {last[-1] if last else ''} "
+                        "(Ray's worker logs are under /tmp/ray/session_latest/logs)")
+
+
+@contextlib.contextmanager
+def _quiet_data_context(ray):
+    """Ray Data settings for this run (results in order, no Ray progress bars), restored afterwards."""
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars,
+             getattr(ctx, "enable_operator_progress_bars", None), getattr(ctx, "enable_auto_log_stats", None))
+    loggers = [logging.getLogger(n) for n in ("ray.data", "ray.data._internal.progress")]
+    levels = [lg.level for lg in loggers]
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False  # visreps shows its own bar (images/s)
+    if saved[2] is not None:
+        ctx.enable_operator_progress_bars = False
+    if saved[3] is not None:
+        ctx.enable_auto_log_stats = False
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    # a run of fewer blocks than actors is fine (small image sets); Ray Data warns about it
+    warnings.filterwarnings("ignore", message=r"The minimum number of concurrent actors", category=UserWarning)
+    try:
+        yield ctx
+    finally:
+        ctx.execution_options.preserve_order = saved[0]
+        ctx.enable_progress_bars = saved[1]
+        if saved[2] is not None:
+            ctx.enable_operator_progress_bars = saved[2]
+        if saved[3] is not None:
+            ctx.enable_auto_log_stats = saved[3]
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def connect(ray, address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Use the Ray instance already running in this process, join the cluster at ``address``, or
+    start a local instance; returns whether this call started Ray (then shut it down after use)."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        _probe(address)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError
+            raise VisrepsError(
+                f"cannot connect to the Ray cluster at {address!r} ({type(e).__name__}: {e}); start it with "
+                "`ray start --head` on the head machine and give the address it prints (host:6379), "
+                "or 'auto' on a machine of the cluster. If the cluster uses token authentication (`ray start` "
+                "does by default in recent Ray), set RAY_AUTH_MODE=token here and give this machine the head's "
+                "token (~/.ray/auth_token, or RAY_AUTH_TOKEN)"
+            ) from None
+        return True
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    return True
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when nothing listens at a ``host:port`` address (Ray itself retries for minutes)."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    if target in ("auto", "local") or not target:
+        return
+    host, _, port = target.rpartition(":")
+    if not host:
+        host, port = target, "6379"
+    try:
+        port_n = int(port)
+    except ValueError:
+        raise VisrepsError(f"Ray address {address!r} is not valid; write host:port (e.g. 10.0.0.5:6379) or 'auto'") from None
+    try:
+        socket.create_connection((host.strip("[]"), port_n), timeout=timeout).close()
+    except OSError as e:
+        raise VisrepsError(
+            f"cannot reach the Ray cluster at {address!r} ({e}); start it with `ray start --head` on the head machine "
+            "and give the address it prints (host:6379), or 'auto' on a machine of the cluster"
+        ) from None
+
+
+def _plan_resources(ray, device: str, num_actors: int, cpus_per_actor, gpus_per_actor) -> dict:
+    """Where the actors run (device), what each asks Ray for, and how many torch threads each uses."""
+    res = ray.cluster_resources()
+    total_cpus = float(res.get("CPU", 0))
+    total_gpus = float(res.get("GPU", 0))
+    node_cpus = max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=total_cpus)
+    dev = str(device or "auto")
+    kind = dev.split(":", 1)[0]
+    if kind not in ("auto", "cpu", "cuda", "mps"):
+        raise VisrepsError(f"device {device!r} is not valid; use auto, cpu, cuda or mps (Ray gives each actor its GPU)")
+    if kind == "auto":
+        kind = "cuda" if total_gpus > 0 else "cpu"
+    if kind == "cuda" and total_gpus <= 0:
+        raise VisrepsError(f"device {device!r} asked for, but the Ray cluster has no GPUs; use --device cpu or auto")
+    if gpus_per_actor is None:
+        gpus_per_actor = min(1.0, total_gpus / num_actors) if kind == "cuda" else 0.0
+    if gpus_per_actor and kind != "cuda":
+        raise VisrepsError(f"gpus_per_actor={gpus_per_actor} needs device 'cuda' or 'auto', not {device!r}")
+    if gpus_per_actor < 0 or gpus_per_actor > max(1.0, total_gpus):
+        raise VisrepsError(f"gpus_per_actor={gpus_per_actor} is not possible on a cluster with {total_gpus:g} GPUs")
+    if cpus_per_actor is None:
+        # leave about a quarter of the CPUs to the decoding tasks; an actor must fit on one machine
+        cpus_per_actor = 1.0 if kind == "cuda" else max(0.5, round(0.75 * min(node_cpus, total_cpus / num_actors), 2))
+    if not isinstance(cpus_per_actor, (int, float)) or cpus_per_actor <= 0:
+        raise VisrepsError(f"cpus_per_actor must be a positive number, got {cpus_per_actor!r}")
+    if node_cpus and cpus_per_actor > node_cpus:
+        raise VisrepsError(
+            f"cpus_per_actor={cpus_per_actor} does not fit on any machine of the Ray cluster (the largest has "
+            f"{node_cpus:g} CPUs); ask for fewer"
+        )
+    decode_cpus = 0.5 if cpus_per_actor != 0.5 else 0.45  # different resources keep Ray from fusing the two stages
+    return {"device": "cuda" if kind == "cuda" else kind, "num_cpus": float(cpus_per_actor),
+            "num_gpus": float(gpus_per_actor), "decode_cpus": decode_cpus,
+            "threads": max(1, int(round(cpus_per_actor))) if kind == "cpu" else 0,
+            "cluster": {"CPU": total_cpus, "GPU": total_gpus}}
+
+
+def _model_for_actors(ray, job, model, recipe: dict) -> dict:
+    """What the actors need to get the model: an object-store reference to the driver's loaded
+    model (torch models: same parameters everywhere, no weights files on the workers), else a
+    recipe to load it by id."""
+    import pickle
+
+    lm = job.lm
+    moved = None
+    if lm.backend == "torch" and lm.device.type != "cpu":  # send CPU tensors; each actor moves them to its device
+        moved = lm.device
+        lm.module.to("cpu")
+    try:
+        return {"model_ref": ray.put(lm)}
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError) as e:
+        if isinstance(model, str):
+            return {"recipe": recipe}
+        raise VisrepsError(
+            f"the model {lm.model_id!r} cannot be sent to the Ray workers ({type(e).__name__}: {e}); define its class "
+            "in an importable module, or pass a model id so that each worker loads it"
+        ) from None
+    finally:
+        if moved is not None:
+            lm.module.to(moved)
+
+
+def _blocks(items: Sequence, batch_size: int, cpus: float) -> list:
+    """Input blocks of whole batches: enough blocks to keep the decoding tasks busy, at most 8 batches each."""
+    import pandas as pd
+
+    n = len(items)
+    batches = math.ceil(n / batch_size)
+    per_block = max(1, min(8, batches // max(1, int(2 * cpus))))
+    rows = per_block * batch_size
+    return [
+        pd.DataFrame({"i": np.arange(s, min(n, s + rows), dtype=np.int64), "path": [it.path for it in items[s : s + rows]]})
+        for s in range(0, n, rows)
+    ]
+
+
+def ray_batches(ray, plan: dict, actor_spec: dict):
+    """The Ray engine's batch source for :func:`visreps.extraction.run` (same contract as
+    :func:`visreps.extraction.local_batches`)."""
+
+    def source(job, items):
+        keys = job.keys
+        cols = {k: f"layer{j}" for j, k in enumerate(keys)}
+        spec = {**actor_spec, "columns": cols}
+        input_shape = tuple(job.lm.dummy_input(1).shape[1:])
+        with _quiet_data_context(ray):
+            ds = ray.data.from_pandas(_blocks(items, job.batch_size, plan["cluster"]["CPU"] or 1))
+            ds = ds.map_batches(
+                _decode_batch, batch_size=None, batch_format="numpy", num_cpus=plan["decode_cpus"],
+                fn_kwargs={"root": str(job.root), "transform": job.lm.transform, "input_shape": input_shape},
+            )
+            ds = ds.map_batches(
+                _Extractor, batch_size=job.batch_size, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=plan["num_actors"]),
+                num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"] or None,
+                fn_constructor_kwargs={"spec": spec},
+            )
+            expected = 0
+            pending: dict[int, dict] = {}
+            results = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
+            try:
+                for out in results:
+                    fail = [f for f in out["fail"] if f]
+                    if fail:
+                        _raise_failure(fail[0])
+                    for start, part in _contiguous_parts(out):
+                        pending[start] = part
+                    while expected in pending:
+                        part = pending.pop(expected)
+                        expected += len(part["i"])
+                        yield _to_batch(part, cols, job.top_k)
+            except (GeneratorExit, VisrepsError):
+                raise
+            except Exception as e:  # noqa: BLE001 - Ray's wrappers become the visreps error inside, or one line
+                raise _clean_error(e) from None
+            finally:
+                close = getattr(results, "close", None)
+                if close is not None:
+                    close()  # stops the pipeline when the run ends early (bad image, Ctrl-C)
+            if expected != len(items) or pending:
+                raise VisrepsError(f"the Ray pipeline returned {expected} of {len(items)} images; run again")
+
+    return source
+
+
+def _contiguous_parts(out: Mapping[str, np.ndarray]):
+    """Split an output batch into runs of consecutive image positions (sorted first)."""
+    i = np.asarray(out["i"])
+    if len(i) == 0:
+        return []
+    if np.any(np.diff(i) < 0):
+        order = np.argsort(i, kind="stable")
+        out = {k: np.asarray(v)[order] for k, v in out.items()}
+        i = out["i"]
+    cuts = np.flatnonzero(np.diff(i) != 1) + 1
+    if len(cuts) == 0:
+        return [(int(i[0]), out)]
+    parts = []
+    for seg in np.split(np.arange(len(i)), cuts):
+        parts.append((int(i[seg[0]]), {k: np.asarray(v)[seg] for k, v in out.items()}))
+    return parts
+
+
+def _to_batch(part: Mapping[str, np.ndarray], cols: Mapping[str, str], top_k):
+    i = np.asarray(part["i"])
+    err = np.asarray(part["err"])
+    good = np.array([not e for e in err], dtype=bool)
+    idx = [int(j) for j in i[good]]
+    bad = [(int(j), str(e)) for j, e in zip(i[~good], err[~good])]
+    if not idx:
+        return idx, bad, None, None, None
+    outputs = {k: np.asarray(part[c])[good] for k, c in cols.items()}
+    topk = (np.asarray(part["topk_index"])[good], np.asarray(part["topk_prob"])[good]) if top_k is not None else None
+    return idx, bad, outputs, topk, None
+
+
+def extract_ray(
+    model,
+    images: str | os.PathLike,
+    *,
+    layers: Sequence[str] | str,
+    out: str | os.PathLike | None = None,
+    format: str = "npy",
+    pool: str | Mapping[str, str] = "flatten",
+    batch_size: int = 32,
+    device: str | None = "auto",
+    precision: str = "fp32",
+    order: str | os.PathLike | Sequence[str] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    skip_bad_images: bool = False,
+    recurrent: str | None = None,
+    progress: bool = True,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    seed: int = 0,
+    preprocessing=None,
+    channels_last: bool | None = None,
+    top_k: int | None = None,
+    command: str | None = None,
+    num_actors: int = 2,
+    ray_address: str | None = None,
+    cpus_per_actor: float | None = None,
+    gpus_per_actor: float | None = None,
+    ray_num_cpus: int | None = None,
+):
+    """:func:`visreps.extract` as a Ray Data pipeline: the same output folder, computed by a pool of actors.
+
+    Images are read and preprocessed in parallel Ray tasks; ``num_actors`` actors each hold the
+    model (loaded once per actor, on a GPU of its own when the cluster has GPUs) and run the
+    batches; the results are written in image order into the same folder format as
+    :func:`visreps.extract` (same rows, same manifest, same metadata plus ``options.engine =
+    "ray"``). Resume, shards, skipping unreadable images and top-k predictions work as there.
+
+    Ray: if this process already called ``ray.init``, that instance is used (and left running);
+    else ``ray_address`` (or the ``RAY_ADDRESS`` environment variable) names a running cluster to
+    join (``"host:6379"``, or ``"auto"`` on a machine of the cluster); else a local instance is
+    started (``ray_num_cpus`` CPUs, default all) and shut down at the end. On a cluster, every
+    machine needs visreps with the same versions of its dependencies, and the images (and, for
+    the model, nothing: the driver sends it) under the same path.
+
+    Args:
+        model, images, layers, out, format, pool, batch_size, precision, order, overwrite, resume,
+        shard, skip_bad_images, recurrent, progress, pretrained, weights, seed, preprocessing,
+        channels_last, top_k: as in :func:`visreps.extract` (``batch_size`` is the batch of each
+        actor's forward pass).
+        device: ``auto`` (GPUs when the cluster has them, else CPU), ``cpu``, ``cuda`` or ``mps``:
+            the device of the actors. The driver plans the layers on the CPU.
+        num_actors: model replicas (actors); with GPUs, at most one per GPU is useful.
+        ray_address: address of a running Ray cluster (see above).
+        cpus_per_actor: CPUs each actor reserves (default: 1 with a GPU, else about three quarters
+            of a machine's share, leaving the rest to decoding); CPU actors use as many torch threads.
+        gpus_per_actor: GPUs each actor reserves (default: 1, or a fraction when there are fewer
+            GPUs than actors).
+        ray_num_cpus: CPUs of a local Ray instance started here (default: all).
+
+    Returns:
+        :class:`~visreps.storage.Features`, as :func:`visreps.extract`.
+
+    Raises:
+        MissingExtraError: Ray is not installed (``pip install visreps[ray]``).
+    """
+    from .extraction import _set_memory_format, prepare, run
+
+    if not isinstance(num_actors, int) or isinstance(num_actors, bool) or num_actors < 1:
+        raise VisrepsError(f"num_actors must be a positive integer, got {num_actors!r}")
+    if batch_size == "auto" and str(device).startswith(("cuda", "mps")):
+        raise VisrepsError(
+            "batch_size='auto' searches GPU memory in one process; with the Ray engine give a number "
+            "(each actor splits a batch that runs out of device memory in halves)"
+        )
+    if resume and out is None:
+        raise VisrepsError("resume=True needs the output folder of the interrupted run (out=...)")
+    if resume and overwrite:
+        raise VisrepsError("choose either resume (continue the interrupted run) or overwrite (start again), not both")
+    ray = import_ray()
+    started = connect(ray, ray_address, num_cpus=ray_num_cpus)
+    try:
+        plan = _plan_resources(ray, device, num_actors, cpus_per_actor, gpus_per_actor)
+        plan["num_actors"] = num_actors
+        job = prepare(
+            model, images, layers=layers, format=format, pool=pool, batch_size=batch_size, num_workers=0,
+            device="cpu", precision=precision, order=order, skip_bad_images=skip_bad_images, recurrent=recurrent,
+            pretrained=pretrained, weights=weights, seed=seed, preprocessing=preprocessing,
+            channels_last=channels_last, top_k=top_k, shard=shard, command=command,
+        )
+        if job.channels_last and channels_last is None and plan["device"] not in ("cpu", "cuda"):
+            _set_memory_format(job.lm, False)  # automatic channels-last is for oneDNN/cuDNN only
+            job.channels_last = False
+        meta = job.metadata
+        meta["options"].update(
+            device=plan["device"], num_workers=None, channels_last=job.channels_last, engine="ray",
+            ray={"actors": num_actors, "cpus_per_actor": plan["num_cpus"], "gpus_per_actor": plan["num_gpus"],
+                 "address": ray_address or os.environ.get("RAY_ADDRESS") or ("existing" if not started else "local"),
+                 "cluster_cpus": plan["cluster"]["CPU"], "cluster_gpus": plan["cluster"]["GPU"]},
+        )
+        meta["options_identity"].update(device_type=plan["device"], channels_last=job.channels_last)
+        from . import cache
+
+        recipe = {"model": model, "pretrained": pretrained, "weights": None if weights is None else str(weights),
+                  "seed": seed, "preprocessing": job.lm.preprocessing, "cache": dict(cache._override)}
+        actor_spec = {
+            **_model_for_actors(ray, job, model, recipe),
+            "device": plan["device"], "threads": plan["threads"], "specs": job.specs, "shapes": job.shapes,
+            "precision": job.precision, "channels_last": job.channels_last, "top_k": job.top_k,
+        }
+        return run(job, out=out, overwrite=overwrite, resume=resume, progress=progress,
+                   engine=ray_batches(ray, plan, actor_spec))
+    finally:
+        if started:
+            ray.shutdown()
