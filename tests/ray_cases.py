@@ -1,0 +1,211 @@
+"""The Ray engine gives the single-process result: same rows in the same order, equal arrays.
+
+A local Ray instance with 2 CPUs (no dashboard) is started once for the module and shut down at
+the end; the pipeline uses 2 actors. Without Ray, the engine says which extra to install.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_images
+
+import visreps
+from visreps.errors import ImageError, MissingExtraError
+
+PREP = {"resize": 40, "crop": 32}
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own, when it copies its context
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray") / "images"
+    names = [f"{'cats' if j % 3 else 'dogs'}/img_{j:02d}.{'png' if j % 2 else 'jpg'}" for j in range(16)]
+    write_images(root, names[:8], size=(48, 36), seed=1)
+    write_images(root, names[8:], size=(36, 50), seed=2)
+    return root
+
+
+def _same_output(a, b, *, rtol=1e-5, atol=1e-6):
+    """Two output folders hold the same rows, in the same order, with equal arrays."""
+    fa, fb = a.folder, b.folder
+    pd.testing.assert_frame_equal(pd.read_csv(fa / "manifest.csv"), pd.read_csv(fb / "manifest.csv"))
+    assert sorted(p.name for p in fa.iterdir()) == sorted(p.name for p in fb.iterdir())
+    assert a.layers == b.layers
+    for k in a.layers:
+        assert a[k].shape == b[k].shape, k
+        np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=rtol, atol=atol, err_msg=k)
+    ma = json.loads((fa / "metadata.json").read_text())
+    mb = json.loads((fb / "metadata.json").read_text())
+    for field in ("status", "model", "weights", "preprocessing", "layers_requested", "layers", "format",
+                  "options_identity", "images_identity"):
+        assert ma[field] == mb[field], field
+    for field in ("root", "n_found", "n_extracted", "skipped", "image_list_sha256"):
+        assert ma["images"][field] == mb["images"][field], field
+    return ma, mb
+
+
+def test_ray_engine_equals_single_process(ray_local, photos, tmp_path):
+    kw = dict(layers=["layer2", "avgpool"], pretrained=False, seed=3, preprocessing=PREP, batch_size=4, progress=False,
+              top_k=3)
+    local = visreps.extract("torchvision:resnet18", photos, out=tmp_path / "local", **kw)
+    from visreps.distributed import extract_ray
+
+    remote = extract_ray("torchvision:resnet18", photos, out=tmp_path / "ray", num_actors=2, **kw)
+    assert len(remote.paths) == 16 and remote.paths == sorted(remote.paths)
+    _, meta = _same_output(local, remote)
+    assert meta["options"]["engine"] == "ray"
+    assert meta["options"]["ray"]["actors"] == 2
+    pl = pd.read_csv(tmp_path / "local" / "predictions.csv")
+    pr = pd.read_csv(tmp_path / "ray" / "predictions.csv")
+    assert list(pl["path"]) == list(pr["path"])
+    np.testing.assert_allclose(pr[["prob_1", "prob_2", "prob_3"]], pl[["prob_1", "prob_2", "prob_3"]], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def with_bad(photos, tmp_path_factory):
+    """The photos plus an empty file and a file that is not an image, inside the sorted order."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("ray_bad") / "images"
+    shutil.copytree(photos, root)
+    (root / "cats" / "img_04b.png").write_bytes(b"")
+    (root / "dogs" / "img_00a.jpg").write_bytes(b"this is not a jpeg" * 10)
+    return root
+
+
+def test_ray_skips_bad_images_like_single_process(ray_local, with_bad, tiny_net, small_prep, tmp_path):
+    from visreps.distributed import extract_ray
+
+    kw = dict(layers=["3", "7"], preprocessing=small_prep, batch_size=3, progress=False, skip_bad_images=True)
+    local = visreps.extract(tiny_net, with_bad, out=tmp_path / "local", **kw)
+    remote = extract_ray(tiny_net, with_bad, out=tmp_path / "ray", num_actors=1, **kw)
+    ma, mb = _same_output(local, remote)
+    assert len(remote.paths) == 16
+    assert [s["path"] for s in mb["images"]["skipped"]] == ["cats/img_04b.png", "dogs/img_00a.jpg"]
+
+
+def test_ray_stops_on_bad_image_with_the_single_process_message(ray_local, with_bad, tiny_net, small_prep, tmp_path):
+    from visreps.distributed import extract_ray
+
+    kw = dict(layers=["7"], preprocessing=small_prep, batch_size=4, progress=False)
+    with pytest.raises(ImageError) as local:
+        visreps.extract(tiny_net, with_bad, out=tmp_path / "local", **kw)
+    with pytest.raises(ImageError) as remote:
+        extract_ray(tiny_net, with_bad, out=tmp_path / "ray", num_actors=1, **kw)
+    assert str(remote.value) == str(local.value)
+    assert "img_04b.png" in str(remote.value) and "--skip-bad-images" in str(remote.value)
+    meta = json.loads((tmp_path / "ray" / "metadata.partial.json").read_text())
+    assert meta["status"] == "failed"
+
+
+def test_ray_resumes_a_run_interrupted_in_single_process(ray_local, photos, tiny_net, small_prep, tmp_path):
+    """Resume goes through the same writer: the Ray engine continues a local run (txt: rows appended in order)."""
+    from visreps.distributed import extract_ray
+
+    kw = dict(layers=["3", "7"], preprocessing=small_prep, batch_size=4, progress=False, format="txt")
+    full = visreps.extract(tiny_net, photos, out=tmp_path / "full", **kw)
+    calls = {"n": 0}
+
+    def stop(mod, inp, out):
+        calls["n"] += 1
+        if calls["n"] == 2 + 3:  # after the two dry runs and two batches
+            raise KeyboardInterrupt
+
+    h = tiny_net[7].register_forward_hook(stop)
+    with pytest.raises(KeyboardInterrupt):
+        visreps.extract(tiny_net, photos, out=tmp_path / "cut", num_workers=0, **kw)
+    h.remove()
+    state = json.loads((tmp_path / "cut" / "progress.partial.json").read_text())
+    assert 0 < state["next_image"] < 16
+    res = extract_ray(tiny_net, photos, out=tmp_path / "cut", resume=True, num_actors=1, **kw)
+    for k in ("3", "7"):
+        np.testing.assert_allclose(np.asarray(res[k]), np.asarray(full[k]), rtol=1e-5, atol=1e-6)
+    assert res.paths == full.paths
+
+
+def test_actor_errors_come_back_as_one_clean_error(ray_local, photos, tmp_path):
+    """An error inside an actor (here: images of different sizes without a crop) is a VisrepsError with its message."""
+    from visreps.distributed import extract_ray
+    from visreps.errors import VisrepsError
+
+    with pytest.raises(VisrepsError, match=r"different sizes .*set a crop"):
+        extract_ray("torchvision:resnet18", photos, layers=["avgpool"], out=tmp_path / "o", pretrained=False,
+                    preprocessing={"resize": 32, "crop": None}, batch_size=16, progress=False, num_actors=1)
+    assert json.loads((tmp_path / "o" / "metadata.partial.json").read_text())["status"] == "failed"
+
+
+def test_missing_ray_names_the_extra(monkeypatch, photos, tmp_path):
+    from visreps.distributed import extract_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setitem(sys.modules, "ray.data", None)
+    with pytest.raises(MissingExtraError, match=r"pip install visreps\[ray\]"):
+        extract_ray("torchvision:resnet18", photos, layers=["avgpool"], out=tmp_path / "o", pretrained=False)
+    assert not (tmp_path / "o").exists()  # nothing was loaded or written
+
+
+def test_cli_engine_ray_without_ray(monkeypatch, photos, tmp_path):
+    from click.testing import CliRunner
+
+    from visreps.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    r = CliRunner().invoke(main, ["extract", "torchvision:resnet18", str(photos), "--layers", "avgpool", "--random",
+                                  "--out", str(tmp_path / "o"), "--engine", "ray"])
+    assert r.exit_code == 2
+    assert "pip install visreps[ray]" in r.output and "Traceback" not in r.output
+
+
+def test_cli_ray_options_need_engine_ray(photos, tmp_path):
+    from click.testing import CliRunner
+
+    from visreps.cli import main
+
+    r = CliRunner().invoke(main, ["extract", "torchvision:resnet18", str(photos), "--layers", "avgpool", "--random",
+                                  "--out", str(tmp_path / "o"), "--ray-actors", "4"])
+    assert r.exit_code == 2 and "--engine ray" in r.output
+
+
+def test_invalid_actor_count(photos, tmp_path):
+    from visreps.distributed import extract_ray
+    from visreps.errors import VisrepsError
+
+    with pytest.raises(VisrepsError, match="num_actors must be a positive integer, got 0"):
+        extract_ray("torchvision:resnet18", photos, layers=["avgpool"], out=tmp_path / "o", num_actors=0)
+
+
+def test_unreachable_cluster_fails_fast():
+    """Ray retries a dead address for minutes; visreps checks the port first (nothing listens on port 1)."""
+    from visreps.distributed import connect
+    from visreps.errors import VisrepsError
+
+    class NotStarted:  # ray is neither imported nor started for this
+        @staticmethod
+        def is_initialized():
+            return False
+
+        @staticmethod
+        def init(**kw):
+            raise AssertionError("ray.init must not be reached")
+
+    with pytest.raises(VisrepsError, match=r"cannot reach the Ray cluster at '127.0.0.1:1'.*ray start --head"):
+        connect(NotStarted, "127.0.0.1:1")
+    with pytest.raises(VisrepsError, match=r"Ray address 'host:port' is not valid"):
+        connect(NotStarted, "host:port")
