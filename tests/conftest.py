@@ -42,7 +42,6 @@ def image_dir(tmp_path) -> Path:
 @pytest.fixture
 def tiny_net():
     """A small CNN with hand-set (seeded) weights: conv → relu → pool → conv → relu → avgpool → flatten → fc."""
-    import torch
     from torch import nn
 
     torch.manual_seed(0)

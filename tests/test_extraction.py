@@ -3,13 +3,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import visreps
 from conftest import EXAMPLES, write_images
 from visreps.data import find_images, load_image
 from visreps.errors import LayerNotFoundError, VisrepsError
-from visreps.models import Preprocessing
 
 
 def hand_forward(module, root, prep, upto):
@@ -77,7 +75,6 @@ def test_safetensors_weights(tiny_net, tmp_path):
     from visreps.models.custom import load_weights_file
 
     save_file({k: v.contiguous() for k, v in tiny_net.state_dict().items()}, str(tmp_path / "w.safetensors"))
-    fresh = type(tiny_net)(*[type(m)(*[]) if False else m for m in []]) if False else None
     import copy
 
     other = copy.deepcopy(tiny_net)

@@ -1,7 +1,6 @@
 """Resume after Ctrl-C / kill, shards and their merge."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

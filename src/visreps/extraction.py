@@ -17,7 +17,6 @@ import datetime as _dt
 import hashlib
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,7 +256,6 @@ def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> 
                 f"the model's forward pass failed on a blank batch of shape {tuple(x.shape)}: {type(e).__name__}: {e}. "
                 "Check that the preprocessing gives the input size the model expects (preprocessing={'resize': ..., 'crop': ...})"
             ) from e
-    shapes: dict[str, tuple] = {}
     for spec in specs:
         n = cap.counts.get(spec.module, 0)
         spec.calls = n
