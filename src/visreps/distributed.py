@@ -59,16 +59,19 @@ def _decode_batch(batch: Mapping[str, np.ndarray], *, root: str, transform, inpu
     Returns ``i`` (image positions), ``x`` (float32 inputs; zeros for unreadable images) and
     ``err`` (``""`` or the image's error message, as the single-process loader gives it).
     """
-    from .data import ImageDataset, ImageItem
+    from .data import DIGEST_SIZE, ImageDataset, ImageItem
 
     paths = [str(p) for p in batch["path"]]
     dataset = ImageDataset(root, [ImageItem(p, "") for p in paths], transform)
     xs: list = []
     errs: list[str] = []
+    digests = np.zeros((len(paths), DIGEST_SIZE), np.uint8)
     for j in range(len(paths)):
-        _, x, err = dataset[j]
+        _, x, err, digest = dataset[j]
         xs.append(None if x is None else np.asarray(x, dtype=np.float32))
         errs.append(err)
+        if digest:
+            digests[j] = np.frombuffer(digest, np.uint8)
     shapes = {x.shape for x in xs if x is not None}
     shape = next(iter(shapes)) if len(shapes) == 1 else tuple(input_shape)
     if len(shapes) > 1:  # only without a crop: keep the images as a ragged column, the actor says what is wrong
@@ -80,7 +83,8 @@ def _decode_batch(batch: Mapping[str, np.ndarray], *, root: str, transform, inpu
         for j, x in enumerate(xs):
             if x is not None:
                 out_x[j] = x
-    return {"i": np.asarray(batch["i"], dtype=np.int64), "x": out_x, "err": np.asarray(errs, dtype=object)}
+    return {"i": np.asarray(batch["i"], dtype=np.int64), "x": out_x, "err": np.asarray(errs, dtype=object),
+            "hash": digests}
 
 
 def _stack_inputs(x: np.ndarray) -> np.ndarray:
@@ -141,7 +145,7 @@ class _Extractor:
         spec = self.spec
         n = len(batch["i"])
         out: dict[str, Any] = {"i": np.asarray(batch["i"]), "err": np.asarray(batch["err"]),
-                               "fail": np.full(n, "", dtype=object)}
+                               "hash": np.asarray(batch["hash"]), "fail": np.full(n, "", dtype=object)}
         for key, col in spec["columns"].items():
             out[col] = np.zeros((n, *spec["shapes"][key]), np.float32)
         if spec["top_k"] is not None:
@@ -173,7 +177,8 @@ class _Extractor:
             topk = _topk(result, spec["top_k"], self.lm.model_id) if spec["top_k"] is not None else None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the hooks copy to the host without waiting
-        out: dict[str, Any] = {"i": np.asarray(batch["i"]), "err": err, "fail": np.full(len(err), "", dtype=object)}
+        out: dict[str, Any] = {"i": np.asarray(batch["i"]), "err": err, "hash": np.asarray(batch["hash"]),
+                               "fail": np.full(len(err), "", dtype=object)}
         for key, col in spec["columns"].items():
             out[col] = _fill(np.asarray(outs[key]), good)
         if topk is not None:
@@ -238,7 +243,8 @@ def _actor_model(spec: dict):
     if "dir" in recipe["cache"]:
         cache.set_cache_dir(recipe["cache"]["dir"])
     return load_model(recipe["model"], pretrained=recipe["pretrained"], weights=recipe["weights"], seed=recipe["seed"],
-                      device=spec["device"], preprocessing=recipe["preprocessing"])
+                      device=spec["device"], preprocessing=recipe["preprocessing"],
+                      allow_pickle=recipe.get("allow_pickle", False))
 
 
 # --------------------------------------------------------------------------- driver side
@@ -481,16 +487,18 @@ def _contiguous_parts(out: Mapping[str, np.ndarray]):
 
 
 def _to_batch(part: Mapping[str, np.ndarray], cols: Mapping[str, str], top_k):
+    from .extraction import Batch
+
     i = np.asarray(part["i"])
     err = np.asarray(part["err"])
     good = np.array([not e for e in err], dtype=bool)
     idx = [int(j) for j in i[good]]
     bad = [(int(j), str(e)) for j, e in zip(i[~good], err[~good])]
     if not idx:
-        return idx, bad, None, None, None
+        return Batch(idx, bad)
     outputs = {k: np.asarray(part[c])[good] for k, c in cols.items()}
     topk = (np.asarray(part["topk_index"])[good], np.asarray(part["topk_prob"])[good]) if top_k is not None else None
-    return idx, bad, outputs, topk, None
+    return Batch(idx, bad, outputs, topk, None, np.asarray(part["hash"], np.uint8)[good])
 
 
 def extract_ray(
@@ -523,6 +531,7 @@ def extract_ray(
     cpus_per_actor: float | None = None,
     gpus_per_actor: float | None = None,
     ray_num_cpus: int | None = None,
+    allow_pickle: bool = False,
 ):
     """:func:`visreps.extract` as a Ray Data pipeline: the same output folder, computed by a pool of actors.
 
@@ -542,7 +551,7 @@ def extract_ray(
     Args:
         model, images, layers, out, format, pool, batch_size, precision, order, overwrite, resume,
         shard, skip_bad_images, recurrent, progress, pretrained, weights, seed, preprocessing,
-        channels_last, top_k: as in :func:`visreps.extract` (``batch_size`` is the batch of each
+        channels_last, top_k, allow_pickle: as in :func:`visreps.extract` (``batch_size`` is the batch of each
         actor's forward pass).
         device: ``auto`` (GPUs when the cluster has them, else CPU), ``cpu``, ``cuda`` or ``mps``:
             the device of the actors. The driver plans the layers on the CPU.
@@ -582,7 +591,7 @@ def extract_ray(
             model, images, layers=layers, format=format, pool=pool, batch_size=batch_size, num_workers=0,
             device="cpu", precision=precision, order=order, skip_bad_images=skip_bad_images, recurrent=recurrent,
             pretrained=pretrained, weights=weights, seed=seed, preprocessing=preprocessing,
-            channels_last=channels_last, top_k=top_k, shard=shard, command=command,
+            channels_last=channels_last, top_k=top_k, shard=shard, command=command, allow_pickle=allow_pickle,
         )
         if job.channels_last and channels_last is None and plan["device"] not in ("cpu", "cuda"):
             _set_memory_format(job.lm, False)  # automatic channels-last is for oneDNN/cuDNN only
@@ -598,7 +607,8 @@ def extract_ray(
         from . import cache
 
         recipe = {"model": model, "pretrained": pretrained, "weights": None if weights is None else str(weights),
-                  "seed": seed, "preprocessing": job.lm.preprocessing, "cache": dict(cache._override)}
+                  "seed": seed, "preprocessing": job.lm.preprocessing, "cache": dict(cache._override),
+                  "allow_pickle": allow_pickle}
         actor_spec = {
             **_model_for_actors(ray, job, model, recipe),
             "device": plan["device"], "threads": plan["threads"], "specs": job.specs, "shapes": job.shapes,

@@ -40,6 +40,10 @@ class OutputExistsError(VisrepsError, FileExistsError):
     """An output that would be overwritten without consent."""
 
 
+class DamagedOutputError(VisrepsError):
+    """A file of an output folder that does not match the folder's ``metadata.json`` (missing, truncated, altered)."""
+
+
 class MissingExtraError(VisrepsError, ImportError):
     """An optional dependency that is not installed."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import json
 import os
 import platform
 import time
@@ -293,6 +294,17 @@ def _dry_shapes(lm, specs: list[LayerSpec]) -> dict[str, tuple]:
     return {k: tuple(v.shape[1:]) for k, v in out.items()}
 
 
+def _check_topk(lm, specs: list[LayerSpec], k: int) -> None:
+    """Refuse top-k before anything is written when the model does not end in a 1000-way classifier."""
+    import torch
+
+    cap = make_capture(lm, specs, stop_early=False)
+    cap.expected = {s.module: s.calls for s in specs}
+    with cap, torch.inference_mode():
+        cap.run(lm.dummy_input())
+    _topk(cap.result, k, lm.model_id)
+
+
 # --------------------------------------------------------------------------- layer listing
 
 
@@ -443,9 +455,12 @@ class Job:
 def prepare(
     model, images, *, layers, format="npy", pool="flatten", batch_size=32, num_workers=None, device="auto",
     precision="fp32", order=None, skip_bad_images=False, recurrent=None, pretrained=True, weights=None, seed=0,
-    preprocessing=None, channels_last=None, top_k=None, shard=None, command=None,
+    preprocessing=None, channels_last=None, top_k=None, shard=None, command=None, allow_pickle=False,
 ) -> Job:
-    """Validate the arguments, load the model, find the images, plan the layers and build the metadata."""
+    """Validate the arguments, load the model, find the images, plan the layers and build the metadata.
+
+    ``allow_pickle`` is :func:`~visreps.models.load_model`'s opt-in to unpickling a whole model file.
+    """
     from .data import default_workers, find_images
     from .models import load_model
     from .storage import check_format, layer_filename
@@ -464,7 +479,8 @@ def prepare(
     start, stop = (0, len(items)) if shard_ is None else shard_bounds(len(items), *shard_)
     if stop <= start:
         raise VisrepsError(f"shard {shard!r} of {len(items)} images is empty; use fewer shards")
-    lm = load_model(model, pretrained=pretrained, weights=weights, seed=seed, device=device, preprocessing=preprocessing)
+    lm = load_model(model, pretrained=pretrained, weights=weights, seed=seed, device=device,
+                    preprocessing=preprocessing, allow_pickle=allow_pickle)
     if lm.backend != "torch" and precision != "fp32":
         raise VisrepsError(
             f"precision {precision!r} applies to PyTorch models; {lm.model_id} ({lm.backend}) runs in float32: use precision='fp32'"
@@ -479,6 +495,8 @@ def prepare(
         cl = False
         specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
     shapes = _dry_shapes(lm, specs)
+    if top_k is not None:
+        _check_topk(lm, specs, top_k)
     keys = [k for s in specs for k in s.keys]
     shapes = {k: shapes[k] for k in keys}
     if batch_size == "auto":
@@ -486,7 +504,7 @@ def prepare(
     n = stop - start
     root = Path(images).expanduser().resolve()
     workers = default_workers(n, batch_size) if num_workers is None else num_workers
-    list_hash = hashlib.sha256("\n".join(i.path for i in items).encode()).hexdigest()
+    list_hash = hashlib.sha256("\n".join(i.path for i in items).encode("utf-8", "surrogateescape")).hexdigest()
     requested = [layers] if isinstance(layers, str) else list(layers)
     metadata: dict[str, Any] = {
         "status": "running",
@@ -540,43 +558,20 @@ def prepare(
                skip_bad_images, start, stop)
 
 
-class _Progress:
-    """How far a run has got: written (atomically) after every batch, read by ``resume``."""
-
-    NAME = "progress.partial.json"
-
-    def __init__(self, folder: Path | None):
-        self.path = None if folder is None else folder / self.NAME
-
-    def save(self, state: dict) -> None:
-        if self.path is None:
-            return
-        import json
-
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.path)
-
-    def load(self) -> dict | None:
-        import json
-
-        if self.path is None or not self.path.is_file():
-            return None
-        return json.loads(self.path.read_text())
-
-
-def _check_resumable(folder: Path, metadata: dict) -> dict:
-    """The earlier run's state, after checking that it is the same run."""
-    import json
-
+def _check_resumable(sink, metadata: dict) -> dict:
+    """The earlier run's progress, after checking that it is the same run."""
     from .storage import METADATA, METADATA_PARTIAL, RUN_IDENTITY
 
+    folder = sink.folder
     if (folder / METADATA).is_file():
         raise VisrepsError(f"{str(folder)!r} holds a finished extraction; nothing to resume (use --overwrite to redo it)")
     meta_path = folder / METADATA_PARTIAL
     if not meta_path.is_file():
         raise VisrepsError(f"{str(folder)!r} holds no interrupted extraction to resume; run without --resume")
-    old = json.loads(meta_path.read_text())
+    try:
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise VisrepsError(f"cannot resume: {str(meta_path)!r} is damaged; start again with --overwrite") from None
     changed = [f for f in RUN_IDENTITY if old.get(f) != metadata.get(f)]
     if old.get("shard") != metadata.get("shard"):
         changed.append("shard")
@@ -593,8 +588,38 @@ def _check_resumable(folder: Path, metadata: dict) -> dict:
             f"cannot resume {str(folder)!r}: the run differs from the interrupted one in " + "; ".join(details)
             + ". Resume with the same model, weights, layers, options and images, or start again with --overwrite"
         )
-    state = _Progress(folder).load() or {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}
-    return state
+    return sink.load_checkpoint() or {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}
+
+
+@contextlib.contextmanager
+def _uninterruptible():
+    """Hold Ctrl-C (SIGINT) back while a batch is written and its progress recorded, then deliver it.
+
+    A batch's rows and the progress record that counts them are then one step: an interrupt lands
+    before or after it, never between. Only the main thread can own signal handlers; elsewhere
+    (and where SIGINT is ignored) this does nothing.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous) and previous is not signal.default_int_handler:
+                previous(signal.SIGINT, None)
+            elif previous is not signal.SIG_IGN:
+                raise KeyboardInterrupt
 
 
 def is_out_of_memory(e: BaseException) -> bool:
@@ -672,15 +697,33 @@ def find_batch_size(lm, specs, *, start: int = 512, minimum: int = 1) -> int:
                 b //= 2
 
 
+@dataclass
+class Batch:
+    """One batch as an engine yields it to :func:`run`, in the order of the images.
+
+    Attributes:
+        idx: positions (in the engine's ``items``) of the images whose rows ``outs`` holds, in order.
+        bad: ``(position, error message)`` of the images that could not be read.
+        outs: ``{key: array or tensor (len(idx), ...)}``; ``None`` when every image was bad.
+        topk: ``(indices, probabilities)`` of the top-k classes, or ``None``.
+        event: a CUDA event to wait for before reading ``outs`` (``None`` off CUDA).
+        digests: the content hashes of the good images (:func:`visreps.data.content_hash`), as
+            bytes or a ``(len(idx), 16)`` uint8 array.
+    """
+
+    idx: list
+    bad: list
+    outs: Any = None
+    topk: Any = None
+    event: Any = None
+    digests: Any = ()
+
+
 def local_batches(job: Job, items: Sequence):
     """The single-process batch source of :func:`run`: a DataLoader decodes ``items``, the model runs here.
 
-    Yields ``(idx, bad, outs, topk, event)`` per batch, in the order of ``items``: ``idx`` the
-    positions in ``items`` of the images whose rows ``outs`` holds (in order); ``bad`` the
-    ``(position, error message)`` of the images that could not be read; ``outs`` ``{key: array or
-    tensor}`` (``None`` when every image of the batch was bad); ``topk`` ``(indices, probabilities)``
-    or ``None``; ``event`` a CUDA event to wait for before reading ``outs`` (``None`` off CUDA).
-    Another engine (:mod:`visreps.distributed`) yields the same and :func:`run` writes it.
+    Yields one :class:`Batch` per batch, in the order of ``items``. Another engine
+    (:mod:`visreps.distributed`) yields the same and :func:`run` writes it.
     """
     import torch
 
@@ -693,7 +736,7 @@ def local_batches(job: Job, items: Sequence):
     cap.expected = {s.module: s.calls for s in job.specs}
     cuda = lm.device.type == "cuda"
     with cap:
-        for idx, x, bad in loader:
+        for idx, x, bad, digests in loader:
             outs = topk = event = None
             if x is not None:
                 with torch.inference_mode(), _autocast(lm.device, job.precision):
@@ -707,171 +750,233 @@ def local_batches(job: Job, items: Sequence):
                     if cuda:
                         event = torch.cuda.Event()
                         event.record()
-            yield idx, bad, outs, topk, event
+            yield Batch(idx, bad, outs, topk, event, digests)
+
+
+def _digest_rows(digests, n: int) -> np.ndarray:
+    from .data import DIGEST_SIZE
+
+    if isinstance(digests, np.ndarray):
+        return digests.astype(np.uint8, copy=False).reshape(n, DIGEST_SIZE)
+    out = np.zeros((n, DIGEST_SIZE), np.uint8)
+    for j, d in enumerate(digests):
+        if d:
+            out[j] = np.frombuffer(d, np.uint8)
+    return out
+
+
+def _aux_shapes(job: Job) -> dict:
+    from .data import DIGEST_SIZE
+
+    aux = {"blake2b": ((DIGEST_SIZE,), np.uint8)}
+    if job.top_k is not None:
+        aux["topk_index"] = ((job.top_k,), np.int64)
+        aux["topk_prob"] = ((job.top_k,), np.float32)
+    return aux
+
+
+def _none_readable(job: Job, skipped: list, folder) -> ImageError:
+    n = job.stop - job.start
+    shown = "; ".join(f"{s['path']}: {s['error']}" for s in skipped[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    where = f" (all listed in {str(Path(folder) / 'metadata.partial.json')!r})" if folder is not None else ""
+    return ImageError(
+        f"none of the {n} images under {str(job.root)!r} could be read{where}: {shown}{more}; "
+        "check that these are image files (jpg, png, ...) and not empty or truncated"
+    )
+
+
+def _write_error(e: BaseException, sink, job: Job, done: int) -> VisrepsError | None:
+    """A clear error for a failed write to the output folder (disk full, permissions), else ``None``."""
+    from .storage import _is_disk_full, human_bytes
+
+    folder = getattr(sink, "folder", None)
+    if folder is None or not isinstance(e, (OSError, RuntimeError)) or isinstance(e, VisrepsError):
+        return None
+    n = job.stop - job.start
+    if _is_disk_full(e, folder):
+        import shutil
+
+        try:
+            free = human_bytes(shutil.disk_usage(folder).free)
+        except OSError:
+            free = "unknown"
+        return VisrepsError(
+            f"no space left on the device of {str(folder)!r} after {done} of {n} images: the arrays need "
+            f"{human_bytes(sink.bytes_needed)} in all and {free} is free; free space (or choose another --out and "
+            "start again), then continue with the same command plus --resume"
+        )
+    if isinstance(e, OSError) and e.filename is not None:
+        return VisrepsError(
+            f"cannot write {str(e.filename)!r}: {e.strerror or e}; check the output folder {str(folder)!r} "
+            "(space, permissions), then continue with the same command plus --resume"
+        )
+    return None
 
 
 def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, progress: bool = True, engine=None):
-    """Run a prepared job: the batch loop, streaming to ``out`` (or memory), then the finishing touches.
+    """Run a prepared job: the batch loop, streaming into a sink (folder or memory), then the finishing touches.
 
     ``engine(job, items)`` gives the batches (default :func:`local_batches`, see there), in the
     order of ``items``; :mod:`visreps.distributed` passes its Ray pipeline here.
+
+    Each batch's rows and the progress record that counts them are written as one step that
+    Ctrl-C cannot split (:func:`_uninterruptible`); a resumed run starts after the last recorded
+    batch and overwrites anything written after it.
     """
     from tqdm.auto import tqdm
 
     from .data import BAD_IMAGE_HINT
-    from .storage import Features, NpyWriter, OutputWriter
+    from .storage import PREDICTION_FILES, MemorySink, OutputWriter
 
     lm, keys, metadata = job.lm, job.keys, job.metadata
     n = job.stop - job.start
     state = {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}
-    writer = None
     if out is not None:
-        folder = Path(out).expanduser()
+        sink = OutputWriter(out, job.fmt, overwrite=overwrite, resume=resume)
         if resume:
-            state = _check_resumable(folder, metadata)
-            writer = OutputWriter(folder, job.fmt, resume=True)
-            writer.open_layers(job.shapes, n, resume_state=state)
-        else:
-            writer = OutputWriter(folder, job.fmt, overwrite=overwrite)
-            writer.write_metadata(metadata)
-            writer.open_layers(job.shapes, n)
-    arrays = None if writer is not None else {k: np.empty((n, *job.shapes[k]), dtype=np.float32) for k in keys}
-    topk_w = None
-    if job.top_k is not None:
-        if writer is not None:
-            topk_w = {
-                "index": NpyWriter(writer.folder / ".topk_index.npy", (job.top_k,), n, np.int64, resume=resume),
-                "prob": NpyWriter(writer.folder / ".topk_prob.npy", (job.top_k,), n, np.float32, resume=resume),
-            }
-        else:
-            topk_arr = {"index": np.empty((n, job.top_k), np.int64), "prob": np.empty((n, job.top_k), np.float32)}
-    tracker = _Progress(writer.folder if writer is not None else None)
+            state = _check_resumable(sink, metadata)
+    else:
+        sink = MemorySink()
+    extra = list(PREDICTION_FILES) if job.top_k is not None else []
+    try:
+        sink.begin(metadata, job.shapes, n, aux=_aux_shapes(job), extra_files=extra,
+                   resume_state=state if resume else None)
+    except (OSError, RuntimeError) as e:
+        wrapped = _write_error(e, sink, job, state["next_image"])
+        if wrapped is None:
+            raise
+        raise wrapped from None
     first = state["next_image"]
     row = state["rows"]
     skipped = list(state["skipped"])
+    sink.last_state = dict(state)
     items = job.items[job.start + first : job.stop]
     batches = (engine or local_batches)(job, items)
     bar = tqdm(total=n, initial=first, unit="img", disable=not progress, desc=lm.model_id, leave=False, dynamic_ncols=True)
-    done = first
 
     def flush(p) -> None:
-        """Write one finished batch. On CUDA this is where the host waits for the device: once per batch,
-        after the next batch has been queued, so copies and writes overlap the next forward pass."""
-        nonlocal row, done
-        nrows, outs, topk, done_after, n_skipped, event = p
+        """Write one finished batch and record it. On CUDA this is where the host waits for the device:
+        once per batch, after the next batch has been queued, so copies and writes overlap the next pass."""
+        nonlocal row
+        nrows, batch, done_after, n_skipped, event = p
         if event is not None:
             event.synchronize()
-        batch = {k: np.asarray(outs[k]) for k in keys}
-        if writer is not None:
-            writer.write(row, batch)
-        else:
-            for k in keys:
-                arrays[k][row : row + nrows] = batch[k]
-        if topk is not None:
-            i_k, p_k = (np.asarray(t) for t in topk)
-            if topk_w is not None:
-                topk_w["index"].write(row, i_k)
-                topk_w["prob"].write(row, p_k)
-            else:
-                topk_arr["index"][row : row + nrows] = i_k
-                topk_arr["prob"][row : row + nrows] = p_k
-        row += nrows
-        done = done_after
-        if writer is not None:
-            tracker.save({"next_image": done, "rows": row, "skipped": skipped[:n_skipped], "txt_bytes": writer.sizes()})
+        arrays = {k: np.asarray(batch.outs[k]) for k in keys}
+        arrays["blake2b"] = _digest_rows(batch.digests, nrows)
+        if batch.topk is not None:
+            arrays["topk_index"], arrays["topk_prob"] = (np.asarray(t) for t in batch.topk)
+        with _uninterruptible():
+            sink.write(row, arrays)
+            sink.checkpoint({"next_image": done_after, "rows": row + nrows, "skipped": skipped[:n_skipped]})
+            row += nrows
 
     pending = None
     read = first
     t0 = time.perf_counter()
     try:
         with contextlib.closing(batches):
-            for idx, bad, outs, topk, event in batches:
-                for i, err in bad:
+            for batch in batches:
+                for i, err in batch.bad:
                     if not job.skip_bad_images:
                         raise ImageError(f"{err}; {BAD_IMAGE_HINT}")
                     skipped.append({"path": items[i].path, "error": err})
-                read += len(idx) + len(bad)
-                current = None
-                if outs is not None:
-                    current = (len(idx), outs, topk, read, len(skipped), event)
+                read += len(batch.idx) + len(batch.bad)
+                current = (len(batch.idx), batch, read, len(skipped), batch.event) if batch.outs is not None else None
                 if pending is not None:
-                    flush(pending)
+                    p, pending = pending, None  # taken before it is written: never written twice
+                    flush(p)
                 pending = current
                 if pending is None:  # a batch of bad images only: nothing to wait for
-                    done = read
-                    if writer is not None:
-                        tracker.save({"next_image": done, "rows": row, "skipped": skipped, "txt_bytes": writer.sizes()})
-                bar.update(len(idx) + len(bad))
+                    with _uninterruptible():
+                        sink.checkpoint({"next_image": read, "rows": row, "skipped": list(skipped)})
+                bar.update(len(batch.idx) + len(batch.bad))
             if pending is not None:
-                flush(pending)
-                pending = None
+                p, pending = pending, None
+                flush(p)
     except BaseException as e:
         bar.close()
-        if pending is not None:  # its forward pass finished: keep it, so a resume has less to redo
+        if pending is not None and not isinstance(e, OSError):  # its forward pass finished: keep it
+            p, pending = pending, None
             try:
-                flush(pending)
+                flush(p)
             except BaseException:  # noqa: BLE001 - the first error is the one to report
                 pass
         if job.channels_last:
             _set_memory_format(lm, False)
-        if writer is not None:
-            writer.abort()
-            for w in (topk_w or {}).values():
-                w.abort()
-            metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            metadata["images"]["n_done"] = done
-            metadata["error"] = f"{type(e).__name__}: {e}"
-            writer.write_metadata(metadata)
+        done = (sink.last_state or {}).get("next_image", first)
+        wrapped = _write_error(e, sink, job, done)
+        metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        metadata["images"]["n_done"] = done
+        metadata["images"]["rows_written"] = (sink.last_state or {}).get("rows", row)
+        metadata["images"]["skipped"] = skipped
+        metadata["error"] = f"{type(e).__name__}: {e}"
+        sink.abort(metadata)
         if isinstance(e, KeyboardInterrupt):
-            e.visreps_done = (done, n, str(writer.folder) if writer is not None else None)  # type: ignore[attr-defined]
+            e.visreps_done = (done, n, str(sink.folder) if sink.folder is not None else None)  # type: ignore[attr-defined]
+        if wrapped is not None:
+            raise wrapped from None
         raise
     bar.close()
     if job.channels_last:
         _set_memory_format(lm, False)
     elapsed = time.perf_counter() - t0
     if row == 0:
-        if writer is not None:
-            writer.abort()
-        raise ImageError(f"none of the {n} images under {str(job.root)!r} could be read; see the metadata for the errors")
+        err = _none_readable(job, skipped, sink.folder)
+        metadata["status"] = "failed"
+        metadata["images"]["n_done"] = n
+        metadata["images"]["rows_written"] = 0
+        metadata["images"]["skipped"] = skipped
+        metadata["error"] = str(err)
+        sink.abort(metadata)
+        raise err
+    try:
+        with _uninterruptible():  # renames and the final record: Ctrl-C waits for them
+            return _finish(job, sink, row, skipped, elapsed)
+    except (OSError, RuntimeError) as e:
+        wrapped = _write_error(e, sink, job, n)
+        if wrapped is None:
+            raise
+        sink.abort()
+        raise wrapped from None
+
+
+def _finish(job: Job, sink, row: int, skipped: list, elapsed: float):
+    """Manifest rows, predictions and metadata of a finished loop; the sink's files under their final names."""
+    from .storage import Features, load_features, save_predictions
+
+    metadata = job.metadata
     skipped_paths = {s["path"] for s in skipped}
     kept = [it for it in job.items[job.start : job.stop] if it.path not in skipped_paths]
-    manifest_rows = [(it.path, it.label) for it in kept]
+    if len(kept) != row:
+        raise VisrepsError(f"internal error: {row} rows written for {len(kept)} images; please report this")
+    aux = sink.aux_arrays(row)
+    hashes = [bytes(h).hex() for h in aux["blake2b"]]
+    manifest_rows = [(it.path, it.label, h) for it, h in zip(kept, hashes)]
     metadata["status"] = "running"
     metadata.pop("error", None)
     metadata["images"].pop("n_done", None)
+    metadata["images"].pop("rows_written", None)
     metadata["images"]["n_extracted"] = row
     metadata["images"]["skipped"] = skipped
     metadata["seconds"] = round(elapsed, 3)
-    for k in keys:
+    for k in job.keys:
         metadata["layers"][k]["shape"][0] = row
     predictions = None
     if job.top_k is not None:
-        if topk_w is not None:
-            idx_arr = np.load(topk_w["index"].finish(row))
-            prob_arr = np.load(topk_w["prob"].finish(row))
-        else:
-            idx_arr, prob_arr = topk_arr["index"][:row], topk_arr["prob"][:row]
-        predictions = predictions_table(idx_arr, prob_arr, [p for p, _ in manifest_rows])
+        predictions = predictions_table(aux["topk_index"], aux["topk_prob"], [p for p, _, _ in manifest_rows])
         metadata["extra_files"] = ["predictions.csv", "predictions.json"]
-    if writer is not None:
-        if predictions is not None:
-            save_predictions(predictions, writer.folder)
-            for w in topk_w.values():
-                w.path.unlink(missing_ok=True)
-        writer.finish(row, manifest_rows, metadata)
-        if tracker.path is not None:
-            tracker.path.unlink(missing_ok=True)
-        from .storage import load_features
-
-        res = load_features(writer.folder)
-    else:
+    if sink.folder is None:
         import pandas as pd
 
         metadata["status"] = "complete"
-        manifest = pd.DataFrame({"index": range(row), "path": [p for p, _ in manifest_rows], "label": [l for _, l in manifest_rows]})
-        res = Features({k: v[:row] for k, v in arrays.items()}, manifest, metadata, None)
-    res.predictions = predictions
-    return res
+        manifest = pd.DataFrame({"index": range(row), "path": [r[0] for r in manifest_rows],
+                                 "label": [r[1] for r in manifest_rows], "blake2b": hashes})
+        return Features({k: v[:row] for k, v in sink.arrays.items()}, manifest, metadata, None, predictions)
+    if predictions is not None:
+        save_predictions(predictions, sink.folder)
+    sink.finish(row, manifest_rows, metadata)
+    return load_features(sink.folder)
 
 
 def extract(
@@ -900,6 +1005,7 @@ def extract(
     channels_last: bool | None = None,
     top_k: int | None = None,
     command: str | None = None,
+    allow_pickle: bool = False,
 ):
     """Extract the activations of one or more layers for every image in a folder.
 
@@ -935,6 +1041,9 @@ def extract(
         top_k: also record the K most probable ImageNet-1k classes per image (the model must end
             in a 1000-way classifier); saved as ``predictions.csv``/``.json`` and in
             ``result.predictions``. The forward pass then runs to the end.
+        allow_pickle: allow unpickling a whole model file (``"file:model.pt"``) or a weights file
+            holding Python objects besides tensors, which can run arbitrary code: only for files you
+            trust (see :func:`~visreps.models.load_model`).
 
     Returns:
         :class:`~visreps.storage.Features`: ``result[layer]`` is an array with one row per image,
@@ -948,7 +1057,7 @@ def extract(
         model, images, layers=layers, format=format, pool=pool, batch_size=batch_size, num_workers=num_workers,
         device=device, precision=precision, order=order, skip_bad_images=skip_bad_images, recurrent=recurrent,
         pretrained=pretrained, weights=weights, seed=seed, preprocessing=preprocessing, channels_last=channels_last,
-        top_k=top_k, shard=shard, command=command,
+        top_k=top_k, shard=shard, command=command, allow_pickle=allow_pickle,
     )
     return run(job, out=out, overwrite=overwrite, resume=resume, progress=progress)
 
@@ -990,26 +1099,3 @@ def predictions_table(indices: np.ndarray, probs: np.ndarray, paths: Sequence[st
         cols[f"name_{r + 1}"] = [names[c] for c in indices[:, r]]
         cols[f"prob_{r + 1}"] = probs[:, r]
     return pd.DataFrame(cols)
-
-
-def save_predictions(table, folder: Path) -> None:
-    import json
-
-    k = sum(1 for c in table.columns if c.startswith("class_"))
-    records = [
-        {
-            "index": int(row["index"]),
-            "path": row["path"],
-            "top_k": [
-                {"class": int(row[f"class_{r}"]), "name": row[f"name_{r}"], "probability": float(row[f"prob_{r}"])}
-                for r in range(1, k + 1)
-            ],
-        }
-        for _, row in table.iterrows()
-    ]
-    csv_tmp = folder / "predictions.csv.partial"
-    table.to_csv(csv_tmp, index=False, float_format="%.6g")
-    json_tmp = folder / "predictions.json.partial"
-    json_tmp.write_text(json.dumps(records, indent=1), encoding="utf-8")
-    os.replace(csv_tmp, folder / "predictions.csv")
-    os.replace(json_tmp, folder / "predictions.json")

@@ -201,8 +201,7 @@ def extract_text(
     }
     writer = OutputWriter(out, fmt, overwrite=overwrite) if out is not None else None
     if writer is not None:
-        writer.write_metadata(metadata)
-        writer.open_layers(shapes, n)
+        writer.begin(metadata, shapes, n)
         arrays = None
     else:
         arrays = {k: np.empty((n, *shapes[k]), dtype=np.float32) for k in keys}
@@ -220,10 +219,9 @@ def extract_text(
     except BaseException as e:
         bar.close()
         if writer is not None:
-            writer.abort()
             metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             metadata["error"] = f"{type(e).__name__}: {e}"
-            writer.write_metadata(metadata)
+            writer.abort(metadata)
         raise
     bar.close()
     rows = [(t, "") for t in items]

@@ -324,7 +324,7 @@ class ImageLoader:
         from .data import BAD_IMAGE_HINT, make_loader
 
         loader = make_loader(self.dataset, batch_size=self.batch_size, num_workers=0)
-        for idx, x, bad in loader:
+        for idx, x, bad, _digests in loader:
             if bad:
                 raise ImageError(f"{bad[0][1]}; {BAD_IMAGE_HINT}")
             y = torch.as_tensor(self.targets[idx]).reshape(-1, 1)

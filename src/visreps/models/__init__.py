@@ -37,6 +37,7 @@ def load_model(
     seed: int = 0,
     device: str | None = "auto",
     preprocessing: Preprocessing | dict | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedModel:
     """Load a network for extraction.
 
@@ -44,7 +45,8 @@ def load_model(
         model: a model id (``"torchvision:alexnet"``, ``"timm:resnet50"``, a bare name), a
             ``torch.nn.Module`` or ``keras.Model`` of your own (for a Keras model's
             ``preprocess_input`` use :func:`visreps.from_keras_model`), a :class:`LoadedModel`
-            (returned as is), or ``"file:PATH"`` for a whole pickled torch model or a ``.keras`` file.
+            (returned as is), or ``"file:PATH"`` for a whole pickled torch model (needs
+            ``allow_pickle=True``) or a ``.keras`` file.
         pretrained: load the source's pretrained weights (``False``: random initialisation).
         weights: a local weights file (state_dict .pt/.pth, safetensors; Keras: .weights.h5,
             .h5, .keras) to load into the architecture, or a named weight of the source (e.g. ``"IMAGENET1K_V2"``).
@@ -52,10 +54,19 @@ def load_model(
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         preprocessing: override the model's own preprocessing (a :class:`Preprocessing` or a
             dict of its fields, e.g. ``{"resize": 224, "crop": 224}``).
+        allow_pickle: allow unpickling a whole model file (``"file:model.pt"``) or a weights file
+            holding Python objects besides tensors, which can run arbitrary code: only for files you
+            trust. Without it, weights files load with ``torch.load(weights_only=True)`` or
+            safetensors, and such a file is an error naming this opt-in (never a fallback).
 
     Returns:
         A :class:`LoadedModel` in eval mode on the device.
+
+    Raises:
+        WeightsError: among others, a file that needs ``allow_pickle``.
     """
+    if not isinstance(allow_pickle, bool):
+        raise VisrepsError(f"allow_pickle must be True or False, got {allow_pickle!r}")
     if isinstance(model, LoadedModel):
         lm = model
     elif isinstance(model, str) and model.startswith("file:") and model.lower().endswith(".keras"):
@@ -65,7 +76,7 @@ def load_model(
     elif isinstance(model, str) and model.startswith("file:"):
         from .custom import load_pickled_model
 
-        lm = load_pickled_model(model[5:], device=device)
+        lm = load_pickled_model(model[5:], device=device, allow_pickle=allow_pickle)
     elif isinstance(model, str):
         source, name = resolve(model)
         mod = source_module(source)
@@ -76,7 +87,11 @@ def load_model(
             check_name(source, name.split(".", 1)[0] if source == "timm" else name)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise VisrepsError(f"seed must be an integer, got {seed!r}")
-        lm = mod.load(name, pretrained=pretrained, weights=None if weights is None else str(weights), seed=seed, device=device)
+        from .custom import pickle_scope
+
+        with pickle_scope(allow_pickle):  # the source's --weights file honours the opt-in
+            lm = mod.load(name, pretrained=pretrained, weights=None if weights is None else str(weights), seed=seed,
+                          device=device)
     elif _is_keras_model(model):  # decided without importing TensorFlow
         from .keras import check_device, from_keras_model
 
@@ -95,7 +110,7 @@ def load_model(
 
         lm = from_module(model, device=device)
         if weights is not None:
-            lm.weights = load_weights_file(lm.module, weights)
+            lm.weights = load_weights_file(lm.module, weights, allow_pickle=allow_pickle)
             lm.module.to(lm.device).eval()
     if preprocessing is not None:
         if isinstance(preprocessing, dict):

@@ -6,6 +6,10 @@ A source is a module in :mod:`visreps.models` that defines
 * ``load(name, *, pretrained, weights, seed, device) -> LoadedModel``;
 * optionally ``available_offline(name) -> bool``: pretrained weights already on this machine.
 
+A source reads a ``weights`` file with :func:`visreps.models.custom.load_weights_file`, which
+honours the ``allow_pickle`` opt-in of the :func:`~visreps.models.load_model` call in progress
+(safe ``torch.load(weights_only=True)`` or safetensors otherwise), so ``load`` needs no such argument.
+
 Sources are imported only when used, so listing a torchvision model never imports timm.
 """
 

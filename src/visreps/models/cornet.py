@@ -562,11 +562,18 @@ def _fill_num_batches_tracked(module: nn.Module, state_dict: dict) -> dict:
     return out
 
 
-def _load_checkpoint(module: nn.Module, path: Path) -> None:
-    from .custom import extract_state_dict, load_state_dict_strict, read_checkpoint
+def _load_checkpoint(module: nn.Module, path: Path, *, allow_pickle: bool = False) -> bool:
+    """Load a checkpoint into ``module`` (``torch.load(weights_only=True)`` unless ``allow_pickle``).
 
-    sd = extract_state_dict(read_checkpoint(path), path)
+    Returns:
+        Whether the file needed full unpickling (only possible with ``allow_pickle``).
+    """
+    from .custom import extract_state_dict, load_state_dict_strict, open_checkpoint
+
+    obj, unpickled = open_checkpoint(path, allow_pickle=allow_pickle)
+    sd = extract_state_dict(obj, path)
     load_state_dict_strict(module, _fill_num_batches_tracked(module, sd), path)
+    return unpickled
 
 
 def load(
@@ -607,9 +614,13 @@ def load(
         torch.manual_seed(seed)
         module = build(key)
     if weights is not None:
+        from .custom import pickle_allowed
+
         path = Path(weights).expanduser()
-        _load_checkpoint(module, path)
+        unpickled = _load_checkpoint(module, path, allow_pickle=pickle_allowed())  # load_model's opt-in
         record = {"kind": "file", "file": str(path.resolve()), "sha256": file_sha256(path)}
+        if unpickled:
+            record["allow_pickle"] = True
     elif pretrained:
         path = fetch_checkpoint(key)
         try:

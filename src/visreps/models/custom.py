@@ -1,9 +1,20 @@
-"""The user's own modules and checkpoints: state_dicts (.pt/.pth/.bin), safetensors, pickled models."""
+"""The user's own modules and checkpoints: state_dicts (.pt/.pth/.bin), safetensors, pickled models.
+
+Weights files load with ``torch.load(weights_only=True)`` or safetensors, which read tensors and
+plain containers only. Unpickling arbitrary Python objects (a whole pickled model, a checkpoint with
+custom classes) can run code from the file: it needs the explicit opt-in ``allow_pickle=True``
+(``--allow-pickle``) and never happens as a fallback.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import warnings
+import zipfile
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import WeightsError
 from ._base import LoadedModel, Preprocessing, file_sha256
@@ -13,6 +24,19 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "we
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar", ".h5", ".keras")
 
+#: what ``--weights`` accepts, for messages
+ACCEPTED_FORMATS = ("a PyTorch state_dict (.pt/.pth/.bin), a safetensors file, "
+                    "or for Keras models .weights.h5/.h5/.keras")
+
+#: how to opt in to unpickling, for messages
+PICKLE_OPT_IN = "--allow-pickle (Python: allow_pickle=True)"
+
+#: the ``allow_pickle`` of the :func:`~visreps.models.load_model` call in progress (read by the sources)
+_ALLOW_PICKLE: ContextVar[bool] = ContextVar("visreps_allow_pickle", default=False)
+
+# torch's safe unpickler rejects these: the file holds Python objects besides tensors
+_NEEDS_PICKLE = re.compile(r"GLOBAL|Unsupported class|allowlisted|Can only (build|create)|TorchScript")
+
 
 def looks_like_file(weights) -> bool:
     """Whether ``weights`` names a file (it exists, has a path separator or a weights suffix) rather than a tag."""
@@ -20,8 +44,73 @@ def looks_like_file(weights) -> bool:
     return Path(s).expanduser().exists() or "/" in s or "\\" in s or s.lower().endswith(WEIGHT_SUFFIXES)
 
 
-def read_checkpoint(path: str | Path) -> Any:
-    """Read a checkpoint file: a safetensors file, a state_dict, or a whole pickled model."""
+@contextlib.contextmanager
+def pickle_scope(allow_pickle: bool) -> Iterator[None]:
+    """Within the block, :func:`load_weights_file` calls without ``allow_pickle`` use this value.
+
+    :func:`~visreps.models.load_model` sets it around the source's ``load``, so that a ``--weights``
+    file read by any source honours the caller's opt-in.
+    """
+    token = _ALLOW_PICKLE.set(bool(allow_pickle))
+    try:
+        yield
+    finally:
+        _ALLOW_PICKLE.reset(token)
+
+
+def pickle_allowed() -> bool:
+    """The opt-in of the :func:`~visreps.models.load_model` call in progress (``False`` outside one)."""
+    return _ALLOW_PICKLE.get()
+
+
+def _unreadable(path: Path, error: BaseException) -> WeightsError:
+    """The one-line error for a file that is no weights file at all (never quotes torch's advice)."""
+    msg = f"{str(path)!r} is not a weights file visreps can read; it reads {ACCEPTED_FORMATS}"
+    if isinstance(error, EOFError) or "zip archive" in str(error) or "central directory" in str(error):
+        msg += " (this file looks truncated or damaged)"
+    return WeightsError(msg)
+
+
+def _needs_pickle(path: Path, error: BaseException, what: str | None) -> WeightsError:
+    """The one-line error for a file only full unpickling can read, naming the opt-in."""
+    if what is None and "TorchScript" in str(error):
+        what = "a TorchScript archive, not a state_dict"
+    elif what is None:
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        what = ("a pickle holding Python objects besides tensors (a whole pickled model, or a checkpoint with custom "
+                "classes" + (f"; it refers to {found.group(1)}" if found else "") + ")")
+    return WeightsError(
+        f"{str(path)!r} is {what}: unpickling it can run arbitrary code from the file, so visreps "
+        f"loads it only with {PICKLE_OPT_IN}, and only for files you trust"
+    )
+
+
+def _is_pickle_error(path: Path, error: BaseException) -> bool:
+    """Whether torch's safe loader refused ``path`` for holding Python objects besides tensors."""
+    import pickle
+
+    if _NEEDS_PICKLE.search(str(error)):
+        return True
+    # a torch.save archive whose pickle uses opcodes the safe unpickler lacks (e.g. pickle_protocol=4)
+    return isinstance(error, pickle.UnpicklingError) and zipfile.is_zipfile(path)
+
+
+def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, what: str | None = None) -> tuple[Any, bool]:
+    """Read a checkpoint file; also say whether full unpickling was needed.
+
+    Args:
+        path: a safetensors file, or a file written by ``torch.save``.
+        allow_pickle: if torch's safe loader (``weights_only=True``) refuses the file because it
+            holds Python objects besides tensors, unpickle it fully (``weights_only=False``), which
+            runs whatever code the file names: only for files you trust. Without it that is an error.
+        what: how the error for such a file describes it (default: what torch found in it).
+
+    Returns:
+        ``(object, unpickled)``: what the file holds, and whether it took full unpickling.
+
+    Raises:
+        WeightsError: missing or unreadable file, or one that needs ``allow_pickle`` (one line each).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"weights file {str(path)!r} does not exist; give the path to a .pt/.pth/.safetensors file")
@@ -29,19 +118,41 @@ def read_checkpoint(path: str | Path) -> Any:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            return load_file(str(path), device="cpu"), False
         except Exception as e:  # noqa: BLE001 - any parse failure is the same user error
-            raise WeightsError(f"cannot read safetensors file {str(path)!r}: {e}") from e
+            reason = " ".join(str(e).split())[:200]
+            raise WeightsError(f"cannot read safetensors file {str(path)!r}: {reason}") from None
     import torch
 
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as first:  # noqa: BLE001
-        try:
-            # a whole pickled nn.Module needs full unpickling: only do this for files you trust
-            return torch.load(str(path), map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise WeightsError(f"cannot read weights file {str(path)!r}: {first}") from e
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says what matters
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(str(path), map_location="cpu", weights_only=True), False
+    except Exception as e:  # noqa: BLE001 - torch fails in many ways on foreign files
+        safe_error = e
+    if not allow_pickle:
+        if _is_pickle_error(path, safe_error):
+            raise _needs_pickle(path, safe_error, what) from None
+        raise _unreadable(path, safe_error) from None
+    try:  # the caller opted in: the file is trusted
+        return torch.load(str(path), map_location="cpu", weights_only=False), True
+    except Exception as e:  # noqa: BLE001
+        raise _unreadable(path, e) from None
+
+
+def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> Any:
+    """Read a checkpoint file: a safetensors file or a ``torch.save`` file of tensors.
+
+    Args:
+        path: the file.
+        allow_pickle: also read files that need full unpickling (a whole pickled model, custom
+            classes), which can run arbitrary code: only for files you trust. Never a fallback:
+            without it such a file is a :class:`~visreps.errors.WeightsError` naming the opt-in.
+
+    Returns:
+        What the file holds (a dict of tensors, or with ``allow_pickle`` any object).
+    """
+    return open_checkpoint(path, allow_pickle=allow_pickle)[0]
 
 
 def extract_state_dict(obj: Any, path: str | Path = "<checkpoint>") -> dict:
@@ -96,12 +207,23 @@ def load_state_dict_strict(module, state_dict: dict, path: str | Path = "<checkp
     module.load_state_dict(state_dict, strict=True)
 
 
-def load_weights_file(module, path: str | Path) -> dict:
-    """Load a weights file into ``module``; returns the metadata record of the weights."""
-    obj = read_checkpoint(path)
+def load_weights_file(module, path: str | Path, *, allow_pickle: bool | None = None) -> dict:
+    """Load a weights file into ``module``; returns the metadata record of the weights.
+
+    Args:
+        module: the architecture.
+        path: a state_dict file (.pt/.pth/.bin, a checkpoint dict holding one) or safetensors.
+        allow_pickle: allow full unpickling (see :func:`read_checkpoint`); ``None``: as the
+            :func:`~visreps.models.load_model` call in progress was told (default ``False``).
+    """
+    allow = pickle_allowed() if allow_pickle is None else bool(allow_pickle)
+    obj, unpickled = open_checkpoint(path, allow_pickle=allow)
     sd = extract_state_dict(obj, path)
     load_state_dict_strict(module, sd, path)
-    return {"kind": "file", "file": str(Path(path).expanduser().resolve()), "sha256": file_sha256(path)}
+    record = {"kind": "file", "file": str(Path(path).expanduser().resolve()), "sha256": file_sha256(path)}
+    if unpickled:
+        record["allow_pickle"] = True  # read with full unpickling, as the user allowed
+    return record
 
 
 def from_module(module, *, preprocessing: Preprocessing | None = None, device=None, name: str | None = None) -> LoadedModel:
@@ -119,11 +241,22 @@ def from_module(module, *, preprocessing: Preprocessing | None = None, device=No
     )
 
 
-def load_pickled_model(path: str | Path, *, device=None) -> LoadedModel:
-    """A whole model saved with ``torch.save(model, path)`` (only load files you trust)."""
+def load_pickled_model(path: str | Path, *, device=None, allow_pickle: bool = False) -> LoadedModel:
+    """A whole model saved with ``torch.save(model, path)``.
+
+    Args:
+        path: the file.
+        device: where the model runs.
+        allow_pickle: required: unpickling a whole model can run arbitrary code from the file, so
+            only do it for files you trust.
+
+    Raises:
+        WeightsError: without ``allow_pickle`` (the message names the opt-in), or the file holds a
+            state_dict rather than a whole model.
+    """
     import torch
 
-    obj = read_checkpoint(path)
+    obj, _ = open_checkpoint(path, allow_pickle=allow_pickle, what="a whole pickled model")
     if not isinstance(obj, torch.nn.Module):
         raise WeightsError(
             f"{str(path)!r} holds a state_dict, not a whole model; load it with a model id and "
@@ -131,5 +264,6 @@ def load_pickled_model(path: str | Path, *, device=None) -> LoadedModel:
         )
     lm = from_module(obj, device=device, name=Path(path).stem)
     lm.model_id = f"file:{Path(path).expanduser().resolve()}"
-    lm.weights = {"kind": "file", "file": str(Path(path).expanduser().resolve()), "sha256": file_sha256(path)}
+    lm.weights = {"kind": "file", "file": str(Path(path).expanduser().resolve()), "sha256": file_sha256(path),
+                  "allow_pickle": True}
     return lm

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 from pathlib import Path
 
 from ..errors import WeightsError
@@ -69,6 +71,25 @@ def preprocessing_from_weights(weights) -> Preprocessing:
     )
 
 
+@contextlib.contextmanager
+def _safe_checkpoint_loads():
+    """torchvision's builders load checkpoints with ``torch.hub.load_state_dict_from_url``, whose default
+    unpickles any object; a file planted in the cache would run code. Force ``weights_only=True``."""
+    from torchvision.models._api import WeightsEnum
+
+    original = WeightsEnum.get_state_dict
+
+    def get_state_dict(self, *args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(self, *args, **kwargs)
+
+    WeightsEnum.get_state_dict = get_state_dict  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        WeightsEnum.get_state_dict = original  # type: ignore[method-assign]
+
+
 def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device=None) -> LoadedModel:
     import torch
     from torchvision import models
@@ -87,10 +108,14 @@ def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed
         old = torch.hub.get_dir()
         torch.hub.set_dir(str(cache_dir() / "torch" / "hub"))
         try:
-            module = models.get_model(name, weights=w)
-        except (OSError, RuntimeError) as e:  # URLError is an OSError
+            with _safe_checkpoint_loads():
+                module = models.get_model(name, weights=w)
+        except (OSError, RuntimeError, pickle.UnpicklingError) as e:  # URLError is an OSError
             if path.is_file():
-                raise WeightsError(f"cannot load cached weights {path}: {e}; delete the file to download it again") from e
+                raise WeightsError(
+                    f"cannot load cached weights {str(path)!r} as a plain state_dict ({type(e).__name__}); "
+                    "delete the file to download it again"
+                ) from None
             raise missing_weights_error(f"torchvision:{name} ({w})", path, w.url) from e
         finally:
             torch.hub.set_dir(old)
