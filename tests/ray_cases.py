@@ -42,15 +42,25 @@ def photos(tmp_path_factory):
     return root
 
 
-def _same_output(a, b, *, rtol=1e-5, atol=1e-6):
-    """Two output folders hold the same rows, in the same order, with equal arrays."""
+def _close(actual, expected, *, rtol=1e-5, atol=None, err_msg=""):
+    """Equal to float32 rounding. Ray actors are other processes with other thread counts than the single-process
+    run (and the resumed run starts mid-way), and oneDNN picks kernels by batch shape, threads and CPU, so bit
+    equality is not promised; ``atol`` defaults to 1e-6 of the largest value, for values near 0."""
+    expected = np.asarray(expected)
+    if atol is None:
+        atol = 1e-6 * float(np.abs(expected).max())
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+def _same_output(a, b, *, rtol=1e-5, atol=None):
+    """Two output folders hold the same rows, in the same order, with equal arrays (to float32 rounding)."""
     fa, fb = a.folder, b.folder
     pd.testing.assert_frame_equal(pd.read_csv(fa / "manifest.csv"), pd.read_csv(fb / "manifest.csv"))
     assert sorted(p.name for p in fa.iterdir()) == sorted(p.name for p in fb.iterdir())
     assert a.layers == b.layers
     for k in a.layers:
         assert a[k].shape == b[k].shape, k
-        np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=rtol, atol=atol, err_msg=k)
+        _close(b[k], a[k], rtol=rtol, atol=atol, err_msg=k)
     ma = json.loads((fa / "metadata.json").read_text())
     mb = json.loads((fb / "metadata.json").read_text())
     for field in ("status", "model", "weights", "preprocessing", "layers_requested", "layers", "format",
@@ -136,7 +146,7 @@ def test_ray_resumes_a_run_interrupted_in_single_process(ray_local, photos, tiny
     assert 0 < state["next_image"] < 16
     res = extract_ray(tiny_net, photos, out=tmp_path / "cut", resume=True, num_actors=1, **kw)
     for k in ("3", "7"):
-        np.testing.assert_allclose(np.asarray(res[k]), np.asarray(full[k]), rtol=1e-5, atol=1e-6)
+        _close(res[k], full[k])
     assert res.paths == full.paths
 
 

@@ -30,7 +30,7 @@ def make_output_folder(folder, model, layers, paths=PATHS, fmt="npy"):
     meta = {"model": model, "layers": {}, "status": "complete", "format": fmt}
     for name, arr in layers.items():
         np.save(folder / f"{name}.npy", np.asarray(arr, dtype=np.float32))
-        meta["layers"][name] = {"shape": list(np.shape(arr)), "file": f"{name}.npy"}
+        meta["layers"][name] = {"shape": list(np.shape(arr)), "dtype": "float32", "file": f"{name}.npy"}
     pd.DataFrame({"index": range(len(paths)), "path": paths, "label": [p.split("/")[0] for p in paths]}).to_csv(folder / "manifest.csv", index=False)
     (folder / "metadata.json").write_text(json.dumps(meta))
     return folder

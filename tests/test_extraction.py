@@ -100,7 +100,8 @@ def test_mismatched_weights_list_keys(tmp_path):
 
 def test_pickled_whole_model(tiny_net, image_dir, small_prep, tmp_path):
     torch.save(tiny_net, tmp_path / "whole.pt")
-    res = visreps.extract(f"file:{tmp_path / 'whole.pt'}", image_dir, layers=["7"], preprocessing=small_prep, progress=False)
+    res = visreps.extract(f"file:{tmp_path / 'whole.pt'}", image_dir, layers=["7"], preprocessing=small_prep, progress=False,
+                          allow_pickle=True)
     np.testing.assert_allclose(res["7"], hand_forward(tiny_net, image_dir, small_prep, 7), rtol=1e-5, atol=1e-6)
 
 
@@ -208,7 +209,10 @@ def test_skip_bad_images_keeps_manifest_exact(tiny_net, tmp_path, small_prep):
         assert res.paths == ["a.png", "c.png", "e.png"]
         assert [s["path"] for s in res.metadata["images"]["skipped"]] == ["b.jpg", "d.png"]
         good = visreps.extract(tiny_net, root, layers=["7"], preprocessing=small_prep, order=["a.png", "c.png", "e.png"], progress=False)
-        np.testing.assert_allclose(res["7"], good["7"], rtol=1e-6)
+        # other batches (batches of 2 less their bad images here, one batch of 3 in `good`): other kernels, so
+        # equal to float32 rounding, with an absolute tolerance for values near 0
+        ref = np.asarray(good["7"])
+        np.testing.assert_allclose(res["7"], ref, rtol=1e-5, atol=1e-6 * float(np.abs(ref).max()))
         assert res["7"].shape == (3, 5)
 
 
@@ -231,7 +235,10 @@ def test_metadata_contract(tiny_net, image_dir, small_prep, tmp_path):
     assert {"torch", "numpy", "python", "visreps"} <= set(meta["versions"])
     assert not list((tmp_path / "o").glob("*.partial")) and not (tmp_path / "o" / "metadata.partial.json").exists()
     manifest = (tmp_path / "o" / "manifest.csv").read_text().splitlines()
-    assert manifest[0] == "index,path,label" and manifest[4] == "3,cls1/deep/d.bmp,cls1/deep"
+    import hashlib
+
+    digest = hashlib.blake2b((image_dir / "cls1/deep/d.bmp").read_bytes(), digest_size=16).hexdigest()
+    assert manifest[0] == "index,path,label,blake2b" and manifest[4] == f"3,cls1/deep/d.bmp,cls1/deep,{digest}"
 
 
 def test_overwrite_needs_consent(tiny_net, image_dir, small_prep, tmp_path):
@@ -304,10 +311,12 @@ def test_vit_token_pooling(image_dir):
 
 
 def test_pretrained_quickstart_model_sees_a_cat(tmp_path):
-    res = visreps.extract("timm:efficientnet_lite0", EXAMPLES, layers=["global_pool"], out=tmp_path / "q", top_k=5, progress=False)
+    res = visreps.extract("timm:tf_efficientnet_lite0", EXAMPLES, layers=["global_pool"], out=tmp_path / "q", top_k=5,
+                          progress=False)
     assert res.metadata["weights"]["kind"] == "pretrained"
     pred = res.predictions.set_index("path")
-    assert pred.loc["chelsea_cat.jpg", "name_1"] in ("tabby", "tiger cat", "Egyptian cat")
+    # the original EfficientNet-Lite0 says tiger cat 0.372, Egyptian cat 0.369 (exactly checked in test_lite0.py)
+    assert {pred.loc["chelsea_cat.jpg", "name_1"], pred.loc["chelsea_cat.jpg", "name_2"]} == {"tiger cat", "Egyptian cat"}
     assert pred.loc["coffee.jpg", "name_1"] == "espresso"
     assert list(pred.index) == res.paths  # predictions in manifest order
     assert (tmp_path / "q" / "predictions.csv").is_file() and (tmp_path / "q" / "predictions.json").is_file()

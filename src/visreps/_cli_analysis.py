@@ -217,13 +217,11 @@ class _pd_display:
 def cka(a, b, layers_a, layers_b, kernel, unbiased, sigma, out, plot_path, cmap, dpi, block_size, device):
     """CKA between the layers of output folders A and B (or among A's layers if B is omitted).
 
-    Prints a table: rows are A's layers, columns B's layers. Images are matched by path.
+    Prints a table: rows are A's layers, columns B's layers. Images are matched by content when
+    both manifests record content hashes (the same images under other names are aligned; the
+    same names with other content are an error), else by path.
     """
-    import numpy as np
-    import pandas as pd
-
-    from .analysis.cka import cka as run_cka
-    from .analysis.compare import collect_features
+    from .analysis.cka import cka_table
     from .plotting import plot_comparison
 
     if sigma is not None and kernel != "rbf":
@@ -235,24 +233,11 @@ def cka(a, b, layers_a, layers_b, kernel, unbiased, sigma, out, plot_path, cmap,
     else:
         src_b, lb = _parse_source(b)
         lb = lb or _split(layers_b)
-    sets = collect_features({"A": src_a, "B": src_b}, layers={"A": la, "B": lb} if (la or lb) else None)
-    # collect_features labels sources by dict key; split them back
-    set_a = [s for s in sets if s.model == "A"]
-    set_b = [s for s in sets if s.model == "B"]
-    name_a = Path(src_a).name
-    name_b = Path(src_b).name
-
-    def rows(s):
-        return s.features if s.order is None else np.asarray(s.features)[s.order]
-
-    table = np.empty((len(set_a), len(set_b)))
-    for i, sa in enumerate(set_a):
-        for j, sb in enumerate(set_b):
-            table[i, j] = run_cka(rows(sa), rows(sb), kernel=kernel, unbiased=unbiased, sigma=sigma, block_size=block_size, device=device)
-    df = pd.DataFrame(table, index=pd.Index([s.layer for s in set_a], name=name_a), columns=[s.layer for s in set_b])
-    df.attrs.update({"method": f"{'unbiased ' if unbiased else ''}{kernel} CKA"})
+    df = cka_table(src_a, src_b, layers_a=la, layers_b=lb, kernel=kernel, unbiased=unbiased, sigma=sigma,
+                   block_size=block_size, device=device)
+    name_a, name_b = df.attrs["a"], df.attrs["b"]
     if df.size == 1:
-        click.echo(f"{df.attrs['method']} {name_a}/{set_a[0].layer} vs {name_b}/{set_b[0].layer}: {table[0, 0]:.6f}")
+        click.echo(f"{df.attrs['method']} {name_a}/{df.index[0]} vs {name_b}/{df.columns[0]}: {df.iloc[0, 0]:.6f}")
     else:
         with _pd_display():
             click.echo(f"{df.attrs['method']}: rows {name_a}, columns {name_b}")

@@ -894,6 +894,9 @@ def load_features(folder: str | os.PathLike, layers: Sequence[str] | str | None 
                                       encoding_errors="surrogateescape")
         except (ValueError, pd.errors.ParserError) as e:
             raise _damaged(folder / "predictions.csv", f"not a readable table ({e})") from None
+        for c in predictions.columns:  # written from float32 with %.9g: read back exactly
+            if c.startswith("prob_"):
+                predictions[c] = predictions[c].astype(np.float32)
     return Features(features, manifest, metadata, folder, predictions)
 
 
@@ -1031,6 +1034,9 @@ def merge_shards(out: str | os.PathLike, shards: Sequence[str | os.PathLike], *,
 
             table = pd.concat([part.predictions for part in parts], ignore_index=True)
             table["index"] = range(len(table))
+            for c in table.columns:  # float32 probabilities, printed with %.9g, read back exactly
+                if c.startswith("prob_"):
+                    table[c] = table[c].astype(np.float32)
             save_predictions(table, writer.folder)
         writer.finish(total, manifest_rows, meta)
     except BaseException as e:
@@ -1056,7 +1062,7 @@ def save_predictions(table, folder: Path) -> None:
         for _, row in table.iterrows()
     ]
     csv_tmp = folder / ("predictions.csv" + PARTIAL)
-    table.to_csv(csv_tmp, index=False, float_format="%.6g", encoding="utf-8", errors="surrogateescape")
+    table.to_csv(csv_tmp, index=False, float_format="%.9g", encoding="utf-8", errors="surrogateescape")
     json_tmp = folder / ("predictions.json" + PARTIAL)
     json_tmp.write_text(json.dumps(records, indent=1), encoding="utf-8")
     os.replace(csv_tmp, folder / "predictions.csv")

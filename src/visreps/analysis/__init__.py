@@ -6,7 +6,7 @@ blocks, so layers with hundreds of thousands of features are never loaded whole.
 
 from __future__ import annotations
 
-from .cka import KERNELS, cka, cka_from_grams, gram_matrix, hsic
+from .cka import KERNELS, cka, cka_from_grams, cka_table, gram_matrix, hsic
 from .compare import (
     FeatureSet,
     collect_features,
@@ -14,6 +14,7 @@ from .compare import (
     compare_rdms,
     compare_to_reference,
     load_reference_rdm,
+    match_rows,
 )
 from .rsa import (
     COMPARISONS,
@@ -49,6 +50,7 @@ __all__ = [
     "center_features",
     "cka",
     "cka_from_grams",
+    "cka_table",
     "collect_features",
     "compare_features",
     "compare_rdms",
@@ -62,6 +64,7 @@ __all__ = [
     "hsic",
     "kendall_tau_a",
     "load_reference_rdm",
+    "match_rows",
     "normalize_features",
     "rank_transform",
     "rdm_order",

@@ -19,17 +19,28 @@ HSIC estimators, ``H = I − 11ᵀ/n``:
 
 CKA of a matrix with itself is 1; linear and RBF (median bandwidth) CKA are invariant to
 orthogonal transforms and isotropic scaling of either matrix.
+
+:func:`cka` takes two matrices whose rows are already the same images in the same order;
+:func:`cka_table` takes output folders (or ``Features``) and matches their rows first, by image
+content when the manifests record content hashes, else by image path (see
+:mod:`visreps.analysis.compare`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import VisrepsError
 from ._source import FeatureSource, stream_gram
 from .rsa import median_distance, sqdist_from_gram
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KERNELS = ("linear", "rbf")
 
@@ -281,3 +292,74 @@ def _linear_cka_features(sx: FeatureSource, sy: FeatureSource, *, unbiased: bool
         return t - n / (n - 2) * float(u @ v) + u.sum() * v.sum() / ((n - 1) * (n - 2))
 
     return _ratio(h(kl, a, b), h(kk, a, a), h(ll, b, b))
+
+
+def cka_table(
+    a: Any,
+    b: Any = None,
+    *,
+    layers_a: Sequence[str] | str | None = None,
+    layers_b: Sequence[str] | str | None = None,
+    kernel: str = "linear",
+    unbiased: bool = False,
+    sigma: float | tuple[float, float] | None = None,
+    block_size: int | None = None,
+    device: Any = "auto",
+) -> pd.DataFrame:
+    """CKA between every layer of output folder ``a`` and every layer of ``b``: the Python form of ``visreps cka``.
+
+    The rows of ``b`` are matched to those of ``a`` first: by image content when both manifests
+    record content hashes (so the same images under other names or in another order are
+    aligned), else by image path. Folders extracted from different images, also from different
+    images under the same file names, are an error.
+
+    Args:
+        a: an output folder of ``visreps extract`` or a :class:`visreps.storage.Features`.
+        b: the same for the second representation; ``None`` = among ``a``'s own layers.
+        layers_a, layers_b: layers to use (default: all; ``layers_b`` defaults to ``layers_a``
+            when ``b`` is ``None``).
+        kernel, unbiased, sigma, block_size, device: as in :func:`cka`.
+
+    Returns:
+        DataFrame with ``a``'s layers as rows and ``b``'s as columns; ``attrs`` holds ``method``
+        (e.g. ``"unbiased linear CKA"``), ``a``, ``b`` (the folder names) and ``n_images``.
+
+    Raises:
+        VisrepsError: the folders hold different images, a layer is missing, or as :func:`cka`.
+    """
+    import pandas as pd
+
+    from .compare import collect_features
+
+    kernel = _check_kernel(kernel)
+    la = [layers_a] if isinstance(layers_a, str) else (list(layers_a) if layers_a is not None else None)
+    lb = [layers_b] if isinstance(layers_b, str) else (list(layers_b) if layers_b is not None else None)
+    if b is None:
+        b, lb = a, (lb or la)
+    name_a, name_b = _source_name(a), _source_name(b)
+    # the folder names label the two sides in messages; "A" and "B" when they are the same
+    ka, kb = (name_a, name_b) if name_a != name_b and name_a and name_b else ("A", "B")
+    wanted = {k: v for k, v in ((ka, la), (kb, lb)) if v is not None}  # a side left out: all its layers
+    sets = collect_features({ka: a, kb: b}, layers=wanted or None)
+    set_a = [s for s in sets if s.model == ka]
+    set_b = [s for s in sets if s.model == kb]
+
+    def rows(s):
+        return s.features if s.order is None else np.asarray(s.features)[s.order]
+
+    table = np.empty((len(set_a), len(set_b)))
+    for i, sa in enumerate(set_a):
+        for j, sb in enumerate(set_b):
+            table[i, j] = cka(rows(sa), rows(sb), kernel=kernel, unbiased=unbiased, sigma=sigma, block_size=block_size,
+                              device=device)
+    df = pd.DataFrame(table, index=pd.Index([s.layer for s in set_a], name=name_a), columns=[s.layer for s in set_b])
+    df.attrs.update({"method": f"{'unbiased ' if unbiased else ''}{kernel} CKA", "a": name_a, "b": name_b,
+                     "n_images": set_a[0].n if set_a else 0})
+    return df
+
+
+def _source_name(src: Any) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return Path(src).name
+    folder = getattr(src, "folder", None)
+    return Path(folder).name if folder else (getattr(src, "model", "") or "features")

@@ -2,16 +2,33 @@
 
 Feature sets come from arrays, extraction output folders (read with :func:`visreps.load_features`,
 memory-mapped), :class:`visreps.storage.Features` objects, or model ids that are extracted on
-the fly. Rows are matched by image path across folders: folders holding the same images in a
-different order are aligned; folders with different images are an error.
+the fly. Their rows are matched to the rows of the first set that names its images
+(see :func:`match_rows`): folders holding the same images in a different order, or under other
+file names, are aligned; folders with different images are an error.
+
+How rows are matched:
+
+* When both manifests record the content hash of every image (the ``blake2b`` column of
+  ``manifest.csv``), rows are matched **by content**: the same image file bytes are the same
+  image, whatever their names. A hash may occur more than once in a folder (one image under two
+  names); such copies are paired with the copies of the other folder by path where the paths
+  agree, the remaining copies in their order of occurrence (they hold the same bytes, so which
+  copy goes with which does not change any result). Paths are only used in messages. The two
+  folders must hold the same images, each the same number of times; otherwise it is an error
+  that names example paths: the paths whose content differs between the two folders if there are
+  any (different images under the same file names), else the images only one folder holds.
+* When either manifest lacks the hashes (folders written before they were recorded, arrays of
+  :class:`visreps.storage.Features` made by hand), rows are matched **by image path**, as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import warnings
+from collections import defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +50,11 @@ from .rsa import (
 
 REFERENCE_SUFFIXES = (".npy", ".npz", ".mat", ".csv", ".tsv", ".txt", ".dat")
 
+#: the manifest column holding each image's content hash: hex BLAKE2b, 16-byte digest, of the file's bytes
+HASH_COLUMN = "blake2b"
+HASH_DIGEST_SIZE = 16
+_HEX = frozenset("0123456789abcdef")
+
 
 @dataclass
 class FeatureSet:
@@ -45,6 +67,7 @@ class FeatureSet:
     paths: list[str] | None = None
     folder: Path | None = None
     order: np.ndarray | None = field(default=None, repr=False)  # rows → common order
+    hashes: list[str] | None = field(default=None, repr=False)  # content hash per row (None: unknown)
 
     @property
     def n(self) -> int:
@@ -210,7 +233,7 @@ def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]", "_", s)
 
 
-def _layers_for(layers, key: str, model: str | None = None):
+def _layers_for(layers, key: str, model: str | None = None, label: str | None = None):
     """The layers requested for the folder/model ``key`` (``None``: all of them)."""
     if layers is None or isinstance(layers, str):
         return [layers] if isinstance(layers, str) else None
@@ -221,22 +244,67 @@ def _layers_for(layers, key: str, model: str | None = None):
                 same_path = Path(str(k)).expanduser().resolve() == Path(key).expanduser().resolve()
             except (OSError, ValueError):
                 pass
-            if k == key or k == model or same_path:
+            if k == key or k == model or (label is not None and k == label) or same_path:
                 return None if v is None else [v] if isinstance(v, str) else list(v)
         return None
     return list(layers)
 
 
+def manifest_hashes(manifest: Any, where: str = "the manifest") -> list[str] | None:
+    """The content hash of every row of a manifest, or ``None`` when they are not all known.
+
+    Args:
+        manifest: a ``pandas.DataFrame`` read from ``manifest.csv`` (or ``None``).
+        where: how error messages name the manifest (e.g. its folder).
+
+    Returns:
+        Lower-case hex digests, one per row; ``None`` when the manifest has no ``blake2b`` column
+        or a row has an empty value (then rows can only be matched by path).
+
+    Raises:
+        VisrepsError: a value that is not a hex digest of the expected length.
+    """
+    if manifest is None or HASH_COLUMN not in getattr(manifest, "columns", ()):
+        return None
+    out = []
+    for i, v in enumerate(manifest[HASH_COLUMN].tolist()):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return None
+        h = str(v).strip().lower()
+        if not h:
+            return None
+        if len(h) != 2 * HASH_DIGEST_SIZE or not set(h) <= _HEX:
+            raise VisrepsError(
+                f"{where}: the {HASH_COLUMN} value of row {i} ({str(v)!r}) is not a {2 * HASH_DIGEST_SIZE}-digit hex "
+                "content hash; the manifest is damaged: extract again"
+            )
+        out.append(h)
+    return out
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """The content hash recorded in ``manifest.csv`` for an image file: hex BLAKE2b (16-byte digest) of its bytes."""
+    h = hashlib.blake2b(digest_size=HASH_DIGEST_SIZE)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _from_features_obj(obj, label: str | None, layers) -> list[FeatureSet]:
     folder = getattr(obj, "folder", None)
     model = label or getattr(obj, "model", "") or (Path(folder).name if folder else "features")
-    wanted = _layers_for(layers, str(folder) if folder else model, getattr(obj, "model", None))
+    wanted = _layers_for(layers, str(folder) if folder else model, getattr(obj, "model", None), label)
     names = list(obj.features) if wanted is None else wanted
+    manifest = getattr(obj, "manifest", None)
+    paths = list(manifest["path"]) if manifest is not None and "path" in manifest else None
+    where = f"manifest.csv of {str(folder)!r}" if folder else f"the manifest of {model!r}"
+    hashes = manifest_hashes(manifest, where) if paths is not None else None
     out = []
     for layer in names:
         arr = obj[layer] if hasattr(obj, "__getitem__") else obj.features[layer]
-        paths = list(obj.manifest["path"]) if obj.manifest is not None and "path" in obj.manifest else None
-        out.append(FeatureSet(label="", model=model, layer=layer, features=arr, paths=paths, folder=Path(folder) if folder else None))
+        out.append(FeatureSet(label="", model=model, layer=layer, features=arr, paths=paths, hashes=hashes,
+                              folder=Path(folder) if folder else None))
     return out
 
 
@@ -249,6 +317,21 @@ def _load_folder(folder: Path, label: str | None, layers) -> list[FeatureSet]:
     for s in sets:
         s.folder = folder
     return sets
+
+
+def _same_content(old, root: Path, paths: list[str]) -> bool:
+    """Whether the images under ``root`` are still those an earlier extraction recorded.
+
+    Compares the content hashes of its manifest with the files' hashes now, so images replaced
+    under the same names are extracted again; a folder without hashes is trusted by its paths.
+    """
+    recorded = manifest_hashes(old.manifest, f"manifest.csv of {str(old.folder)!r}")
+    if recorded is None:
+        return True
+    try:
+        return all(file_hash(root / p) == h for p, h in zip(paths, recorded))
+    except OSError:
+        return False
 
 
 def _extract_model(model_id: str, label: str | None, layers, images, work_dir, extract_options) -> list[FeatureSet]:
@@ -275,7 +358,7 @@ def _extract_model(model_id: str, label: str | None, layers, images, work_dir, e
         if prev == req:
             old = load_features(folder)
             now = [i.path for i in find_images(images, order=opts.get("order"))]
-            if list(old.paths) == now:
+            if list(old.paths) == now and _same_content(old, Path(images).expanduser(), now):
                 have = list(old.layers)
     except VisrepsError:
         have = []
@@ -309,7 +392,12 @@ def collect_features(
       there if it has the layers for the same images and options; in memory otherwise).
 
     ``layers``: a list applied to every folder/model, or a dict folder, model id or label → list.
-    Rows are aligned by image path (manifest) to the first set that has paths.
+    Rows are aligned to the first set that has a manifest (see :func:`match_rows`): by image
+    content when both manifests record content hashes, else by image path.
+
+    Raises:
+        VisrepsError: the sets hold different images (also: the same file names with different
+            content), or differ in their number of rows.
     """
     if isinstance(sources, (str, os.PathLike)) or _is_features_obj(sources) or _looks_array(sources):
         items = [(None, sources)]
@@ -360,6 +448,7 @@ def _label(sets: list[FeatureSet]) -> None:
 
 
 def _align(sets: list[FeatureSet]) -> None:
+    """Set ``order`` of every set so that its rows follow the first set with image paths."""
     ref = next((s for s in sets if s.paths is not None), None)
     n0 = sets[0].n
     for s in sets:
@@ -370,17 +459,98 @@ def _align(sets: list[FeatureSet]) -> None:
                     "every feature set must have one row per image, for the same images"
                 )
             continue
-        if s.paths == ref.paths:
+        if s is ref or ref.paths is None:  # (ref.paths is never None: ref was chosen for its paths)
             continue
-        if sorted(s.paths) != sorted(ref.paths):
-            only_a = sorted(set(s.paths) - set(ref.paths))[:3]
-            only_b = sorted(set(ref.paths) - set(s.paths))[:3]
-            raise VisrepsError(
-                f"{s.label!r} and {ref.label!r} were extracted from different images ({len(s.paths)} vs {len(ref.paths)}; "
-                f"e.g. only in the first: {only_a}, only in the second: {only_b}); extract both from the same image folder"
-            )
-        pos = {p: i for i, p in enumerate(s.paths)}
-        s.order = np.array([pos[p] for p in ref.paths])
+        s.order = match_rows(s.paths, ref.paths, s.hashes, ref.hashes, names=(s.label, ref.label))
+
+
+def match_rows(
+    paths: Sequence[str],
+    ref_paths: Sequence[str],
+    hashes: Sequence[str] | None = None,
+    ref_hashes: Sequence[str] | None = None,
+    *,
+    names: tuple[str, str] = ("the first", "the second"),
+) -> np.ndarray | None:
+    """Which row of one feature set shows the image of each row of a reference set.
+
+    With content hashes on both sides the rows are matched by content, else by path (the rules
+    are in the module documentation).
+
+    Args:
+        paths, hashes: the image path and (optional) content hash of each row of the set to align.
+        ref_paths, ref_hashes: the same for the reference set, whose row order is kept.
+        names: how error messages call the two sets.
+
+    Returns:
+        ``order`` with ``rows[order]`` in the reference's row order, or ``None`` when the rows
+        already are in that order.
+
+    Raises:
+        VisrepsError: the two sets do not hold the same images; names up to 3 example paths.
+    """
+    paths, ref_paths = list(paths), list(ref_paths)
+    if hashes is not None and ref_hashes is not None:
+        hashes, ref_hashes = list(hashes), list(ref_hashes)
+        if hashes == ref_hashes and paths == ref_paths:
+            return None
+        return _match_by_content(paths, ref_paths, hashes, ref_hashes, names)
+    if paths == ref_paths:
+        return None
+    if sorted(paths) != sorted(ref_paths):
+        only_a = sorted(set(paths) - set(ref_paths))[:3]
+        only_b = sorted(set(ref_paths) - set(paths))[:3]
+        raise VisrepsError(
+            f"{names[0]!r} and {names[1]!r} were extracted from different images ({len(paths)} vs {len(ref_paths)}; "
+            f"e.g. only in the first: {only_a}, only in the second: {only_b}); extract both from the same image folder"
+        )
+    pos = {p: i for i, p in enumerate(paths)}
+    return np.array([pos[p] for p in ref_paths])
+
+
+def _match_by_content(
+    paths: list[str], ref_paths: list[str], hashes: list[str], ref_hashes: list[str], names: tuple[str, str]
+) -> np.ndarray | None:
+    """Pair rows by content hash: same hash and path first, then the remaining copies in order."""
+    order = np.full(len(ref_paths), -1, dtype=np.intp)
+    used = np.zeros(len(paths), dtype=bool)
+    by_key = {(h, p): i for i, (h, p) in enumerate(zip(hashes, paths))}
+    for j, key in enumerate(zip(ref_hashes, ref_paths)):
+        i = by_key.get(key)
+        if i is not None and not used[i]:
+            order[j] = i
+            used[i] = True
+    free: dict[str, deque[int]] = defaultdict(deque)
+    for i in np.flatnonzero(~used):
+        free[hashes[i]].append(int(i))
+    for j in np.flatnonzero(order < 0):
+        q = free.get(ref_hashes[j])
+        if q:
+            i = q.popleft()
+            order[j] = i
+            used[i] = True
+    if (order < 0).any() or not used.all():
+        raise _content_mismatch(paths, ref_paths, hashes, ref_hashes, used, order, names)
+    return None if np.array_equal(order, np.arange(len(order))) else order
+
+
+def _content_mismatch(paths, ref_paths, hashes, ref_hashes, used, order, names) -> VisrepsError:
+    first, second = names
+    own = dict(zip(paths, hashes))
+    changed = sorted(p for p, h in zip(ref_paths, ref_hashes) if p in own and own[p] != h)
+    if changed:
+        return VisrepsError(
+            f"{first!r} and {second!r} were extracted from different images with the same file names: "
+            f"{len(changed)} path(s) hold different image content in the two (e.g. {changed[:3]}); extract both "
+            "from the same image folder, or again if images were replaced or re-saved in between"
+        )
+    only_a = sorted(paths[i] for i in np.flatnonzero(~used))[:3]
+    only_b = sorted(ref_paths[j] for j in np.flatnonzero(order < 0))[:3]
+    return VisrepsError(
+        f"{first!r} and {second!r} were extracted from different images (compared by content: {len(paths)} vs "
+        f"{len(ref_paths)} images; e.g. only in the first: {only_a}, only in the second: {only_b}); extract both "
+        "from the same image folder"
+    )
 
 
 # --------------------------------------------------------------------------- comparing
