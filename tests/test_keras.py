@@ -26,7 +26,7 @@ keras = pytest.importorskip("keras", minversion="3.0")
 
 import visreps  # noqa: E402
 from visreps.errors import ModelNotFoundError, VisrepsError, WeightsError  # noqa: E402
-from visreps.extraction import pool_output  # noqa: E402
+from visreps.pooling import pool_output  # noqa: E402
 from visreps.models import Preprocessing  # noqa: E402
 from visreps.models import keras as kx  # noqa: E402
 

@@ -103,5 +103,5 @@ def test_layers_listing_shapes_and_tree():
     infos = {i.name: i for i in lm.layers()}
     assert infos["features.0"].shape == (64, 55, 55) and infos["features.0"].type == "Conv2d"
     assert infos["avgpool"].shape == (256, 6, 6) and infos["classifier.6"].shape == (1000,)
-    tree = __import__("visreps.extraction", fromlist=["x"]).format_layer_tree(lm.layers())
+    tree = __import__("visreps.models._layers", fromlist=["x"]).format_layer_tree(lm.layers())
     assert "  features.0" in tree and "(64, 55, 55)" in tree

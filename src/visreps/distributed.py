@@ -12,7 +12,7 @@ manifest and the finishing touches are the same code). Only the batch source dif
 3. ``map_batches(_Extractor, compute=ActorPoolStrategy(size=num_actors))``: each actor loads the
    model once (the driver's loaded model is sent through Ray's object store, so the workers need
    no weights files and compute with the very same parameters) and runs
-   :func:`visreps.extraction.make_capture` on its batches, on a GPU of its own when the cluster
+   :func:`visreps.capture.make_capture` on its batches, on a GPU of its own when the cluster
    has GPUs;
 4. the driver takes the results in image order (``preserve_order``, plus a reorder buffer keyed
    by image position) and hands them to ``run``, which writes row after row: skipped images leave
@@ -117,7 +117,7 @@ class _Extractor:
     def _setup(self) -> None:
         import torch
 
-        from .extraction import _set_memory_format, make_capture
+        from .capture import make_capture, set_memory_format
 
         spec = self.spec
         if spec["threads"]:
@@ -125,9 +125,8 @@ class _Extractor:
         self.lm = _actor_model(spec)
         self.device = self.lm.device
         if spec["channels_last"]:
-            _set_memory_format(self.lm, True)
+            set_memory_format(self.lm, True)
         self.cap = make_capture(self.lm, spec["specs"], stop_early=spec["top_k"] is None)
-        self.cap.expected = {s.module: s.calls for s in spec["specs"]}
         self.cap.__enter__()  # the hooks stay on for the actor's lifetime
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict:
@@ -156,7 +155,7 @@ class _Extractor:
     def _run(self, batch: Mapping[str, np.ndarray]) -> dict:
         import torch
 
-        from .extraction import _autocast, _topk, forward_with_backoff
+        from .capture import autocast, forward_with_backoff, top_classes
 
         spec = self.spec
         err = np.asarray(batch["err"])
@@ -168,13 +167,13 @@ class _Extractor:
         if not x.flags.writeable:
             x = x.copy()
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        with torch.inference_mode(), _autocast(self.device, spec["precision"]):
+        with torch.inference_mode(), autocast(self.device, spec["precision"]):
             if self.lm.backend == "torch":
                 xt = xt.to(self.device, non_blocking=True)
                 if spec["channels_last"]:
                     xt = xt.contiguous(memory_format=torch.channels_last)
             outs, result = forward_with_backoff(self.cap, xt)
-            topk = _topk(result, spec["top_k"], self.lm.model_id) if spec["top_k"] is not None else None
+            topk = top_classes(result, spec["top_k"], self.lm.model_id) if spec["top_k"] is not None else None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the hooks copy to the host without waiting
         out: dict[str, Any] = {"i": np.asarray(batch["i"]), "err": err, "hash": np.asarray(batch["hash"]),
@@ -569,7 +568,8 @@ def extract_ray(
     Raises:
         MissingExtraError: Ray is not installed (``pip install visreps[ray]``).
     """
-    from .extraction import _set_memory_format, prepare, run
+    from .capture import set_memory_format
+    from .extraction import prepare, run
 
     if not isinstance(num_actors, int) or isinstance(num_actors, bool) or num_actors < 1:
         raise VisrepsError(f"num_actors must be a positive integer, got {num_actors!r}")
@@ -594,7 +594,7 @@ def extract_ray(
             channels_last=channels_last, top_k=top_k, shard=shard, command=command, allow_pickle=allow_pickle,
         )
         if job.channels_last and channels_last is None and plan["device"] not in ("cpu", "cuda"):
-            _set_memory_format(job.lm, False)  # automatic channels-last is for oneDNN/cuDNN only
+            set_memory_format(job.lm, False)  # automatic channels-last is for oneDNN/cuDNN only
             job.channels_last = False
         meta = job.metadata
         meta["options"].update(

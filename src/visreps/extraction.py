@@ -1,13 +1,7 @@
-"""Hooks on the requested layers, one forward pass, early exit, pooling, and the batch loop.
+"""The extraction job and its one batch loop: prepare (validate, load, plan), run (engine → sink), extract.
 
-How a forward pass is captured:
-
-1. A dry run on one blank image counts how often each requested module runs per forward pass
-   (recurrent modules run several times) and records its output shape.
-2. During extraction, forward hooks copy each requested output (after tuple selection and
-   pooling/flattening) to the host. Once every requested module has run as often as the dry run
-   said, the hook raises an internal signal that ends the forward pass: modules after the last
-   requested layer never run.
+The forward pass itself (hooks, early exit, the forward step shared by every engine) is in
+:mod:`visreps.capture`; the folder and memory sinks are in :mod:`visreps.storage`.
 """
 
 from __future__ import annotations
@@ -25,343 +19,30 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ImageError, LayerNotFoundError, VisrepsError, closest
+from .capture import (
+    PRECISIONS,
+    RECURRENT_MODES,
+    LayerSpec,
+    autocast,
+    check_topk,
+    dry_shapes,
+    find_batch_size,
+    forward_with_backoff,
+    imagenet_classes,
+    is_out_of_memory,
+    make_capture,
+    plan_layers,
+    predictions_table,
+    set_memory_format,
+    top_classes,
+    use_channels_last,
+)
+from .errors import ImageError, VisrepsError
+from .pooling import POOL_MODES, pool_output
 
-POOL_MODES = ("flatten", "none", "avg", "max", "cls", "patch_mean")
-RECURRENT_MODES = ("all", "last")
-PRECISIONS = ("fp32", "fp16", "bf16")
-
-
-class _StopForward(Exception):
-    """Raised by the last hook to end the forward pass early."""
-
-
-# --------------------------------------------------------------------------- output handling
-
-
-def _first_tensor(out):
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        for o in out:
-            t = _first_tensor(o)
-            if t is not None:
-                return t
-    if isinstance(out, Mapping):
-        for o in out.values():
-            t = _first_tensor(o)
-            if t is not None:
-                return t
-    return None
-
-
-def pool_output(t, mode: str, layer: str = "", prefix_tokens: int = 1, *, channels_last: bool = False):
-    """Apply a pooling mode to a batch of outputs ``t`` of shape (B, ...) (a torch tensor).
-
-    ``flatten``: (B, prod(rest)) in the tensor's own axis order; ``none``: unchanged;
-    ``avg``/``max``: global average/max over the spatial axes of (B, C, H, W) or (B, C, T, H, W)
-    maps (of (B, H, W, C) maps with ``channels_last``, as Keras gives them) → (B, C); 2-D outputs
-    pass through.
-    Token sequences (B, N, D) of transformers: ``cls`` takes token 0 → (B, D); ``patch_mean``
-    averages the patch tokens, i.e. all but the first ``prefix_tokens`` (class/register tokens)
-    → (B, D); ``none``/``flatten`` keep all tokens.
-    """
-    if mode == "none":
-        return t
-    if mode == "flatten":
-        return t.reshape(t.shape[0], -1)
-    if mode in ("cls", "patch_mean"):
-        if t.dim() == 2:  # already one vector per image (e.g. an embedding)
-            return t
-        if t.dim() != 3:
-            raise VisrepsError(
-                f"--pool {mode} is for token sequences (batch, tokens, dim), but layer {layer!r} "
-                f"outputs {tuple(t.shape)}; use --pool avg/max/flatten/none"
-            )
-        if mode == "cls":
-            return t[:, 0]
-        if t.shape[1] <= prefix_tokens:
-            raise VisrepsError(f"layer {layer!r} has {t.shape[1]} tokens, no patch tokens after {prefix_tokens} prefix token(s)")
-        return t[:, prefix_tokens:].float().mean(dim=1)
-    if t.dim() == 2:
-        return t
-    if t.dim() == 3:
-        raise VisrepsError(
-            f"layer {layer!r} outputs a 3-D tensor {tuple(t.shape)} (e.g. tokens × channels): "
-            f"--pool {mode} is ambiguous there; use --pool cls, patch_mean, flatten or none"
-        )
-    dims = tuple(range(1, t.dim() - 1)) if channels_last else tuple(range(2, t.dim()))
-    return t.float().mean(dim=dims) if mode == "avg" else t.amax(dim=dims)
-
-
-@dataclass
-class LayerSpec:
-    """A requested layer: module name, which call(s), how to pool."""
-
-    module: str
-    pool: str
-    call: int | None = None  # a single time step asked for with name@tK
-    keys: tuple[str, ...] = ()  # output array names, set after the dry run
-    calls: int = 0  # how often the module runs per forward pass
-
-
-def _parse_layers(module_names: Sequence[str], layers, pool) -> list[LayerSpec]:
-    if isinstance(layers, str):
-        layers = [s.strip() for s in layers.split(",") if s.strip()]
-    if not layers:
-        raise VisrepsError("no layers requested; name at least one (see `visreps layers MODEL`)")
-    valid = set(module_names)
-    specs = []
-    seen = set()
-    for spec in layers:
-        name, call = spec, None
-        if "@t" in spec:
-            name, _, step = spec.rpartition("@t")
-            if not step.isdigit():
-                raise VisrepsError(f"layer {spec!r}: a time step is written name@tK with K a number, e.g. V4.output@t3")
-            call = int(step)
-        if name not in valid:
-            hint = closest(name, module_names)
-            raise LayerNotFoundError(
-                f"model has no layer {name!r}"
-                + (f"; closest: {', '.join(hint)}" if hint else "")
-                + " (list them with `visreps layers MODEL`)"
-            )
-        if spec in seen:
-            raise VisrepsError(f"layer {spec!r} is requested twice")
-        seen.add(spec)
-        mode = pool.get(spec, pool.get(name, "flatten")) if isinstance(pool, Mapping) else pool
-        if mode not in POOL_MODES:
-            raise VisrepsError(f"pool mode {mode!r} for layer {spec!r} is not valid; use one of {', '.join(POOL_MODES)}")
-        specs.append(LayerSpec(name, mode, call))
-    if isinstance(pool, Mapping):
-        unknown = set(pool) - {s for s in layers} - {s.module for s in specs}
-        if unknown:
-            raise VisrepsError(f"pool given for layer(s) not requested: {sorted(unknown)}")
-    return specs
-
-
-class Capture:
-    """Forward hooks that collect the requested outputs of one forward pass and stop early."""
-
-    def __init__(self, module, specs: list[LayerSpec], *, stop_early: bool = True,
-                 seq_first: frozenset = frozenset(), prefix_tokens: int = 1):
-        self.module = module
-        self.seq_first = seq_first  # modules whose outputs are (tokens, batch, dim)
-        self.prefix_tokens = prefix_tokens
-        self.specs = specs
-        self.stop_early = stop_early
-        self.by_module: dict[str, list[LayerSpec]] = {}
-        for s in specs:
-            self.by_module.setdefault(s.module, []).append(s)
-        self.counts: dict[str, int] = {}
-        self.outputs: dict[str, list] = {}
-        self.handles = []
-        self.expected: dict[str, int] | None = None
-
-    def __enter__(self):
-        mods = dict(self.module.named_modules())
-        for name in self.by_module:
-            self.handles.append(mods[name].register_forward_hook(self._hook(name)))
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
-
-    def _hook(self, name: str):
-        def hook(mod, inputs, out):
-            call = self.counts.get(name, 0)
-            self.counts[name] = call + 1
-            t = _first_tensor(out)
-            if t is None:
-                raise VisrepsError(f"layer {name!r} returned {type(out).__name__} without any tensor; choose another layer")
-            if name in self.seq_first and t.dim() == 3:
-                t = t.transpose(0, 1)
-            for spec in self.by_module[name]:
-                if self.expected is None:  # dry run: keep the shapes of each call
-                    self.outputs.setdefault(f"{spec.module}#{call}#{id(spec)}", []).append(pool_output(t, spec.pool, name, self.prefix_tokens).shape)
-                    continue
-                for key, wanted in zip(spec.keys, _wanted_calls(spec)):
-                    if wanted == call:
-                        p = pool_output(t, spec.pool, name, self.prefix_tokens)
-                        if p.device.type == "cuda":  # into pinned memory, without waiting for the device
-                            self.outputs[key] = p.detach().to("cpu", dtype=_host_dtype(p), non_blocking=True)
-                        else:  # a copy: later in-place ops (ReLU(inplace=True)) must not change it
-                            self.outputs[key] = p.detach().to("cpu", dtype=_host_dtype(p), copy=True)
-            if self.expected is not None and self.stop_early and all(
-                self.counts.get(m, 0) >= n for m, n in self.expected.items()
-            ):
-                raise _StopForward
-
-        return hook
-
-    def run(self, x):
-        """Run one forward pass; returns the captured outputs (and keeps the model's own in ``.result``)."""
-        self.counts = {}
-        self.outputs = {}
-        self.result = None
-        try:
-            self.result = self.module(x)
-        except _StopForward:
-            pass
-        return self.outputs
-
-
-def make_capture(lm, specs: list[LayerSpec], *, stop_early: bool = True):
-    """The capture object of a model: forward hooks for torch, the backend adapter's otherwise.
-
-    A non-torch backend puts an adapter in ``lm.extra["adapter"]`` whose ``capture(specs,
-    stop_early=...)`` returns an object with the same interface as :class:`Capture`: a context
-    manager with ``run(x) -> {key: array (B, ...)}``, ``counts``, ``result`` and ``expected``.
-    """
-    adapter = lm.extra.get("adapter")
-    if adapter is not None:
-        return adapter.capture(specs, stop_early=stop_early)
-    prefix = lm.extra.get("prefix_tokens", getattr(lm.module, "num_prefix_tokens", 1))
-    return Capture(lm.module, specs, stop_early=stop_early, seq_first=frozenset(lm.extra.get("seq_first", ())),
-                   prefix_tokens=int(prefix))
-
-
-def _host_dtype(t):
-    import torch
-
-    return torch.float32 if t.is_floating_point() else t.dtype
-
-
-def _wanted_calls(spec: LayerSpec) -> list[int]:
-    if spec.call is not None:
-        return [spec.call]
-    return list(range(spec.calls)) if len(spec.keys) > 1 else [spec.calls - 1]
-
-
-def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> list[LayerSpec]:
-    """Validate the requested layers and find, by a dry run, how often each runs and its shape."""
-    import torch
-
-    if recurrent is not None and recurrent not in RECURRENT_MODES:
-        raise VisrepsError(f"recurrent={recurrent!r} is not valid; use 'all' (every time step) or 'last'")
-    specs = _parse_layers(lm.layer_names(), layers, pool)
-    x = lm.dummy_input()
-    cap = make_capture(lm, specs, stop_early=False)
-    with cap, torch.inference_mode():
-        try:
-            cap.run(x)
-        except VisrepsError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any failure of the user's forward is reported the same way
-            raise VisrepsError(
-                f"the model's forward pass failed on a blank batch of shape {tuple(x.shape)}: {type(e).__name__}: {e}. "
-                "Check that the preprocessing gives the input size the model expects (preprocessing={'resize': ..., 'crop': ...})"
-            ) from e
-    for spec in specs:
-        n = cap.counts.get(spec.module, 0)
-        spec.calls = n
-        if n == 0:
-            raise VisrepsError(
-                f"layer {spec.module!r} never runs in the model's forward pass, so it has no output; "
-                "choose a layer that `visreps layers MODEL` shows with a shape"
-            )
-        if spec.call is not None:
-            if spec.call >= n:
-                raise VisrepsError(f"layer {spec.module!r} runs {n} time(s) per pass; time steps are @t0..@t{n - 1}")
-            spec.keys = (f"{spec.module}@t{spec.call}",)
-        elif n > 1:
-            if recurrent is None:
-                raise VisrepsError(
-                    f"layer {spec.module!r} runs {n} times in one forward pass (recurrence); choose "
-                    f"recurrent='all' (--recurrent all: one array per time step {spec.module}@t0..@t{n - 1}) "
-                    f"or recurrent='last' (--recurrent last), or name one step, e.g. {spec.module}@t{n - 1}"
-                )
-            spec.keys = tuple(f"{spec.module}@t{i}" for i in range(n)) if recurrent == "all" else (spec.module,)
-        else:
-            spec.keys = (spec.module,)
-    return specs
-
-
-def _dry_shapes(lm, specs: list[LayerSpec]) -> dict[str, tuple]:
-    """Per-image output shape of every output key."""
-    import torch
-
-    x = lm.dummy_input()
-    cap = make_capture(lm, specs)
-    cap.expected = {s.module: s.calls for s in specs}
-    with cap, torch.inference_mode():
-        out = cap.run(x)
-    return {k: tuple(v.shape[1:]) for k, v in out.items()}
-
-
-def _check_topk(lm, specs: list[LayerSpec], k: int) -> None:
-    """Refuse top-k before anything is written when the model does not end in a 1000-way classifier."""
-    import torch
-
-    cap = make_capture(lm, specs, stop_early=False)
-    cap.expected = {s.module: s.calls for s in specs}
-    with cap, torch.inference_mode():
-        cap.run(lm.dummy_input())
-    _topk(cap.result, k, lm.model_id)
-
-
-# --------------------------------------------------------------------------- layer listing
-
-
-def describe_layers(lm) -> list:
-    """Every named module with its type, output shape for one image, and calls per pass."""
-    import torch
-
-    from .models._base import LayerInfo
-
-    adapter = lm.extra.get("adapter")
-    if adapter is not None:
-        return adapter.describe_layers()
-    infos: dict[str, Any] = {}
-    handles = []
-
-    def make(name):
-        def hook(mod, inputs, out):
-            info = infos[name]
-            info.calls += 1
-            t = _first_tensor(out)
-            if t is not None and info.shape is None:
-                info.shape = tuple(t.shape[1:])
-
-        return hook
-
-    for name, mod in lm.module.named_modules():
-        if not name:
-            continue
-        infos[name] = LayerInfo(name=name, type=type(mod).__name__, shape=None, depth=name.count("."),
-                                detail=mod.extra_repr())
-        handles.append(mod.register_forward_hook(make(name)))
-    try:
-        with torch.inference_mode():
-            lm.module(lm.dummy_input())
-    finally:
-        for h in handles:
-            h.remove()
-    return list(infos.values())
-
-
-def format_layer_tree(infos: Sequence) -> str:
-    """One line per module, indented by depth: name, output shape for one image (×calls per pass
-    for modules that run more than once), and the module as PyTorch prints it (type and arguments)."""
-    rows = []
-    for info in infos:
-        shape = "not run" if info.shape is None else "(" + ", ".join(str(s) for s in info.shape) + ")"
-        if info.calls > 1:
-            shape += f" ×{info.calls}"
-        rows.append(("  " * info.depth + info.name, shape, f"{info.type}({info.detail})"))
-    w0 = max((len(r[0]) for r in rows), default=5)
-    w1 = max((len(r[1]) for r in rows), default=5)
-    lines = [f"{'layer':<{w0}}  {'output shape':<{w1}}  module"]
-    lines += [f"{name:<{w0}}  {shape:<{w1}}  {module}" for name, shape, module in rows]
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- the batch loop
+__all__ = ["Batch", "Job", "extract", "local_batches", "prepare", "run", "versions", "parse_shard", "shard_bounds",
+           "LayerSpec", "PRECISIONS", "RECURRENT_MODES", "POOL_MODES", "find_batch_size", "imagenet_classes",
+           "is_out_of_memory", "plan_layers", "pool_output", "predictions_table"]
 
 
 def versions() -> dict[str, str]:
@@ -376,35 +57,6 @@ def versions() -> dict[str, str]:
             pass
     return out
 
-
-def _set_memory_format(lm, channels_last: bool) -> None:
-    import torch
-
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    lm.module.to(memory_format=fmt)
-
-
-def _use_channels_last(lm, wanted: bool | None) -> bool:
-    import torch
-
-    if lm.backend != "torch":
-        return False
-    if wanted is None:
-        wanted = lm.device.type in ("cpu", "cuda") and any(
-            isinstance(m, torch.nn.Conv2d) for m in lm.module.modules()
-        )
-    if wanted:
-        _set_memory_format(lm, True)
-    return bool(wanted)
-
-
-def _autocast(device, precision: str):
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def parse_shard(shard) -> tuple[int, int] | None:
@@ -485,18 +137,18 @@ def prepare(
         raise VisrepsError(
             f"precision {precision!r} applies to PyTorch models; {lm.model_id} ({lm.backend}) runs in float32: use precision='fp32'"
         )
-    cl = _use_channels_last(lm, channels_last)
+    cl = use_channels_last(lm, channels_last)
     try:
         specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
     except VisrepsError:
         if not cl or channels_last:
             raise
-        _set_memory_format(lm, False)  # some models reshape with .view() and need contiguous tensors
+        set_memory_format(lm, False)  # some models reshape with .view() and need contiguous tensors
         cl = False
         specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
-    shapes = _dry_shapes(lm, specs)
+    shapes = dry_shapes(lm, specs)
     if top_k is not None:
-        _check_topk(lm, specs, top_k)
+        check_topk(lm, specs, top_k)
     keys = [k for s in specs for k in s.keys]
     shapes = {k: shapes[k] for k in keys}
     if batch_size == "auto":
@@ -622,81 +274,6 @@ def _uninterruptible():
                 raise KeyboardInterrupt
 
 
-def is_out_of_memory(e: BaseException) -> bool:
-    """Whether ``e`` is a device out-of-memory error (CUDA, MPS)."""
-    import torch
-
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom is not None and isinstance(e, oom):
-        return True
-    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
-
-
-def _free_device_memory(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps" and hasattr(torch, "mps"):
-        torch.mps.empty_cache()
-
-
-def forward_with_backoff(cap, x):
-    """Run one batch; on out-of-memory, run it in halves (recursively) instead of crashing.
-
-    Returns the captured outputs and the model's own output (``None`` when the pass stopped early).
-    """
-    import torch
-
-    try:
-        outs = cap.run(x)
-        return outs, cap.result
-    except Exception as e:  # noqa: BLE001 - only out-of-memory is handled here
-        if not is_out_of_memory(e) or len(x) == 1:
-            raise
-    device = getattr(x, "device", None)
-    if device is not None:
-        _free_device_memory(device)
-    half = len(x) // 2
-    a, ra = forward_with_backoff(cap, x[:half])
-    b, rb = forward_with_backoff(cap, x[half:])
-    outs = {k: torch.cat([torch.as_tensor(a[k]), torch.as_tensor(b[k])]) for k in a}
-    result = None
-    if ra is not None and rb is not None:
-        result = torch.cat([_first_tensor(ra), _first_tensor(rb)])
-    return outs, result
-
-
-def find_batch_size(lm, specs, *, start: int = 512, minimum: int = 1) -> int:
-    """The largest power-of-two batch (≤ ``start``) whose forward pass fits in device memory.
-
-    Tries a blank batch of ``start`` inputs and halves on out-of-memory. On the CPU (where memory
-    errors end the process rather than raise) it returns 32 without trying.
-    """
-    import torch
-
-    if lm.backend != "torch" or lm.device.type == "cpu":
-        return 32
-    cap = make_capture(lm, specs)
-    cap.expected = {s.module: s.calls for s in specs}
-    b = start
-    with cap, torch.inference_mode():
-        while True:
-            try:
-                cap.run(lm.dummy_input(b))
-                return b
-            except Exception as e:  # noqa: BLE001
-                if not is_out_of_memory(e):
-                    raise
-                _free_device_memory(lm.device)
-                if b // 2 < minimum:
-                    raise VisrepsError(
-                        f"even a batch of {b} image(s) does not fit in {lm.device} memory; use a smaller model, "
-                        "precision='fp16'/'bf16', or device='cpu'"
-                    ) from e
-                b //= 2
-
-
 @dataclass
 class Batch:
     """One batch as an engine yields it to :func:`run`, in the order of the images.
@@ -733,20 +310,19 @@ def local_batches(job: Job, items: Sequence):
     dataset = ImageDataset(job.root, items, lm.transform)
     loader = make_loader(dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=lm.device.type == "cuda")
     cap = make_capture(lm, job.specs, stop_early=job.top_k is None)
-    cap.expected = {s.module: s.calls for s in job.specs}
     cuda = lm.device.type == "cuda"
     with cap:
         for idx, x, bad, digests in loader:
             outs = topk = event = None
             if x is not None:
-                with torch.inference_mode(), _autocast(lm.device, job.precision):
+                with torch.inference_mode(), autocast(lm.device, job.precision):
                     if lm.backend == "torch":
                         x = x.to(lm.device, non_blocking=True)
                         if job.channels_last:
                             x = x.contiguous(memory_format=torch.channels_last)
                     outs, result = forward_with_backoff(cap, x)
                     if job.top_k is not None:
-                        topk = _topk(result, job.top_k, lm.model_id)
+                        topk = top_classes(result, job.top_k, lm.model_id)
                     if cuda:
                         event = torch.cuda.Event()
                         event.record()
@@ -903,7 +479,7 @@ def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, pr
             except BaseException:  # noqa: BLE001 - the first error is the one to report
                 pass
         if job.channels_last:
-            _set_memory_format(lm, False)
+            set_memory_format(lm, False)
         done = (sink.last_state or {}).get("next_image", first)
         wrapped = _write_error(e, sink, job, done)
         metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
@@ -919,7 +495,7 @@ def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, pr
         raise
     bar.close()
     if job.channels_last:
-        _set_memory_format(lm, False)
+        set_memory_format(lm, False)
     elapsed = time.perf_counter() - t0
     if row == 0:
         err = _none_readable(job, skipped, sink.folder)
@@ -1060,42 +636,3 @@ def extract(
         top_k=top_k, shard=shard, command=command, allow_pickle=allow_pickle,
     )
     return run(job, out=out, overwrite=overwrite, resume=resume, progress=progress)
-
-
-# --------------------------------------------------------------------------- ImageNet predictions
-
-
-def imagenet_classes() -> list[str]:
-    """The 1000 ImageNet-1k class names, in class-index order (from torchvision's weight metadata)."""
-    from torchvision.models import ResNet50_Weights
-
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-def _topk(result, k: int, model_id: str):
-    import torch
-
-    t = _first_tensor(result)
-    if t is None or t.dim() != 2 or t.shape[1] != 1000:
-        shape = None if t is None else tuple(t.shape[1:])
-        raise VisrepsError(
-            f"top-k class predictions need a model that ends in an ImageNet-1k classifier (1000 outputs); "
-            f"{model_id} outputs {shape}"
-        )
-    p = torch.softmax(t.float(), dim=1)
-    v, i = torch.topk(p, k, dim=1)
-    nb = i.device.type == "cuda"
-    return i.to("cpu", non_blocking=nb), v.to("cpu", non_blocking=nb)
-
-
-def predictions_table(indices: np.ndarray, probs: np.ndarray, paths: Sequence[str]):
-    """One row per image: index, path, then class_k, name_k, prob_k for k = 1..K (most probable first)."""
-    import pandas as pd
-
-    names = imagenet_classes()
-    cols: dict[str, Any] = {"index": np.arange(len(paths)), "path": list(paths)}
-    for r in range(indices.shape[1]):
-        cols[f"class_{r + 1}"] = indices[:, r]
-        cols[f"name_{r + 1}"] = [names[c] for c in indices[:, r]]
-        cols[f"prob_{r + 1}"] = probs[:, r]
-    return pd.DataFrame(cols)

@@ -137,7 +137,8 @@ def extract_text(
     import torch
     from tqdm.auto import tqdm
 
-    from .extraction import make_capture, plan_layers, versions as _versions
+    from .capture import make_capture, plan_layers
+    from .extraction import versions as _versions
     from .models import load_model
     from .models.clip import import_open_clip, text_model
     from .storage import Features, OutputWriter, check_format, layer_filename
@@ -155,7 +156,6 @@ def extract_text(
     module_of = {k: s.module for s in specs for k in s.keys}
     text_pool = tm.extra["text_pool"]
     cap = make_capture(tm, specs)
-    cap.expected = {s.module: s.calls for s in specs}
 
     per_token: set[str] = set()  # layers with one output per token position
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VisrepsError
-from ._base import LayerInfo, LoadedModel, Preprocessing
+from ._base import LoadedModel, Preprocessing
+from ._layers import LayerInfo
 from ._registry import available_offline, check_name, list_models, resolve, source_module
 
 __all__ = [

@@ -142,23 +142,13 @@ class LoadedModel:
 
         return torch.zeros((n, *self.preprocessing.input_size()), device=self.device)
 
-    def layers(self) -> list["LayerInfo"]:
+    def layers(self) -> list:
         """Every module with its type and output shape for one image (from a dry run)."""
-        from ..extraction import describe_layers
+        from ._layers import describe_layers
 
         return describe_layers(self)
 
     def print_layers(self, file=None) -> None:
-        from ..extraction import format_layer_tree
+        from ._layers import format_layer_tree
 
         print(format_layer_tree(self.layers()), file=file)
-
-
-@dataclass
-class LayerInfo:
-    name: str
-    type: str
-    shape: tuple | None  # output shape for one image; None if the module did not run
-    calls: int = 0
-    depth: int = 0
-    detail: str = ""  # the module's own description (``extra_repr``), e.g. "64, 128, kernel_size=(1, 1)"

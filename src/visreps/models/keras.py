@@ -27,7 +27,7 @@ How a Keras model plugs into the extraction engine (see :class:`KerasAdapter`):
   per set of requested layers (once, cached on the adapter, not per batch) and run with
   ``predict_on_batch``; Keras prunes the graph to what the requested layers need, so layers after
   the last requested one never run.
-* **Pooling** follows :func:`visreps.extraction.pool_output` on Keras's channels-last outputs:
+* **Pooling** follows :func:`visreps.pooling.pool_output` on Keras's channels-last outputs:
   ``avg``/``max`` average/max over the spatial axes of (B, H, W, C) (or (B, T, H, W, C)) → (B, C);
   ``flatten`` keeps Keras's native order, i.e. (H, W, C) row-major, which is *not* the (C, H, W)
   order of a PyTorch model's flatten: ``keras_flat == torch_out.permute(0, 2, 3, 1).reshape(B, -1)``.
@@ -52,7 +52,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError, closest
-from ._base import LayerInfo, LoadedModel, Preprocessing, file_sha256
+from ._base import LoadedModel, Preprocessing, file_sha256
+from ._layers import LayerInfo
 
 INSTALL_HINT = "pip install 'visreps[keras]'"
 
@@ -590,14 +591,14 @@ def _has_inputs(model) -> bool:
 
 
 def pool_array(a: np.ndarray, mode: str, layer: str = "", prefix_tokens: int = 1) -> np.ndarray:
-    """:func:`visreps.extraction.pool_output` for channels-last NumPy arrays (B, ...).
+    """:func:`visreps.pooling.pool_output` for channels-last NumPy arrays (B, ...).
 
     ``flatten`` keeps Keras's native (H, W, C) order; ``avg``/``max`` pool the spatial axes of
     (B, H, W, C) → (B, C); ``cls``/``patch_mean`` as for torch token sequences.
     """
     import torch
 
-    from ..extraction import POOL_MODES, pool_output
+    from ..pooling import POOL_MODES, pool_output
 
     if mode not in POOL_MODES:
         raise VisrepsError(f"pool mode {mode!r} is not valid; use {', '.join(POOL_MODES)}")
@@ -712,8 +713,9 @@ class KerasAdapter:
     def build_transform(self, preprocessing: Preprocessing) -> Callable:
         return _KerasTransform(preprocessing)
 
-    def capture(self, specs: Sequence, stop_early: bool = True) -> "KerasCapture":
-        return KerasCapture(self, list(specs), stop_early=stop_early)
+    def capture(self, specs: Sequence, *, expected: dict[str, int] | None = None,
+                stop_early: bool = True) -> "KerasCapture":
+        return KerasCapture(self, list(specs), expected=expected, stop_early=stop_early)
 
     def describe_layers(self) -> list[LayerInfo]:
         shapes = {}
@@ -801,20 +803,21 @@ def _host(a: np.ndarray) -> np.ndarray:
 
 
 class KerasCapture:
-    """The :class:`visreps.extraction.Capture` interface on a Keras model: one multi-output pass.
+    """The :class:`visreps.capture.Capture` interface on a Keras model: one multi-output pass.
 
-    ``expected`` is set by the engine; while it is ``None`` (the engine's first dry run, which
+    ``expected`` (calls per module) comes from the engine; while it is ``None`` (the first dry run, which
     only counts calls) the model is not run when every requested layer has a static shape: each
     Keras layer runs once per pass, and pooling is checked on a blank array of that shape.
     """
 
-    def __init__(self, adapter: KerasAdapter, specs: list, *, stop_early: bool = True, prefix_tokens: int = 1):
+    def __init__(self, adapter: KerasAdapter, specs: list, *, expected: dict[str, int] | None = None,
+                 stop_early: bool = True, prefix_tokens: int = 1):
         self.adapter = adapter
         self.specs = specs
         self.stop_early = stop_early
         self.prefix_tokens = prefix_tokens
         self.modules = list(dict.fromkeys(s.module for s in specs))
-        self.expected: dict[str, int] | None = None
+        self.expected = expected
         self.counts: dict[str, int] = {}
         self.outputs: dict[str, Any] = {}
         self.result = None
