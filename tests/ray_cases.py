@@ -139,7 +139,7 @@ def test_ray_resumes_a_run_interrupted_in_single_process(ray_local, photos, tiny
             raise KeyboardInterrupt
 
     h = tiny_net[7].register_forward_hook(stop)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(visreps.errors.ExtractionInterrupted):
         visreps.extract(tiny_net, photos, out=tmp_path / "cut", num_workers=0, **kw)
     h.remove()
     state = json.loads((tmp_path / "cut" / "progress.partial.json").read_text())

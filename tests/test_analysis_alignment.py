@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import write_images
 from scipy import stats
 from scipy.spatial.distance import pdist
 
 import visreps
+from conftest import write_images
 from visreps.analysis import (
     cka,
     cka_table,
@@ -333,13 +333,16 @@ def test_work_dir_extraction_is_not_reused_for_replaced_images(tmp_path, monkeyp
                     [blake2b_of(Path(imgs) / p) for p in paths], model=model)
         return visreps.load_features(out)
 
-    monkeypatch.setattr(visreps, "extract", fake_extract)
+    import visreps.extraction
+    from visreps.workflows import compare_features as extract_and_compare
+
+    monkeypatch.setattr(visreps.extraction, "extract", fake_extract)
     kw = {"layers": ["l1", "l22"], "images": root, "work_dir": tmp_path / "work"}
-    compare_features(["fake:a"], **kw)
-    compare_features(["fake:a"], **kw)
+    extract_and_compare(["fake:a"], **kw)
+    extract_and_compare(["fake:a"], **kw)
     assert calls == ["fake:a"]  # reused
     write_images(root, [PATHS[3]], size=(8, 6), seed=9)  # one picture replaced under its old name
-    compare_features(["fake:a"], **kw)
+    extract_and_compare(["fake:a"], **kw)
     assert calls == ["fake:a", "fake:a"]  # extracted again
-    compare_features(["fake:a"], **kw)
+    extract_and_compare(["fake:a"], **kw)
     assert calls == ["fake:a", "fake:a"]

@@ -5,8 +5,8 @@ import pytest
 from scipy.spatial.distance import pdist, squareform
 
 from visreps.analysis import cka, cka_from_grams, gram_matrix, hsic
-from visreps.analysis.cka import _use_feature_space
 from visreps.analysis._source import FeatureSource
+from visreps.analysis.cka import _use_feature_space
 from visreps.errors import VisrepsError
 
 
@@ -42,7 +42,9 @@ def ref_hsic1(K, L):
     np.fill_diagonal(Kt, 0)
     np.fill_diagonal(Lt, 0)
     one = np.ones(n)
-    return (np.trace(Kt @ Lt) + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ Kt @ Lt @ one) / (n * (n - 3))
+    total = (np.trace(Kt @ Lt) + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
+             - 2 / (n - 2) * one @ Kt @ Lt @ one)
+    return total / (n * (n - 3))
 
 
 def ref_cka(X, Y, kernel="linear", unbiased=False):
@@ -100,7 +102,8 @@ def test_hsic_values_and_inputs_untouched():
     K0, L0 = K.copy(), L.copy()
     assert hsic(K, L) == pytest.approx(ref_hsic0(K, L), rel=1e-12)
     assert hsic(K, L, unbiased=True) == pytest.approx(ref_hsic1(K, L), rel=1e-10)
-    assert cka_from_grams(K, L, unbiased=True) == pytest.approx(ref_hsic1(K, L) / np.sqrt(ref_hsic1(K, K) * ref_hsic1(L, L)), rel=1e-10)
+    expect = ref_hsic1(K, L) / np.sqrt(ref_hsic1(K, K) * ref_hsic1(L, L))
+    assert cka_from_grams(K, L, unbiased=True) == pytest.approx(expect, rel=1e-10)
     assert np.array_equal(K, K0) and np.array_equal(L, L0)
 
 
@@ -120,7 +123,8 @@ def test_memmapped_features_blockwise(tmp_path):
     my = np.load(tmp_path / "y.npy", mmap_mode="r")
     Xf, Yf = X.astype(np.float32).astype(np.float64), Y.astype(np.float32).astype(np.float64)
     for kernel, unbiased in COMBOS:
-        assert cka(mx, my, kernel=kernel, unbiased=unbiased, block_size=7) == pytest.approx(ref_cka(Xf, Yf, kernel, unbiased), abs=1e-10)
+        got = cka(mx, my, kernel=kernel, unbiased=unbiased, block_size=7)
+        assert got == pytest.approx(ref_cka(Xf, Yf, kernel, unbiased), abs=1e-10)
     assert cka(tmp_path / "x.npy", tmp_path / "y.npy") == pytest.approx(ref_cka(Xf, Yf), abs=1e-10)
 
 

@@ -31,7 +31,8 @@ def make_output_folder(folder, model, layers, paths=PATHS, fmt="npy"):
     for name, arr in layers.items():
         np.save(folder / f"{name}.npy", np.asarray(arr, dtype=np.float32))
         meta["layers"][name] = {"shape": list(np.shape(arr)), "dtype": "float32", "file": f"{name}.npy"}
-    pd.DataFrame({"index": range(len(paths)), "path": paths, "label": [p.split("/")[0] for p in paths]}).to_csv(folder / "manifest.csv", index=False)
+    manifest = pd.DataFrame({"index": range(len(paths)), "path": paths, "label": [p.split("/")[0] for p in paths]})
+    manifest.to_csv(folder / "manifest.csv", index=False)
     (folder / "metadata.json").write_text(json.dumps(meta))
     return folder
 
@@ -46,7 +47,8 @@ def feats(seed, n=12, p=40, shape=None):
 
 @pytest.fixture
 def three_folders(tmp_path):
-    a = make_output_folder(tmp_path / "alex", "torchvision:alexnet", {"conv1": feats(0, shape=(2, 4, 5)), "fc7": feats(1)})
+    a = make_output_folder(tmp_path / "alex", "torchvision:alexnet",
+                           {"conv1": feats(0, shape=(2, 4, 5)), "fc7": feats(1)})
     b = make_output_folder(tmp_path / "res", "timm:resnet18", {"layer4": feats(2), "fc": feats(3, p=7)})
     c = make_output_folder(tmp_path / "vgg", "torchvision:vgg16", {"fc2": feats(4, p=300)})
     return a, b, c
@@ -58,22 +60,25 @@ def as64(x):
 
 def test_compare_folders_table_equals_pairwise_scipy(three_folders):
     df = compare_features(list(three_folders))
-    labels = ["torchvision:alexnet/conv1", "torchvision:alexnet/fc7", "timm:resnet18/layer4", "timm:resnet18/fc", "torchvision:vgg16/fc2"]
+    labels = ["torchvision:alexnet/conv1", "torchvision:alexnet/fc7", "timm:resnet18/layer4", "timm:resnet18/fc",
+              "torchvision:vgg16/fc2"]
     assert list(df.index) == labels and list(df.columns) == labels
-    arrays = [np.load(f / f"{layer}.npy") for f, layer in [(three_folders[0], "conv1"), (three_folders[0], "fc7"), (three_folders[1], "layer4"),
-                                                           (three_folders[1], "fc"), (three_folders[2], "fc2")]]
+    a, b, c = three_folders
+    where = [(a, "conv1"), (a, "fc7"), (b, "layer4"), (b, "fc"), (c, "fc2")]
+    arrays = [np.load(f / f"{layer}.npy") for f, layer in where]
     vecs = [pdist(as64(x), "correlation") for x in arrays]
     for i in range(5):
         for j in range(5):
             expect = 1.0 if i == j else stats.pearsonr(vecs[i], vecs[j]).statistic
             assert df.iloc[i, j] == pytest.approx(expect, abs=1e-10)
-    assert df.attrs["rdm_method"] == "correlation" and df.attrs["method"] == "pearson" and df.attrs["n_conditions"] == 12
+    assert (df.attrs["rdm_method"], df.attrs["method"], df.attrs["n_conditions"]) == ("correlation", "pearson", 12)
     assert df.attrs["sets"][0]["model"] == "torchvision:alexnet" and df.attrs["sets"][0]["layer"] == "conv1"
 
 
 @pytest.mark.parametrize("method", ["spearman", "kendall", "tau_a"])
 def test_compare_other_methods_equal_correlate_rdms(three_folders, method):
-    df, rdms = compare_features(list(three_folders), layers={str(three_folders[0]): ["fc7"]}, rdm_method="euclidean", method=method, return_rdms=True)
+    df, rdms = compare_features(list(three_folders), layers={str(three_folders[0]): ["fc7"]}, rdm_method="euclidean",
+                                method=method, return_rdms=True)
     labs = list(df.index)
     assert "torchvision:alexnet/conv1" not in labs  # only the requested layer of that folder
     for i, a in enumerate(labs):
@@ -103,7 +108,8 @@ def test_arrays_features_objects_and_errors(three_folders):
     X, Y = feats(1), feats(2)
     df = compare_features({"x": X, "y": Y}, rdm_method="cosine")
     assert list(df.index) == ["x", "y"]
-    assert df.iloc[0, 1] == pytest.approx(stats.pearsonr(pdist(as64(X), "cosine"), pdist(as64(Y), "cosine")).statistic, abs=1e-10)
+    expect = stats.pearsonr(pdist(as64(X), "cosine"), pdist(as64(Y), "cosine")).statistic
+    assert df.iloc[0, 1] == pytest.approx(expect, abs=1e-10)
     res = visreps.load_features(three_folders[1])
     df2 = compare_features([res, three_folders[2]])
     assert list(df2.index) == ["timm:resnet18/layer4", "timm:resnet18/fc", "torchvision:vgg16/fc2"]
@@ -119,7 +125,8 @@ def test_compare_rdms_directly():
     rng = np.random.default_rng(0)
     r = {k: squareform(rng.random(45)) for k in "abc"}
     df = compare_rdms(r, method="spearman")
-    assert df.loc["a", "c"] == pytest.approx(stats.spearmanr(squareform(r["a"]), squareform(r["c"])).statistic, abs=1e-12)
+    expect = stats.spearmanr(squareform(r["a"]), squareform(r["c"])).statistic
+    assert df.loc["a", "c"] == pytest.approx(expect, abs=1e-12)
     assert np.array_equal(df.to_numpy(), df.to_numpy().T)
     with pytest.raises(VisrepsError, match="has 9 conditions but 'a' has 10"):
         compare_rdms({"a": r["a"], "b": r["b"][:9, :9]})
@@ -212,7 +219,10 @@ def test_reference_order_reorders_features(three_folders, tmp_path):
 
 
 def test_model_ids_are_extracted_once_into_work_dir(tmp_path, monkeypatch):
+    """visreps.compare_features (the workflow) extracts model ids, then compares; analysis never extracts."""
+    import visreps.extraction
     from conftest import write_images
+    from visreps import workflows
 
     images = tmp_path / "images"
     write_images(images, PATHS)
@@ -235,23 +245,61 @@ def test_model_ids_are_extracted_once_into_work_dir(tmp_path, monkeypatch):
         make_output_folder(out, model, arrays, paths=paths)
         return visreps.load_features(out)
 
-    monkeypatch.setattr(visreps, "extract", fake_extract)
+    monkeypatch.setattr(visreps.extraction, "extract", fake_extract)
+    assert visreps.compare_features is workflows.compare_features  # what user code calls
     work = tmp_path / "work"
-    df = compare_features(["fake:a", "fake:b"], layers=["l1"], images=images, work_dir=work)
+    df = workflows.compare_features(["fake:a", "fake:b"], layers=["l1"], images=images, work_dir=work)
     assert list(df.index) == ["fake:a/l1", "fake:b/l1"] and len(calls) == 2
-    compare_features(["fake:a", "fake:b"], layers=["l1"], images=images, work_dir=work)
+    workflows.compare_features(["fake:a", "fake:b"], layers=["l1"], images=images, work_dir=work)
     assert len(calls) == 2  # reused
-    compare_features(["fake:a"], layers=["l1", "l22"], images=images, work_dir=work)
+    workflows.compare_features(["fake:a"], layers=["l1", "l22"], images=images, work_dir=work)
     assert calls[-1] == ("fake:a", ["l1", "l22"], True)  # the missing layer extracted (with the one it had)
-    compare_features(["fake:a"], layers=["l1"], images=images, work_dir=work, extract_options={"pool": "avg"})
+    workflows.compare_features(["fake:a"], layers=["l1"], images=images, work_dir=work,
+                               extract_options={"pool": "avg"})
     assert len(calls) == 4  # other options: extracted again
-    compare_features(["fake:a"], layers=["l1"], images=images)
+    workflows.compare_features(["fake:a"], layers=["l1"], images=images)
     assert calls[-1] == ("fake:a", ["l1"], False)  # no work_dir: in memory
     with pytest.raises(VisrepsError, match="which layers of 'fake:a'"):
-        compare_features(["fake:a"], images=images)
+        workflows.compare_features(["fake:a"], images=images)
     # one model twice with different layers, keyed by label (as the seeds' compare_models does)
-    df = compare_features({"a1": "fake:a", "a2": "fake:a"}, layers={"a1": ["l1"], "a2": ["l22"]}, images=images, work_dir=work)
+    df = workflows.compare_features({"a1": "fake:a", "a2": "fake:a"}, layers={"a1": ["l1"], "a2": ["l22"]},
+                                    images=images, work_dir=work)
     assert list(df.index) == ["a1/l1", "a2/l22"]
+    # a single model id, and model ids mixed with a folder, in a dict and a list
+    assert list(workflows.compare_features("fake:a", layers=["l1", "l22"], images=images, work_dir=work).index) == [
+        "fake:a/l1", "fake:a/l22"]
+    folder = make_output_folder(tmp_path / "f", "m", {"x": feats(7)})
+    df = workflows.compare_features({"mine": folder, "a": "fake:a"}, layers={"a": ["l1"]}, images=images,
+                                    work_dir=work)
+    assert list(df.index) == ["mine/x", "a/l1"]
+    n_calls = len(calls)
+    with pytest.raises(VisrepsError, match="method 'nope'"):
+        workflows.compare_features(["fake:b"], layers=["l1"], images=images, method="nope")
+    assert len(calls) == n_calls  # a wrong name fails before anything is extracted
+    # the analysis function takes no model ids: a model id names no folder
+    with pytest.raises(VisrepsError, match="not an output folder.*visreps.compare_features"):
+        compare_features(["fake:a"], layers=["l1"])
+    with pytest.raises(TypeError):
+        compare_features(["fake:a"], layers=["l1"], images=images)
+    assert len(calls) == n_calls
+
+
+def test_workflow_reads_the_reference_before_extracting(tmp_path, monkeypatch):
+    import visreps.extraction
+    from visreps.workflows import compare_to_reference as workflow_compare_to_reference
+
+    monkeypatch.setattr(visreps.extraction, "extract", lambda *a, **k: pytest.fail("extracted"))
+    with pytest.raises(VisrepsError, match="does not exist"):
+        workflow_compare_to_reference(["fake:a"], tmp_path / "missing.npy", layers=["l1"], images=tmp_path)
+
+
+def test_feature_sets_are_taken_as_they_are(three_folders):
+    sets = collect_features(list(three_folders))
+    again = collect_features([sets[:2], sets[2]])
+    assert [s.label for s in again] == [s.label for s in sets[:3]]
+    df = compare_features(sets)
+    assert df.equals(compare_features(list(three_folders)))
+    assert sets[0].order is None and again[0] is not sets[0]  # copies: the caller's sets are not changed
 
 
 def test_collect_features_layer_dict_by_model_label(three_folders):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import visreps
 from visreps.analysis import (
     PCA,
     IncrementalPCA,
@@ -18,7 +19,8 @@ from visreps.errors import VisrepsError
 def lowrank(n=200, p=60, rank=8, seed=0, noise=0.5, offset=3.0):
     rng = np.random.default_rng(seed)
     scales = np.linspace(5, 1, rank)
-    return (rng.standard_normal((n, rank)) * scales) @ rng.standard_normal((rank, p)) + noise * rng.standard_normal((n, p)) + offset
+    signal = (rng.standard_normal((n, rank)) * scales) @ rng.standard_normal((rank, p))
+    return signal + noise * rng.standard_normal((n, p)) + offset
 
 
 def svd_reference(X):
@@ -152,7 +154,8 @@ def test_incremental_partial_fit_equals_fit_and_errors():
 
 def test_ensemble_concatenation_and_pca():
     rng = np.random.default_rng(0)
-    layers = {"conv1": rng.standard_normal((30, 2, 4, 4)), "pool1": rng.standard_normal((30, 10)) * 50, "fc": rng.standard_normal((30, 5))}
+    layers = {"conv1": rng.standard_normal((30, 2, 4, 4)), "pool1": rng.standard_normal((30, 10)) * 50,
+              "fc": rng.standard_normal((30, 5))}
     cat = ensemble_features(layers, ["conv1", "pool1"], penultimate="fc")
     parts = []
     for k in ("conv1", "pool1", "fc"):
@@ -185,7 +188,8 @@ def test_ensemble_errors():
 def test_feature_map_layers_of_a_module():
     torch = pytest.importorskip("torch")
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4, 2)
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 4, 3), torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
     )
     assert feature_map_layers(net) == ["0", "2", "3"]
     assert feature_map_layers(net, kinds=["conv"]) == ["0", "3"]
@@ -194,6 +198,16 @@ def test_feature_map_layers_of_a_module():
 
 
 def test_feature_map_layers_of_a_model_id():
+    """A model id is loaded by the workflow (visreps.feature_map_layers); the analysis function loads nothing."""
     pytest.importorskip("torchvision")
-    names = feature_map_layers("torchvision:alexnet")
-    assert names == ["features.0", "features.2", "features.3", "features.5", "features.6", "features.8", "features.10", "features.12"]
+    from visreps import workflows
+
+    assert visreps.feature_map_layers is workflows.feature_map_layers
+    with pytest.raises(VisrepsError, match="for a model id use visreps.feature_map_layers"):
+        feature_map_layers("torchvision:alexnet")
+    with pytest.raises(VisrepsError, match="kinds .* not known"):
+        workflows.feature_map_layers("nosuch:model", kinds=["dense"])  # checked before anything is loaded
+    names = workflows.feature_map_layers("torchvision:alexnet")
+    assert names == feature_map_layers(visreps.load_model("torchvision:alexnet", pretrained=False))
+    assert names == ["features.0", "features.2", "features.3", "features.5", "features.6", "features.8", "features.10",
+                     "features.12"]

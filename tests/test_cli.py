@@ -1,5 +1,7 @@
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +43,60 @@ def test_help_starts_fast_and_imports_no_torch():
     assert r.returncode == 0 and "Usage:" in r.stdout, r.stderr
 
 
+def test_command_modules_import_only_the_base_module():
+    """visreps.cli is a package without cycles: command modules import ``_base`` (and lower layers), never each other
+    nor the package; ``__init__`` imports ``_base`` and the command modules."""
+    import visreps.cli
+
+    folder = Path(visreps.cli.__file__).parent
+    modules = {p.stem for p in folder.glob("*.py")}
+    assert {"__init__", "__main__", "_base", "extract", "text", "analysis"} <= modules
+    for path in folder.glob("*.py"):
+        inside = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                inside |= {node.module} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("visreps.cli"):
+                inside.add(node.module)
+        if path.stem == "__main__":
+            assert inside == {"main"}, inside  # `from . import main`: the group, from the package
+        elif path.stem == "__init__":
+            assert inside <= modules - {"__init__", "__main__"}, inside
+        else:
+            assert inside <= {"_base"}, (path.name, inside)
+
+
+@pytest.mark.parametrize(
+    "extra, engine, more",
+    [
+        ([], "local", {"num_workers": None}),
+        (["--workers", "3"], "local", {"num_workers": 3}),
+        (["--engine", "ray", "--allow-pickle"], ("ray", 2, None), {"allow_pickle": True}),
+        (["--engine", "ray", "--ray-actors", "4", "--ray-address", "auto"], ("ray", 4, "auto"), {}),
+    ],
+)
+def test_extract_passes_the_engine(monkeypatch, tmp_path, extra, engine, more):
+    """--engine local runs in this process with --workers decoders; --engine ray hands RayEngine(...) to extract."""
+    import visreps.extraction
+
+    seen = {}
+    monkeypatch.setattr(visreps.extraction, "extract", lambda model, images, **kw: seen.update(kw, model=model))
+    r = run("extract", "torchvision:alexnet", str(EXAMPLES), "--layers", "a, b", "--out", str(tmp_path / "o"), "-q",
+            "--random", "--pool", "avg", "--batch-size", "auto", *extra)
+    assert r.exit_code == 0, r.output
+    if isinstance(engine, str):
+        assert seen["engine"] == engine
+    else:
+        assert (seen["engine"].name, seen["engine"].num_actors, seen["engine"].address) == engine
+        assert "num_workers" not in seen
+    for key, value in more.items():
+        assert seen[key] == value
+    assert seen["model"] == "torchvision:alexnet" and seen["layers"] == ["a", "b"] and seen["pool"] == "avg"
+    assert seen["pretrained"] is False and seen["batch_size"] == "auto" and seen["progress"] is False
+    assert seen["out"] == str(tmp_path / "o") and seen["format"] == "npy" and seen["command"].startswith("visreps")
+    assert seen["allow_pickle"] is ("--allow-pickle" in extra)
+
+
 def test_extract_and_outputs(tmp_path):
     r = run("extract", "torchvision:alexnet", str(EXAMPLES), "--random", "--layers", "features.2,classifier.1",
             "--out", str(tmp_path / "o"), "-q", "--batch-size", "4")
@@ -52,7 +108,8 @@ def test_extract_and_outputs(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["extract", "torchvision:alexnet", "NOPE", "--layers", "x", "--out", "o"], "image folder 'NOPE' does not exist"),
+        (["extract", "torchvision:alexnet", "NOPE", "--layers", "x", "--out", "o"],
+         "image folder 'NOPE' does not exist"),
         (["extract", "torchvision:alexnet", str(EXAMPLES), "--random", "--layers", "features.99", "--out", "o"],
          "no layer 'features.99'; closest: features.9"),
         (["extract", "nosuchmodel", str(EXAMPLES), "--layers", "x", "--out", "o"], "unknown model 'nosuchmodel'"),
@@ -72,7 +129,8 @@ def test_errors_are_one_line_exit_2(tmp_path, monkeypatch, args, message):
 
 
 def test_existing_output_refused_then_overwritten(tmp_path):
-    args = ["extract", "torchvision:alexnet", str(EXAMPLES), "--random", "--layers", "features.0", "--out", str(tmp_path), "-q"]
+    args = ["extract", "torchvision:alexnet", str(EXAMPLES), "--random", "--layers", "features.0",
+            "--out", str(tmp_path), "-q"]
     assert run(*args).exit_code == 0
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2 and "--overwrite" in r.output

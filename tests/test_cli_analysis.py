@@ -1,5 +1,7 @@
 """`visreps rsa`, `visreps compare` and `visreps cka` on hand-made output folders."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,11 +10,8 @@ from PIL import Image
 from scipy.spatial.distance import pdist, squareform
 
 from test_analysis_compare import PATHS, feats, make_output_folder
-from visreps.analysis import cka, compare_features, compute_rdm, compare_to_reference
-from visreps._cli_analysis import register
+from visreps.analysis import cka, compare_features, compare_to_reference, compute_rdm
 from visreps.cli import main
-
-register(main)  # cli.py registers the analysis commands itself; doing it here again is a no-op
 
 
 def run(*args):
@@ -21,7 +20,8 @@ def run(*args):
 
 @pytest.fixture
 def folders(tmp_path):
-    a = make_output_folder(tmp_path / "alexnet", "torchvision:alexnet", {"features.5": feats(0, shape=(3, 4, 5)), "classifier.4": feats(1)})
+    a = make_output_folder(tmp_path / "alexnet", "torchvision:alexnet",
+                           {"features.5": feats(0, shape=(3, 4, 5)), "classifier.4": feats(1)})
     b = make_output_folder(tmp_path / "resnet18", "timm:resnet18", {"layer4": feats(2, p=90), "fc": feats(3, p=10)})
     c = make_output_folder(tmp_path / "vgg16", "torchvision:vgg16", {"classifier.4": feats(4, p=50)})
     return a, b, c
@@ -33,10 +33,32 @@ def opens_as_png(path):
         return im.format == "PNG" and im.size[0] > 100
 
 
-def test_help_lists_analysis_commands():
-    r = run("--help")
-    for cmd in ("rsa", "compare", "cka"):
-        assert cmd in r.output
+def commands_listed(help_text):
+    """The command names of a group's help (the first word of each line under "Commands:")."""
+    lines = help_text.split("Commands:", 1)[1].splitlines()
+    return [ln.split()[0] for ln in lines if ln.startswith("  ") and ln.split()]
+
+
+@pytest.mark.parametrize(
+    "cmd, options",
+    [
+        ("rsa", ["--layers", "--method", "--sigma", "--format", "--plot-format", "--no-plot", "--cluster",
+                 "--block-size"]),
+        ("compare", ["--reference", "--reference-key", "--reference-order", "--rdm-method", "--method", "--bootstrap",
+                     "--images", "--work-dir", "--random", "--plot", "--no-plot", "--block-size", "--device"]),
+        ("cka", ["--layers-a", "--layers-b", "--kernel", "--unbiased", "--sigma", "--out", "--plot", "--cmap"]),
+    ],
+)
+def test_analysis_commands_are_registered_with_their_options(cmd, options):
+    """Each command is in the group's command list, and its own help lists its own options."""
+    assert cmd in commands_listed(run("--help").output)
+    assert main.get_command(None, cmd) is not None
+    r = run(cmd, "--help")
+    assert r.exit_code == 0, r.output
+    assert re.match(rf"Usage: \S+ {cmd} \[OPTIONS\]", r.output), r.output
+    listed = {word.rstrip(",") for ln in r.output.splitlines() if ln.lstrip().startswith("-") for word in ln.split()}
+    missing = [o for o in options if o not in listed]
+    assert not missing, (missing, r.output)
 
 
 def test_rsa_writes_rdm_and_plot(folders):
@@ -45,13 +67,15 @@ def test_rsa_writes_rdm_and_plot(folders):
     assert r.exit_code == 0, r.output
     for layer in ("features.5", "classifier.4"):
         rdm = np.load(a / "rsa" / f"rdm_{layer}_euclidean.npy")
-        np.testing.assert_allclose(rdm, squareform(pdist(np.load(a / f"{layer}.npy").reshape(12, -1).astype(np.float64))), rtol=1e-10, atol=1e-10)
+        X = np.load(a / f"{layer}.npy").reshape(12, -1).astype(np.float64)
+        np.testing.assert_allclose(rdm, squareform(pdist(X)), rtol=1e-10, atol=1e-10)
         assert opens_as_png(a / "rsa" / f"rdm_{layer}_euclidean.png")
     assert "features.5: 12×12 RDM" in r.output
 
 
 def test_rsa_csv_format_and_layer_choice(folders, tmp_path):
-    r = run("rsa", folders[1], "--layers", "fc", "--format", "csv", "--out", tmp_path / "o", "--no-plot", "--method", "gaussian", "--sigma", "2")
+    r = run("rsa", folders[1], "--layers", "fc", "--format", "csv", "--out", tmp_path / "o", "--no-plot",
+            "--method", "gaussian", "--sigma", "2")
     assert r.exit_code == 0, r.output
     got = np.loadtxt(tmp_path / "o" / "rdm_fc_gaussian.csv", delimiter=",")
     np.testing.assert_allclose(got, compute_rdm(np.load(folders[1] / "fc.npy"), "gaussian", sigma=2.0), rtol=1e-15)
@@ -75,13 +99,14 @@ def test_compare_per_source_layers_and_reference(folders, tmp_path):
     R = squareform(pdist(np.random.default_rng(9).standard_normal((12, 4))))
     np.savetxt(tmp_path / "brain.txt", R)
     out = tmp_path / "fit.csv"
-    r = run("compare", f"{folders[0]}::classifier.4", folders[2], "--reference", tmp_path / "brain.txt", "--bootstrap", "10",
-            "--out", out, "--plot", tmp_path / "fit.svg")
+    r = run("compare", f"{folders[0]}::classifier.4", folders[2], "--reference", tmp_path / "brain.txt",
+            "--bootstrap", "10", "--out", out, "--plot", tmp_path / "fit.svg")
     assert r.exit_code == 0, r.output
     table = pd.read_csv(out)
     assert list(table.columns) == ["reference", "model", "layer", "label", "r", "ci_low", "ci_high"]
     assert list(table["label"]) == ["torchvision:alexnet/classifier.4", "torchvision:vgg16/classifier.4"]
-    expect = compare_to_reference([folders[0], folders[2]], R, layers={str(folders[0]): ["classifier.4"]}, n_bootstrap=10)
+    expect = compare_to_reference([folders[0], folders[2]], R, layers={str(folders[0]): ["classifier.4"]},
+                                  n_bootstrap=10)
     np.testing.assert_allclose(table["r"], expect["r"], atol=1e-5)
     assert (tmp_path / "fit.svg").read_text().lstrip().startswith("<?xml")
 
@@ -91,7 +116,8 @@ def test_cka_command(folders, tmp_path):
     assert r.exit_code == 0, r.output
     expect = cka(np.load(folders[0] / "classifier.4.npy"), np.load(folders[1] / "layer4.npy"), unbiased=True)
     assert f"{expect:.6f}" in r.output
-    r = run("cka", folders[0], folders[1], "--kernel", "rbf", "--out", tmp_path / "cka.csv", "--plot", tmp_path / "cka.png")
+    r = run("cka", folders[0], folders[1], "--kernel", "rbf", "--out", tmp_path / "cka.csv",
+            "--plot", tmp_path / "cka.png")
     assert r.exit_code == 0, r.output
     t = pd.read_csv(tmp_path / "cka.csv", index_col=0)
     assert list(t.index) == ["features.5", "classifier.4"] and list(t.columns) == ["layer4", "fc"]

@@ -89,7 +89,7 @@ def test_loaded_model_layers_weights_preprocessing(vit):
     assert "visual.transformer.resblocks.3" in names and names[-1] == "embedding"
     assert vit.model_id == "clip:ViT-B-32"
     assert vit.weights == {"kind": "random", "seed": 0}
-    assert vit.extra["prefix_tokens"] == 1 and vit.extra["seq_first"] == set()
+    assert vit.prefix_tokens == 1 and vit.seq_first == frozenset() and vit.text is not None
     # OpenAI's weights were trained with QuickGELU: the architecture is built with it
     assert type(vit.module.visual.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
     p = vit.preprocessing
@@ -97,7 +97,7 @@ def test_loaded_model_layers_weights_preprocessing(vit):
     assert p.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
     assert p.std == pytest.approx((0.26862954, 0.26130258, 0.27577711))
     # the same pixels as open_clip's own eval transform
-    own = image_transform_v2(PreprocessCfg(**vit.extra["clip_model"].visual.preprocess_cfg), is_train=False)
+    own = image_transform_v2(PreprocessCfg(**vit.text.clip_model.visual.preprocess_cfg), is_train=False)
     img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (70, 130, 3), dtype=np.uint8))
     assert torch.equal(vit.transform(img), own(img))
 
@@ -118,7 +118,7 @@ def test_openclip_pair_loads_random():
     lm = load_model("openclip:ViT-B-32/laion2b_s34b_b79k", pretrained=False, seed=3, device="cpu")
     assert lm.model_id == "openclip:ViT-B-32/laion2b_s34b_b79k"
     assert lm.weights == {"kind": "random", "seed": 3}
-    assert lm.extra["open_clip"] == {"arch": "ViT-B-32", "tag": "laion2b_s34b_b79k"}
+    assert lm.text is not None and lm.text.clip_model.visual is lm.module.visual
     assert type(lm.module.visual.transformer.resblocks[0].mlp.gelu).__name__ == "GELU"  # a LAION tag: plain GELU
     assert (lm.preprocessing.resize, lm.preprocessing.crop) == (224, 224)
 
@@ -134,7 +134,7 @@ def test_vit_embedding_and_inner_layer(vit, images, tmp_path):
     assert res["embedding"].shape == (4, 512) and res[inner].shape == (4, 768)
     assert res.paths == NAMES
     x = _batch(vit, images)
-    cm = vit.extra["clip_model"]
+    cm = vit.text.clip_model
     with torch.no_grad():
         emb = cm.encode_image(x)
         own = cm.visual.forward_intermediates(x, indices=[5], output_fmt="NLC", output_extra_tokens=True,
@@ -152,7 +152,7 @@ def test_vit_resblock_is_batch_first(vit, images):
     assert res[inner].shape == (4, 50, 768)  # (images, 1 class + 7×7 patch tokens, width)
     x = _batch(vit, images)
     with torch.no_grad():
-        own = vit.extra["clip_model"].visual.forward_intermediates(
+        own = vit.text.clip_model.visual.forward_intermediates(
             x, indices=[5], output_fmt="NLC", output_extra_tokens=True, intermediates_only=True)
     tokens = torch.cat([own["image_intermediates_prefix"][0], own["image_intermediates"][0]], dim=1)
     np.testing.assert_allclose(res[inner], tokens.numpy(), rtol=1e-4, atol=1e-4)
@@ -166,7 +166,7 @@ def test_rn50_embedding_and_inner_layer(rn50, images):
     assert res["embedding"].shape == (4, 1024)  # RN50's CLIP embedding is 1024-d
     assert res["visual.layer2"].shape == (4, 512)
     x = _batch(rn50, images)
-    cm = rn50.extra["clip_model"]
+    cm = rn50.text.clip_model
     with torch.no_grad():
         emb = cm.encode_image(x)
         v = cm.visual  # open_clip's ModifiedResNet
@@ -197,7 +197,7 @@ def test_seq_first_transformer_comes_out_batch_first(images):
     seq = clip_source.seq_first_modules(net)
     assert "t.resblocks.1" in seq and "t.resblocks.0.ln_1" in seq and "t" not in seq
     lm = from_module(net, preprocessing=Preprocessing(resize=32, crop=32), device="cpu")
-    lm.extra["seq_first"] = seq
+    lm.seq_first = frozenset(seq)
     res = visreps.extract(lm, images, layers=["t.resblocks.1"], pool="none", num_workers=0, progress=False)
     assert res["t.resblocks.1"].shape == (4, 16, 24)  # (images, 4×4 tokens, width)
     with torch.no_grad():
@@ -212,9 +212,9 @@ def test_seq_first_transformer_comes_out_batch_first(images):
 
 def test_text_embedding_saved_with_manifest(vit, tmp_path):
     res = extract_text(vit, TEXTS, out=tmp_path / "text", progress=False)
-    cm = vit.extra["clip_model"]
+    cm = vit.text.clip_model
     with torch.no_grad():
-        ref = cm.encode_text(vit.extra["tokenizer"](TEXTS))
+        ref = cm.encode_text(vit.text.tokenizer(TEXTS))
     assert res["text_embedding"].shape == (3, 512)
     np.testing.assert_allclose(res["text_embedding"], ref.numpy(), rtol=1e-5, atol=1e-6)
     folder = tmp_path / "text"
@@ -232,8 +232,8 @@ def test_text_inner_layer_at_end_of_text_token(vit):
     layer = "transformer.resblocks.4"
     res = extract_text(vit, TEXTS, layers=[layer, "text_embedding"], batch_size=2, progress=False)
     full = extract_text(vit, TEXTS, layers=layer, pool="none", progress=False)
-    cm = vit.extra["clip_model"]
-    tok = vit.extra["tokenizer"](TEXTS)
+    cm = vit.text.clip_model
+    tok = vit.text.tokenizer(TEXTS)
     with torch.no_grad():  # the text transformer by hand, up to block 4
         x = cm.token_embedding(tok) + cm.positional_embedding
         for blk in cm.transformer.resblocks[:5]:
@@ -267,11 +267,7 @@ def test_text_file_and_bad_input(vit, tmp_path):
 def test_text_cli(tmp_path):
     from click.testing import CliRunner
 
-    from visreps._cli_text import register
-    from visreps.cli import VisrepsGroup
-
-    group = VisrepsGroup("visreps")
-    register(group)
+    from visreps.cli import main as group
     f = tmp_path / "texts.txt"
     f.write_text("a dog\na cat\n", encoding="utf-8")
     out = tmp_path / "out"

@@ -118,7 +118,7 @@ def test_keras_inputs_are_pixels_0_255_in_hwc(image_dir):
     np.testing.assert_allclose(fk["image"][0] / 255.0, torch_chw.transpose(1, 2, 0), atol=1e-6)
     # an application's preprocess_input runs on the batch before the model
     lm_caffe = kx.from_keras_model(km, preprocess="resnet50")
-    assert lm_caffe.extra["keras_preprocess_input"] == "keras.applications.resnet50.preprocess_input"
+    assert lm_caffe.preprocessing_extra["keras_preprocess_input"] == "keras.applications.resnet50.preprocess_input"
     fc = visreps.extract(lm_caffe, image_dir, layers=["image"], pool="none", num_workers=0, progress=False)
     expected = keras.applications.resnet50.preprocess_input(fk["image"].copy())  # BGR, ImageNet means
     np.testing.assert_allclose(fc["image"], expected, atol=1e-4)
@@ -218,7 +218,7 @@ def test_application_two_layers_one_pass_into_folder(image_dir, tmp_path, monkey
     assert meta["model"] == f"keras:{APP}" and meta["weights"] == {"kind": "random", "seed": 0}
     assert meta["preprocessing"]["resize"] == 224 and meta["preprocessing"]["crop"] == 224
     lm = visreps.load_model(f"keras:{APP}", pretrained=False)
-    assert lm.extra["keras_preprocess_input"] == "keras.applications.mobilenet_v3.preprocess_input"
+    assert lm.preprocessing_extra["keras_preprocess_input"] == "keras.applications.mobilenet_v3.preprocess_input"
     assert meta["layers"]["conv"]["shape"] == [6, 16]
     assert meta["layers"]["expanded_conv_project_bn"]["shape"] == [6, 56 * 56 * 16]
     back = visreps.load_features(out)
@@ -284,7 +284,7 @@ def test_whole_keras_model_file_and_user_weights(image_dir, tmp_path):
     ref = visreps.extract(kx.from_keras_model(km, preprocess="unit"), image_dir, **opts)
     lm = kx.load_model_file(path)
     assert lm.model_id == f"file:{path.resolve()}" and lm.weights["kind"] == "file"
-    lm.extra["adapter"].preprocess = kx._unit
+    lm.adapter.preprocess = kx._unit
     np.testing.assert_array_equal(visreps.extract(lm, image_dir, **opts)["conv2"], ref["conv2"])
     w = tmp_path / "tiny.weights.h5"
     km.save_weights(str(w))

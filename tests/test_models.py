@@ -105,3 +105,30 @@ def test_layers_listing_shapes_and_tree():
     assert infos["avgpool"].shape == (256, 6, 6) and infos["classifier.6"].shape == (1000,)
     tree = __import__("visreps.models._layers", fromlist=["x"]).format_layer_tree(lm.layers())
     assert "  features.0" in tree and "(64, 55, 55)" in tree
+
+
+def test_typed_contract_and_registered_sources(monkeypatch):
+    """LoadedModel has typed fields (no ``extra``); sources register themselves with a decorator."""
+    from visreps.errors import VisrepsError
+    from visreps.models import Backend, SupportsLayers, _registry, register_source
+    from visreps.models.custom import from_module
+
+    lm = load_model("torchvision:alexnet", pretrained=False, device="cpu")
+    assert not hasattr(lm, "extra") and lm.adapter is None and lm.text is None and lm.backend == "torch"
+    assert isinstance(lm.driver, SupportsLayers) and not isinstance(lm.driver, Backend)  # torch: hooks in capture
+    assert lm.token_prefix == 1 and lm.seq_first == frozenset() and lm.preprocessing_extra == {}
+    src = _registry.get_source("torchvision")
+    assert src.module == "visreps.models.torchvision" and not src.optional and src.available_offline is not None
+
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+
+    @register_source("toy", list_names=lambda: ["net"])
+    def load(name, *, pretrained=True, weights=None, seed=0, device=None):
+        return from_module(torch.nn.Linear(2, 2), device="cpu", name=name)
+
+    assert list_models(source="toy") == ["toy:net"] and "toy" in _registry.source_names()
+    assert load_model("toy:net").model_id == "custom:net"
+    with pytest.raises(ModelNotFoundError, match="toy has no model 'nt'"):
+        load_model("toy:nt")
+    with pytest.raises(VisrepsError, match="registered by visreps.models.torchvision"):
+        register_source("torchvision", list_names=list)(load)

@@ -83,7 +83,7 @@ def test_interrupt_at_every_point_of_the_write_path_resumes_exactly(tiny_net, ei
             try:
                 visreps.extract(tiny_net, eight_images, out=out, **kw)
                 interrupted = False
-            except KeyboardInterrupt:
+            except (visreps.errors.ExtractionInterrupted, KeyboardInterrupt):  # the latter while finishing
                 interrupted = True
         if interrupted and (out / "metadata.json").exists():  # it fell after the final record: complete
             interrupted = False
@@ -125,7 +125,7 @@ def test_sigint_is_held_back_while_a_batch_is_written(tiny_net, eight_images, sm
 
     monkeypatch.setattr(storage.OutputWriter, "write", write_and_signal)
     out = tmp_path / "o"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(visreps.errors.ExtractionInterrupted):
         visreps.extract(tiny_net, eight_images, out=out, **_kw(small_prep))
     progress = json.loads((out / "progress.partial.json").read_text())
     assert progress["rows"] == progress["next_image"] == 6  # the batch at rows 3-5 was finished and recorded

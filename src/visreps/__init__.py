@@ -14,9 +14,14 @@ Heavy libraries (torch, timm) are imported when first used, so ``import visreps`
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _metadata_version
 from typing import Any
 
-__version__ = "0.1.0"
+try:  # the version is written once, in pyproject.toml
+    __version__ = _metadata_version("visreps")
+except _PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 _LAZY = {
     "load_model": "visreps.models",
@@ -36,8 +41,8 @@ _LAZY = {
     "set_cache_dir": "visreps.cache",
     "compute_rdm": "visreps.analysis",
     "correlate_rdms": "visreps.analysis",
-    "compare_features": "visreps.analysis",
-    "compare_to_reference": "visreps.analysis",
+    "compare_features": "visreps.workflows",
+    "compare_to_reference": "visreps.workflows",
     "load_reference_rdm": "visreps.analysis",
     "cka": "visreps.analysis",
     "center_features": "visreps.analysis",
@@ -46,7 +51,7 @@ _LAZY = {
     "PCA": "visreps.analysis",
     "IncrementalPCA": "visreps.analysis",
     "ensemble_features": "visreps.analysis",
-    "feature_map_layers": "visreps.analysis",
+    "feature_map_layers": "visreps.workflows",
     "plot_rdm": "visreps.plotting",
     "plot_comparison": "visreps.plotting",
     "set_offline": "visreps.cache",

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from .errors import LayerNotFoundError, VisrepsError, closest
 from .pooling import POOL_MODES, first_tensor, pool_output
+
+if TYPE_CHECKING:
+    from .models import BackendCapture, LoadedModel
 
 RECURRENT_MODES = ("all", "last")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -150,21 +153,22 @@ class Capture:
         return self.outputs
 
 
-def make_capture(lm, specs: list[LayerSpec], *, stop_early: bool = True, dry_run: bool = False):
-    """The capture object of a model: forward hooks for torch, the backend adapter's otherwise.
+def make_capture(lm: LoadedModel, specs: list[LayerSpec], *, stop_early: bool = True,
+                 dry_run: bool = False) -> BackendCapture:
+    """The capture object of a model: the backend adapter's for a non-torch model, forward hooks otherwise.
 
     Unless ``dry_run``, the calls per pass that :func:`plan_layers` found (``spec.calls``) tell the
-    capture when the forward pass may stop. A non-torch backend's adapter returns an object with
-    the interface of :class:`Capture`: a context manager with ``run(x) -> {key: array (B, ...)}``,
-    ``counts`` and ``result``.
+    capture when the forward pass may stop. A non-torch model's ``lm.adapter`` (a
+    :class:`~visreps.models.Backend`) returns an object with the interface of :class:`Capture`
+    (:class:`~visreps.models.BackendCapture`): a context manager with ``run(x) -> {key: array (B, ...)}``,
+    ``counts`` and ``result``. A torch model gets a :class:`Capture` built from its typed fields
+    (``seq_first``, ``prefix_tokens``): the models never import this module.
     """
     expected = None if dry_run else {s.module: s.calls for s in specs}
-    adapter = lm.extra.get("adapter")
-    if adapter is not None:
-        return adapter.capture(specs, expected=expected, stop_early=stop_early)
-    prefix = lm.extra.get("prefix_tokens", getattr(lm.module, "num_prefix_tokens", 1))
-    return Capture(lm.module, specs, expected=expected, stop_early=stop_early,
-                   seq_first=frozenset(lm.extra.get("seq_first", ())), prefix_tokens=int(prefix))
+    if lm.adapter is not None:
+        return lm.adapter.capture(specs, expected=expected, stop_early=stop_early)
+    return Capture(lm.module, specs, expected=expected, stop_early=stop_early, seq_first=lm.seq_first,
+                   prefix_tokens=lm.token_prefix)
 
 
 def host_dtype(t):

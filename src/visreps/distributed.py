@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import warnings
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -500,122 +501,123 @@ def _to_batch(part: Mapping[str, np.ndarray], cols: Mapping[str, str], top_k):
     return Batch(idx, bad, outputs, topk, None, np.asarray(part["hash"], np.uint8)[good])
 
 
-def extract_ray(
-    model,
-    images: str | os.PathLike,
-    *,
-    layers: Sequence[str] | str,
-    out: str | os.PathLike | None = None,
-    format: str = "npy",
-    pool: str | Mapping[str, str] = "flatten",
-    batch_size: int = 32,
-    device: str | None = "auto",
-    precision: str = "fp32",
-    order: str | os.PathLike | Sequence[str] | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    shard: str | tuple[int, int] | None = None,
-    skip_bad_images: bool = False,
-    recurrent: str | None = None,
-    progress: bool = True,
-    pretrained: bool = True,
-    weights: str | os.PathLike | None = None,
-    seed: int = 0,
-    preprocessing=None,
-    channels_last: bool | None = None,
-    top_k: int | None = None,
-    command: str | None = None,
-    num_actors: int = 2,
-    ray_address: str | None = None,
-    cpus_per_actor: float | None = None,
-    gpus_per_actor: float | None = None,
-    ray_num_cpus: int | None = None,
-    allow_pickle: bool = False,
-):
-    """:func:`visreps.extract` as a Ray Data pipeline: the same output folder, computed by a pool of actors.
+@dataclass
+class RayEngine:
+    """The Ray Data engine for :func:`visreps.extract` (``engine=RayEngine(...)``): the same output folder,
+    computed by a pool of actors.
 
     Images are read and preprocessed in parallel Ray tasks; ``num_actors`` actors each hold the
     model (loaded once per actor, on a GPU of its own when the cluster has GPUs) and run the
-    batches; the results are written in image order into the same folder format as
-    :func:`visreps.extract` (same rows, same manifest, same metadata plus ``options.engine =
-    "ray"``). Resume, shards, skipping unreadable images and top-k predictions work as there.
+    batches; the results are written in image order by the same loop as a local run (same rows,
+    same manifest, same metadata plus ``options.engine = "ray"``). Resume, shards, skipping
+    unreadable images and top-k predictions work as there.
 
     Ray: if this process already called ``ray.init``, that instance is used (and left running);
-    else ``ray_address`` (or the ``RAY_ADDRESS`` environment variable) names a running cluster to
-    join (``"host:6379"``, or ``"auto"`` on a machine of the cluster); else a local instance is
-    started (``ray_num_cpus`` CPUs, default all) and shut down at the end. On a cluster, every
-    machine needs visreps with the same versions of its dependencies, and the images (and, for
-    the model, nothing: the driver sends it) under the same path.
+    else ``address`` (or the ``RAY_ADDRESS`` environment variable) names a running cluster to join
+    (``"host:6379"``, or ``"auto"`` on a machine of the cluster); else a local instance is started
+    (``num_cpus`` CPUs, default all) and shut down at the end. On a cluster, every machine needs
+    visreps with the same versions of its dependencies, and the images under the same path.
 
     Args:
-        model, images, layers, out, format, pool, batch_size, precision, order, overwrite, resume,
-        shard, skip_bad_images, recurrent, progress, pretrained, weights, seed, preprocessing,
-        channels_last, top_k, allow_pickle: as in :func:`visreps.extract` (``batch_size`` is the batch of each
-        actor's forward pass).
-        device: ``auto`` (GPUs when the cluster has them, else CPU), ``cpu``, ``cuda`` or ``mps``:
-            the device of the actors. The driver plans the layers on the CPU.
         num_actors: model replicas (actors); with GPUs, at most one per GPU is useful.
-        ray_address: address of a running Ray cluster (see above).
+        address: address of a running Ray cluster (see above).
         cpus_per_actor: CPUs each actor reserves (default: 1 with a GPU, else about three quarters
             of a machine's share, leaving the rest to decoding); CPU actors use as many torch threads.
         gpus_per_actor: GPUs each actor reserves (default: 1, or a fraction when there are fewer
             GPUs than actors).
-        ray_num_cpus: CPUs of a local Ray instance started here (default: all).
-
-    Returns:
-        :class:`~visreps.storage.Features`, as :func:`visreps.extract`.
-
-    Raises:
-        MissingExtraError: Ray is not installed (``pip install visreps[ray]``).
+        num_cpus: CPUs of a local Ray instance started here (default: all).
     """
-    from .capture import set_memory_format
-    from .extraction import prepare, run
 
-    if not isinstance(num_actors, int) or isinstance(num_actors, bool) or num_actors < 1:
-        raise VisrepsError(f"num_actors must be a positive integer, got {num_actors!r}")
-    if batch_size == "auto" and str(device).startswith(("cuda", "mps")):
-        raise VisrepsError(
-            "batch_size='auto' searches GPU memory in one process; with the Ray engine give a number "
-            "(each actor splits a batch that runs out of device memory in halves)"
-        )
-    if resume and out is None:
-        raise VisrepsError("resume=True needs the output folder of the interrupted run (out=...)")
-    if resume and overwrite:
-        raise VisrepsError("choose either resume (continue the interrupted run) or overwrite (start again), not both")
-    ray = import_ray()
-    started = connect(ray, ray_address, num_cpus=ray_num_cpus)
-    try:
-        plan = _plan_resources(ray, device, num_actors, cpus_per_actor, gpus_per_actor)
-        plan["num_actors"] = num_actors
-        job = prepare(
-            model, images, layers=layers, format=format, pool=pool, batch_size=batch_size, num_workers=0,
-            device="cpu", precision=precision, order=order, skip_bad_images=skip_bad_images, recurrent=recurrent,
-            pretrained=pretrained, weights=weights, seed=seed, preprocessing=preprocessing,
-            channels_last=channels_last, top_k=top_k, shard=shard, command=command, allow_pickle=allow_pickle,
-        )
-        if job.channels_last and channels_last is None and plan["device"] not in ("cpu", "cuda"):
+    num_actors: int = 2
+    address: str | None = None
+    cpus_per_actor: float | None = None
+    gpus_per_actor: float | None = None
+    num_cpus: int | None = None
+    name: str = field(default="ray", init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_actors, int) or isinstance(self.num_actors, bool) or self.num_actors < 1:
+            raise VisrepsError(f"num_actors must be a positive integer, got {self.num_actors!r}")
+        self._ray: Any = None
+        self._started = False
+        self._plan: dict = {}
+        self._spec: dict = {}
+
+    def start(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Join or start Ray and plan the actors; the driver plans the layers on the CPU, without decoders."""
+        device = options["device"]
+        if options["batch_size"] == "auto" and str(device).startswith(("cuda", "mps")):
+            raise VisrepsError(
+                "batch_size='auto' searches GPU memory in one process; with the Ray engine give a number "
+                "(each actor splits a batch that runs out of device memory in halves)"
+            )
+        if options.get("num_workers") is not None:
+            raise VisrepsError("num_workers is for the local engine; with the Ray engine, Ray tasks decode the images")
+        self._ray = import_ray()
+        self._started = connect(self._ray, self.address, num_cpus=self.num_cpus)
+        self._plan = _plan_resources(self._ray, device, self.num_actors, self.cpus_per_actor, self.gpus_per_actor)
+        self._plan["num_actors"] = self.num_actors
+        return {**options, "device": "cpu", "num_workers": 0}
+
+    def attach(self, job, recipe: dict[str, Any]) -> None:
+        """Record the engine in the job's metadata and prepare what every actor needs to build the model."""
+        from . import cache
+        from .capture import set_memory_format
+
+        plan = self._plan
+        if job.channels_last and recipe.get("channels_last") is None and plan["device"] not in ("cpu", "cuda"):
             set_memory_format(job.lm, False)  # automatic channels-last is for oneDNN/cuDNN only
             job.channels_last = False
         meta = job.metadata
         meta["options"].update(
             device=plan["device"], num_workers=None, channels_last=job.channels_last, engine="ray",
-            ray={"actors": num_actors, "cpus_per_actor": plan["num_cpus"], "gpus_per_actor": plan["num_gpus"],
-                 "address": ray_address or os.environ.get("RAY_ADDRESS") or ("existing" if not started else "local"),
+            ray={"actors": self.num_actors, "cpus_per_actor": plan["num_cpus"], "gpus_per_actor": plan["num_gpus"],
+                 "address": self.address or os.environ.get("RAY_ADDRESS") or ("existing" if not self._started
+                                                                              else "local"),
                  "cluster_cpus": plan["cluster"]["CPU"], "cluster_gpus": plan["cluster"]["GPU"]},
         )
         meta["options_identity"].update(device_type=plan["device"], channels_last=job.channels_last)
-        from . import cache
-
-        recipe = {"model": model, "pretrained": pretrained, "weights": None if weights is None else str(weights),
-                  "seed": seed, "preprocessing": job.lm.preprocessing, "cache": dict(cache._override),
-                  "allow_pickle": allow_pickle}
-        actor_spec = {
-            **_model_for_actors(ray, job, model, recipe),
+        model = recipe["model"]
+        full = {**recipe, "preprocessing": job.lm.preprocessing, "cache": dict(cache._override)}
+        full.pop("channels_last", None)
+        self._spec = {
+            **_model_for_actors(self._ray, job, model, full),
             "device": plan["device"], "threads": plan["threads"], "specs": job.specs, "shapes": job.shapes,
             "precision": job.precision, "channels_last": job.channels_last, "top_k": job.top_k,
         }
-        return run(job, out=out, overwrite=overwrite, resume=resume, progress=progress,
-                   engine=ray_batches(ray, plan, actor_spec))
-    finally:
-        if started:
-            ray.shutdown()
+
+    def batches(self, job, items: Sequence):
+        return ray_batches(self._ray, self._plan, self._spec)(job, items)
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+
+def extract_ray(
+    model,
+    images: str | os.PathLike,
+    *,
+    num_actors: int = 2,
+    ray_address: str | None = None,
+    cpus_per_actor: float | None = None,
+    gpus_per_actor: float | None = None,
+    ray_num_cpus: int | None = None,
+    **options: Any,
+):
+    """:func:`visreps.extract` with ``engine=RayEngine(num_actors, ray_address, ...)`` (see :class:`RayEngine`).
+
+    ``options`` are those of :func:`visreps.extract` (``batch_size`` is the batch of each actor's
+    forward pass; ``device`` the actors' device: ``auto`` uses GPUs when the cluster has them).
+
+    Raises:
+        MissingExtraError: Ray is not installed (``pip install visreps[ray]``).
+    """
+    from .extraction import extract
+
+    if "engine" in options:
+        raise VisrepsError("extract_ray chooses the engine itself; call visreps.extract(..., engine=...) instead")
+    engine = RayEngine(num_actors=num_actors, address=ray_address, cpus_per_actor=cpus_per_actor,
+                       gpus_per_actor=gpus_per_actor, num_cpus=ray_num_cpus)
+    return extract(model, images, engine=engine, **options)

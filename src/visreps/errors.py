@@ -44,6 +44,19 @@ class DamagedOutputError(VisrepsError):
     """A file of an output folder that does not match the folder's ``metadata.json`` (missing, truncated, altered)."""
 
 
+class ExtractionInterrupted(VisrepsError):
+    """Ctrl-C during an extraction. ``done`` of ``total`` images are written in ``folder`` (``None`` in memory);
+    the same call with ``resume=True`` (``--resume``) continues from there."""
+
+    def __init__(self, done: int, total: int, folder=None):
+        self.done, self.total, self.folder = done, total, None if folder is None else str(folder)
+        msg = f"interrupted after {done} of {total} images"
+        if self.folder is not None:
+            msg += (f"; {self.folder} holds the finished batches (*.partial files): "
+                    "continue with the same command plus --resume")
+        super().__init__(msg)
+
+
 class MissingExtraError(VisrepsError, ImportError):
     """An optional dependency that is not installed."""
 

@@ -11,11 +11,10 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -37,26 +36,13 @@ from .capture import (
     top_classes,
     use_channels_last,
 )
-from .errors import ImageError, VisrepsError
+from .errors import ExtractionInterrupted, ImageError, VisrepsError
 from .pooling import POOL_MODES, pool_output
+from .storage import versions
 
 __all__ = ["Batch", "Job", "extract", "local_batches", "prepare", "run", "versions", "parse_shard", "shard_bounds",
            "LayerSpec", "PRECISIONS", "RECURRENT_MODES", "POOL_MODES", "find_batch_size", "imagenet_classes",
-           "is_out_of_memory", "plan_layers", "pool_output", "predictions_table"]
-
-
-def versions() -> dict[str, str]:
-    from importlib import metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("visreps", "torch", "torchvision", "timm", "numpy", "pillow", "open_clip_torch", "keras", "tensorflow",
-                "tensorflow-cpu"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
+           "is_out_of_memory", "plan_layers", "pool_output", "predictions_table", "LocalEngine", "drive"]
 
 
 def parse_shard(shard) -> tuple[int, int] | None:
@@ -102,6 +88,37 @@ class Job:
     skip_bad_images: bool
     start: int = 0  # first image index of this job in ``items`` (shards)
     stop: int = 0
+    kind: str = "images"  # or "texts" (visreps.text): no content hashes, no image metadata
+    unit: str = "img"  # of the progress bar
+
+
+def _check_options(batch_size: Any, num_workers: Any, precision: str, top_k: Any) -> None:
+    if batch_size != "auto" and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise VisrepsError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+        raise VisrepsError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    if precision not in PRECISIONS:
+        raise VisrepsError(f"precision {precision!r} is not valid; use one of {', '.join(PRECISIONS)}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1 or top_k > 1000):
+        raise VisrepsError(f"top_k must be an integer between 1 and 1000, got {top_k!r}")
+
+
+def _plan(lm, layers, *, pool, recurrent, channels_last, top_k) -> tuple[list[LayerSpec], list[str], dict, bool]:
+    """Layer specs, output keys, per-image shapes and the memory layout, all from dry runs before any write."""
+    cl = use_channels_last(lm, channels_last)
+    try:
+        specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
+    except VisrepsError:
+        if not cl or channels_last:
+            raise
+        set_memory_format(lm, False)  # some models reshape with .view() and need contiguous tensors
+        cl = False
+        specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
+    shapes = dry_shapes(lm, specs)
+    if top_k is not None:
+        check_topk(lm, specs, top_k)
+    keys = [k for s in specs for k in s.keys]
+    return specs, keys, {k: shapes[k] for k in keys}, cl
 
 
 def prepare(
@@ -117,14 +134,7 @@ def prepare(
     from .models import load_model
     from .storage import check_format, layer_filename
 
-    if batch_size != "auto" and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
-        raise VisrepsError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
-    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
-        raise VisrepsError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-    if precision not in PRECISIONS:
-        raise VisrepsError(f"precision {precision!r} is not valid; use one of {', '.join(PRECISIONS)}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1 or top_k > 1000):
-        raise VisrepsError(f"top_k must be an integer between 1 and 1000, got {top_k!r}")
+    _check_options(batch_size, num_workers, precision, top_k)
     fmt = check_format(format)
     shard_ = parse_shard(shard)
     items = find_images(images, order=order)
@@ -137,20 +147,8 @@ def prepare(
         raise VisrepsError(
             f"precision {precision!r} applies to PyTorch models; {lm.model_id} ({lm.backend}) runs in float32: use precision='fp32'"
         )
-    cl = use_channels_last(lm, channels_last)
-    try:
-        specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
-    except VisrepsError:
-        if not cl or channels_last:
-            raise
-        set_memory_format(lm, False)  # some models reshape with .view() and need contiguous tensors
-        cl = False
-        specs = plan_layers(lm, layers, pool=pool, recurrent=recurrent)
-    shapes = dry_shapes(lm, specs)
-    if top_k is not None:
-        check_topk(lm, specs, top_k)
-    keys = [k for s in specs for k in s.keys]
-    shapes = {k: shapes[k] for k in keys}
+    specs, keys, shapes, cl = _plan(lm, layers, pool=pool, recurrent=recurrent, channels_last=channels_last,
+                                    top_k=top_k)
     if batch_size == "auto":
         batch_size = find_batch_size(lm, specs)
     n = stop - start
@@ -164,7 +162,7 @@ def prepare(
         "model": lm.model_id,
         "backend": lm.backend,
         "weights": lm.weights,
-        "preprocessing": {**lm.preprocessing.to_dict(), **lm.extra.get("preprocessing_extra", {})},
+        "preprocessing": {**lm.preprocessing.to_dict(), **lm.preprocessing_extra},
         "images": {
             "root": str(root),
             "order_file": str(Path(order).resolve()) if isinstance(order, (str, os.PathLike)) else None,
@@ -344,7 +342,7 @@ def _digest_rows(digests, n: int) -> np.ndarray:
 def _aux_shapes(job: Job) -> dict:
     from .data import DIGEST_SIZE
 
-    aux = {"blake2b": ((DIGEST_SIZE,), np.uint8)}
+    aux: dict[str, tuple] = {"blake2b": ((DIGEST_SIZE,), np.uint8)} if job.kind == "images" else {}
     if job.top_k is not None:
         aux["topk_index"] = ((job.top_k,), np.int64)
         aux["topk_prob"] = ((job.top_k,), np.float32)
@@ -390,56 +388,86 @@ def _write_error(e: BaseException, sink, job: Job, done: int) -> VisrepsError | 
     return None
 
 
-def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, progress: bool = True, engine=None):
-    """Run a prepared job: the batch loop, streaming into a sink (folder or memory), then the finishing touches.
+class LocalEngine:
+    """The single-process engine: a DataLoader decodes the images in ``num_workers`` processes, the model runs here.
 
-    ``engine(job, items)`` gives the batches (default :func:`local_batches`, see there), in the
-    order of ``items``; :mod:`visreps.distributed` passes its Ray pipeline here.
-
-    Each batch's rows and the progress record that counts them are written as one step that
-    Ctrl-C cannot split (:func:`_uninterruptible`); a resumed run starts after the last recorded
-    batch and overwrites anything written after it.
+    An engine adapts the options of :func:`prepare` (``start``), adapts the prepared job
+    (``attach``), yields its batches (``batches``, see :class:`Batch`) and releases what it holds
+    (``close``); :class:`visreps.distributed.RayEngine` is the other one.
     """
-    from tqdm.auto import tqdm
 
-    from .data import BAD_IMAGE_HINT
+    name = "local"
+
+    def start(self, options: dict[str, Any]) -> dict[str, Any]:
+        return options
+
+    def attach(self, job: Job, recipe: dict[str, Any]) -> None:
+        return None
+
+    def batches(self, job: Job, items: Sequence) -> Iterator[Batch]:
+        return local_batches(job, items)
+
+    def close(self) -> None:
+        return None
+
+
+def _engine(engine: Any) -> Any:
+    if engine is None or engine == "local":
+        return LocalEngine()
+    if all(hasattr(engine, m) for m in ("start", "attach", "batches", "close")):
+        return engine
+    raise VisrepsError(f"engine {engine!r} is not valid; use 'local', 'ray' or visreps.distributed.RayEngine(...)")
+
+
+def _open_sink(job: Job, out, *, overwrite: bool, resume: bool):
+    """The sink of a run (a folder or memory) with its files created, and the progress to start from."""
     from .storage import PREDICTION_FILES, MemorySink, OutputWriter
 
-    lm, keys, metadata = job.lm, job.keys, job.metadata
     n = job.stop - job.start
-    state = {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}
+    state: dict[str, Any] = {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}
+    sink: Any = MemorySink()
     if out is not None:
         sink = OutputWriter(out, job.fmt, overwrite=overwrite, resume=resume)
         if resume:
-            state = _check_resumable(sink, metadata)
-    else:
-        sink = MemorySink()
+            state = _check_resumable(sink, job.metadata)
     extra = list(PREDICTION_FILES) if job.top_k is not None else []
     try:
-        sink.begin(metadata, job.shapes, n, aux=_aux_shapes(job), extra_files=extra,
+        sink.begin(job.metadata, job.shapes, n, aux=_aux_shapes(job), extra_files=extra,
                    resume_state=state if resume else None)
     except (OSError, RuntimeError) as e:
         wrapped = _write_error(e, sink, job, state["next_image"])
         if wrapped is None:
             raise
         raise wrapped from None
-    first = state["next_image"]
-    row = state["rows"]
-    skipped = list(state["skipped"])
     sink.last_state = dict(state)
+    return sink, state
+
+
+def drive(job: Job, sink, batches: Iterable[Batch], state: dict[str, Any], *,
+          progress: bool = True) -> tuple[int, list]:
+    """The batch loop: an engine's batches, in order, into the sink. Returns the rows written and the skipped images.
+
+    Each batch's rows and the progress record that counts them are written as one step that
+    Ctrl-C cannot split (:func:`_uninterruptible`). On CUDA the host waits for a batch's copies
+    once, when the next batch has been queued, so copies and writes overlap the next forward pass.
+    """
+    from tqdm.auto import tqdm
+
+    from .data import BAD_IMAGE_HINT
+
+    first, row, skipped = state["next_image"], state["rows"], list(state["skipped"])
     items = job.items[job.start + first : job.stop]
-    batches = (engine or local_batches)(job, items)
-    bar = tqdm(total=n, initial=first, unit="img", disable=not progress, desc=lm.model_id, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=job.stop - job.start, initial=first, unit=job.unit, disable=not progress,
+               desc=job.lm.model_id, leave=False, dynamic_ncols=True)
 
     def flush(p) -> None:
-        """Write one finished batch and record it. On CUDA this is where the host waits for the device:
-        once per batch, after the next batch has been queued, so copies and writes overlap the next pass."""
         nonlocal row
-        nrows, batch, done_after, n_skipped, event = p
-        if event is not None:
-            event.synchronize()
-        arrays = {k: np.asarray(batch.outs[k]) for k in keys}
-        arrays["blake2b"] = _digest_rows(batch.digests, nrows)
+        nrows, batch, done_after, n_skipped = p
+        if batch.event is not None:
+            batch.event.synchronize()
+        arrays = {k: np.asarray(batch.outs[k]) for k in job.keys}
+        if job.kind == "images":
+            arrays["blake2b"] = _digest_rows(batch.digests, nrows)
         if batch.topk is not None:
             arrays["topk_index"], arrays["topk_prob"] = (np.asarray(t) for t in batch.topk)
         with _uninterruptible():
@@ -449,16 +477,15 @@ def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, pr
 
     pending = None
     read = first
-    t0 = time.perf_counter()
     try:
-        with contextlib.closing(batches):
-            for batch in batches:
+        with contextlib.closing(iter(batches)) as it:  # type: ignore[type-var]
+            for batch in it:
                 for i, err in batch.bad:
                     if not job.skip_bad_images:
                         raise ImageError(f"{err}; {BAD_IMAGE_HINT}")
                     skipped.append({"path": items[i].path, "error": err})
                 read += len(batch.idx) + len(batch.bad)
-                current = (len(batch.idx), batch, read, len(skipped), batch.event) if batch.outs is not None else None
+                current = (len(batch.idx), batch, read, len(skipped)) if batch.outs is not None else None
                 if pending is not None:
                     p, pending = pending, None  # taken before it is written: never written twice
                     flush(p)
@@ -471,46 +498,77 @@ def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, pr
                 p, pending = pending, None
                 flush(p)
     except BaseException as e:
-        bar.close()
         if pending is not None and not isinstance(e, OSError):  # its forward pass finished: keep it
-            p, pending = pending, None
             try:
-                flush(p)
+                flush(pending)
             except BaseException:  # noqa: BLE001 - the first error is the one to report
                 pass
-        if job.channels_last:
-            set_memory_format(lm, False)
-        done = (sink.last_state or {}).get("next_image", first)
-        wrapped = _write_error(e, sink, job, done)
-        metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        e.visreps_state = (row, skipped)  # type: ignore[attr-defined]
+        raise
+    finally:
+        bar.close()
+    return row, skipped
+
+
+def _failed(job: Job, sink, e: BaseException, first: int) -> BaseException:
+    """Record a run that stopped (metadata status and error) and return the error to raise for it."""
+    row, skipped = getattr(e, "visreps_state", (0, []))
+    done = (sink.last_state or {}).get("next_image", first)
+    metadata = job.metadata
+    metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+    if job.kind == "images":
         metadata["images"]["n_done"] = done
         metadata["images"]["rows_written"] = (sink.last_state or {}).get("rows", row)
         metadata["images"]["skipped"] = skipped
-        metadata["error"] = f"{type(e).__name__}: {e}"
-        sink.abort(metadata)
-        if isinstance(e, KeyboardInterrupt):
-            e.visreps_done = (done, n, str(sink.folder) if sink.folder is not None else None)  # type: ignore[attr-defined]
-        if wrapped is not None:
-            raise wrapped from None
-        raise
-    bar.close()
+    metadata["error"] = f"{type(e).__name__}: {e}"
+    sink.abort(metadata)
+    if isinstance(e, KeyboardInterrupt):
+        return ExtractionInterrupted(done, job.stop - job.start, sink.folder)
+    wrapped = _write_error(e, sink, job, done)
+    return wrapped if wrapped is not None else e
+
+
+def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, progress: bool = True,
+        engine: Any = None):
+    """Run a prepared job: an engine's batches through :func:`drive` into a sink (folder or memory), then finish.
+
+    Args:
+        job: from :func:`prepare` (or the text equivalent, :mod:`visreps.text`).
+        out, overwrite, resume, progress: as in :func:`extract`.
+        engine: :class:`LocalEngine` (default), :class:`visreps.distributed.RayEngine`, any object
+            with ``batches(job, items)``, or a function ``engine(job, items)`` yielding :class:`Batch`.
+
+    Raises:
+        ExtractionInterrupted: Ctrl-C; the folder keeps every finished batch for ``resume=True``.
+    """
+    batches_of = engine.batches if hasattr(engine, "batches") else (engine or LocalEngine().batches)
+    sink, state = _open_sink(job, out, overwrite=overwrite, resume=resume)
+    items = job.items[job.start + state["next_image"] : job.stop]
+    t0 = time.perf_counter()
+    try:
+        row, skipped = drive(job, sink, batches_of(job, items), state, progress=progress)
+    except BaseException as e:
+        if job.channels_last:
+            set_memory_format(job.lm, False)
+        err = _failed(job, sink, e, state["next_image"])
+        if err is e:
+            raise
+        raise err from (e if isinstance(err, ExtractionInterrupted) else None)
     if job.channels_last:
-        set_memory_format(lm, False)
+        set_memory_format(job.lm, False)
     elapsed = time.perf_counter() - t0
     if row == 0:
         err = _none_readable(job, skipped, sink.folder)
-        metadata["status"] = "failed"
-        metadata["images"]["n_done"] = n
-        metadata["images"]["rows_written"] = 0
-        metadata["images"]["skipped"] = skipped
-        metadata["error"] = str(err)
-        sink.abort(metadata)
+        job.metadata["status"] = "failed"
+        job.metadata["images"].update(n_done=job.stop - job.start, rows_written=0, skipped=skipped)
+        job.metadata["error"] = str(err)
+        sink.abort(job.metadata)
         raise err
     try:
         with _uninterruptible():  # renames and the final record: Ctrl-C waits for them
             return _finish(job, sink, row, skipped, elapsed)
     except (OSError, RuntimeError) as e:
-        wrapped = _write_error(e, sink, job, n)
+        wrapped = _write_error(e, sink, job, job.stop - job.start)
         if wrapped is None:
             raise
         sink.abort()
@@ -525,30 +583,33 @@ def _finish(job: Job, sink, row: int, skipped: list, elapsed: float):
     skipped_paths = {s["path"] for s in skipped}
     kept = [it for it in job.items[job.start : job.stop] if it.path not in skipped_paths]
     if len(kept) != row:
-        raise VisrepsError(f"internal error: {row} rows written for {len(kept)} images; please report this")
+        raise VisrepsError(f"internal error: {row} rows written for {len(kept)} items; please report this")
     aux = sink.aux_arrays(row)
-    hashes = [bytes(h).hex() for h in aux["blake2b"]]
-    manifest_rows = [(it.path, it.label, h) for it, h in zip(kept, hashes)]
+    hashes = [bytes(h).hex() for h in aux["blake2b"]] if "blake2b" in aux else None
+    manifest_rows = [(it.path, it.label, *([hashes[j]] if hashes else [])) for j, it in enumerate(kept)]
     metadata["status"] = "running"
     metadata.pop("error", None)
-    metadata["images"].pop("n_done", None)
-    metadata["images"].pop("rows_written", None)
-    metadata["images"]["n_extracted"] = row
-    metadata["images"]["skipped"] = skipped
-    metadata["seconds"] = round(elapsed, 3)
+    if job.kind == "images":
+        for key in ("n_done", "rows_written"):
+            metadata["images"].pop(key, None)
+        metadata["images"]["n_extracted"] = row
+        metadata["images"]["skipped"] = skipped
+        metadata["seconds"] = round(elapsed, 3)
     for k in job.keys:
         metadata["layers"][k]["shape"][0] = row
     predictions = None
     if job.top_k is not None:
-        predictions = predictions_table(aux["topk_index"], aux["topk_prob"], [p for p, _, _ in manifest_rows])
+        predictions = predictions_table(aux["topk_index"], aux["topk_prob"], [r[0] for r in manifest_rows])
         metadata["extra_files"] = ["predictions.csv", "predictions.json"]
     if sink.folder is None:
         import pandas as pd
 
         metadata["status"] = "complete"
-        manifest = pd.DataFrame({"index": range(row), "path": [r[0] for r in manifest_rows],
-                                 "label": [r[1] for r in manifest_rows], "blake2b": hashes})
-        return Features({k: v[:row] for k, v in sink.arrays.items()}, manifest, metadata, None, predictions)
+        columns = {"index": range(row), "path": [r[0] for r in manifest_rows], "label": [r[1] for r in manifest_rows]}
+        if hashes is not None:
+            columns["blake2b"] = hashes
+        return Features({k: v[:row] for k, v in sink.arrays.items()}, pd.DataFrame(columns), metadata, None,
+                        predictions)
     if predictions is not None:
         save_predictions(predictions, sink.folder)
     sink.finish(row, manifest_rows, metadata)
@@ -582,6 +643,7 @@ def extract(
     top_k: int | None = None,
     command: str | None = None,
     allow_pickle: bool = False,
+    engine: Any = "local",
 ):
     """Extract the activations of one or more layers for every image in a folder.
 
@@ -620,6 +682,9 @@ def extract(
         allow_pickle: allow unpickling a whole model file (``"file:model.pt"``) or a weights file
             holding Python objects besides tensors, which can run arbitrary code: only for files you
             trust (see :func:`~visreps.models.load_model`).
+        engine: ``"local"`` (this process; images decoded in ``num_workers`` processes) or a
+            :class:`visreps.distributed.RayEngine` that spreads the run over a Ray cluster; the
+            output is the same.
 
     Returns:
         :class:`~visreps.storage.Features`: ``result[layer]`` is an array with one row per image,
@@ -629,10 +694,18 @@ def extract(
         raise VisrepsError("resume=True needs the output folder of the interrupted run (out=...)")
     if resume and overwrite:
         raise VisrepsError("choose either resume (continue the interrupted run) or overwrite (start again), not both")
-    job = prepare(
-        model, images, layers=layers, format=format, pool=pool, batch_size=batch_size, num_workers=num_workers,
-        device=device, precision=precision, order=order, skip_bad_images=skip_bad_images, recurrent=recurrent,
-        pretrained=pretrained, weights=weights, seed=seed, preprocessing=preprocessing, channels_last=channels_last,
-        top_k=top_k, shard=shard, command=command, allow_pickle=allow_pickle,
-    )
-    return run(job, out=out, overwrite=overwrite, resume=resume, progress=progress)
+    eng = _engine(engine)
+    options = eng.start({"device": device, "num_workers": num_workers, "batch_size": batch_size})
+    try:
+        job = prepare(
+            model, images, layers=layers, format=format, pool=pool, batch_size=options["batch_size"],
+            num_workers=options["num_workers"], device=options["device"], precision=precision, order=order,
+            skip_bad_images=skip_bad_images, recurrent=recurrent, pretrained=pretrained, weights=weights, seed=seed,
+            preprocessing=preprocessing, channels_last=channels_last, top_k=top_k, shard=shard, command=command,
+            allow_pickle=allow_pickle,
+        )
+        eng.attach(job, {"model": model, "pretrained": pretrained, "weights": None if weights is None else str(weights),
+                         "seed": seed, "channels_last": channels_last, "allow_pickle": allow_pickle})
+        return run(job, out=out, overwrite=overwrite, resume=resume, progress=progress, engine=eng)
+    finally:
+        eng.close()

@@ -9,17 +9,21 @@ and leaves the interactive backend of a user's session alone. Every function ret
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import VisrepsError
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
 
 
-def _figure(figsize):
+def _figure(figsize: Any) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=figsize, layout="constrained")
@@ -55,7 +59,8 @@ def _check_cmap(cmap: str):
         from .errors import closest
 
         hint = closest(str(cmap), list(matplotlib.colormaps))
-        raise VisrepsError(f"colormap {cmap!r} is not known" + (f"; did you mean {', '.join(hint)}?" if hint else "")) from None
+        suggest = f"; did you mean {', '.join(hint)}?" if hint else ""
+        raise VisrepsError(f"colormap {cmap!r} is not known{suggest}") from None
 
 
 def _off_diagonal_limits(a: np.ndarray, vmin, vmax):
@@ -84,7 +89,7 @@ def plot_rdm(
     dpi: int = 200,
     figsize: tuple[float, float] = (6.0, 5.0),
     format: str | None = None,
-):
+) -> Figure:
     """Draw an RDM as an image and optionally save it.
 
     Args:
@@ -158,7 +163,7 @@ def plot_comparison(
     dpi: int = 200,
     figsize: tuple[float, float] | None = None,
     format: str | None = None,
-):
+) -> Figure:
     """A heatmap of a comparison table (row labels × column labels), e.g. from :func:`compare_features`.
 
     A long table from :func:`compare_to_reference` (columns ``label`` and ``r``) is drawn with
@@ -188,7 +193,7 @@ def plot_comparison(
         side = 0.45 * max(nr, nc) + 0.09 * longest + 2.5
         figsize = (min(30.0, side + 1.5), min(30.0, side))
     cm = _check_cmap(cmap)
-    if nr == nc and list(map(str, df.index)) == list(map(str, df.columns)):  # a pairwise table: skip the self-comparisons
+    if nr == nc and list(map(str, df.index)) == list(map(str, df.columns)):  # pairwise: skip the self-comparisons
         vmin, vmax = _off_diagonal_limits(vals, vmin, vmax)
     fig = _figure(figsize)
     ax = fig.add_subplot()
@@ -204,7 +209,8 @@ def plot_comparison(
             for j in range(nc):
                 v = vals[i, j]
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < mid else "black")
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if v < mid else "black")
     attrs = getattr(df, "attrs", {}) or {}
     if colorbar_label is None:
         method = attrs.get("method")
@@ -227,7 +233,7 @@ def plot_reference_comparison(
     dpi: int = 200,
     figsize: tuple[float, float] | None = None,
     format: str | None = None,
-):
+) -> Figure:
     """Horizontal bars of each feature set's correlation with the reference RDM(s), with CI whiskers.
 
     ``table`` is the DataFrame of :func:`compare_to_reference` (columns ``label``, ``r``, and

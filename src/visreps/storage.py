@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +40,21 @@ MANIFEST = "manifest.csv"
 METADATA = "metadata.json"
 METADATA_PARTIAL = "metadata.partial.json"
 PARTIAL = ".partial"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages that decide the numbers, for the metadata."""
+    from importlib import metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("visreps", "torch", "torchvision", "timm", "numpy", "pillow", "open_clip_torch", "keras", "tensorflow",
+                "tensorflow-cpu"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
 
 
 def check_format(fmt: str) -> str:

@@ -25,11 +25,13 @@ import datetime as _dt
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .data import ImageItem
 from .errors import VisrepsError
+from .extraction import Batch, Job, run
 
 TEXT_POOL_MODES = ("eot", "flatten", "none")
 DEFAULT_TEXT_LAYER = "text_embedding"
@@ -135,13 +137,11 @@ def extract_text(
         VisrepsError: bad texts, layers or options; the model has no text tower.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from .capture import make_capture, plan_layers
-    from .extraction import versions as _versions
     from .models import load_model
-    from .models.clip import import_open_clip, text_model
-    from .storage import Features, OutputWriter, check_format, layer_filename
+    from .models.clip import text_model
+    from .storage import check_format
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise VisrepsError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -154,12 +154,12 @@ def extract_text(
     specs = plan_layers(tm, layers if layers is not None else [DEFAULT_TEXT_LAYER], pool="none")
     keys = [k for s in specs for k in s.keys]
     module_of = {k: s.module for s in specs for k in s.keys}
-    text_pool = tm.extra["text_pool"]
+    text_pool = tm.text_pool
     cap = make_capture(tm, specs)
 
     per_token: set[str] = set()  # layers with one output per token position
 
-    def run(tokens) -> dict[str, np.ndarray]:
+    def forward(tokens) -> dict[str, np.ndarray]:
         outs = cap.run(tokens)
         tokens = tokens.cpu()
         per_token.update(k for k in keys if outs[k].dim() == 3)
@@ -167,7 +167,30 @@ def extract_text(
 
     dummy = tm.dummy_input()
     with cap, torch.inference_mode():
-        shapes = {k: tuple(v.shape[1:]) for k, v in run(dummy).items()}
+        shapes = {k: tuple(v.shape[1:]) for k, v in forward(dummy).items()}
+    metadata = _text_metadata(lm, items, source_file, int(dummy.shape[-1]), keys, module_of, shapes, per_token,
+                              fmt=fmt, pool=pool, batch_size=batch_size, command=command)
+    n = len(items)
+    job = Job(lm=tm, items=[ImageItem(t, "") for t in items], root=Path("."), specs=specs, keys=keys, shapes=shapes,
+              metadata=metadata, fmt=fmt, batch_size=batch_size, workers=0, precision="fp32", channels_last=False,
+              top_k=None, skip_bad_images=False, start=0, stop=n, kind="texts", unit="text")
+
+    def batches(job: Job, todo: Sequence[ImageItem]) -> Iterator[Batch]:
+        with cap, torch.inference_mode():
+            for start in range(0, len(todo), batch_size):
+                chunk = [it.path for it in todo[start : start + batch_size]]
+                yield Batch(list(range(start, start + len(chunk))), [], forward(tm.tokenize(chunk)))
+
+    return run(job, out=out, overwrite=overwrite, progress=progress, engine=batches)
+
+
+def _text_metadata(lm, items: list[str], source_file: Path | None, context_length: int, keys: list[str],
+                   module_of: dict[str, str], shapes: dict[str, tuple], per_token: set[str], *, fmt: str, pool: str,
+                   batch_size: int, command: str | None) -> dict[str, Any]:
+    """The metadata record of a text extraction (see the module docstring)."""
+    from .models.clip import import_open_clip
+    from .storage import layer_filename, versions as _versions
+
     n = len(items)
     oc = import_open_clip()
     versions = _versions()
@@ -182,7 +205,7 @@ def extract_text(
             "file": str(source_file) if source_file else None,
             "n": n,
             "texts_sha256": hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest(),
-            "context_length": int(dummy.shape[-1]),
+            "context_length": context_length,
         },
         "layers": {
             k: {
@@ -199,39 +222,4 @@ def extract_text(
         "versions": versions,
         "command": command,
     }
-    writer = OutputWriter(out, fmt, overwrite=overwrite) if out is not None else None
-    if writer is not None:
-        writer.begin(metadata, shapes, n)
-        arrays = None
-    else:
-        arrays = {k: np.empty((n, *shapes[k]), dtype=np.float32) for k in keys}
-    bar = tqdm(total=n, unit="text", disable=not progress, desc=lm.model_id, leave=False, dynamic_ncols=True)
-    try:
-        with cap, torch.inference_mode():
-            for start in range(0, n, batch_size):
-                batch = run(tm.tokenize(items[start : start + batch_size]))
-                if writer is not None:
-                    writer.write(start, batch)
-                else:
-                    for k in keys:
-                        arrays[k][start : start + len(batch[k])] = batch[k]
-                bar.update(len(batch[keys[0]]))
-    except BaseException as e:
-        bar.close()
-        if writer is not None:
-            metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            metadata["error"] = f"{type(e).__name__}: {e}"
-            writer.abort(metadata)
-        raise
-    bar.close()
-    rows = [(t, "") for t in items]
-    if writer is not None:
-        writer.finish(n, rows, metadata)
-        from .storage import load_features
-
-        return load_features(writer.folder)
-    import pandas as pd
-
-    metadata["status"] = "complete"
-    manifest = pd.DataFrame({"index": range(n), "path": items, "label": [""] * n})
-    return Features(arrays, manifest, metadata, None)
+    return metadata

@@ -1,7 +1,9 @@
 """Relating representations: RDMs and their comparison (RSA), CKA, and feature transforms.
 
 Everything here works from arrays or memory-mapped output folders and streams wide layers in
-blocks, so layers with hundreds of thousands of features are never loaded whole.
+blocks, so layers with hundreds of thousands of features are never loaded whole. Nothing here
+loads a model or extracts: :mod:`visreps.workflows` (``visreps.compare_features`` ...) extracts
+model ids first and then calls these functions.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .compare import (
     compare_rdms,
     compare_to_reference,
     load_reference_rdm,
+    load_references,
     match_rows,
 )
 from .rsa import (
@@ -64,6 +67,7 @@ __all__ = [
     "hsic",
     "kendall_tau_a",
     "load_reference_rdm",
+    "load_references",
     "match_rows",
     "normalize_features",
     "rank_transform",

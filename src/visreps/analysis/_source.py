@@ -18,6 +18,7 @@ from __future__ import annotations
 import mmap
 import os
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -142,17 +143,17 @@ class FeatureSource:
             return int(max(1, min(self.n, DEFAULT_BLOCK_BYTES // (8 * self.p))))
         return int(min(self.n, check_block_size(block_size)))
 
-    def iter_cols(self, block_size: int | None):
+    def iter_cols(self, block_size: int | None) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yields ``(c0, c1, block)`` over column blocks; the next block is read while the caller works."""
         w = self.col_block(block_size)
         yield from _prefetch([(c0, min(c0 + w, self.p)) for c0 in range(0, self.p, w)], self.cols)
 
-    def iter_rows(self, block_size: int | None):
+    def iter_rows(self, block_size: int | None) -> Iterator[tuple[int, int, np.ndarray]]:
         w = self.row_block(block_size)
         yield from _prefetch([(r0, min(r0 + w, self.n)) for r0 in range(0, self.n, w)], self.rows)
 
 
-def check_block_size(block_size) -> int:
+def check_block_size(block_size: Any) -> int:
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise VisrepsError(f"block_size must be a positive integer (or None for the default), got {block_size!r}")
     return int(block_size)
@@ -216,7 +217,7 @@ def _gpu_driver_present() -> bool:
     return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/kfd")
 
 
-def resolve_device(device) -> Any:
+def resolve_device(device: Any) -> Any:
     """``None`` for the numpy/BLAS path, else a ``torch.device``."""
     if device is None or device == "cpu":
         return None
@@ -294,12 +295,12 @@ def _fill_lower_from_upper(G: np.ndarray, rb: int = 1024) -> None:
         blk[il] = blk.T[il]
 
 
-def gram_accumulator(n: int, device):
+def gram_accumulator(n: int, device: Any) -> _NumpyGram | _TorchGram:
     dev = resolve_device(device)
     return _NumpyGram(n) if dev is None else _TorchGram(n, dev)
 
 
-def stream_gram(src: FeatureSource, *, center: str, block_size: int | None = None, device="cpu") -> dict:
+def stream_gram(src: FeatureSource, *, center: str, block_size: int | None = None, device: Any = "cpu") -> dict:
     """Accumulate the Gram matrix of ``src`` over column blocks in float64.
 
     Args:

@@ -56,7 +56,12 @@ def _check_kernel(kernel: str) -> str:
 
 
 def gram_matrix(
-    features: Any, *, kernel: str = "linear", sigma: float | None = None, block_size: int | None = None, device: Any = "auto"
+    features: Any,
+    *,
+    kernel: str = "linear",
+    sigma: float | None = None,
+    block_size: int | None = None,
+    device: Any = "auto",
 ) -> np.ndarray:
     """Kernel matrix of the rows of ``features`` (n × n float64), as used by :func:`cka`.
 
@@ -89,7 +94,9 @@ def _sigma(sigma) -> float:
     except (TypeError, ValueError):
         s = float("nan")
     if not np.isfinite(s) or s <= 0:
-        raise VisrepsError(f"sigma must be a positive number (the RBF bandwidth) or None for the median rule, got {sigma!r}")
+        raise VisrepsError(
+            f"sigma must be a positive number (the RBF bandwidth) or None for the median rule, got {sigma!r}"
+        )
     return s
 
 
@@ -173,7 +180,9 @@ def _ratio(kl: float, kk: float, ll: float) -> float:
 def _check_gram(K, name) -> np.ndarray:
     K = np.asarray(K, dtype=np.float64)
     if K.ndim != 2 or K.shape[0] != K.shape[1]:
-        raise VisrepsError(f"{name} must be a square kernel matrix, got shape {tuple(K.shape)}; for features use cka(X, Y)")
+        raise VisrepsError(
+            f"{name} must be a square kernel matrix, got shape {tuple(K.shape)}; for features use cka(X, Y)"
+        )
     return K
 
 

@@ -1,10 +1,11 @@
 """Compare many representations at once: pairwise RDM correlations and fits to a reference RDM.
 
 Feature sets come from arrays, extraction output folders (read with :func:`visreps.load_features`,
-memory-mapped), :class:`visreps.storage.Features` objects, or model ids that are extracted on
-the fly. Their rows are matched to the rows of the first set that names its images
-(see :func:`match_rows`): folders holding the same images in a different order, or under other
-file names, are aligned; folders with different images are an error.
+memory-mapped) and :class:`visreps.storage.Features` objects; nothing here loads a model or
+extracts (model ids: :mod:`visreps.workflows` extracts them first, then calls these functions).
+Their rows are matched to the rows of the first set that names its images (see :func:`match_rows`):
+folders holding the same images in a different order, or under other file names, are aligned;
+folders with different images are an error.
 
 How rows are matched:
 
@@ -24,15 +25,13 @@ How rows are matched:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import warnings
 from collections import defaultdict, deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +46,9 @@ from .rsa import (
     squareform,
     upper_triangle,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REFERENCE_SUFFIXES = (".npy", ".npz", ".mat", ".csv", ".tsv", ".txt", ".dat")
 
@@ -100,7 +102,8 @@ def load_reference_rdm(path: str | os.PathLike, *, key: str | None = None) -> np
         raise VisrepsError(f"reference RDM file {str(p)!r} does not exist")
     suffix = p.suffix.lower()
     if suffix not in REFERENCE_SUFFIXES:
-        raise VisrepsError(f"reference RDM {str(p)!r}: format {suffix or '(none)'!r} is not supported; use one of {', '.join(REFERENCE_SUFFIXES)}")
+        raise VisrepsError(f"reference RDM {str(p)!r}: format {suffix or '(none)'!r} is not supported; "
+                           f"use one of {', '.join(REFERENCE_SUFFIXES)}")
     if suffix in (".npy", ".npz"):
         try:
             if suffix == ".npy":
@@ -135,11 +138,14 @@ def as_rdm(arr: Any, *, name: str = "RDM") -> np.ndarray:
             ) from None
         a = squareform(a)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 2:
-        raise VisrepsError(f"{name} must be a square n × n matrix (or its condensed vector), got shape {tuple(a.shape)}")
+        raise VisrepsError(
+            f"{name} must be a square n × n matrix (or its condensed vector), got shape {tuple(a.shape)}"
+        )
     bad = ~np.isfinite(a)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise VisrepsError(f"{name} has {int(bad.sum())} NaN/inf entries (first at row {i}, column {j}); fill or drop those conditions")
+        raise VisrepsError(f"{name} has {int(bad.sum())} NaN/inf entries (first at row {i}, column {j}); "
+                           "fill or drop those conditions")
     if not np.allclose(a, a.T, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(a).max()))):
         warnings.warn(f"{name} is not symmetric; only its upper triangle (i < j) is used", stacklevel=3)
     return a
@@ -213,8 +219,8 @@ def _load_text(path: Path, suffix: str) -> np.ndarray:
         return df.to_numpy(dtype=np.float64)
     except (TypeError, ValueError):
         raise VisrepsError(
-            f"{str(path)!r} has cells that are not numbers; a reference RDM file holds one row of numbers per condition "
-            "(optionally a header row and a first column of names)"
+            f"{str(path)!r} has cells that are not numbers; a reference RDM file holds one row of numbers per "
+            "condition (optionally a header row and a first column of names)"
         ) from None
 
 
@@ -222,19 +228,21 @@ def _load_text(path: Path, suffix: str) -> np.ndarray:
 
 
 def _is_features_obj(x: Any) -> bool:
-    return hasattr(x, "features") and isinstance(getattr(x, "features"), Mapping) and hasattr(x, "manifest")
+    return hasattr(x, "features") and isinstance(x.features, Mapping) and hasattr(x, "manifest")
 
 
 def _looks_array(x: Any) -> bool:
-    return isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (str, bytes)))
+    if isinstance(x, np.ndarray):
+        return True
+    return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (str, bytes))
 
 
-def _safe_name(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._@-]", "_", s)
+def layers_for(layers: Any, key: str | None, model: str | None = None, label: str | None = None) -> list[str] | None:
+    """The layers requested for the folder/model ``key`` (``None``: all of them).
 
-
-def _layers_for(layers, key: str, model: str | None = None, label: str | None = None):
-    """The layers requested for the folder/model ``key`` (``None``: all of them)."""
+    ``layers`` is ``None`` (all), one name, a list applied to every source, or a dict whose keys
+    name a source by folder path, model id or label (``key``, ``model``, ``label``).
+    """
     if layers is None or isinstance(layers, str):
         return [layers] if isinstance(layers, str) else None
     if isinstance(layers, Mapping):
@@ -242,7 +250,7 @@ def _layers_for(layers, key: str, model: str | None = None, label: str | None = 
             same_path = False
             try:
                 same_path = Path(str(k)).expanduser().resolve() == Path(key).expanduser().resolve()
-            except (OSError, ValueError):
+            except (OSError, ValueError, TypeError):
                 pass
             if k == key or k == model or (label is not None and k == label) or same_path:
                 return None if v is None else [v] if isinstance(v, str) else list(v)
@@ -291,10 +299,12 @@ def file_hash(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _from_features_obj(obj, label: str | None, layers) -> list[FeatureSet]:
+def feature_sets_of(obj: Any, label: str | None, layers: Any) -> list[FeatureSet]:
+    """One :class:`FeatureSet` per requested layer of a :class:`visreps.storage.Features` (``layers`` as in
+    :func:`layers_for`), labelled ``label`` or by the model the features came from."""
     folder = getattr(obj, "folder", None)
     model = label or getattr(obj, "model", "") or (Path(folder).name if folder else "features")
-    wanted = _layers_for(layers, str(folder) if folder else model, getattr(obj, "model", None), label)
+    wanted = layers_for(layers, str(folder) if folder else model, getattr(obj, "model", None), label)
     names = list(obj.features) if wanted is None else wanted
     manifest = getattr(obj, "manifest", None)
     paths = list(manifest["path"]) if manifest is not None and "path" in manifest else None
@@ -311,87 +321,46 @@ def _from_features_obj(obj, label: str | None, layers) -> list[FeatureSet]:
 def _load_folder(folder: Path, label: str | None, layers) -> list[FeatureSet]:
     from ..storage import load_features
 
-    wanted = _layers_for(layers, str(folder), label)
+    wanted = layers_for(layers, str(folder), label)
     res = load_features(folder, wanted, mmap=True)
-    sets = _from_features_obj(res, label, None)
+    sets = feature_sets_of(res, label, None)
     for s in sets:
         s.folder = folder
     return sets
 
 
-def _same_content(old, root: Path, paths: list[str]) -> bool:
-    """Whether the images under ``root`` are still those an earlier extraction recorded.
-
-    Compares the content hashes of its manifest with the files' hashes now, so images replaced
-    under the same names are extracted again; a folder without hashes is trusted by its paths.
-    """
-    recorded = manifest_hashes(old.manifest, f"manifest.csv of {str(old.folder)!r}")
-    if recorded is None:
-        return True
-    try:
-        return all(file_hash(root / p) == h for p, h in zip(paths, recorded))
-    except OSError:
-        return False
+def source_items(sources: Any) -> list[tuple[str | None, Any]]:
+    """The (label, source) pairs named by ``sources``: one source, a list of them, or a dict label → source."""
+    if (isinstance(sources, (str, os.PathLike, FeatureSet)) or _is_features_obj(sources) or _looks_array(sources)
+            or _is_feature_sets(sources)):
+        return [(None, sources)]
+    if isinstance(sources, Mapping):
+        return [(str(k), v) for k, v in sources.items()]
+    return [(None, s) for s in sources]
 
 
-def _extract_model(model_id: str, label: str | None, layers, images, work_dir, extract_options) -> list[FeatureSet]:
-    wanted = _layers_for(layers, label, model_id) if label is not None else None
-    wanted = wanted or _layers_for(layers, model_id, model_id)
-    if not wanted:
-        raise VisrepsError(f"which layers of {model_id!r}? pass layers=[...] (see `visreps layers {model_id}`)")
-    import visreps
-
-    opts = dict(extract_options or {})
-    opts.setdefault("progress", False)
-    if work_dir is None:
-        res = visreps.extract(model_id, images, layers=wanted, out=None, **opts)
-        return _from_features_obj(res, label or model_id, wanted)
-    from ..data import find_images
-    from ..storage import load_features
-
-    folder = Path(work_dir).expanduser() / _safe_name(model_id)
-    request = Path(str(folder) + ".request.json")
-    req = {"model": model_id, "images": str(Path(images).expanduser().resolve()), "options": {k: repr(v) for k, v in sorted(opts.items()) if k != "progress"}}
-    have: list[str] = []
-    try:
-        prev = json.loads(request.read_text()) if request.is_file() else None
-        if prev == req:
-            old = load_features(folder)
-            now = [i.path for i in find_images(images, order=opts.get("order"))]
-            if list(old.paths) == now and _same_content(old, Path(images).expanduser(), now):
-                have = list(old.layers)
-    except VisrepsError:
-        have = []
-    if all(layer in have for layer in wanted):
-        return _from_features_obj(load_features(folder, wanted), label or model_id, wanted)
-    union = have + [layer for layer in wanted if layer not in have]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    request.unlink(missing_ok=True)
-    visreps.extract(model_id, images, layers=union, out=folder, overwrite=True, **opts)
-    request.write_text(json.dumps(req, indent=2))
-    return _from_features_obj(load_features(folder, wanted), label or model_id, wanted)
+def _is_feature_sets(x: Any) -> bool:
+    return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(s, FeatureSet) for s in x)
 
 
 def collect_features(
     sources: Any,
     *,
     layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
-    images: str | os.PathLike | None = None,
-    work_dir: str | os.PathLike | None = None,
-    extract_options: Mapping[str, Any] | None = None,
 ) -> list[FeatureSet]:
     """Turn the ways of naming feature sets into a list of :class:`FeatureSet`, rows aligned.
 
     ``sources`` is one of, or a list of (or a dict label → one of):
 
     * an array ``(n_images, ...)`` (labelled by its dict key, else ``features 1``, ...);
-    * an extraction output folder (all its layers, or ``layers``);
+    * an extraction output folder (all its layers, or ``layers``), or a ``.npy`` file;
     * a :class:`visreps.storage.Features` (``load_features``/``extract`` result);
-    * a model id such as ``"torchvision:alexnet"`` together with ``images`` and ``layers``: the
-      layers are extracted (into ``work_dir/<model id>`` when given, reusing an earlier extraction
-      there if it has the layers for the same images and options; in memory otherwise).
+    * a :class:`FeatureSet` or a list of them, taken as they are (``layers`` does not apply).
 
-    ``layers``: a list applied to every folder/model, or a dict folder, model id or label → list.
+    Model ids are not extracted here: :func:`visreps.workflows.collect_features` (and
+    ``visreps.compare_features``) extract them first.
+
+    ``layers``: a list applied to every folder, or a dict folder, model id or label → list.
     Rows are aligned to the first set that has a manifest (see :func:`match_rows`): by image
     content when both manifests record content hashes, else by image path.
 
@@ -399,35 +368,32 @@ def collect_features(
         VisrepsError: the sets hold different images (also: the same file names with different
             content), or differ in their number of rows.
     """
-    if isinstance(sources, (str, os.PathLike)) or _is_features_obj(sources) or _looks_array(sources):
-        items = [(None, sources)]
-    elif isinstance(sources, Mapping):
-        items = [(str(k), v) for k, v in sources.items()]
-    else:
-        items = [(None, s) for s in sources]
+    items = source_items(sources)
     if not items:
         raise VisrepsError("nothing to compare: give at least one array, output folder or model id")
     sets: list[FeatureSet] = []
     for i, (label, src) in enumerate(items):
-        if _is_features_obj(src):
-            sets += _from_features_obj(src, label, layers)
+        if isinstance(src, FeatureSet) or _is_feature_sets(src):  # copies: labels and row order are set anew
+            sets += [replace(s, order=None) for s in ([src] if isinstance(src, FeatureSet) else src)]
+        elif _is_features_obj(src):
+            sets += feature_sets_of(src, label, layers)
         elif isinstance(src, (str, os.PathLike)):
             p = Path(src).expanduser()
             if p.is_dir():
                 sets += _load_folder(p, label, layers)
             elif p.suffix.lower() == ".npy" and p.is_file():
                 sets.append(FeatureSet(label="", model=label or p.stem, layer="", features=np.load(p, mmap_mode="r")))
-            elif images is not None and not p.exists():
-                sets += _extract_model(str(src), label, layers, images, work_dir, extract_options)
             else:
                 raise VisrepsError(
                     f"{str(src)!r} is not an output folder; give folders written by `visreps extract`, arrays, "
-                    "or model ids together with images=<image folder>"
+                    "or model ids together with images=<image folder> (visreps.compare_features)"
                 )
         elif _looks_array(src) or isinstance(src, (list, tuple)):
             sets.append(FeatureSet(label="", model=label or f"features {i + 1}", layer="", features=src))
         else:
-            raise VisrepsError(f"cannot compare an object of type {type(src).__name__}; give arrays, output folders or model ids")
+            raise VisrepsError(
+                f"cannot compare an object of type {type(src).__name__}; give arrays, output folders or model ids"
+            )
     _label(sets)
     _align(sets)
     return sets
@@ -440,7 +406,8 @@ def _label(sets: list[FeatureSet]) -> None:
     labels = [make(s, s.model) for s in sets]
     dup = {x for x in labels if labels.count(x) > 1}
     if dup:  # the same model twice (e.g. pretrained and random): use folder names
-        labels = [make(s, s.folder.name) if (lab in dup and s.folder is not None) else lab for s, lab in zip(sets, labels)]
+        labels = [make(s, s.folder.name) if (lab in dup and s.folder is not None) else lab
+                  for s, lab in zip(sets, labels)]
     seen: dict[str, int] = {}
     for s, lab in zip(sets, labels):
         seen[lab] = seen.get(lab, 0) + 1
@@ -566,7 +533,7 @@ def _rdm_of(s: FeatureSet, rdm_method: str, **kw) -> np.ndarray:
     return rdm
 
 
-def compare_rdms(rdms: Mapping[str, Any], *, method: str = "pearson") -> "pd.DataFrame":  # noqa: F821
+def compare_rdms(rdms: Mapping[str, Any], *, method: str = "pearson") -> pd.DataFrame:
     """Pairwise correlations of several RDMs (upper triangles) as a square DataFrame label × label.
 
     ``pearson`` and ``spearman`` are computed for all pairs at once (Pearson correlation of the
@@ -619,29 +586,25 @@ def compare_features(
     sources: Any,
     *,
     layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
-    images: str | os.PathLike | None = None,
     rdm_method: str = "correlation",
     method: str = "pearson",
     sigma: float | None = None,
     block_size: int | None = None,
     device: Any = "auto",
-    work_dir: str | os.PathLike | None = None,
-    extract_options: Mapping[str, Any] | None = None,
     return_rdms: bool = False,
-):
+) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """RDM of every feature set, correlated pairwise: a square DataFrame with model/layer labels.
 
+    This works on features that exist: for model ids extracted on the fly (``images=``,
+    ``work_dir=``) use :func:`visreps.compare_features` (:func:`visreps.workflows.compare_features`).
+
     Args:
-        sources: arrays, output folders, ``Features``, model ids (with ``images`` and ``layers``),
-            a list of them, or a dict label → one of them; see :func:`collect_features`.
-        layers: layers to use from every folder/model (default: all of a folder's layers).
-        images: the image folder, when ``sources`` has model ids to extract.
+        sources: arrays, output folders, ``Features``, :class:`FeatureSet`, a list of them, or a dict
+            label → one of them; see :func:`collect_features`.
+        layers: layers to use from every folder (default: all of a folder's layers).
         rdm_method: how each RDM is computed (see :func:`compute_rdm`; default ``correlation``).
         method: how RDMs are compared (see :func:`correlate_rdms`; default ``pearson``).
         sigma, block_size, device: passed to :func:`compute_rdm`.
-        work_dir: where model ids are extracted to (and reused from); default: in memory.
-        extract_options: keyword arguments for :func:`visreps.extract` (``pretrained``, ``pool``,
-            ``batch_size``, ``device``...).
         return_rdms: also return the dict label → RDM (rows in the common image order).
 
     Returns:
@@ -651,11 +614,14 @@ def compare_features(
     """
     rdm_method = check_method(rdm_method)
     method = check_comparison(method)
-    sets = collect_features(sources, layers=layers, images=images, work_dir=work_dir, extract_options=extract_options)
+    sets = collect_features(sources, layers=layers)
     rdms = {s.label: _rdm_of(s, rdm_method, sigma=sigma, block_size=block_size, device=device) for s in sets}
     df = compare_rdms(rdms, method=method)
     df.attrs["rdm_method"] = rdm_method
-    df.attrs["sets"] = [{"label": s.label, "model": s.model, "layer": s.layer, "folder": str(s.folder) if s.folder else None} for s in sets]
+    df.attrs["sets"] = [
+        {"label": s.label, "model": s.model, "layer": s.layer, "folder": str(s.folder) if s.folder else None}
+        for s in sets
+    ]
     return (df, rdms) if return_rdms else df
 
 
@@ -689,12 +655,30 @@ def _reorder_to(sets: list[FeatureSet], reference_order, n: int) -> np.ndarray |
     return idx
 
 
+def load_references(reference: Any, *, key: str | None = None) -> dict[str, np.ndarray]:
+    """The reference RDMs of :func:`compare_to_reference`, validated: name → square float64 matrix.
+
+    ``reference`` is a square RDM / condensed vector (named ``reference``), a file (see
+    :func:`load_reference_rdm`; named by its stem) or a dict name → either.
+    """
+    if isinstance(reference, Mapping):
+        refs = {str(k): v for k, v in reference.items()}
+    else:
+        refs = {Path(reference).stem if isinstance(reference, (str, os.PathLike)) else "reference": reference}
+    loaded = {}
+    for name, r in refs.items():
+        if isinstance(r, (str, os.PathLike)):
+            loaded[name] = load_reference_rdm(r, key=key)
+        else:
+            loaded[name] = as_rdm(r, name=f"reference RDM {name!r}")
+    return loaded
+
+
 def compare_to_reference(
     sources: Any,
     reference: Any,
     *,
     layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
-    images: str | os.PathLike | None = None,
     rdm_method: str = "correlation",
     method: str = "pearson",
     n_bootstrap: int = 0,
@@ -705,10 +689,11 @@ def compare_to_reference(
     sigma: float | None = None,
     block_size: int | None = None,
     device: Any = "auto",
-    work_dir: str | os.PathLike | None = None,
-    extract_options: Mapping[str, Any] | None = None,
-):
+) -> pd.DataFrame:
     """Correlate every feature set's RDM with a reference RDM (brain or behaviour): a tidy DataFrame.
+
+    For model ids extracted on the fly use :func:`visreps.compare_to_reference`
+    (:func:`visreps.workflows.compare_to_reference`).
 
     Args:
         sources: as in :func:`compare_features`.
@@ -729,17 +714,8 @@ def compare_to_reference(
 
     rdm_method = check_method(rdm_method)
     method = check_comparison(method)
-    if isinstance(reference, Mapping):
-        refs = {str(k): v for k, v in reference.items()}
-    else:
-        refs = {Path(reference).stem if isinstance(reference, (str, os.PathLike)) else "reference": reference}
-    loaded = {}
-    for name, r in refs.items():
-        if isinstance(r, (str, os.PathLike)):
-            loaded[name] = load_reference_rdm(r, key=reference_key)
-        else:
-            loaded[name] = as_rdm(r, name=f"reference RDM {name!r}")
-    sets = collect_features(sources, layers=layers, images=images, work_dir=work_dir, extract_options=extract_options)
+    loaded = load_references(reference, key=reference_key)
+    sets = collect_features(sources, layers=layers)
     n_feat = len(sets[0].paths) if sets[0].paths is not None else sets[0].n
     for name, r in loaded.items():
         if r.shape[0] != n_feat:

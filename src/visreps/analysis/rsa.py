@@ -7,13 +7,14 @@ in row-major order, the same order as :func:`scipy.spatial.distance.pdist`), and
 :func:`squareform` goes back.
 
 All RDM methods are computed from one Gram matrix accumulated over blocks of features with
-matrix products in float64 (BLAS ``dsyrk`` on the CPU, or torch on a CUDA GPU when available), so wide layers never need to be in
-memory and a memory-mapped ``.npy`` is read once.
+matrix products in float64 (BLAS ``dsyrk`` on the CPU, or torch on a CUDA GPU when available), so
+wide layers never need to be in memory and a memory-mapped ``.npy`` is read once.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,9 @@ from ._source import FeatureSource, stream_gram
 
 METHODS = ("correlation", "cosine", "euclidean", "sqeuclidean", "gaussian")
 COMPARISONS = ("pearson", "spearman", "kendall", "tau_a")
-_COMPARISON_ALIASES = {"tau_b": "kendall", "kendall_tau_b": "kendall", "tau-b": "kendall", "tau-a": "tau_a", "kendall_tau_a": "tau_a"}
+_COMPARISON_ALIASES = {
+    "tau_b": "kendall", "kendall_tau_b": "kendall", "tau-b": "kendall", "tau-a": "tau_a", "kendall_tau_a": "tau_a",
+}
 
 # a row whose variance is below this fraction of its energy (Σx²) counts as constant
 _CONSTANT_RTOL = 1e-20
@@ -289,7 +292,8 @@ def check_square(a: np.ndarray, name: str = "RDM") -> None:
 
 
 def rank_transform(rdm: Any) -> np.ndarray:
-    """Ranks of the dissimilarities ``i < j`` (ties averaged) scaled to (0, 1], as a square matrix with zero diagonal."""
+    """Ranks of the dissimilarities ``i < j`` (ties averaged) scaled to (0, 1], as a square matrix with zero
+    diagonal."""
     from scipy.stats import rankdata
 
     v = upper_triangle(rdm)
@@ -330,7 +334,8 @@ class RDMCorrelation(float):
         return self.n_conditions * (self.n_conditions - 1) // 2
 
     def __reduce__(self):
-        return (_make_rdm_correlation, (float(self), self.method, self.n_conditions, self.ci, self.ci_low, self.ci_high, self.samples))
+        state = (float(self), self.method, self.n_conditions, self.ci, self.ci_low, self.ci_high, self.samples)
+        return (_make_rdm_correlation, state)
 
     def __repr__(self) -> str:
         s = f"RDMCorrelation(r={float(self):.6g}, method={self.method!r}, n_conditions={self.n_conditions}"
@@ -459,7 +464,8 @@ def correlate_rdms(
     if len(ok) == 0:
         raise VisrepsError("every bootstrap resample gave an undefined correlation; use more conditions")
     lo, hi = np.percentile(ok, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
-    return RDMCorrelation(r, method=method, n_conditions=n, ci=float(ci), ci_low=float(lo), ci_high=float(hi), samples=samples)
+    return RDMCorrelation(r, method=method, n_conditions=n, ci=float(ci), ci_low=float(lo), ci_high=float(hi),
+                          samples=samples)
 
 
 def _condensed_index(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -467,7 +473,8 @@ def _condensed_index(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return n * u - u * (u + 1) // 2 + (v - u - 1)
 
 
-def bootstrap_conditions(x: np.ndarray, y: np.ndarray, n: int, method: str, *, n_bootstrap: int, seed) -> np.ndarray:
+def bootstrap_conditions(x: np.ndarray, y: np.ndarray, n: int, method: str, *, n_bootstrap: int,
+                         seed: Any) -> np.ndarray:
     """Correlations of ``n_bootstrap`` condition resamples (see :func:`correlate_rdms`); NaN where undefined."""
     rng = np.random.default_rng(seed)
     iu, ju = np.triu_indices(n, 1)
@@ -506,6 +513,7 @@ def reorder(rdm: Any, order: Sequence[int]) -> np.ndarray:
     a = squareform(rdm)
     o = np.asarray(order)
     n = a.shape[0]
-    if o.ndim != 1 or len(o) != n or not np.issubdtype(o.dtype, np.integer) or not np.array_equal(np.sort(o), np.arange(n)):
+    if (o.ndim != 1 or len(o) != n or not np.issubdtype(o.dtype, np.integer)
+            or not np.array_equal(np.sort(o), np.arange(n))):
         raise VisrepsError(f"order must be a permutation of 0..{n - 1} (one index per condition)")
     return a[np.ix_(o, o)]

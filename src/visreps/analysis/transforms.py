@@ -7,8 +7,8 @@ loaded whole.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def normalize_features(X: Any, *, axis: int = 1) -> np.ndarray:
     arr, dt = _float_array(X)
     if axis not in (0, 1):
         raise VisrepsError(f"axis must be 1 (each image/row) or 0 (each feature/column), got {axis!r}")
-    norm = np.sqrt(np.einsum("ij,ij->i", arr, arr, dtype=np.float64) if axis == 1 else np.einsum("ij,ij->j", arr, arr, dtype=np.float64))
+    norm = np.sqrt(np.einsum("ij,ij->i" if axis == 1 else "ij,ij->j", arr, arr, dtype=np.float64))
     norm = norm[:, None] if axis == 1 else norm[None, :]
     safe = np.where(norm > 0, norm, 1.0)
     return (arr / safe).astype(dt, copy=False)
@@ -68,15 +68,20 @@ def _check_k_or_fraction(n_components, retained_var, max_k: int) -> tuple[int | 
             "to keep, e.g. 0.9)"
         )
     if n_components is not None:
-        if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or not 1 <= n_components <= max_k:
-            raise VisrepsError(f"n_components must be an integer from 1 to {max_k} (= min(images, features)), got {n_components!r}")
+        if (isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer))
+                or not 1 <= n_components <= max_k):
+            raise VisrepsError(
+                f"n_components must be an integer from 1 to {max_k} (= min(images, features)), got {n_components!r}"
+            )
         return int(n_components), None
     try:
         f = float(retained_var)
     except (TypeError, ValueError):
         f = float("nan")
     if not 0 < f <= 1:
-        raise VisrepsError(f"retained_var must be a fraction in (0, 1], e.g. 0.9 for 90% of the variance, got {retained_var!r}")
+        raise VisrepsError(
+            f"retained_var must be a fraction in (0, 1], e.g. 0.9 for 90% of the variance, got {retained_var!r}"
+        )
     return None, f
 
 
@@ -142,7 +147,7 @@ class PCA:
         self._train_scores = None
 
     # ---------------------------------------------------------------- fitting
-    def fit(self, X: Any) -> "PCA":
+    def fit(self, X: Any) -> PCA:
         src = FeatureSource(X)
         if src.n < 2:
             raise VisrepsError(f"PCA needs at least 2 rows (images), got shape {src.shape_in}")
@@ -154,7 +159,9 @@ class PCA:
             else:
                 solver = "gram" if src.n <= src.p else "covariance"
         if solver == "randomized" and frac is not None:
-            raise VisrepsError("retained_var needs the full spectrum: use solver='gram'/'covariance'/'auto', or give n_components")
+            raise VisrepsError(
+                "retained_var needs the full spectrum: use solver='gram'/'covariance'/'auto', or give n_components"
+            )
         self.solver_ = solver
         if solver == "gram":
             self._fit_gram(src, k, frac)
@@ -296,7 +303,8 @@ def compress_features(
     Equivalent to ``PCA(n_components, retained_var=..., seed=seed).fit_transform(X)`` (see :class:`PCA`
     for the solvers; ``seed`` matters only for the randomized one). Returns ``(n, k)`` float64.
     """
-    return PCA(n_components, retained_var=retained_var, seed=seed, solver=solver, block_size=block_size).fit_transform(X)
+    pca = PCA(n_components, retained_var=retained_var, seed=seed, solver=solver, block_size=block_size)
+    return pca.fit_transform(X)
 
 
 class IncrementalPCA:
@@ -321,7 +329,8 @@ class IncrementalPCA:
     def __init__(self, n_components: int, *, batch_size: int | None = None):
         if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
             raise VisrepsError(f"n_components must be a positive integer, got {n_components!r}")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < n_components):
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                       or batch_size < n_components):
             raise VisrepsError(f"batch_size must be an integer >= n_components ({n_components}), got {batch_size!r}")
         self.n_components = int(n_components)
         self.batch_size = batch_size
@@ -335,10 +344,12 @@ class IncrementalPCA:
             bounds[-1] = (bounds[-1][0], last[1])
         return bounds
 
-    def fit(self, X: Any) -> "IncrementalPCA":
+    def fit(self, X: Any) -> IncrementalPCA:
         src = FeatureSource(X)
         if self.n_components > min(src.n, src.p):
-            raise VisrepsError(f"n_components={self.n_components} is more than min(images, features) = {min(src.n, src.p)}")
+            raise VisrepsError(
+                f"n_components={self.n_components} is more than min(images, features) = {min(src.n, src.p)}"
+            )
         self.n_samples_seen_ = 0
         from ._source import _prefetch
 
@@ -346,7 +357,7 @@ class IncrementalPCA:
             self._update(B)
         return self
 
-    def partial_fit(self, X: Any) -> "IncrementalPCA":
+    def partial_fit(self, X: Any) -> IncrementalPCA:
         """Update the fit with one batch of rows (at least ``n_components`` of them)."""
         src = FeatureSource(X)
         self._update(src.rows(0, src.n))
@@ -407,24 +418,32 @@ FEATURE_MAP_KINDS = {
 }
 
 
-def feature_map_layers(model: Any, *, kinds: Sequence[str] = ("conv", "maxpool")) -> list[str]:
-    """Names of a model's convolution and/or max-pooling modules, in network order.
-
-    ``model`` is a model id (loaded with random weights: the types do not depend on them), a
-    :class:`~visreps.models.LoadedModel` or a ``torch.nn.Module``. ``kinds``: any of
-    ``conv``, ``maxpool``, ``avgpool``. Use the names as ``layers=`` of :func:`visreps.extract`
-    and then :func:`ensemble_features`.
-    """
+def check_kinds(kinds: Sequence[str]) -> set[str]:
+    """The module type names of the feature-map ``kinds`` (see :data:`FEATURE_MAP_KINDS`)."""
     bad = [k for k in kinds if k not in FEATURE_MAP_KINDS]
     if bad or not kinds:
         raise VisrepsError(f"kinds {list(kinds)!r} not known; choose from {', '.join(FEATURE_MAP_KINDS)}")
-    types = {t for k in kinds for t in FEATURE_MAP_KINDS[k]}
+    return {t for k in kinds for t in FEATURE_MAP_KINDS[k]}
+
+
+def feature_map_layers(model: Any, *, kinds: Sequence[str] = ("conv", "maxpool")) -> list[str]:
+    """Names of a model's convolution and/or max-pooling modules, in network order.
+
+    ``model`` is a :class:`~visreps.models.LoadedModel` or a ``torch.nn.Module`` (this never
+    loads a model; for a model id use :func:`visreps.feature_map_layers`, i.e.
+    :func:`visreps.workflows.feature_map_layers`). ``kinds``: any of ``conv``, ``maxpool``,
+    ``avgpool``. Use the names as ``layers=`` of :func:`visreps.extract` and then
+    :func:`ensemble_features`.
+    """
+    types = check_kinds(kinds)
     if hasattr(model, "named_modules"):
         return [n for n, m in model.named_modules() if n and type(m).__name__ in types]
-    from ..models import load_model
-
-    lm = load_model(model, pretrained=False, device="cpu")
-    return [info.name for info in lm.layers() if info.type in types]
+    if callable(getattr(model, "layers", None)):  # a LoadedModel: its layer table (a dry run)
+        return [info.name for info in model.layers() if info.type in types]
+    raise VisrepsError(
+        f"feature_map_layers takes a loaded model or a torch module, not {type(model).__name__} {model!r}; "
+        "for a model id use visreps.feature_map_layers (it loads the model)"
+    )
 
 
 def ensemble_features(
@@ -480,10 +499,12 @@ def ensemble_features(
     n = srcs[0].n
     for k, s in zip(names, srcs):
         if s.n != n:
-            raise VisrepsError(f"layer {k!r} has {s.n} rows but layer {names[0]!r} has {n}; all layers must be the same images")
+            raise VisrepsError(
+                f"layer {k!r} has {s.n} rows but layer {names[0]!r} has {n}; all layers must be the same images"
+            )
     if n_components is None and retained_var is None:
         parts = []
-        for k, s in zip(names, srcs):
+        for k in names:
             X = np.asarray(features[k]).reshape(n, -1)
             if scale == "unit":
                 X = X.astype(np.float64) - X.mean(axis=0, dtype=np.float64)

@@ -1,7 +1,9 @@
 """Model sources and :func:`load_model`.
 
 Model ids are ``source:name`` (``torchvision:alexnet``, ``timm:resnet50``, ``cornet:s``); a bare
-name resolves when exactly one source has it.
+name resolves when exactly one source has it. Sources register themselves when first used (see
+:mod:`visreps.models._registry`); every one returns a :class:`LoadedModel` (see
+:mod:`visreps.models._base` for its typed contract and the :class:`Backend` protocol).
 """
 
 from __future__ import annotations
@@ -10,21 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VisrepsError
-from ._base import LoadedModel, Preprocessing
+from ._base import Backend, BackendCapture, LoadedModel, Preprocessing, SupportsLayers, TextTower
 from ._layers import LayerInfo
-from ._registry import available_offline, check_name, list_models, resolve, source_module
+from ._registry import Source, available_offline, get_source, list_models, register_source, resolve
 
 __all__ = [
+    "Backend",
+    "BackendCapture",
     "LayerInfo",
     "LoadedModel",
     "Preprocessing",
+    "Source",
+    "SupportsLayers",
+    "TextTower",
     "available_offline",
     "list_models",
     "load_model",
+    "register_source",
 ]
 
 
-def _is_keras_model(obj) -> bool:
+def _is_keras_model(obj: Any) -> bool:
     from .keras import is_keras_model
 
     return is_keras_model(obj)
@@ -80,18 +88,14 @@ def load_model(
         lm = load_pickled_model(model[5:], device=device, allow_pickle=allow_pickle)
     elif isinstance(model, str):
         source, name = resolve(model)
-        mod = source_module(source)
-        check = getattr(mod, "check_name", None)
-        if check is not None:
-            check(name)
-        else:
-            check_name(source, name.split(".", 1)[0] if source == "timm" else name)
+        src = get_source(source)
+        src.check(name)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise VisrepsError(f"seed must be an integer, got {seed!r}")
         from .custom import pickle_scope
 
         with pickle_scope(allow_pickle):  # the source's --weights file honours the opt-in
-            lm = mod.load(name, pretrained=pretrained, weights=None if weights is None else str(weights), seed=seed,
+            lm = src.load(name, pretrained=pretrained, weights=None if weights is None else str(weights), seed=seed,
                           device=device)
     elif _is_keras_model(model):  # decided without importing TensorFlow
         from .keras import check_device, from_keras_model

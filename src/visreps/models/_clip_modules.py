@@ -6,6 +6,8 @@ the source module itself must stay cheap to import.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -29,7 +31,7 @@ class ImageTower(nn.Module):
         self._owner = (clip_model,)  # a tuple, so it is not registered as a submodule
 
     @property
-    def clip_model(self) -> nn.Module:
+    def clip_model(self) -> Any:
         return self._owner[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -57,7 +59,7 @@ class TextTower(nn.Module):
         self._owner = (clip_model,)
 
     @property
-    def clip_model(self) -> nn.Module:
+    def clip_model(self) -> Any:
         return self._owner[0]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..pooling import first_tensor
 
@@ -12,24 +12,22 @@ from ..pooling import first_tensor
 class LayerInfo:
     name: str
     type: str
-    shape: tuple | None  # output shape for one image; None if the module did not run
+    shape: tuple[int | None, ...] | None  # output shape for one image; None if the module did not run
     calls: int = 0
     depth: int = 0
     detail: str = ""  # the module's own description (``extra_repr``), e.g. "64, 128, kernel_size=(1, 1)"
 
 
-def describe_layers(lm) -> list:
-    """Every named module with its type, output shape for one image, and calls per pass."""
+def describe_module(module: Any, x: Any) -> list[LayerInfo]:
+    """Every named module of a torch ``module`` with its type, output shape for one input, and calls
+    per pass, from one forward pass of the blank batch ``x``."""
     import torch
 
-    adapter = lm.extra.get("adapter")
-    if adapter is not None:
-        return adapter.describe_layers()
-    infos: dict[str, Any] = {}
+    infos: dict[str, LayerInfo] = {}
     handles = []
 
-    def make(name):
-        def hook(mod, inputs, out):
+    def make(name: str) -> Callable[..., None]:
+        def hook(mod: Any, inputs: Any, out: Any) -> None:
             info = infos[name]
             info.calls += 1
             t = first_tensor(out)
@@ -38,7 +36,7 @@ def describe_layers(lm) -> list:
 
         return hook
 
-    for name, mod in lm.module.named_modules():
+    for name, mod in module.named_modules():
         if not name:
             continue
         infos[name] = LayerInfo(name=name, type=type(mod).__name__, shape=None, depth=name.count("."),
@@ -46,14 +44,14 @@ def describe_layers(lm) -> list:
         handles.append(mod.register_forward_hook(make(name)))
     try:
         with torch.inference_mode():
-            lm.module(lm.dummy_input())
+            module(x)
     finally:
         for h in handles:
             h.remove()
     return list(infos.values())
 
 
-def format_layer_tree(infos: Sequence) -> str:
+def format_layer_tree(infos: Sequence[LayerInfo]) -> str:
     """One line per module, indented by depth: name, output shape for one image (×calls per pass
     for modules that run more than once), and the module as PyTorch prints it (type and arguments)."""
     rows = []

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError, closest
-from ._base import LoadedModel, Preprocessing, file_sha256
+from ._base import LoadedModel, Preprocessing, TextTower, file_sha256
+from ._registry import register_source
 
 OPENAI_TAG = "openai"
 INSTALL_HINT = "pip install 'visreps[clip]'"
@@ -41,7 +42,7 @@ INSTALL_HINT = "pip install 'visreps[clip]'"
 TOKEN_POOL_TYPES = ("argmax", "eos", "first", "last")
 
 
-def import_open_clip():
+def import_open_clip() -> Any:
     """``open_clip``, or a :class:`~visreps.errors.MissingExtraError` saying how to install it."""
     try:
         import open_clip
@@ -83,7 +84,10 @@ def available_offline(name: str) -> bool:
     return _arch(name) in list_names() and find_checkpoint(_arch(name), OPENAI_TAG) is not None
 
 
-def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device=None) -> LoadedModel:
+@register_source("clip", list_names=list_names, available_offline=available_offline, check_name=check_name,
+                 optional=True)
+def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0,
+         device: Any = None) -> LoadedModel:
     """Load ``clip:<name>``: OpenAI's weights, a seeded random initialisation, or a weights file.
 
     Args:
@@ -225,16 +229,17 @@ class OpenClipPreprocessing(Preprocessing):
         side = self.resize or self.crop or 224
         return (3, side, side)
 
-    def build(self) -> Callable:
+    def build(self) -> Callable[[Any], Any]:
         from open_clip.transform import image_transform
 
-        return image_transform(
-            self.resize, is_train=False, mean=self.mean, std=self.std, resize_mode=self.resize_mode,
+        transform: Any = image_transform(
+            self.input_size()[-1], is_train=False, mean=self.mean, std=self.std, resize_mode=self.resize_mode,
             interpolation=self.interpolation, fill_color=self.fill_color,
         )
+        return transform
 
 
-def preprocessing_from_open_clip(cfg: dict, model_id: str = "") -> Preprocessing:
+def preprocessing_from_open_clip(cfg: dict[str, Any], model_id: str = "") -> Preprocessing:
     """Translate open_clip's ``preprocess_cfg`` (``model.visual.preprocess_cfg``) into a Preprocessing.
 
     ``shortest`` (OpenAI's and most models) is resize-shorter-side → centre crop, a plain
@@ -271,11 +276,12 @@ class LazyTokenizer:
     only fetched when text is encoded.
     """
 
-    def __init__(self, arch: str):
+    def __init__(self, arch: str) -> None:
         self.arch = arch
-        self._tokenizer = None
+        self._tokenizer: Any = None
 
-    def get(self):
+    def get(self) -> Any:
+        """open_clip's tokenizer (built, and its files fetched, on the first call)."""
         if self._tokenizer is None:
             from ..cache import hf_cache_dir
 
@@ -293,11 +299,11 @@ class LazyTokenizer:
     def context_length(self) -> int:
         return int(self.get().context_length)
 
-    def __call__(self, texts: Sequence[str]):
+    def __call__(self, texts: Sequence[str]) -> Any:
         return self.get()(list(texts))
 
 
-def seq_first_modules(module) -> set[str]:
+def seq_first_modules(module: Any) -> set[str]:
     """Names of the modules of ``module`` whose outputs are sequence-first (tokens, batch, dim).
 
     open_clip's ``Transformer`` with ``batch_first=False`` runs its residual blocks on (L, N, D)
@@ -313,7 +319,7 @@ def seq_first_modules(module) -> set[str]:
     return found
 
 
-def _prefix_tokens(visual) -> int | None:
+def _prefix_tokens(visual: Any) -> int | None:
     """Class/register tokens before the patch tokens of a transformer visual tower (None: no tokens)."""
     trunk = getattr(visual, "trunk", None)  # a timm tower
     if trunk is not None and hasattr(trunk, "num_prefix_tokens"):
@@ -337,7 +343,7 @@ def _quiet_logging():
 
 
 def build(model_id: str, arch: str, tag: str | None, *, pretrained: bool, weights: str | None, seed: int,
-          device=None) -> LoadedModel:
+          device: Any = None) -> LoadedModel:
     """Build open_clip's ``arch`` with the weights of ``tag`` (or random/file weights) as a LoadedModel.
 
     Args:
@@ -352,9 +358,9 @@ def build(model_id: str, arch: str, tag: str | None, *, pretrained: bool, weight
 
     Returns:
         The LoadedModel: ``module`` is an :class:`~visreps.models._clip_modules.ImageTower`;
-        ``extra`` holds ``clip_model`` (the open_clip model), ``tokenizer`` (a
-        :class:`LazyTokenizer`), ``open_clip`` (arch and tag), ``seq_first`` and, for transformer
-        towers, ``prefix_tokens``.
+        ``text`` is a :class:`~visreps.models._base.TextTower` with the open_clip model, a
+        :class:`LazyTokenizer` and the text pooling; ``seq_first`` and, for transformer towers,
+        ``prefix_tokens`` are set.
     """
     oc = import_open_clip()
     import torch
@@ -367,7 +373,7 @@ def build(model_id: str, arch: str, tag: str | None, *, pretrained: bool, weight
     dev = resolve_device(device)
     cfg = oc.get_pretrained_cfg(arch, tag) if tag else {}
     quick_gelu = bool(cfg.get("quick_gelu", False))
-    options = dict(
+    options: dict[str, Any] = dict(
         force_quick_gelu=quick_gelu,
         # the tag's preprocessing; the image size comes from the architecture
         force_preprocess_cfg={k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode", "fill_color") if k in cfg},
@@ -402,24 +408,17 @@ def build(model_id: str, arch: str, tag: str | None, *, pretrained: bool, weight
         record = {"kind": "random", "seed": seed}
         if weights is not None:
             record = load_weights_file(model, weights)
-    model = model.to(dev).eval()
+    model: Any = model.to(dev).eval()
     wrapper = ImageTower(model).to(dev).eval()
-    extra: dict[str, Any] = {
-        "clip_model": model,
-        "tokenizer": LazyTokenizer(arch),
-        "open_clip": {"arch": arch, "tag": tag},
-        "seq_first": seq_first_modules(wrapper),
-    }
-    prefix = _prefix_tokens(model.visual)
-    if prefix is not None:
-        extra["prefix_tokens"] = prefix
     return LoadedModel(
         module=wrapper,
         preprocessing=preprocessing_from_open_clip(model.visual.preprocess_cfg, model_id),
         model_id=model_id,
         weights=record,
         device=dev,
-        extra=extra,
+        prefix_tokens=_prefix_tokens(model.visual),
+        seq_first=frozenset(seq_first_modules(wrapper)),
+        text=TextTower(clip_model=model, tokenizer=LazyTokenizer(arch), text_pool=_text_pool(model)),
     )
 
 
@@ -431,19 +430,32 @@ class TextModel(LoadedModel):
     """The text tower of a CLIP model, shaped like a LoadedModel so extraction's hooks apply.
 
     ``module`` is a :class:`~visreps.models._clip_modules.TextTower` taking token ids;
-    :meth:`dummy_input` is one empty text. ``extra["text_pool"]`` is ``(pool_type, eos_id)`` of
-    the model's own text pooling when it picks one token (``None`` otherwise).
+    :meth:`dummy_input` is one empty text. ``text`` is the CLIP model's
+    :class:`~visreps.models._base.TextTower` (tokenizer, text pooling).
     """
 
-    def tokenize(self, texts: Sequence[str]):
-        """Token ids (n, context_length) of ``texts`` on the model's device."""
-        return self.extra["tokenizer"](texts).to(self.device)
+    @property
+    def tower(self) -> TextTower:
+        """``text``, which a TextModel always has."""
+        if self.text is None:  # pragma: no cover - text_model always sets it
+            raise VisrepsError(f"{self.model_id} has no text tower")
+        return self.text
 
-    def dummy_input(self, n: int = 1):
+    @property
+    def text_pool(self) -> tuple[str, int | None] | None:
+        """``(pool_type, eos_id)`` of the model's own text pooling when it picks one token (``None`` otherwise)."""
+        return self.tower.text_pool
+
+    def tokenize(self, texts: Sequence[str]) -> Any:
+        """Token ids (n, context_length) of ``texts`` on the model's device."""
+        return self.tower.tokenizer(texts).to(self.device)
+
+    def dummy_input(self, n: int = 1) -> Any:
+        """``n`` empty texts as token ids."""
         return self.tokenize([""] * n)
 
 
-def _text_pool(clip_model) -> tuple[str, int | None] | None:
+def _text_pool(clip_model: Any) -> tuple[str, int | None] | None:
     """``(pool_type, eos_id)`` of the token the model's text embedding is read from, if it picks one."""
     if hasattr(clip_model, "text_pool_type"):  # OpenAI-style CLIP: the text tower is inlined
         pool, eos = clip_model.text_pool_type, getattr(clip_model, "text_eos_id", None)
@@ -459,25 +471,21 @@ def text_model(lm: LoadedModel) -> TextModel:
     Raises:
         VisrepsError: ``lm`` is not a CLIP model (it has no text tower).
     """
-    from ._clip_modules import TextTower
+    from ._clip_modules import TextTower as TextTowerModule
 
-    clip_model = lm.extra.get("clip_model")
-    if clip_model is None or not hasattr(clip_model, "encode_text"):
+    text = lm.text
+    if text is None or not hasattr(text.clip_model, "encode_text"):
         raise VisrepsError(
             f"text features need a CLIP model with a text tower (clip:ViT-B-32, openclip:ARCH/TAG); "
             f"{lm.model_id} has none"
         )
-    tower = TextTower(clip_model).to(lm.device).eval()
+    tower = TextTowerModule(text.clip_model).to(lm.device).eval()
     return TextModel(
         module=tower,
         preprocessing=lm.preprocessing,
         model_id=lm.model_id,
         weights=lm.weights,
         device=lm.device,
-        extra={
-            "tokenizer": lm.extra["tokenizer"],
-            "clip_model": clip_model,
-            "seq_first": seq_first_modules(tower),
-            "text_pool": _text_pool(clip_model),
-        },
+        seq_first=frozenset(seq_first_modules(tower)),
+        text=text,
     )

@@ -43,6 +43,7 @@ import os
 from collections import OrderedDict
 from http.client import HTTPException
 from pathlib import Path
+from typing import Any
 from urllib.error import URLError
 
 import torch
@@ -50,6 +51,7 @@ from torch import nn
 
 from ..errors import ModelNotFoundError, VisrepsError, WeightsError
 from ._base import LoadedModel, Preprocessing, file_sha256
+from ._registry import register_source
 
 __all__ = [
     "CORblock_R",
@@ -110,7 +112,10 @@ def _decoder(with_output: bool) -> nn.Sequential:
 
 def _conv_out(size: int, conv: nn.Conv2d, dim: int) -> int:
     """Output length along spatial dimension ``dim`` of ``conv`` for an input of length ``size``."""
-    k, s, p, d = conv.kernel_size[dim], conv.stride[dim], conv.padding[dim], conv.dilation[dim]
+    k, s, d = conv.kernel_size[dim], conv.stride[dim], conv.dilation[dim]
+    p = conv.padding[dim]
+    if not isinstance(p, int):  # padding="same"/"valid" is never used by CORnet
+        raise VisrepsError(f"CORnet convolutions take integer padding, got {conv.padding!r}")
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
@@ -576,6 +581,7 @@ def _load_checkpoint(module: nn.Module, path: Path, *, allow_pickle: bool = Fals
     return unpickled
 
 
+@register_source("cornet", list_names=list_names, available_offline=available_offline, check_name=check_name)
 def load(
     name: str,
     *,
@@ -618,7 +624,7 @@ def load(
 
         path = Path(weights).expanduser()
         unpickled = _load_checkpoint(module, path, allow_pickle=pickle_allowed())  # load_model's opt-in
-        record = {"kind": "file", "file": str(path.resolve()), "sha256": file_sha256(path)}
+        record: dict[str, Any] = {"kind": "file", "file": str(path.resolve()), "sha256": file_sha256(path)}
         if unpickled:
             record["allow_pickle"] = True
     elif pretrained:

@@ -38,7 +38,7 @@ _ALLOW_PICKLE: ContextVar[bool] = ContextVar("visreps_allow_pickle", default=Fal
 _NEEDS_PICKLE = re.compile(r"GLOBAL|Unsupported class|allowlisted|Can only (build|create)|TorchScript")
 
 
-def looks_like_file(weights) -> bool:
+def looks_like_file(weights: str | Path) -> bool:
     """Whether ``weights`` names a file (it exists, has a path separator or a weights suffix) rather than a tag."""
     s = str(weights)
     return Path(s).expanduser().exists() or "/" in s or "\\" in s or s.lower().endswith(WEIGHT_SUFFIXES)
@@ -178,7 +178,7 @@ def extract_state_dict(obj: Any, path: str | Path = "<checkpoint>") -> dict:
     return sd
 
 
-def load_state_dict_strict(module, state_dict: dict, path: str | Path = "<checkpoint>") -> None:
+def load_state_dict_strict(module: Any, state_dict: dict[str, Any], path: str | Path = "<checkpoint>") -> None:
     """Load with strict key and shape checking; a mismatch lists the offending keys."""
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -207,7 +207,7 @@ def load_state_dict_strict(module, state_dict: dict, path: str | Path = "<checkp
     module.load_state_dict(state_dict, strict=True)
 
 
-def load_weights_file(module, path: str | Path, *, allow_pickle: bool | None = None) -> dict:
+def load_weights_file(module: Any, path: str | Path, *, allow_pickle: bool | None = None) -> dict[str, Any]:
     """Load a weights file into ``module``; returns the metadata record of the weights.
 
     Args:
@@ -220,13 +220,15 @@ def load_weights_file(module, path: str | Path, *, allow_pickle: bool | None = N
     obj, unpickled = open_checkpoint(path, allow_pickle=allow)
     sd = extract_state_dict(obj, path)
     load_state_dict_strict(module, sd, path)
-    record = {"kind": "file", "file": str(Path(path).expanduser().resolve()), "sha256": file_sha256(path)}
+    record: dict[str, Any] = {"kind": "file", "file": str(Path(path).expanduser().resolve()),
+                              "sha256": file_sha256(path)}
     if unpickled:
         record["allow_pickle"] = True  # read with full unpickling, as the user allowed
     return record
 
 
-def from_module(module, *, preprocessing: Preprocessing | None = None, device=None, name: str | None = None) -> LoadedModel:
+def from_module(module: Any, *, preprocessing: Preprocessing | None = None, device: Any = None,
+                name: str | None = None) -> LoadedModel:
     """Wrap a user's ``torch.nn.Module`` (already holding its weights)."""
     from ..device import resolve_device
 
@@ -241,7 +243,7 @@ def from_module(module, *, preprocessing: Preprocessing | None = None, device=No
     )
 
 
-def load_pickled_model(path: str | Path, *, device=None, allow_pickle: bool = False) -> LoadedModel:
+def load_pickled_model(path: str | Path, *, device: Any = None, allow_pickle: bool = False) -> LoadedModel:
     """A whole model saved with ``torch.save(model, path)``.
 
     Args:

@@ -22,7 +22,7 @@ How a Keras model plugs into the extraction engine (see :class:`KerasAdapter`):
   interpolation; for square images it is a plain resize to S×S. Pixels stay float32 in 0..255,
   channels last (H, W, 3); the application's own ``keras.applications.<module>.preprocess_input``
   is applied to each batch (NumPy) inside the capture, so the model sees exactly what a Keras user
-  feeds it. The function's path is in ``lm.extra["keras_preprocess_input"]``.
+  feeds it. The function's path is in ``lm.preprocessing_extra["keras_preprocess_input"]``.
 * **Several layers, one pass**: one multi-output ``keras.Model(inputs, [layer outputs])`` is built
   per set of requested layers (once, cached on the adapter, not per batch) and run with
   ``predict_on_batch``; Keras prunes the graph to what the requested layers need, so layers after
@@ -54,6 +54,7 @@ import numpy as np
 from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError, closest
 from ._base import LoadedModel, Preprocessing, file_sha256
 from ._layers import LayerInfo
+from ._registry import register_source
 
 INSTALL_HINT = "pip install 'visreps[keras]'"
 
@@ -348,7 +349,7 @@ def _weights_download(model_id: str, used: dict):
 WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 
 
-def load_weights_file(model, path: str | os.PathLike, what: str = "the model") -> dict:
+def load_weights_file(model: Any, path: str | os.PathLike[str], what: str = "the model") -> dict[str, Any]:
     """Load a Keras weights file (``.weights.h5``, legacy ``.h5``, or a ``.keras`` archive) into ``model``.
 
     Returns the metadata record ``{"kind": "file", "file": ..., "sha256": ...}``.
@@ -380,7 +381,7 @@ def load_weights_file(model, path: str | os.PathLike, what: str = "the model") -
 # --------------------------------------------------------------------------- loading
 
 
-def check_device(device) -> None:
+def check_device(device: Any) -> None:
     """Keras models take ``None``, ``"auto"`` or ``"cpu"``; TensorFlow places them itself."""
     if device is None or str(device) in ("auto", "cpu"):
         return
@@ -402,7 +403,10 @@ def _preprocess_function(module: str) -> tuple[Callable, str]:
     return fn, f"{path}.preprocess_input"
 
 
-def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device=None) -> LoadedModel:
+@register_source("keras", list_names=list_names, available_offline=available_offline, check_name=check_name,
+                 optional=True)
+def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0,
+         device: Any = None) -> LoadedModel:
     """Build ``keras.applications.<name>`` with ImageNet weights, random (seeded) weights, or a file."""
     check_name(name)
     check_device(device)
@@ -446,16 +450,13 @@ def _wrap(model, *, model_id: str, weights: dict, side: int, preprocess, preproc
         model_id=model_id,
         weights=weights,
         device=_cpu(),
-        backend="keras",
-        extra={
-            "adapter": adapter,
+        backend=adapter.kind,
+        adapter=adapter,
+        # merged into metadata.json's "preprocessing" by the engine
+        preprocessing_extra={
             "keras_preprocess_input": preprocess_name,
-            # merged into metadata.json's "preprocessing" by the engine
-            "preprocessing_extra": {
-                "keras_preprocess_input": preprocess_name,
-                "layout": "NHWC",
-                "pixel_range": "0-255 before keras_preprocess_input",
-            },
+            "layout": "NHWC",
+            "pixel_range": "0-255 before keras_preprocess_input",
         },
     )
     adapter.bind(lm)
@@ -497,11 +498,11 @@ def _unit(x):
 
 
 def from_keras_model(
-    model,
+    model: Any,
     *,
     input_size: int | None = None,
-    preprocess: Callable | str | None = None,
-    weights: str | os.PathLike | None = None,
+    preprocess: Callable[[np.ndarray], np.ndarray] | str | None = None,
+    weights: str | os.PathLike[str] | None = None,
     name: str | None = None,
 ) -> LoadedModel:
     """Wrap your own ``keras.Model`` (functional or built Sequential) for extraction.
@@ -554,7 +555,7 @@ def from_keras_model(
                  preprocess_name=fn_name)
 
 
-def load_model_file(path: str | os.PathLike, *, device=None) -> LoadedModel:
+def load_model_file(path: str | os.PathLike[str], *, device: Any = None) -> LoadedModel:
     """A whole Keras model saved with ``model.save("m.keras")`` (wiring: ``visreps.load_model("file:m.keras")``)."""
     check_device(device)
     keras = _import_keras()
@@ -571,7 +572,7 @@ def load_model_file(path: str | os.PathLike, *, device=None) -> LoadedModel:
     return lm
 
 
-def is_keras_model(obj) -> bool:
+def is_keras_model(obj: Any) -> bool:
     """True for a Keras model object, decided without importing Keras or TensorFlow."""
     return any(
         (getattr(c, "__module__", "") or "").split(".")[0] in ("keras", "tf_keras", "tensorflow")
@@ -610,7 +611,7 @@ def _functional_model(keras, inputs, outputs, name: str):
     return keras.Model(inputs=inputs, outputs=outputs, name=name)
 
 
-def _first_output(out):
+def _first_output(out: Any) -> Any:
     if isinstance(out, (list, tuple)):
         return _first_output(out[0]) if out else None
     if isinstance(out, dict):
@@ -660,7 +661,7 @@ def _check_prep(prep: Preprocessing) -> None:
 
 
 class KerasAdapter:
-    """How the extraction engine drives a Keras model (``lm.extra["adapter"]``).
+    """How the extraction engine drives a Keras model: the :class:`~visreps.models.Backend` in ``lm.adapter``.
 
     Attributes:
         model: the ``keras.Model``.
@@ -668,7 +669,10 @@ class KerasAdapter:
         builds: how many multi-output models were built (one per set of requested layers).
     """
 
-    def __init__(self, model, *, preprocess: Callable | None = None, preprocess_name: str | None = None):
+    kind = "keras"
+
+    def __init__(self, model: Any, *, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+                 preprocess_name: str | None = None) -> None:
         self.model = model
         self.preprocess = preprocess
         self.preprocess_name = preprocess_name
@@ -704,7 +708,7 @@ class KerasAdapter:
             )
         return int(side)
 
-    def dummy_input(self, n: int = 1):
+    def dummy_input(self, n: int = 1) -> Any:
         import torch
 
         s = self.input_side()
@@ -755,7 +759,7 @@ class KerasAdapter:
             return None
         return tuple(None if d is None else int(d) for d in out.shape[1:])
 
-    def multi_output_model(self, modules: Sequence[str], include_final: bool):
+    def multi_output_model(self, modules: Sequence[str], include_final: bool) -> Any:
         """The cached ``keras.Model(inputs, [outputs of modules] (+ final output))``."""
         key = (tuple(modules), bool(include_final))
         if key not in self._models:
@@ -769,7 +773,7 @@ class KerasAdapter:
             self.builds += 1
         return self._models[key]
 
-    def run_layers(self, modules: Sequence[str], x, include_final: bool) -> list[np.ndarray]:
+    def run_layers(self, modules: Sequence[str], x: Any, include_final: bool) -> list[np.ndarray]:
         """Outputs of ``modules`` (+ the final output) for a batch ``x`` (pixels 0..255, NHWC)."""
         model = self.multi_output_model(modules, include_final)
         a = x.detach().cpu().numpy() if hasattr(x, "detach") else x
@@ -781,7 +785,7 @@ class KerasAdapter:
             outs = [outs]
         return [np.asarray(o) for o in outs]
 
-    def final_as_logits(self, out: np.ndarray):
+    def final_as_logits(self, out: np.ndarray) -> Any:
         """The model's final output as a torch tensor whose softmax gives its probabilities."""
         import torch
 
@@ -822,17 +826,18 @@ class KerasCapture:
         self.outputs: dict[str, Any] = {}
         self.result = None
 
-    def __enter__(self):
+    def __enter__(self) -> KerasCapture:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         return None
 
-    def run(self, x) -> dict[str, np.ndarray]:
+    def run(self, x: Any) -> dict[str, np.ndarray]:
         self.counts, self.outputs, self.result = {}, {}, None
         if self.expected is None:
-            shapes = {m: self.adapter.static_shape(m) for m in self.modules}
-            if all(s is not None and None not in s for s in shapes.values()):
+            found = {m: self.adapter.static_shape(m) for m in self.modules}
+            shapes = {m: s for m, s in found.items() if s is not None and None not in s}
+            if len(shapes) == len(found):
                 for spec in self.specs:
                     pool_array(np.zeros((1, *shapes[spec.module]), dtype=np.float32), spec.pool, spec.module, self.prefix_tokens)
                 self.counts = {m: 1 for m in self.modules}

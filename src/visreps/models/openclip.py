@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelNotFoundError, WeightsError, closest
 from ._base import LoadedModel
+from ._registry import register_source
 from .clip import build, find_checkpoint, import_open_clip
 
 
@@ -72,7 +74,10 @@ def available_offline(name: str) -> bool:
     return tag is not None and find_checkpoint(arch, tag) is not None
 
 
-def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device=None) -> LoadedModel:
+@register_source("openclip", list_names=list_names, available_offline=available_offline, check_name=check_name,
+                 optional=True)
+def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0,
+         device: Any = None) -> LoadedModel:
     """Load ``openclip:<arch>/<tag>`` (pretrained, random or a file) or ``openclip:<arch>`` (random or a file).
 
     Args:

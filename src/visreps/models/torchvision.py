@@ -6,9 +6,11 @@ import contextlib
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 from ..errors import WeightsError
 from ._base import LoadedModel, Preprocessing, file_sha256
+from ._registry import register_source
 
 
 def list_names() -> list[str]:
@@ -26,7 +28,7 @@ def _weights_enum(name: str):
         return None
 
 
-def resolve_weights(name: str, tag: str = "DEFAULT"):
+def resolve_weights(name: str, tag: str = "DEFAULT") -> Any:
     """The weights enum member ``tag`` (``DEFAULT``, ``IMAGENET1K_V2`` or ``Enum.MEMBER``) of model ``name``."""
     enum = _weights_enum(name)
     if enum is None:
@@ -52,7 +54,7 @@ def available_offline(name: str) -> bool:
         return False
 
 
-def preprocessing_from_weights(weights) -> Preprocessing:
+def preprocessing_from_weights(weights: Any) -> Preprocessing:
     t = weights.transforms()
     crop = getattr(t, "crop_size", None)
     resize = getattr(t, "resize_size", None)
@@ -90,7 +92,11 @@ def _safe_checkpoint_loads():
         WeightsEnum.get_state_dict = original  # type: ignore[method-assign]
 
 
-def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device=None) -> LoadedModel:
+@register_source("torchvision", list_names=list_names, available_offline=available_offline)
+def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0,
+         device: Any = None) -> LoadedModel:
+    """Build ``torchvision:name``: pretrained (``weights`` may name a weights enum member such as
+    ``IMAGENET1K_V2``), from a weights file, or randomly initialised with ``seed``."""
     import torch
     from torchvision import models
 
@@ -126,13 +132,13 @@ def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed
             torch.manual_seed(seed)
             module = models.get_model(name, weights=None)
         record = {"kind": "random", "seed": seed}
-        if is_file:
+        if is_file and weights is not None:
             record = load_weights_file(module, weights)
         enum = _weights_enum(name)
         # the architecture's own input size (e.g. 299 for inception_v3) with ImageNet statistics
         prep = Preprocessing()
         if enum is not None:
-            own = preprocessing_from_weights(enum.DEFAULT)
+            own = preprocessing_from_weights(enum["DEFAULT"])
             if own.crop and own.crop != 224:
                 prep = Preprocessing(resize=own.resize, crop=own.crop)
     return LoadedModel(

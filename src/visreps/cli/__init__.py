@@ -1,0 +1,61 @@
+"""The ``visreps`` command line: the ``main`` group, its error handling, and its commands.
+
+Every error is one line on stderr and exit code 2; Ctrl-C says what was done and exits 130.
+Each family of commands lives in a module of its own (:mod:`.extract`, :mod:`.models`,
+:mod:`.folders`, :mod:`.text`, :mod:`.analysis`) that imports only :mod:`._base`; this module
+adds them to ``main``. Heavy libraries are imported inside the commands, so ``visreps --help``
+starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+import click
+
+from ..errors import ExtractionInterrupted, VisrepsError
+from . import analysis, extract, folders, models, text
+
+__all__ = ["VisrepsGroup", "main"]
+
+
+class _Error(click.ClickException):
+    exit_code = 2
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class VisrepsGroup(click.Group):
+    """The ``visreps`` group: a :class:`VisrepsError` (and a missing file, or memory) becomes one line on
+    stderr with exit code 2; Ctrl-C exits 130 after saying what was done."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ExtractionInterrupted as e:  # says how many images are done and how to resume
+            click.echo(str(e), err=True)
+            ctx.exit(130)
+        except VisrepsError as e:
+            raise _Error(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except MemoryError:
+            raise _Error("out of memory; lower --batch-size, or pool the layer (--pool avg)") from None
+        except OSError as e:  # a file the command reads or writes: name it instead of a traceback
+            where = f" {e.filename!r}" if e.filename is not None else ""
+            raise _Error(f"cannot access{where}: {e.strerror or e}; check the path, its permissions and free space"
+                         ) from None
+
+
+@click.group(cls=VisrepsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="visreps")
+def main() -> None:
+    """Extract hidden-layer activations of deep networks for a folder of images, and compare them."""
+
+
+for _command in (extract.extract, models.layers, models.models, folders.merge, folders.verify, text.text,
+                 analysis.rsa, analysis.compare, analysis.cka):
+    main.add_command(_command)
+del _command

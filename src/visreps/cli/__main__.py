@@ -1,0 +1,5 @@
+"""``python -m visreps.cli``: the ``visreps`` command."""
+
+from . import main
+
+main()

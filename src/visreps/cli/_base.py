@@ -1,0 +1,82 @@
+"""What the command modules of :mod:`visreps.cli` share: option decorators and value parsers.
+
+Every command module imports this module only (never another command module, nor
+:mod:`visreps.cli` itself); heavy libraries are imported inside the commands, so ``visreps --help``
+starts fast.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FORMATS = ("npy", "hdf5", "mat", "pt", "txt")
+
+
+def batch_size(value: str) -> int | str:
+    """``--batch-size``: a positive integer or ``auto``."""
+    if str(value).lower() == "auto":
+        return "auto"
+    try:
+        b = int(value)
+    except ValueError:
+        b = 0
+    if b < 1:
+        raise click.BadParameter(f"{value!r} is not a positive integer or 'auto'", param_hint="--batch-size")
+    return b
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """A comma-separated list (``None`` when it names nothing)."""
+    if value is None:
+        return None
+    out = [s.strip() for s in value.split(",") if s.strip()]
+    return out or None
+
+
+def split_layers(value: str) -> list[str]:
+    """``--layers a,b``: the layer names (an empty list when there are none)."""
+    return split_list(value) or []
+
+
+def command_line() -> str:
+    """The command as typed (recorded in ``metadata.json``)."""
+    return " ".join(["visreps", *sys.argv[1:]])
+
+
+def weights_options(f: F) -> F:
+    """``--random/--weights/--seed/--offline``, and ``--allow-pickle`` for commands taking ``allow_pickle``."""
+    f = click.option("--offline", is_flag=True, help="Never touch the network; a missing weights file is an error.")(f)
+    f = click.option("--seed", type=int, default=0, show_default=True, help="Seed of a random initialisation.")(f)
+    if "allow_pickle" in inspect.signature(f).parameters:
+        f = click.option(
+            "--allow-pickle", is_flag=True,
+            help="Allow unpickling a whole model file, which can run arbitrary code: only for files you trust.",
+        )(f)
+    f = click.option(
+        "--weights", "weights", default=None, metavar="FILE|TAG",
+        help="Local weights file (.pt/.pth/.safetensors state_dict; Keras: .weights.h5/.h5/.keras) "
+             "or a named weight (e.g. IMAGENET1K_V2).",
+    )(f)
+    f = click.option("--random", "random_init", is_flag=True,
+                     help="Random initialisation (seeded) instead of pretrained weights.")(f)
+    return f
+
+
+def quiet_option(f: F) -> F:
+    """``--quiet/-q``: no progress bar or summary."""
+    return click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")(f)
+
+
+def go_offline(offline: bool) -> None:
+    """``--offline``: never touch the network from here on."""
+    if offline:
+        from ..cache import set_offline
+
+        set_offline(True)

@@ -1,0 +1,230 @@
+"""Extract, then compare: the analysis functions of :mod:`visreps.analysis` for model ids too.
+
+:mod:`visreps.analysis` takes features that exist (arrays, output folders, ``Features``) and
+never loads a model. The functions here accept the same sources plus model ids such as
+``"torchvision:alexnet"`` (with ``images=`` and ``layers=``): they extract those first (into
+``work_dir`` when given, reusing an earlier extraction there; in memory otherwise) and then call
+the analysis function of the same name. ``visreps.compare_features``,
+``visreps.compare_to_reference``, ``visreps.feature_map_layers`` and ``visreps compare`` are these.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .analysis import compare as _compare
+from .analysis import transforms as _transforms
+from .analysis.compare import FeatureSet, feature_sets_of, file_hash, layers_for, manifest_hashes, source_items
+from .analysis.rsa import check_comparison, check_method
+from .errors import VisrepsError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+__all__ = ["collect_features", "compare_features", "compare_to_reference", "feature_map_layers"]
+
+Layers = Sequence[str] | Mapping[str, Sequence[str]] | str | None
+
+
+def collect_features(
+    sources: Any,
+    *,
+    layers: Layers = None,
+    images: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+    extract_options: Mapping[str, Any] | None = None,
+) -> list[FeatureSet]:
+    """:func:`visreps.analysis.collect_features`, with model ids extracted first.
+
+    ``sources`` as there, plus model ids such as ``"torchvision:alexnet"`` together with
+    ``images`` and ``layers``: the layers are extracted (into ``work_dir/<model id>`` when given,
+    reusing an earlier extraction there if it has the layers for the same images, with the same
+    content, and options; in memory otherwise). ``extract_options`` are keyword arguments for
+    :func:`visreps.extract` (``pretrained``, ``pool``, ``batch_size``, ``device``...).
+
+    Raises:
+        VisrepsError: as :func:`visreps.analysis.collect_features`; a model id without layers; any
+            error of the extraction.
+    """
+    sources = _extract_model_ids(sources, layers, images, work_dir, extract_options)
+    return _compare.collect_features(sources, layers=layers)
+
+
+def compare_features(
+    sources: Any,
+    *,
+    layers: Layers = None,
+    images: str | os.PathLike | None = None,
+    rdm_method: str = "correlation",
+    method: str = "pearson",
+    sigma: float | None = None,
+    block_size: int | None = None,
+    device: Any = "auto",
+    work_dir: str | os.PathLike | None = None,
+    extract_options: Mapping[str, Any] | None = None,
+    return_rdms: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """RDM of every feature set, correlated pairwise: :func:`visreps.analysis.compare_features` for model ids too.
+
+    Args:
+        sources: arrays, output folders, ``Features``, model ids (with ``images`` and ``layers``),
+            a list of them, or a dict label → one of them; see :func:`collect_features`.
+        layers: layers to use from every folder/model (default: all of a folder's layers).
+        images: the image folder, when ``sources`` has model ids to extract.
+        rdm_method, method, sigma, block_size, device, return_rdms: as in
+            :func:`visreps.analysis.compare_features`.
+        work_dir: where model ids are extracted to (and reused from); default: in memory.
+        extract_options: keyword arguments for :func:`visreps.extract` (``pretrained``, ``pool``,
+            ``batch_size``, ``device``...).
+
+    Returns:
+        As :func:`visreps.analysis.compare_features`: the DataFrame ``labels × labels`` of
+        correlations (and the dict label → RDM with ``return_rdms``).
+    """
+    check_method(rdm_method)  # wrong names fail before anything is extracted
+    check_comparison(method)
+    sources = _extract_model_ids(sources, layers, images, work_dir, extract_options)
+    return _compare.compare_features(sources, layers=layers, rdm_method=rdm_method, method=method, sigma=sigma,
+                                     block_size=block_size, device=device, return_rdms=return_rdms)
+
+
+def compare_to_reference(
+    sources: Any,
+    reference: Any,
+    *,
+    layers: Layers = None,
+    images: str | os.PathLike | None = None,
+    rdm_method: str = "correlation",
+    method: str = "pearson",
+    n_bootstrap: int = 0,
+    ci: float = 0.95,
+    seed: int | None = 0,
+    reference_key: str | None = None,
+    reference_order: Sequence[str] | str | os.PathLike | None = None,
+    sigma: float | None = None,
+    block_size: int | None = None,
+    device: Any = "auto",
+    work_dir: str | os.PathLike | None = None,
+    extract_options: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Correlate every feature set's RDM with a reference RDM: :func:`visreps.analysis.compare_to_reference`
+    for model ids too.
+
+    ``images``, ``work_dir`` and ``extract_options`` as in :func:`compare_features`; the other
+    arguments and the result as in :func:`visreps.analysis.compare_to_reference`. The reference is
+    read and checked before any model is extracted.
+    """
+    check_method(rdm_method)
+    check_comparison(method)
+    with warnings.catch_warnings():  # only the check here; the analysis function warns when it reads them
+        warnings.simplefilter("ignore")
+        _compare.load_references(reference, key=reference_key)
+    sources = _extract_model_ids(sources, layers, images, work_dir, extract_options)
+    return _compare.compare_to_reference(
+        sources, reference, layers=layers, rdm_method=rdm_method, method=method, n_bootstrap=n_bootstrap, ci=ci,
+        seed=seed, reference_key=reference_key, reference_order=reference_order, sigma=sigma, block_size=block_size,
+        device=device,
+    )
+
+
+def feature_map_layers(model: Any, *, kinds: Sequence[str] = ("conv", "maxpool")) -> list[str]:
+    """Names of a model's convolution and/or max-pooling modules, in network order.
+
+    ``model`` is a model id (loaded with random weights: the types do not depend on them), a
+    :class:`~visreps.models.LoadedModel` or a ``torch.nn.Module``; see
+    :func:`visreps.analysis.feature_map_layers`, which takes the latter two.
+    """
+    if hasattr(model, "named_modules"):
+        return _transforms.feature_map_layers(model, kinds=kinds)
+    _transforms.check_kinds(kinds)  # before loading the model
+    from .models import load_model
+
+    lm = load_model(model, pretrained=False, device="cpu")
+    return _transforms.feature_map_layers(lm, kinds=kinds)
+
+
+# --------------------------------------------------------------------------- extracting model ids
+
+
+def _is_model_id(src: Any) -> bool:
+    """A string that names no file or folder: a model id (``source:name``) to extract."""
+    return isinstance(src, (str, os.PathLike)) and not Path(src).expanduser().exists()
+
+
+def _extract_model_ids(sources: Any, layers: Layers, images, work_dir, extract_options) -> Any:
+    """``sources`` with every model id replaced by the :class:`FeatureSet` list of its extracted layers."""
+    if images is None:
+        return sources  # without images a model id is not extracted: the analysis function names it
+    items = source_items(sources)
+    if not any(_is_model_id(src) for _, src in items):
+        return sources
+    done = [(label, _extract_model(str(src), label, layers, images, work_dir, extract_options)
+             if _is_model_id(src) else src) for label, src in items]
+    if isinstance(sources, Mapping):
+        return dict(done)
+    return [src for _, src in done]
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]", "_", s)
+
+
+def _same_content(old, root: Path, paths: list[str]) -> bool:
+    """Whether the images under ``root`` are still those an earlier extraction recorded.
+
+    Compares the content hashes of its manifest with the files' hashes now, so images replaced
+    under the same names are extracted again; a folder without hashes is trusted by its paths.
+    """
+    recorded = manifest_hashes(old.manifest, f"manifest.csv of {str(old.folder)!r}")
+    if recorded is None:
+        return True
+    try:
+        return all(file_hash(root / p) == h for p, h in zip(paths, recorded))
+    except OSError:
+        return False
+
+
+def _extract_model(model_id: str, label: str | None, layers: Layers, images, work_dir,
+                   extract_options) -> list[FeatureSet]:
+    wanted = layers_for(layers, label, model_id) if label is not None else None
+    wanted = wanted or layers_for(layers, model_id, model_id)
+    if not wanted:
+        raise VisrepsError(f"which layers of {model_id!r}? pass layers=[...] (see `visreps layers {model_id}`)")
+    from .data import find_images
+    from .extraction import extract
+    from .storage import load_features
+
+    opts = dict(extract_options or {})
+    opts.setdefault("progress", False)
+    if work_dir is None:
+        res = extract(model_id, images, layers=wanted, out=None, **opts)
+        return feature_sets_of(res, label or model_id, wanted)
+    folder = Path(work_dir).expanduser() / _safe_name(model_id)
+    request = Path(str(folder) + ".request.json")
+    req = {"model": model_id, "images": str(Path(images).expanduser().resolve()),
+           "options": {k: repr(v) for k, v in sorted(opts.items()) if k != "progress"}}
+    have: list[str] = []
+    try:
+        prev = json.loads(request.read_text()) if request.is_file() else None
+        if prev == req:
+            old = load_features(folder)
+            now = [i.path for i in find_images(images, order=opts.get("order"))]
+            if list(old.paths) == now and _same_content(old, Path(images).expanduser(), now):
+                have = list(old.layers)
+    except VisrepsError:
+        have = []
+    if all(layer in have for layer in wanted):
+        return feature_sets_of(load_features(folder, wanted), label or model_id, wanted)
+    union = have + [layer for layer in wanted if layer not in have]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    request.unlink(missing_ok=True)
+    extract(model_id, images, layers=union, out=folder, overwrite=True, **opts)
+    request.write_text(json.dumps(req, indent=2))
+    return feature_sets_of(load_features(folder, wanted), label or model_id, wanted)
