@@ -6,7 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "immunohistochemistry", "hubble_deep_field", "retina"]
+PHOTOS = [
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "motorcycle_left",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+]
 
 
 def make_photos(folder: Path, n: int, *, size=(500, 375), seed: int = 0) -> Path:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _photos import make_photos  # noqa: E402
+from _photos import make_photos
 
 
 def bare_forward(lm, folder: Path, batch: int, repeats: int = 1) -> float:
@@ -45,7 +45,9 @@ def bare_forward(lm, folder: Path, batch: int, repeats: int = 1) -> float:
 def visreps_e2e(lm, folder: Path, layer: str, batch: int, out: Path, **kw) -> float:
     import visreps
 
-    visreps.extract(lm, folder, layers=[layer], batch_size=batch, progress=False, out=out, overwrite=True, **kw)  # warm-up
+    visreps.extract(
+        lm, folder, layers=[layer], batch_size=batch, progress=False, out=out, overwrite=True, **kw
+    )  # warm-up
     t = time.perf_counter()
     res = visreps.extract(lm, folder, layers=[layer], batch_size=batch, progress=False, out=out, overwrite=True, **kw)
     n = len(res.paths)
@@ -63,8 +65,15 @@ def speed(model_id: str, layer: str, folder: Path, batch: int, work: Path, **kw)
         e2e.append(visreps_e2e(lm, folder, layer, batch, work / "o1", **kw))
         plain.append(visreps_e2e(lm, folder, layer, batch, work / "o2", channels_last=False, **kw))
     b, e, p = max(bare), max(e2e), max(plain)
-    return {"model": model_id, "layer": layer, "bare_img_s": b, "visreps_img_s": e, "ratio": e / b,
-            "visreps_plain_img_s": p, "ratio_plain": p / b}
+    return {
+        "model": model_id,
+        "layer": layer,
+        "bare_img_s": b,
+        "visreps_img_s": e,
+        "ratio": e / b,
+        "visreps_plain_img_s": p,
+        "ratio_plain": p / b,
+    }
 
 
 RSS_CHILD = r"""
@@ -80,7 +89,9 @@ print(json.dumps({"n": len(res.paths), "shape": list(res["features.0"].shape), "
 
 
 def peak_rss(folder: Path, out: Path) -> dict:
-    r = subprocess.run([sys.executable, "-c", RSS_CHILD, str(folder), str(out)], capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD, str(folder), str(out)], capture_output=True, text=True, check=True
+    )
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -97,22 +108,32 @@ def main() -> None:
 
     work = args.workdir
     small = make_photos(work / f"photos_{args.images}", args.images)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.images} photos 500×375 JPEG; batch {args.batch}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.images} photos 500×375 JPEG; batch {args.batch}"
+    )
     if not args.skip_speed:
         print("images/s; 'visreps' is the default (channels-last convolutions on CPU), 'same layout' forces the")
         print("bare forward's contiguous layout, so its ratio is visreps's own overhead (decode, hooks, writes)")
-        print(f"{'model':<22}{'layer':<12}{'bare forward':>14}{'visreps':>10}{'ratio':>8}{'same layout':>13}{'ratio':>8}")
+        print(
+            f"{'model':<22}{'layer':<12}{'bare forward':>14}{'visreps':>10}{'ratio':>8}{'same layout':>13}{'ratio':>8}"
+        )
         for model_id, layer in [("torchvision:resnet50", "avgpool"), ("torchvision:alexnet", "features.2")]:
             r = speed(model_id, layer, small, args.batch, work)
-            print(f"{model_id:<22}{layer:<12}{r['bare_img_s']:>14.1f}{r['visreps_img_s']:>10.1f}{r['ratio']:>7.2f}×"
-                  f"{r['visreps_plain_img_s']:>13.1f}{r['ratio_plain']:>7.2f}×")
+            print(
+                f"{model_id:<22}{layer:<12}{r['bare_img_s']:>14.1f}{r['visreps_img_s']:>10.1f}{r['ratio']:>7.2f}×"
+                f"{r['visreps_plain_img_s']:>13.1f}{r['ratio_plain']:>7.2f}×"
+            )
     if not args.skip_rss:
         big = make_photos(work / f"photos_{args.big}", args.big, seed=1)
         a = peak_rss(small, work / "rss_small")
         b = peak_rss(big, work / "rss_big")
         print(f"alexnet features.0 flattened ({a['shape'][1]} floats/image), peak RSS of a fresh process:")
-        print(f"  {a['n']:>6} images: {a['peak_rss_mb']:8.0f} MB  ({a['seconds']:.1f} s, output {a['n'] * a['shape'][1] * 4 / 2**20:.0f} MB)")
-        print(f"  {b['n']:>6} images: {b['peak_rss_mb']:8.0f} MB  ({b['seconds']:.1f} s, output {b['n'] * b['shape'][1] * 4 / 2**20:.0f} MB)")
+        print(
+            f"  {a['n']:>6} images: {a['peak_rss_mb']:8.0f} MB  ({a['seconds']:.1f} s, output {a['n'] * a['shape'][1] * 4 / 2**20:.0f} MB)"
+        )
+        print(
+            f"  {b['n']:>6} images: {b['peak_rss_mb']:8.0f} MB  ({b['seconds']:.1f} s, output {b['n'] * b['shape'][1] * 4 / 2**20:.0f} MB)"
+        )
         print(f"  growth: {b['peak_rss_mb'] - a['peak_rss_mb']:.0f} MB")
 
 

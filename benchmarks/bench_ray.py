@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _photos import make_photos  # noqa: E402
+from _photos import make_photos
 
 
 def timed(fn, *args, **kw):
@@ -62,10 +62,14 @@ def main() -> None:
     t = time.perf_counter()
     ray.init(num_cpus=cpus, include_dashboard=False, logging_level="warning", log_to_driver=False)
     ray_start = time.perf_counter() - t
-    print(f"{args.images} photos 500×375 JPEG; {args.model} layer {args.layer!r} (random weights: same compute); "
-          f"batch {args.batch}; CPU only")
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads in this process), ray {ray.__version__}; "
-          f"{os.cpu_count()} cores; local Ray instance with {cpus} CPUs started in {ray_start:.1f} s (not counted below)")
+    print(
+        f"{args.images} photos 500×375 JPEG; {args.model} layer {args.layer!r} (random weights: same compute); "
+        f"batch {args.batch}; CPU only"
+    )
+    print(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads in this process), ray {ray.__version__}; "
+        f"{os.cpu_count()} cores; local Ray instance with {cpus} CPUs started in {ray_start:.1f} s (not counted below)"
+    )
     print(f"load average before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
     kw = dict(layers=[args.layer], pretrained=False, batch_size=args.batch, progress=False, overwrite=True)
     best: dict[str, dict] = {}
@@ -79,12 +83,16 @@ def main() -> None:
                 else:
                     res, fig = timed(extract_ray, args.model, folder, out=out, num_actors=args.actors, **kw)
                 results[engine] = res
-                print(f"  run {r + 1} {engine:<5}: loop {fig['loop']:7.1f} img/s, call {fig['call']:7.1f} img/s ({fig['wall']:.1f} s)")
+                print(
+                    f"  run {r + 1} {engine:<5}: loop {fig['loop']:7.1f} img/s, call {fig['call']:7.1f} img/s ({fig['wall']:.1f} s)"
+                )
                 if engine not in best or fig["loop"] > best[engine]["loop"]:
                     best[engine] = fig
         meta = results["ray"].metadata["options"]["ray"]
         a, b = results["local"], results["ray"]
-        same = a.paths == b.paths and np.allclose(np.asarray(a[args.layer]), np.asarray(b[args.layer]), rtol=1e-5, atol=1e-6)
+        same = a.paths == b.paths and np.allclose(
+            np.asarray(a[args.layer]), np.asarray(b[args.layer]), rtol=1e-5, atol=1e-6
+        )
     finally:
         ray.shutdown()
     load1 = os.getloadavg()
@@ -93,8 +101,10 @@ def main() -> None:
     print(f"{'single process (visreps.extract)':<34}{best['local']['loop']:>12.1f}{best['local']['call']:>12.1f}")
     label = f"ray, {args.actors} actors × {meta['cpus_per_actor']:g} CPU"
     print(f"{label:<34}{best['ray']['loop']:>12.1f}{best['ray']['call']:>12.1f}")
-    print(f"ray / single process: {best['ray']['loop'] / best['local']['loop']:.2f}× (loop), "
-          f"{best['ray']['call'] / best['local']['call']:.2f}× (call); outputs equal: {same}")
+    print(
+        f"ray / single process: {best['ray']['loop'] / best['local']['loop']:.2f}× (loop), "
+        f"{best['ray']['call'] / best['local']['call']:.2f}× (call); outputs equal: {same}"
+    )
 
 
 if __name__ == "__main__":

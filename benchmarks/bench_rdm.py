@@ -75,7 +75,9 @@ def measure(path: Path, method: str, block: int | None, mode: str = "mmap", out:
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     res = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), method, str(block), mode, str(out) if out else "-"],
-        capture_output=True, text=True, env=env,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if res.returncode != 0:
         raise SystemExit(f"benchmark child failed:\n{res.stderr}")
@@ -87,7 +89,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="images (rows)")
     ap.add_argument("--p", type=int, default=200_000, help="features (columns)")
     ap.add_argument("--methods", default="correlation,euclidean", help="comma-separated RDM methods for the large case")
-    ap.add_argument("--block-size", type=int, default=None, help="features per block (default: compute_rdm's ≈128 MB blocks)")
+    ap.add_argument(
+        "--block-size", type=int, default=None, help="features per block (default: compute_rdm's ≈128 MB blocks)"
+    )
     ap.add_argument("--small-n", type=int, default=1000)
     ap.add_argument("--small-p", type=int, default=20_000)
     ap.add_argument("--tmp", default=None, help="folder for the generated feature files")
@@ -109,9 +113,13 @@ def main() -> None:
             print(f"{'method':<14}{'time s':>9}{'peak RSS MB':>14}{'baseline MB':>14}{'RSS − baseline':>17}")
             for method in args.methods.split(","):
                 r = measure(big, method.strip(), block)
-                print(f"{method:<14}{r['seconds']:>9.1f}{r['peak_rss_mb']:>14.0f}{r['baseline_mb']:>14.0f}"
-                      f"{r['peak_rss_mb'] - r['baseline_mb']:>17.0f}")
-            print(f"(the feature file alone is {args.n * args.p * 4 / 2**20:,.0f} MB; the float64 result {args.n**2 * 8 / 2**20:.0f} MB)")
+                print(
+                    f"{method:<14}{r['seconds']:>9.1f}{r['peak_rss_mb']:>14.0f}{r['baseline_mb']:>14.0f}"
+                    f"{r['peak_rss_mb'] - r['baseline_mb']:>17.0f}"
+                )
+            print(
+                f"(the feature file alone is {args.n * args.p * 4 / 2**20:,.0f} MB; the float64 result {args.n**2 * 8 / 2**20:.0f} MB)"
+            )
             big.unlink()
 
         n, p = args.small_n, args.small_p
@@ -121,8 +129,10 @@ def main() -> None:
         X = np.load(small).astype(np.float64)
         from scipy.spatial.distance import pdist, squareform
 
-        print(f"{'method':<14}{'blockwise s':>12}{'MB':>7}{'one-shot s':>12}{'MB':>7}{'pdist s':>9}"
-              f"{'|block − one|':>15}{'|block − pdist|':>17}")
+        print(
+            f"{'method':<14}{'blockwise s':>12}{'MB':>7}{'one-shot s':>12}{'MB':>7}{'pdist s':>9}"
+            f"{'|block − one|':>15}{'|block − pdist|':>17}"
+        )
         for method in ("correlation", "cosine", "euclidean", "sqeuclidean"):
             ob, oo = tmp / "b.npy", tmp / "o.npy"
             rb = measure(small, method, 1000, "mmap", ob)  # 1,000-feature blocks from the memmap
@@ -131,8 +141,10 @@ def main() -> None:
             ref = squareform(pdist(X, method))
             tp = time.perf_counter() - t
             B, O = np.load(ob), np.load(oo)
-            print(f"{method:<14}{rb['seconds']:>12.2f}{rb['peak_rss_mb']:>7.0f}{ro['seconds']:>12.2f}{ro['peak_rss_mb']:>7.0f}"
-                  f"{tp:>9.2f}{np.abs(B - O).max():>15.2e}{np.abs(B - ref).max():>17.2e}")
+            print(
+                f"{method:<14}{rb['seconds']:>12.2f}{rb['peak_rss_mb']:>7.0f}{ro['seconds']:>12.2f}{ro['peak_rss_mb']:>7.0f}"
+                f"{tp:>9.2f}{np.abs(B - O).max():>15.2e}{np.abs(B - ref).max():>17.2e}"
+            )
 
 
 if __name__ == "__main__":

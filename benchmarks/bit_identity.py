@@ -72,42 +72,261 @@ def commands(images: Path) -> list[Command]:
     alexnet = ("extract", "torchvision:alexnet", img, "--random", "--seed", "1")
     vit = ("extract", "timm:vit_tiny_patch16_224", img, "--random", "--seed", "3")
     cmds = [
-        ("extract-npy-avg", (*alexnet, "--layers", "features.2,classifier.4", "--pool", "avg",
-                             "--format", "npy", "--out", "out/alexnet_npy", *run)),
-        ("extract-hdf5-none-b4", (*alexnet, "--layers", "features.5,classifier.1", "--pool", "none",
-                                  "--batch-size", "4", "--format", "hdf5", "--out", "out/alexnet_hdf5", *run)),
-        ("extract-mat-topk", ("extract", "timm:tf_efficientnet_lite0", img, "--offline", "--layers",
-                              "blocks.3,global_pool", "--pool", "max", "--top-k", "3", "--format", "mat",
-                              "--out", "out/lite0_mat", *run)),
-        ("extract-pt-recurrent", ("extract", "cornet:r", img, "--random", "--seed", "1", "--layers",
-                                  "V4.output", "--recurrent", "all", "--pool", "avg", "--format", "pt",
-                                  "--out", "out/cornet_r_pt", *run)),
-        ("extract-txt-cls-b4", (*vit, "--layers", "blocks.5,blocks.11", "--pool", "cls", "--batch-size", "4",
-                                "--format", "txt", "--out", "out/vit_txt", *run)),
-        ("extract-order-max", ("extract", "cornet:z", img, "--random", "--seed", "2", "--layers",
-                               "V1.output,IT.output", "--pool", "max", "--order", "inputs/order.txt",
-                               "--recurrent", "last", "--top-k", "2", "--out", "out/cornet_z_order", *run)),
-        ("extract-shard-1of2", (*alexnet, "--layers", "features.2,classifier.4", "--batch-size", "2",
-                                "--shard", "1/2", "--out", "out/shard1", *run)),
-        ("extract-shard-2of2", (*alexnet, "--layers", "features.2,classifier.4", "--batch-size", "2",
-                                "--shard", "2/2", "--out", "out/shard2", *run)),
+        (
+            "extract-npy-avg",
+            (
+                *alexnet,
+                "--layers",
+                "features.2,classifier.4",
+                "--pool",
+                "avg",
+                "--format",
+                "npy",
+                "--out",
+                "out/alexnet_npy",
+                *run,
+            ),
+        ),
+        (
+            "extract-hdf5-none-b4",
+            (
+                *alexnet,
+                "--layers",
+                "features.5,classifier.1",
+                "--pool",
+                "none",
+                "--batch-size",
+                "4",
+                "--format",
+                "hdf5",
+                "--out",
+                "out/alexnet_hdf5",
+                *run,
+            ),
+        ),
+        (
+            "extract-mat-topk",
+            (
+                "extract",
+                "timm:tf_efficientnet_lite0",
+                img,
+                "--offline",
+                "--layers",
+                "blocks.3,global_pool",
+                "--pool",
+                "max",
+                "--top-k",
+                "3",
+                "--format",
+                "mat",
+                "--out",
+                "out/lite0_mat",
+                *run,
+            ),
+        ),
+        (
+            "extract-pt-recurrent",
+            (
+                "extract",
+                "cornet:r",
+                img,
+                "--random",
+                "--seed",
+                "1",
+                "--layers",
+                "V4.output",
+                "--recurrent",
+                "all",
+                "--pool",
+                "avg",
+                "--format",
+                "pt",
+                "--out",
+                "out/cornet_r_pt",
+                *run,
+            ),
+        ),
+        (
+            "extract-txt-cls-b4",
+            (
+                *vit,
+                "--layers",
+                "blocks.5,blocks.11",
+                "--pool",
+                "cls",
+                "--batch-size",
+                "4",
+                "--format",
+                "txt",
+                "--out",
+                "out/vit_txt",
+                *run,
+            ),
+        ),
+        (
+            "extract-order-max",
+            (
+                "extract",
+                "cornet:z",
+                img,
+                "--random",
+                "--seed",
+                "2",
+                "--layers",
+                "V1.output,IT.output",
+                "--pool",
+                "max",
+                "--order",
+                "inputs/order.txt",
+                "--recurrent",
+                "last",
+                "--top-k",
+                "2",
+                "--out",
+                "out/cornet_z_order",
+                *run,
+            ),
+        ),
+        (
+            "extract-shard-1of2",
+            (
+                *alexnet,
+                "--layers",
+                "features.2,classifier.4",
+                "--batch-size",
+                "2",
+                "--shard",
+                "1/2",
+                "--out",
+                "out/shard1",
+                *run,
+            ),
+        ),
+        (
+            "extract-shard-2of2",
+            (
+                *alexnet,
+                "--layers",
+                "features.2,classifier.4",
+                "--batch-size",
+                "2",
+                "--shard",
+                "2/2",
+                "--out",
+                "out/shard2",
+                *run,
+            ),
+        ),
         ("merge", ("merge", "out/merged", "out/shard1", "out/shard2")),
-        ("text", ("text", "clip:ViT-B-32", "inputs/texts.txt", "--random", "--seed", "1", "--layers",
-                  "text_embedding,transformer.resblocks.5", "--batch-size", "2", "--format", "hdf5",
-                  "--device", "cpu", "--out", "out/clip_text", "-q")),
+        (
+            "text",
+            (
+                "text",
+                "clip:ViT-B-32",
+                "inputs/texts.txt",
+                "--random",
+                "--seed",
+                "1",
+                "--layers",
+                "text_embedding,transformer.resblocks.5",
+                "--batch-size",
+                "2",
+                "--format",
+                "hdf5",
+                "--device",
+                "cpu",
+                "--out",
+                "out/clip_text",
+                "-q",
+            ),
+        ),
         ("rsa", ("rsa", "out/alexnet_npy", "--out", "out/rsa_alexnet", "--dpi", "50", "--device", "cpu")),
-        ("rsa-csv-rank", ("rsa", "out/lite0_mat", "--method", "euclidean", "--format", "csv", "--rank",
-                          "--cluster", "--dpi", "50", "--out", "out/rsa_lite0", "--device", "cpu")),
-        ("compare", ("compare", "out/alexnet_npy", "out/lite0_mat", "out/vit_txt", "--dpi", "50",
-                     "--out", "out/compare.csv", "--device", "cpu")),
-        ("compare-reference", ("compare", "out/alexnet_hdf5", "out/vit_txt", "--reference",
-                               "out/rsa_alexnet/rdm_features.2_correlation.npy", "--method", "spearman",
-                               "--bootstrap", "50", "--seed", "4", "--out", "out/compare_reference.csv",
-                               "--no-plot", "--device", "cpu")),
-        ("cka", ("cka", "out/alexnet_npy", "out/lite0_mat", "--out", "out/cka.csv", "--plot", "out/cka.png",
-                 "--dpi", "50", "--device", "cpu")),
-        ("cka-rbf-unbiased", ("cka", "out/merged", "out/vit_txt", "--kernel", "rbf", "--unbiased",
-                              "--out", "out/cka_rbf.csv", "--device", "cpu")),
+        (
+            "rsa-csv-rank",
+            (
+                "rsa",
+                "out/lite0_mat",
+                "--method",
+                "euclidean",
+                "--format",
+                "csv",
+                "--rank",
+                "--cluster",
+                "--dpi",
+                "50",
+                "--out",
+                "out/rsa_lite0",
+                "--device",
+                "cpu",
+            ),
+        ),
+        (
+            "compare",
+            (
+                "compare",
+                "out/alexnet_npy",
+                "out/lite0_mat",
+                "out/vit_txt",
+                "--dpi",
+                "50",
+                "--out",
+                "out/compare.csv",
+                "--device",
+                "cpu",
+            ),
+        ),
+        (
+            "compare-reference",
+            (
+                "compare",
+                "out/alexnet_hdf5",
+                "out/vit_txt",
+                "--reference",
+                "out/rsa_alexnet/rdm_features.2_correlation.npy",
+                "--method",
+                "spearman",
+                "--bootstrap",
+                "50",
+                "--seed",
+                "4",
+                "--out",
+                "out/compare_reference.csv",
+                "--no-plot",
+                "--device",
+                "cpu",
+            ),
+        ),
+        (
+            "cka",
+            (
+                "cka",
+                "out/alexnet_npy",
+                "out/lite0_mat",
+                "--out",
+                "out/cka.csv",
+                "--plot",
+                "out/cka.png",
+                "--dpi",
+                "50",
+                "--device",
+                "cpu",
+            ),
+        ),
+        (
+            "cka-rbf-unbiased",
+            (
+                "cka",
+                "out/merged",
+                "out/vit_txt",
+                "--kernel",
+                "rbf",
+                "--unbiased",
+                "--out",
+                "out/cka_rbf.csv",
+                "--device",
+                "cpu",
+            ),
+        ),
     ]
     return [Command(name, tuple(args)) for name, args in cmds]
 
@@ -143,7 +362,7 @@ class _BytesReader:
 
     def read(self, n: int = -1) -> bytes:
         end = len(self._data) if n < 0 else min(len(self._data), self._pos + n)
-        chunk = bytes(self._data[self._pos:end])
+        chunk = bytes(self._data[self._pos : end])
         self._pos = end
         return chunk
 
@@ -202,8 +421,15 @@ class Side:
     def env(self) -> dict[str, str]:
         """Environment of the side's processes: its ``src`` first on the path, offline, deterministic."""
         env = dict(os.environ)
-        env.update(PYTHONPATH=str(self.tree / "src"), VISREPS_OFFLINE="1", CUDA_VISIBLE_DEVICES="",
-                   PYTHONHASHSEED="0", MPLBACKEND="Agg", SOURCE_DATE_EPOCH="0", TQDM_DISABLE="1")
+        env.update(
+            PYTHONPATH=str(self.tree / "src"),
+            VISREPS_OFFLINE="1",
+            CUDA_VISIBLE_DEVICES="",
+            PYTHONHASHSEED="0",
+            MPLBACKEND="Agg",
+            SOURCE_DATE_EPOCH="0",
+            TQDM_DISABLE="1",
+        )
         return env
 
     def prepare(self) -> None:
@@ -219,36 +445,65 @@ class Side:
 
     def start(self, cmds: list[Command]) -> subprocess.Popen[bytes]:
         """Start all commands in one interpreter (fast: torch is imported once); see :meth:`finish`."""
-        spec = {"tree": str(self.tree / "src"), "results": str(self.run_dir / "logs" / "results.json"),
-                "commands": [{"name": c.name, "args": list(c.args), "stdout": str(self.log(i, c, "stdout")),
-                              "stderr": str(self.log(i, c, "stderr"))} for i, c in enumerate(cmds)]}
+        spec = {
+            "tree": str(self.tree / "src"),
+            "results": str(self.run_dir / "logs" / "results.json"),
+            "commands": [
+                {
+                    "name": c.name,
+                    "args": list(c.args),
+                    "stdout": str(self.log(i, c, "stdout")),
+                    "stderr": str(self.log(i, c, "stderr")),
+                }
+                for i, c in enumerate(cmds)
+            ],
+        }
         spec_file = self.run_dir / "logs" / "spec.json"
         spec_file.write_text(json.dumps(spec, indent=1))
-        return subprocess.Popen([sys.executable, "-c", _DRIVER, str(spec_file)], cwd=self.run_dir, env=self.env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-c", _DRIVER, str(spec_file)],
+            cwd=self.run_dir,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
 
     def finish(self, proc: subprocess.Popen[bytes]) -> None:
         """Wait for :meth:`start`'s process and read the results of its commands."""
         output, _ = proc.communicate()
         results_file = self.run_dir / "logs" / "results.json"
         if proc.returncode != 0 or not results_file.exists():
-            raise SystemExit(f"error: the {self.label} run failed (exit {proc.returncode}):\n"
-                             f"{output.decode(errors='replace')[-3000:]}")
+            raise SystemExit(
+                f"error: the {self.label} run failed (exit {proc.returncode}):\n"
+                f"{output.decode(errors='replace')[-3000:]}"
+            )
         for r in json.loads(results_file.read_text()):
             self.results[r["name"]] = (r["rc"], r["seconds"])
 
     def run_isolated(self, cmds: list[Command]) -> None:
         """Run every command in its own ``python -c "from visreps.cli import main; main()" ARGS`` process."""
-        probe = subprocess.run([sys.executable, "-c", "import visreps; print(visreps.__file__)"], cwd=self.run_dir,
-                               env=self.env(), capture_output=True, text=True, check=False)
+        probe = subprocess.run(
+            [sys.executable, "-c", "import visreps; print(visreps.__file__)"],
+            cwd=self.run_dir,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         where = os.path.realpath(probe.stdout.strip())
         if not where.startswith(os.path.realpath(self.tree / "src") + os.sep):
             raise SystemExit(f"error: the {self.label} run imports visreps from {where!r}: {probe.stderr[-2000:]}")
         for i, cmd in enumerate(cmds):
             t0 = time.perf_counter()
             with open(self.log(i, cmd, "stdout"), "wb") as out, open(self.log(i, cmd, "stderr"), "wb") as err:
-                rc = subprocess.run([sys.executable, "-c", _CLI, *cmd.args], cwd=self.run_dir, env=self.env(),
-                                    stdout=out, stderr=err, check=False).returncode
+                rc = subprocess.run(
+                    [sys.executable, "-c", _CLI, *cmd.args],
+                    cwd=self.run_dir,
+                    env=self.env(),
+                    stdout=out,
+                    stderr=err,
+                    check=False,
+                ).returncode
             self.results[cmd.name] = (rc, time.perf_counter() - t0)
 
 
@@ -317,8 +572,15 @@ def value_differences(a: Any, b: Any, where: str = "") -> Iterator[str]:
     elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b) and all(isinstance(x, str) for x in [*a, *b]):
             removed, added = [x for x in a if x not in b], [x for x in b if x not in a]
-            yield f"{here}: " + "; ".join(filter(None, [removed and f"only in the baseline {_short(removed)}",
-                                                         added and f"only in the current run {_short(added)}"]))
+            yield f"{here}: " + "; ".join(
+                filter(
+                    None,
+                    [
+                        removed and f"only in the baseline {_short(removed)}",
+                        added and f"only in the current run {_short(added)}",
+                    ],
+                )
+            )
             return
         for i, (x, y) in enumerate(zip(a, b)):
             yield from value_differences(x, y, f"{where}[{i}]")
@@ -346,8 +608,10 @@ def first_line_difference(a: bytes, b: bytes) -> str:
             fx, fy = re.split(rb"[,\s]", x), re.split(rb"[,\s]", y)
             k = next((j for j, (p, q) in enumerate(zip(fx, fy)) if p != q), min(len(fx), len(fy)))
             if k < min(len(fx), len(fy)):
-                return f"line {i} field {k + 1}: {_short(fx[k].decode(errors='replace'))} vs " \
-                       f"{_short(fy[k].decode(errors='replace'))}"
+                return (
+                    f"line {i} field {k + 1}: {_short(fx[k].decode(errors='replace'))} vs "
+                    f"{_short(fy[k].decode(errors='replace'))}"
+                )
             return f"line {i}: {len(fx)} vs {len(fy)} fields"
     if len(la) != len(lb):
         return f"{len(la)} vs {len(lb)} lines"
@@ -359,8 +623,10 @@ _MAT_TIME = re.compile(rb"Created on: [^\x00]{10,40}?\d{4}")
 
 def compare_mat(a: Path, b: Path, ba: bytes, bb: bytes) -> Verdict:
     """Bytes with the header's creation time masked; else the variables."""
-    if _MAT_TIME.sub(b"Created on: <time>", ba[:128]) + ba[128:] == _MAT_TIME.sub(b"Created on: <time>", bb[:128]) \
-            + bb[128:]:
+    if (
+        _MAT_TIME.sub(b"Created on: <time>", ba[:128]) + ba[128:]
+        == _MAT_TIME.sub(b"Created on: <time>", bb[:128]) + bb[128:]
+    ):
         return Verdict(str(a), "bytes, header time masked", True, masked=True)
     from scipy.io import loadmat
 
@@ -375,11 +641,13 @@ def _h5_tree(path: Path) -> dict[str, Any]:
 
     tree: dict[str, Any] = {}
     with h5py.File(path, "r") as h5:
+
         def visit(name: str, obj: Any) -> None:
             entry: dict[str, Any] = {"attrs": {k: obj.attrs[k] for k in sorted(obj.attrs)}}
             if isinstance(obj, h5py.Dataset):
                 entry.update(data=obj[()], chunks=obj.chunks, compression=obj.compression)
             tree[name] = entry
+
         visit("/", h5)
         h5.visititems(visit)
     return tree
@@ -470,9 +738,18 @@ def normalise_metadata(raw: bytes, run_dir: Path, masked_files: set[str]) -> Any
 
 
 COMPARERS: dict[str, Callable[[Path, Path, bytes, bytes], Verdict]] = {
-    ".npy": compare_npy, ".h5": compare_h5, ".hdf5": compare_h5, ".mat": compare_mat, ".pt": compare_pt,
-    ".png": compare_image, ".jpg": compare_image, ".csv": compare_text, ".txt": compare_text,
-    ".json": compare_json, ".svg": compare_text, ".stdout": compare_text,
+    ".npy": compare_npy,
+    ".h5": compare_h5,
+    ".hdf5": compare_h5,
+    ".mat": compare_mat,
+    ".pt": compare_pt,
+    ".png": compare_image,
+    ".jpg": compare_image,
+    ".csv": compare_text,
+    ".txt": compare_text,
+    ".json": compare_json,
+    ".svg": compare_text,
+    ".stdout": compare_text,
 }
 
 
@@ -493,8 +770,13 @@ def compare_file(rel: str, a: Path, b: Path, base_dir: Path, cur_dir: Path, mask
         return Verdict(rel, "bytes", True)
     comparer = COMPARERS.get(Path(rel).suffix.lower())
     if comparer is None:
-        return Verdict(rel, "bytes", False, f"{len(ba)} vs {len(bb)} bytes, first difference at byte "
-                       f"{next((i for i, (x, y) in enumerate(zip(ba, bb)) if x != y), min(len(ba), len(bb)))}")
+        return Verdict(
+            rel,
+            "bytes",
+            False,
+            f"{len(ba)} vs {len(bb)} bytes, first difference at byte "
+            f"{next((i for i, (x, y) in enumerate(zip(ba, bb)) if x != y), min(len(ba), len(bb)))}",
+        )
     try:
         verdict = comparer(a, b, ba, bb)
     except Exception as e:  # noqa: BLE001 - an unreadable file is a difference, not a crash of the harness
@@ -544,20 +826,41 @@ def table(rows: list[list[str]], header: list[str]) -> Iterator[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--baseline", default=DEFAULT_BASELINE, metavar="REV",
-                   help=f"git revision whose src/ is the reference (default: {DEFAULT_BASELINE})")
-    p.add_argument("--current", default=None, metavar="REV",
-                   help="compare with this revision instead of the working tree (e.g. the baseline itself)")
-    p.add_argument("--keep", type=Path, default=None, metavar="DIR",
-                   help="keep the trees and both runs in DIR (must not exist or be empty); default: a temporary folder")
-    p.add_argument("--isolated", action="store_true",
-                   help="one process per command, exactly `python -c 'from visreps.cli import main; main()' ARGS` "
-                        "(slower: torch is imported for every command); default: one process per side")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--baseline",
+        default=DEFAULT_BASELINE,
+        metavar="REV",
+        help=f"git revision whose src/ is the reference (default: {DEFAULT_BASELINE})",
+    )
+    p.add_argument(
+        "--current",
+        default=None,
+        metavar="REV",
+        help="compare with this revision instead of the working tree (e.g. the baseline itself)",
+    )
+    p.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the trees and both runs in DIR (must not exist or be empty); default: a temporary folder",
+    )
+    p.add_argument(
+        "--isolated",
+        action="store_true",
+        help="one process per command, exactly `python -c 'from visreps.cli import main; main()' ARGS` "
+        "(slower: torch is imported for every command); default: one process per side",
+    )
     p.add_argument("--sequential", action="store_true", help="run the two sides one after the other, not at once")
-    p.add_argument("--only", default=None, metavar="NAMES",
-                   help="comma-separated command names to run (for debugging; later commands may need earlier ones)")
+    p.add_argument(
+        "--only",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated command names to run (for debugging; later commands may need earlier ones)",
+    )
     return p.parse_args(argv)
 
 
@@ -584,10 +887,13 @@ def main(argv: list[str] | None = None) -> int:
             cur.description = f"{args.current} = {export_revision(args.current, cur.tree)[:12]}"
         else:
             cur.description = snapshot_working_tree(cur.tree)
-        print(f"baseline: {base.description}\ncurrent:  {cur.description}\n"
-              f"python:   {sys.executable}\nimages:   {IMAGES}\nwork dir: {work}\n"
-              f"mode:     {'one process per command' if args.isolated else 'one process per side'}, "
-              f"{'sequential' if args.sequential else 'both sides at once'}; {len(cmds)} commands\n", flush=True)
+        print(
+            f"baseline: {base.description}\ncurrent:  {cur.description}\n"
+            f"python:   {sys.executable}\nimages:   {IMAGES}\nwork dir: {work}\n"
+            f"mode:     {'one process per command' if args.isolated else 'one process per side'}, "
+            f"{'sequential' if args.sequential else 'both sides at once'}; {len(cmds)} commands\n",
+            flush=True,
+        )
         for side in (base, cur):
             side.prepare()
         if args.isolated and args.sequential:
@@ -616,11 +922,25 @@ def main(argv: list[str] | None = None) -> int:
             ra, rb = base.results.get(cmd.name, (None, 0.0)), cur.results.get(cmd.name, (None, 0.0))
             ok = ra[0] == 0 and rb[0] == 0
             failed |= not ok
-            note = "" if ok else "FAILED: " + "; ".join(
-                f"{s.label} exit {r[0]}: {_last_line(s.log(i, cmd, 'stderr'))}"
-                for s, r in ((base, ra), (cur, rb)) if r[0] != 0)
-            rows.append([f"{i:02d}", cmd.name, f"{ra[0]} / {ra[1]:.1f}s", f"{rb[0]} / {rb[1]:.1f}s",
-                         note or "visreps " + " ".join(_short_arg(a) for a in cmd.args)])
+            note = (
+                ""
+                if ok
+                else "FAILED: "
+                + "; ".join(
+                    f"{s.label} exit {r[0]}: {_last_line(s.log(i, cmd, 'stderr'))}"
+                    for s, r in ((base, ra), (cur, rb))
+                    if r[0] != 0
+                )
+            )
+            rows.append(
+                [
+                    f"{i:02d}",
+                    cmd.name,
+                    f"{ra[0]} / {ra[1]:.1f}s",
+                    f"{rb[0]} / {rb[1]:.1f}s",
+                    note or "visreps " + " ".join(_short_arg(a) for a in cmd.args),
+                ]
+            )
         print("Commands (exit code / seconds):")
         print("\n".join(table(rows, ["#", "command", "baseline", "current", "arguments"])) + "\n")
 
@@ -630,10 +950,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(table(rows, ["file", "compared as", "result", "first difference"])) + "\n")
         n_diff = sum(not v.identical for v in verdicts)
         n_ok = sum(1 for c in cmds if base.results.get(c.name, (1,))[0] == 0 == cur.results.get(c.name, (1,))[0])
-        print(f"Summary: {len(verdicts)} files compared, {len(verdicts) - n_diff} IDENTICAL, {n_diff} DIFFERENT; "
-              f"{n_ok}/{len(cmds)} commands succeeded on both sides; "
-              f"ignored metadata keys: {', '.join(VOLATILE_METADATA)}; "
-              f"runs {t_runs:.0f}s, total {time.perf_counter() - t_start:.0f}s")
+        print(
+            f"Summary: {len(verdicts)} files compared, {len(verdicts) - n_diff} IDENTICAL, {n_diff} DIFFERENT; "
+            f"{n_ok}/{len(cmds)} commands succeeded on both sides; "
+            f"ignored metadata keys: {', '.join(VOLATILE_METADATA)}; "
+            f"runs {t_runs:.0f}s, total {time.perf_counter() - t_start:.0f}s"
+        )
         identical = not failed and n_diff == 0 and bool(verdicts)
         print("RESULT: " + ("outputs are bit-identical" if identical else "outputs DIFFER (or a command failed)"))
         if not identical and args.keep is None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch  # noqa: F401  torch (and triton) before any test imports TensorFlow: triton after TF segfaults
+import torch
 
 if importlib.util.find_spec("triton") is not None:
     import triton  # noqa: F401

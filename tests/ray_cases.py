@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_images
-
 import visreps
+from conftest import write_images
 from visreps.errors import ImageError, MissingExtraError
 
 PREP = {"resize": 40, "crop": 32}
@@ -63,8 +62,17 @@ def _same_output(a, b, *, rtol=1e-5, atol=None):
         _close(b[k], a[k], rtol=rtol, atol=atol, err_msg=k)
     ma = json.loads((fa / "metadata.json").read_text())
     mb = json.loads((fb / "metadata.json").read_text())
-    for field in ("status", "model", "weights", "preprocessing", "layers_requested", "layers", "format",
-                  "options_identity", "images_identity"):
+    for field in (
+        "status",
+        "model",
+        "weights",
+        "preprocessing",
+        "layers_requested",
+        "layers",
+        "format",
+        "options_identity",
+        "images_identity",
+    ):
         assert ma[field] == mb[field], field
     for field in ("root", "n_found", "n_extracted", "skipped", "image_list_sha256"):
         assert ma["images"][field] == mb["images"][field], field
@@ -72,8 +80,15 @@ def _same_output(a, b, *, rtol=1e-5, atol=None):
 
 
 def test_ray_engine_equals_single_process(ray_local, photos, tmp_path):
-    kw = dict(layers=["layer2", "avgpool"], pretrained=False, seed=3, preprocessing=PREP, batch_size=4, progress=False,
-              top_k=3)
+    kw = dict(
+        layers=["layer2", "avgpool"],
+        pretrained=False,
+        seed=3,
+        preprocessing=PREP,
+        batch_size=4,
+        progress=False,
+        top_k=3,
+    )
     local = visreps.extract("torchvision:resnet18", photos, out=tmp_path / "local", **kw)
     from visreps.distributed import extract_ray
 
@@ -156,8 +171,17 @@ def test_actor_errors_come_back_as_one_clean_error(ray_local, photos, tmp_path):
     from visreps.errors import VisrepsError
 
     with pytest.raises(VisrepsError, match=r"different sizes .*set a crop"):
-        extract_ray("torchvision:resnet18", photos, layers=["avgpool"], out=tmp_path / "o", pretrained=False,
-                    preprocessing={"resize": 32, "crop": None}, batch_size=16, progress=False, num_actors=1)
+        extract_ray(
+            "torchvision:resnet18",
+            photos,
+            layers=["avgpool"],
+            out=tmp_path / "o",
+            pretrained=False,
+            preprocessing={"resize": 32, "crop": None},
+            batch_size=16,
+            progress=False,
+            num_actors=1,
+        )
     assert json.loads((tmp_path / "o" / "metadata.partial.json").read_text())["status"] == "failed"
 
 
@@ -177,8 +201,21 @@ def test_cli_engine_ray_without_ray(monkeypatch, photos, tmp_path):
     from visreps.cli import main
 
     monkeypatch.setitem(sys.modules, "ray", None)
-    r = CliRunner().invoke(main, ["extract", "torchvision:resnet18", str(photos), "--layers", "avgpool", "--random",
-                                  "--out", str(tmp_path / "o"), "--engine", "ray"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "extract",
+            "torchvision:resnet18",
+            str(photos),
+            "--layers",
+            "avgpool",
+            "--random",
+            "--out",
+            str(tmp_path / "o"),
+            "--engine",
+            "ray",
+        ],
+    )
     assert r.exit_code == 2
     assert "pip install visreps[ray]" in r.output and "Traceback" not in r.output
 
@@ -188,8 +225,21 @@ def test_cli_ray_options_need_engine_ray(photos, tmp_path):
 
     from visreps.cli import main
 
-    r = CliRunner().invoke(main, ["extract", "torchvision:resnet18", str(photos), "--layers", "avgpool", "--random",
-                                  "--out", str(tmp_path / "o"), "--ray-actors", "4"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "extract",
+            "torchvision:resnet18",
+            str(photos),
+            "--layers",
+            "avgpool",
+            "--random",
+            "--out",
+            str(tmp_path / "o"),
+            "--ray-actors",
+            "4",
+        ],
+    )
     assert r.exit_code == 2 and "--engine ray" in r.output
 
 

@@ -50,15 +50,29 @@ def make_folder(folder: Path, layers: dict, paths, hashes=None, model: str = "m"
     """An output folder as `visreps extract` writes it: arrays, manifest (with hashes if given), metadata."""
     folder = Path(folder)
     folder.mkdir(parents=True)
-    meta = {"status": "complete", "model": model, "backend": "torch", "weights": {"kind": "random", "seed": 0},
-            "images": {"n_found": len(paths), "n_extracted": len(paths), "skipped": []},
-            "layers_requested": list(layers), "layers": {}, "format": "npy"}
+    meta = {
+        "status": "complete",
+        "model": model,
+        "backend": "torch",
+        "weights": {"kind": "random", "seed": 0},
+        "images": {"n_found": len(paths), "n_extracted": len(paths), "skipped": []},
+        "layers_requested": list(layers),
+        "layers": {},
+        "format": "npy",
+    }
     for name, arr in layers.items():
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         assert arr.shape[0] == len(paths)
         np.save(folder / f"{name}.npy", arr)
-        meta["layers"][name] = {"module": name, "call": 0, "calls_per_pass": 1, "pool": "flatten",
-                                "shape": list(arr.shape), "dtype": "float32", "file": f"{name}.npy"}
+        meta["layers"][name] = {
+            "module": name,
+            "call": 0,
+            "calls_per_pass": 1,
+            "pool": "flatten",
+            "shape": list(arr.shape),
+            "dtype": "float32",
+            "file": f"{name}.npy",
+        }
     labels = [str(Path(p).parent).replace(".", "") for p in paths]
     table = {"index": range(len(paths)), "path": list(paths), "label": labels}
     if hashes is not None:
@@ -218,16 +232,21 @@ def test_different_images_by_content_name_their_paths(tmp_path):
     a = make_folder(tmp_path / "a", {"l": feats(0)}, PATHS, ha)
     b = make_folder(tmp_path / "b", {"l": feats(1)}, other, hb)
     # the first folder's rows are the common order; "the first" of the message is the folder aligned to it
-    pattern = (r"'a/l' and 'b/l' were extracted from different images \(compared by content: 12 vs 12 images; "
-               r"e.g. only in the first: \['cls0/img04.png'\], only in the second: \['cls0/pic04.png'\]\)")
+    pattern = (
+        r"'a/l' and 'b/l' were extracted from different images \(compared by content: 12 vs 12 images; "
+        r"e.g. only in the first: \['cls0/img04.png'\], only in the second: \['cls0/pic04.png'\]\)"
+    )
     with pytest.raises(VisrepsError, match=pattern):
         compare_features([b, a])
     line = one_line_error(cli("cka", b, a))
     assert "'a/l' and 'b/l'" in line and "'cls0/pic04.png'" in line and "'cls0/img04.png'" in line
     # fewer images on one side
     c = make_folder(tmp_path / "c", {"l": feats(2, n=10)}, PATHS[:10], ha[:10])
-    with pytest.raises(VisrepsError, match=r"12 vs 10 images; e.g. only in the first: \['cls0/img10.png', "
-                                           r"'cls1/img11.png'\], only in the second: \[\]"):
+    with pytest.raises(
+        VisrepsError,
+        match=r"12 vs 10 images; e.g. only in the first: \['cls0/img10.png', "
+        r"'cls1/img11.png'\], only in the second: \[\]",
+    ):
         compare_features([c, a])
 
 
@@ -238,12 +257,17 @@ def test_one_image_under_two_names_is_paired_by_path_then_by_order():
     h = ["aa" * 16, "bb" * 16, "aa" * 16, "cc" * 16]  # rows 0 and 2 of the reference are one image
     ref_paths = ["x/one.png", "x/two.png", "x/one_again.png", "x/three.png"]
     # the same names, another order: each copy goes with its own name
-    order = match_rows(["x/three.png", "x/one_again.png", "x/two.png", "x/one.png"], ref_paths,
-                       ["cc" * 16, "aa" * 16, "bb" * 16, "aa" * 16], h)
+    order = match_rows(
+        ["x/three.png", "x/one_again.png", "x/two.png", "x/one.png"],
+        ref_paths,
+        ["cc" * 16, "aa" * 16, "bb" * 16, "aa" * 16],
+        h,
+    )
     assert order.tolist() == [3, 2, 1, 0]
     # other names: the copies are paired in their order of occurrence
-    order = match_rows(["y/c.png", "y/a2.png", "y/b.png", "y/a1.png"], ref_paths,
-                       ["cc" * 16, "aa" * 16, "bb" * 16, "aa" * 16], h)
+    order = match_rows(
+        ["y/c.png", "y/a2.png", "y/b.png", "y/a1.png"], ref_paths, ["cc" * 16, "aa" * 16, "bb" * 16, "aa" * 16], h
+    )
     assert order.tolist() == [1, 2, 3, 0]
     # rows already in the reference's order: nothing to do
     assert match_rows(ref_paths, ref_paths, h, h) is None
@@ -251,8 +275,9 @@ def test_one_image_under_two_names_is_paired_by_path_then_by_order():
     # the image twice on one side, once on the other: not the same images
     pattern = r"only in the first: \['y/c.png'\], only in the second: \['x/one_again.png'\]"
     with pytest.raises(VisrepsError, match=pattern):
-        match_rows(["y/a.png", "y/b.png", "y/c.png", "y/d.png"], ref_paths,
-                   ["aa" * 16, "bb" * 16, "dd" * 16, "cc" * 16], h)
+        match_rows(
+            ["y/a.png", "y/b.png", "y/c.png", "y/d.png"], ref_paths, ["aa" * 16, "bb" * 16, "dd" * 16, "cc" * 16], h
+        )
 
 
 def test_duplicate_images_in_folders(tmp_path):
@@ -329,8 +354,13 @@ def test_work_dir_extraction_is_not_reused_for_replaced_images(tmp_path, monkeyp
         paths = [i.path for i in find_images(imgs)]
         pixels = np.stack([np.asarray(visreps.data.load_image(Path(imgs) / p), np.float32).ravel() for p in paths])
         shutil.rmtree(out, ignore_errors=True)
-        make_folder(out, {layer: pixels[:, : 10 + len(layer)] for layer in layers}, paths,
-                    [blake2b_of(Path(imgs) / p) for p in paths], model=model)
+        make_folder(
+            out,
+            {layer: pixels[:, : 10 + len(layer)] for layer in layers},
+            paths,
+            [blake2b_of(Path(imgs) / p) for p in paths],
+            model=model,
+        )
         return visreps.load_features(out)
 
     import visreps.extraction

@@ -26,7 +26,7 @@ def ref_kernel(X, kernel, sigma=None):
         return X @ X.T  # raw, uncentred
     d = pdist(X)
     s = np.median(d) if sigma is None else sigma
-    return np.exp(-squareform(d) ** 2 / (2 * s**2))
+    return np.exp(-(squareform(d) ** 2) / (2 * s**2))
 
 
 def ref_hsic0(K, L):
@@ -42,8 +42,11 @@ def ref_hsic1(K, L):
     np.fill_diagonal(Kt, 0)
     np.fill_diagonal(Lt, 0)
     one = np.ones(n)
-    total = (np.trace(Kt @ Lt) + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
-             - 2 / (n - 2) * one @ Kt @ Lt @ one)
+    total = (
+        np.trace(Kt @ Lt)
+        + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * one @ Kt @ Lt @ one
+    )
     return total / (n * (n - 3))
 
 

@@ -47,8 +47,9 @@ def feats(seed, n=12, p=40, shape=None):
 
 @pytest.fixture
 def three_folders(tmp_path):
-    a = make_output_folder(tmp_path / "alex", "torchvision:alexnet",
-                           {"conv1": feats(0, shape=(2, 4, 5)), "fc7": feats(1)})
+    a = make_output_folder(
+        tmp_path / "alex", "torchvision:alexnet", {"conv1": feats(0, shape=(2, 4, 5)), "fc7": feats(1)}
+    )
     b = make_output_folder(tmp_path / "res", "timm:resnet18", {"layer4": feats(2), "fc": feats(3, p=7)})
     c = make_output_folder(tmp_path / "vgg", "torchvision:vgg16", {"fc2": feats(4, p=300)})
     return a, b, c
@@ -60,8 +61,13 @@ def as64(x):
 
 def test_compare_folders_table_equals_pairwise_scipy(three_folders):
     df = compare_features(list(three_folders))
-    labels = ["torchvision:alexnet/conv1", "torchvision:alexnet/fc7", "timm:resnet18/layer4", "timm:resnet18/fc",
-              "torchvision:vgg16/fc2"]
+    labels = [
+        "torchvision:alexnet/conv1",
+        "torchvision:alexnet/fc7",
+        "timm:resnet18/layer4",
+        "timm:resnet18/fc",
+        "torchvision:vgg16/fc2",
+    ]
     assert list(df.index) == labels and list(df.columns) == labels
     a, b, c = three_folders
     where = [(a, "conv1"), (a, "fc7"), (b, "layer4"), (b, "fc"), (c, "fc2")]
@@ -77,8 +83,13 @@ def test_compare_folders_table_equals_pairwise_scipy(three_folders):
 
 @pytest.mark.parametrize("method", ["spearman", "kendall", "tau_a"])
 def test_compare_other_methods_equal_correlate_rdms(three_folders, method):
-    df, rdms = compare_features(list(three_folders), layers={str(three_folders[0]): ["fc7"]}, rdm_method="euclidean",
-                                method=method, return_rdms=True)
+    df, rdms = compare_features(
+        list(three_folders),
+        layers={str(three_folders[0]): ["fc7"]},
+        rdm_method="euclidean",
+        method=method,
+        return_rdms=True,
+    )
     labs = list(df.index)
     assert "torchvision:alexnet/conv1" not in labs  # only the requested layer of that folder
     for i, a in enumerate(labs):
@@ -254,23 +265,24 @@ def test_model_ids_are_extracted_once_into_work_dir(tmp_path, monkeypatch):
     assert len(calls) == 2  # reused
     workflows.compare_features(["fake:a"], layers=["l1", "l22"], images=images, work_dir=work)
     assert calls[-1] == ("fake:a", ["l1", "l22"], True)  # the missing layer extracted (with the one it had)
-    workflows.compare_features(["fake:a"], layers=["l1"], images=images, work_dir=work,
-                               extract_options={"pool": "avg"})
+    workflows.compare_features(["fake:a"], layers=["l1"], images=images, work_dir=work, extract_options={"pool": "avg"})
     assert len(calls) == 4  # other options: extracted again
     workflows.compare_features(["fake:a"], layers=["l1"], images=images)
     assert calls[-1] == ("fake:a", ["l1"], False)  # no work_dir: in memory
     with pytest.raises(VisrepsError, match="which layers of 'fake:a'"):
         workflows.compare_features(["fake:a"], images=images)
     # one model twice with different layers, keyed by label (as the seeds' compare_models does)
-    df = workflows.compare_features({"a1": "fake:a", "a2": "fake:a"}, layers={"a1": ["l1"], "a2": ["l22"]},
-                                    images=images, work_dir=work)
+    df = workflows.compare_features(
+        {"a1": "fake:a", "a2": "fake:a"}, layers={"a1": ["l1"], "a2": ["l22"]}, images=images, work_dir=work
+    )
     assert list(df.index) == ["a1/l1", "a2/l22"]
     # a single model id, and model ids mixed with a folder, in a dict and a list
     assert list(workflows.compare_features("fake:a", layers=["l1", "l22"], images=images, work_dir=work).index) == [
-        "fake:a/l1", "fake:a/l22"]
+        "fake:a/l1",
+        "fake:a/l22",
+    ]
     folder = make_output_folder(tmp_path / "f", "m", {"x": feats(7)})
-    df = workflows.compare_features({"mine": folder, "a": "fake:a"}, layers={"a": ["l1"]}, images=images,
-                                    work_dir=work)
+    df = workflows.compare_features({"mine": folder, "a": "fake:a"}, layers={"a": ["l1"]}, images=images, work_dir=work)
     assert list(df.index) == ["mine/x", "a/l1"]
     n_calls = len(calls)
     with pytest.raises(VisrepsError, match="method 'nope'"):

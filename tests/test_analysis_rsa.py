@@ -86,8 +86,9 @@ def test_gaussian_bandwidth_rule_and_user_sigma():
     # closed form at the median distance: a pair at distance σ has 1 − exp(−1/2)
     k = np.argmin(np.abs(d - s))
     assert abs(sp_squareform(D, checks=False)[k] - (1 - np.exp(-(d[k] ** 2) / (2 * s**2)))) < TOL
-    np.testing.assert_allclose(compute_rdm(X, "gaussian", sigma=2.5), reference(X, "gaussian", sigma=2.5),
-                               rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(
+        compute_rdm(X, "gaussian", sigma=2.5), reference(X, "gaussian", sigma=2.5), rtol=TOL, atol=TOL
+    )
     assert np.all((D >= 0) & (D < 1))
 
 
@@ -96,12 +97,14 @@ def test_float32_memmap_nd_input(tmp_path):
     np.save(tmp_path / "layer.npy", X)
     mm = np.load(tmp_path / "layer.npy", mmap_mode="r")
     for method in METHODS:
-        np.testing.assert_allclose(compute_rdm(mm, method, block_size=7), reference(X.astype(np.float64), method),
-                                   rtol=TOL, atol=TOL)
+        np.testing.assert_allclose(
+            compute_rdm(mm, method, block_size=7), reference(X.astype(np.float64), method), rtol=TOL, atol=TOL
+        )
     # a path works, and a row slice of the memmap (a view with its own file offset) too
     np.testing.assert_allclose(compute_rdm(tmp_path / "layer.npy"), reference(X, "correlation"), rtol=TOL, atol=TOL)
-    np.testing.assert_allclose(compute_rdm(mm[5:15], "cosine", block_size=11), reference(X[5:15], "cosine"),
-                               rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(
+        compute_rdm(mm[5:15], "cosine", block_size=11), reference(X[5:15], "cosine"), rtol=TOL, atol=TOL
+    )
 
 
 def test_memmap_is_read_without_mapping_pages(tmp_path):
@@ -130,10 +133,12 @@ def test_torch_backend_equals_numpy():
     torch = pytest.importorskip("torch")
     X = rand(n=30, p=100, seed=7)
     for method in METHODS:
-        np.testing.assert_allclose(compute_rdm(X, method, block_size=9, device=torch.device("cpu")),
-                                   reference(X, method), rtol=TOL, atol=TOL)
-    np.testing.assert_allclose(compute_rdm(torch.from_numpy(X), "correlation"), reference(X, "correlation"),
-                               rtol=TOL, atol=TOL)
+        np.testing.assert_allclose(
+            compute_rdm(X, method, block_size=9, device=torch.device("cpu")), reference(X, method), rtol=TOL, atol=TOL
+        )
+    np.testing.assert_allclose(
+        compute_rdm(torch.from_numpy(X), "correlation"), reference(X, "correlation"), rtol=TOL, atol=TOL
+    )
 
 
 @pytest.mark.parametrize(
@@ -279,8 +284,9 @@ def test_correlation_result_is_a_float_that_pickles():
 
 def test_comparison_errors():
     a, b = two_rdms()
-    with pytest.raises(VisrepsError,
-                       match="comparison method 'cka' is not known; use one of pearson, spearman, kendall, tau_a"):
+    with pytest.raises(
+        VisrepsError, match="comparison method 'cka' is not known; use one of pearson, spearman, kendall, tau_a"
+    ):
         correlate_rdms(a, b, "cka")
     with pytest.raises(VisrepsError, match=r"different numbers of conditions \(30 and 29\)"):
         correlate_rdms(a, b[:29, :29])

@@ -154,8 +154,11 @@ def test_incremental_partial_fit_equals_fit_and_errors():
 
 def test_ensemble_concatenation_and_pca():
     rng = np.random.default_rng(0)
-    layers = {"conv1": rng.standard_normal((30, 2, 4, 4)), "pool1": rng.standard_normal((30, 10)) * 50,
-              "fc": rng.standard_normal((30, 5))}
+    layers = {
+        "conv1": rng.standard_normal((30, 2, 4, 4)),
+        "pool1": rng.standard_normal((30, 10)) * 50,
+        "fc": rng.standard_normal((30, 5)),
+    }
     cat = ensemble_features(layers, ["conv1", "pool1"], penultimate="fc")
     parts = []
     for k in ("conv1", "pool1", "fc"):
@@ -188,7 +191,11 @@ def test_ensemble_errors():
 def test_feature_map_layers_of_a_module():
     torch = pytest.importorskip("torch")
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 4, 3), torch.nn.Flatten(),
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 4, 3),
+        torch.nn.Flatten(),
         torch.nn.Linear(4, 2),
     )
     assert feature_map_layers(net) == ["0", "2", "3"]
@@ -209,5 +216,13 @@ def test_feature_map_layers_of_a_model_id():
         workflows.feature_map_layers("nosuch:model", kinds=["dense"])  # checked before anything is loaded
     names = workflows.feature_map_layers("torchvision:alexnet")
     assert names == feature_map_layers(visreps.load_model("torchvision:alexnet", pretrained=False))
-    assert names == ["features.0", "features.2", "features.3", "features.5", "features.6", "features.8", "features.10",
-                     "features.12"]
+    assert names == [
+        "features.0",
+        "features.2",
+        "features.3",
+        "features.5",
+        "features.6",
+        "features.8",
+        "features.10",
+        "features.12",
+    ]

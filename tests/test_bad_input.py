@@ -104,81 +104,107 @@ def _damaged(name: str) -> dict[str, tuple[Expect, ...]]:
 SPEC: dict[str, Case] = {
     "corrupt_image": Case(
         "1. random bytes named x.jpg among good images: stop, name x.jpg and --skip-bad-images",
-        {"extract": _error("x.jpg", SKIP)}, via=SUBPROCESS),
+        {"extract": _error("x.jpg", SKIP)},
+        via=SUBPROCESS,
+    ),
     "corrupt_image_skipped": Case(
         "2. the same with --skip-bad-images: the good images only; metadata.json lists x.jpg as skipped",
-        {"extract": _ok()}),
+        {"extract": _ok()},
+    ),
     "all_images_bad_skipped": Case(
         "3 (item 13). every image bad, with --skip-bad-images: stop, name the files and their count; "
         "metadata.partial.json (status failed) lists them all as skipped",
-        {"extract": _error("bad1.jpg", pattern=r"\b3\b")}),
+        {"extract": _error("bad1.jpg", pattern=r"\b3\b")},
+    ),
     "zero_byte_image": Case(
-        "4. a zero-byte image: stop, name it and --skip-bad-images",
-        {"extract": _error("zero.png", SKIP)}),
+        "4. a zero-byte image: stop, name it and --skip-bad-images", {"extract": _error("zero.png", SKIP)}
+    ),
     "symlink_loop": Case(
         "5 (item 2). a link loop (ln -s .. loop) in a folder of 2 images: the 2 images, once each",
-        {"extract": _ok(2)}, via=SUBPROCESS),
+        {"extract": _ok(2)},
+        via=SUBPROCESS,
+    ),
     "non_utf8_file_name": Case(
         "6 (item 10). an image named b'caf\\xe9.png' (not UTF-8): extracted and round-tripped as 'caf\\udce9.png', "
         "or refused in one line naming it",
-        {"extract": (Expect(0, rows=3), Expect(2, words=("caf",)))}, via=SUBPROCESS),
+        {"extract": (Expect(0, rows=3), Expect(2, words=("caf",)))},
+        via=SUBPROCESS,
+    ),
     "latin1_order_file": Case(
         "7 (item 10). an order file in Latin-1 naming café.png: the right images, "
         "or refused in one line naming the order file and the line",
-        {"extract": (Expect(0, rows=2), Expect(2, words=("order.txt", "line 1")))}, via=SUBPROCESS),
+        {"extract": (Expect(0, rows=2), Expect(2, words=("order.txt", "line 1")))},
+        via=SUBPROCESS,
+    ),
     "order_names_missing_image": Case(
         "8. an order file naming a missing image: stop, name the file, the line and the image",
-        {"extract": _error("order.txt", "line 2", "missing.png")}),
+        {"extract": _error("order.txt", "line 2", "missing.png")},
+    ),
     "user_file_named_like_layer": Case(
         "9 (item 5). --out holds the user's own features.0.npy: refuse, name it, leave it alone",
-        {"extract": _error("features.0.npy", "--out")}),
+        {"extract": _error("features.0.npy", "--out")},
+    ),
     "user_file_named_like_layer_overwrite": Case(
         "9 (item 5). the same with --overwrite: visreps did not write it, so it does not replace it",
-        {"extract": _error("features.0.npy", "--out")}),
+        {"extract": _error("features.0.npy", "--out")},
+    ),
     "overwrite_keeps_user_files": Case(
         "10 (item 6). --overwrite over an earlier run to which the user added predictions.csv and draft.partial: "
         "new results, the user's two files untouched",
-        {"prep": _ok(3), "extract": _ok()}),
+        {"prep": _ok(3), "extract": _ok()},
+    ),
     "out_unwritable": Case(
         "11 (item 9). --out where no folder can be made (/proc/x/out): stop, name the folder",
-        {"extract": _error("/proc/x", "--out")}),
+        {"extract": _error("/proc/x", "--out")},
+    ),
     "weights_random_bytes": Case(
         "12 (item 11). --weights holding random bytes: one line naming the file, no torch internals",
-        {"extract": _error("garbage.pth", absent=("weights_only",))}),
+        {"extract": _error("garbage.pth", absent=("weights_only",))},
+    ),
     "weights_pickle_payload": Case(
         "13 (item 7). --weights with a pickle that would run code: refuse without running it, point to --allow-pickle",
-        {"extract": _error("evil.pt", "--allow-pickle")}, via=SUBPROCESS),
+        {"extract": _error("evil.pt", "--allow-pickle")},
+        via=SUBPROCESS,
+    ),
     "refused_run_leaves_nothing": Case(
         "14 (item 12). a refused run (--format txt --pool none on a conv layer) leaves nothing behind, "
         "so the corrected command needs no --overwrite",
-        {"refused": _error("txt", "--pool"), "corrected": _ok()}),
-    "damaged_txt": Case("15 (item 4). a txt layer one line short: rsa and verify name it",
-                        _damaged("features.0.txt")),
-    "damaged_npy": Case("15 (item 4). an npy layer 100 bytes short: rsa and verify name it",
-                        _damaged("features.0.npy")),
-    "damaged_hdf5": Case("15 (item 4). features.h5 cut in half: rsa and verify name it",
-                         _damaged("features.h5")),
-    "damaged_mat": Case("15 (item 4). a mat layer 100 bytes short: rsa and verify name it",
-                        _damaged("features.0.mat")),
-    "damaged_metadata": Case("15 (item 4). metadata.json cut in half: rsa and verify name it",
-                             _damaged("metadata.json")),
-    "verify_intact": Case("15 (item 4). verify accepts an intact folder",
-                          {"prep": _ok(), "verify": (Expect(0),)}),
+        {"refused": _error("txt", "--pool"), "corrected": _ok()},
+    ),
+    "damaged_txt": Case("15 (item 4). a txt layer one line short: rsa and verify name it", _damaged("features.0.txt")),
+    "damaged_npy": Case(
+        "15 (item 4). an npy layer 100 bytes short: rsa and verify name it", _damaged("features.0.npy")
+    ),
+    "damaged_hdf5": Case("15 (item 4). features.h5 cut in half: rsa and verify name it", _damaged("features.h5")),
+    "damaged_mat": Case("15 (item 4). a mat layer 100 bytes short: rsa and verify name it", _damaged("features.0.mat")),
+    "damaged_metadata": Case(
+        "15 (item 4). metadata.json cut in half: rsa and verify name it", _damaged("metadata.json")
+    ),
+    "verify_intact": Case("15 (item 4). verify accepts an intact folder", {"prep": _ok(), "verify": (Expect(0),)}),
     "disk_full_tmpfs": Case(
         "16 (item 8). a 2 MB file system for a 4.6 MB layer: stop, name the folder and the space needed; "
         "nothing under a final name",
-        {"extract": _error("{out}", pattern=SIZE)}, via=SUBPROCESS),
+        {"extract": _error("{out}", pattern=SIZE)},
+        via=SUBPROCESS,
+    ),
     "disk_full_enospc": Case(
         "16 (item 8). every write into --out fails with ENOSPC (in-process): stop, name the folder; "
         "nothing under a final name",
-        {"extract": _error("{out}")}),
+        {"extract": _error("{out}")},
+    ),
     "ctrl_c_resume": Case(
         f"17 (item 0). Ctrl-C {N_INTERRUPTS} times at random moments, --resume each time: "
         "the same arrays as an uninterrupted run",
-        {"reference": _ok(N_CTRL_C),
-         "interrupted": (Expect(130, words=("--resume",), pattern=rf"\b\d+ of {N_CTRL_C}\b"), Expect(0, rows=N_CTRL_C)),
-         "resume": _ok(N_CTRL_C)},
-        via=SUBPROCESS),
+        {
+            "reference": _ok(N_CTRL_C),
+            "interrupted": (
+                Expect(130, words=("--resume",), pattern=rf"\b\d+ of {N_CTRL_C}\b"),
+                Expect(0, rows=N_CTRL_C),
+            ),
+            "resume": _ok(N_CTRL_C),
+        },
+        via=SUBPROCESS,
+    ),
 }
 
 
@@ -300,8 +326,15 @@ class Ctx:
             return tag if str(rel) == "." else f"{tag}/{rel}"
         return None
 
-    def run(self, label: str, argv: list[str], *, out: Path | None, owned: Iterable[Path] = (),
-            call: Callable[[], tuple[int, str, str]] | None = None) -> Step:
+    def run(
+        self,
+        label: str,
+        argv: list[str],
+        *,
+        out: Path | None,
+        owned: Iterable[Path] = (),
+        call: Callable[[], tuple[int, str, str]] | None = None,
+    ) -> Step:
         """Run one CLI call and record it, with the files it touched.
 
         ``owned``: files (or folders) that visreps wrote itself and may replace or remove.
@@ -354,8 +387,9 @@ def scenario(*names: str) -> Callable[[Callable[[Ctx], None]], Callable[[Ctx], N
     return register
 
 
-def _extract(images: Path, out: Path, *extra: str, layers: str = "features.0", pool: str | None = "avg",
-             random_init: bool = True) -> list[str]:
+def _extract(
+    images: Path, out: Path, *extra: str, layers: str = "features.0", pool: str | None = "avg", random_init: bool = True
+) -> list[str]:
     """``visreps extract`` of a small random alexnet layer, quiet, decoding in this process."""
     argv = ["extract", MODEL, str(images), "--layers", layers, "--out", str(out), "-q", "--workers", "0"]
     if random_init:
@@ -608,8 +642,13 @@ def _ctrl_c(ctx: Ctx) -> None:
     for k in range(N_INTERRUPTS):
         a = argv(out, *(["--resume"] if k else []))
         delay = rng.uniform(0.0, 0.25)
-        step = ctx.run("interrupted", a, out=out, owned=[out],
-                       call=lambda a=a, d=delay, b=done: _run_interrupted(a, progress, b, d))
+        step = ctx.run(
+            "interrupted",
+            a,
+            out=out,
+            owned=[out],
+            call=lambda a=a, d=delay, b=done: _run_interrupted(a, progress, b, d),
+        )
         if step.code == 0:  # it finished before the signal landed
             finished = True
             break
@@ -622,8 +661,13 @@ def _ctrl_c(ctx: Ctx) -> None:
     try:
         a, b = visreps.load_features(ref), visreps.load_features(out)
         for layer in a:
-            np.testing.assert_allclose(np.asarray(b[layer]), np.asarray(a[layer]), rtol=1e-6, atol=1e-7,
-                                       err_msg=f"layer {layer}: resumed run differs from the uninterrupted one")
+            np.testing.assert_allclose(
+                np.asarray(b[layer]),
+                np.asarray(a[layer]),
+                rtol=1e-6,
+                atol=1e-7,
+                err_msg=f"layer {layer}: resumed run differs from the uninterrupted one",
+            )
         if b.paths != a.paths:
             ctx.problems.append("the resumed run's manifest differs from the uninterrupted one's")
     except Exception as e:  # noqa: BLE001 - reported with the other problems
@@ -717,7 +761,9 @@ def subprocess_cases(request, shared_images, tmp_path_factory) -> Iterator[dict[
         for item in request.session.items
         if item.path.name == Path(__file__).name and "case" in getattr(getattr(item, "callspec", None), "params", {})
     }
-    wanted = sorted((c for c in SPEC if SPEC[c].via == SUBPROCESS and c in selected), key=lambda c: c != "ctrl_c_resume")
+    wanted = sorted(
+        (c for c in SPEC if SPEC[c].via == SUBPROCESS and c in selected), key=lambda c: c != "ctrl_c_resume"
+    )
     pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="badinput")
     futures = {c: pool.submit(_play, c, tmp_path_factory.mktemp(c), shared_images) for c in wanted}
     yield futures
@@ -729,8 +775,9 @@ def test_spec_and_scenarios_match() -> None:
 
 
 @pytest.mark.parametrize("case", list(SPEC))
-def test_bad_input(case: str, subprocess_cases: dict[str, Future], shared_images: Path,
-                   tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_bad_input(
+    case: str, subprocess_cases: dict[str, Future], shared_images: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Play one case of SPEC (or collect its subprocess run) and check every call against the table."""
     spec = SPEC[case]
     if spec.via == SUBPROCESS:
@@ -767,8 +814,14 @@ def test_harness_sees_touched_files_tracebacks_and_vague_messages(tmp_path: Path
     ctx.run("extract", ["extract"], out=root / "out", call=careless)
     ctx.run("extract", ["extract"], out=root / "out", call=lambda: (2, "", "error: bad image\nsee above\n"))
     found = "\n".join(ctx.problems)
-    for want in ("case/mine.txt was changed", "shared/a.png was removed", "case/stray.txt was created outside",
-                 "exit 1, expected 2", "ValueError: boom", "message is 2 lines",
-                 "message lacks ['x.jpg', '--skip-bad-images']"):
+    for want in (
+        "case/mine.txt was changed",
+        "shared/a.png was removed",
+        "case/stray.txt was created outside",
+        "exit 1, expected 2",
+        "ValueError: boom",
+        "message is 2 lines",
+        "message lacks ['x.jpg', '--skip-bad-images']",
+    ):
         assert want in found, want
     assert "fine.npy" not in found

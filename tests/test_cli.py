@@ -15,8 +15,21 @@ def run(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-HEAVY = ("torch", "torchvision", "timm", "open_clip", "tensorflow", "keras", "numpy", "pandas", "scipy", "matplotlib",
-         "PIL", "h5py", "ray")
+HEAVY = (
+    "torch",
+    "torchvision",
+    "timm",
+    "open_clip",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "pandas",
+    "scipy",
+    "matplotlib",
+    "PIL",
+    "h5py",
+    "ray",
+)
 
 
 def test_help_starts_fast_and_imports_no_torch():
@@ -81,8 +94,22 @@ def test_extract_passes_the_engine(monkeypatch, tmp_path, extra, engine, more):
 
     seen = {}
     monkeypatch.setattr(visreps.extraction, "extract", lambda model, images, **kw: seen.update(kw, model=model))
-    r = run("extract", "torchvision:alexnet", str(EXAMPLES), "--layers", "a, b", "--out", str(tmp_path / "o"), "-q",
-            "--random", "--pool", "avg", "--batch-size", "auto", *extra)
+    r = run(
+        "extract",
+        "torchvision:alexnet",
+        str(EXAMPLES),
+        "--layers",
+        "a, b",
+        "--out",
+        str(tmp_path / "o"),
+        "-q",
+        "--random",
+        "--pool",
+        "avg",
+        "--batch-size",
+        "auto",
+        *extra,
+    )
     assert r.exit_code == 0, r.output
     if isinstance(engine, str):
         assert seen["engine"] == engine
@@ -98,8 +125,19 @@ def test_extract_passes_the_engine(monkeypatch, tmp_path, extra, engine, more):
 
 
 def test_extract_and_outputs(tmp_path):
-    r = run("extract", "torchvision:alexnet", str(EXAMPLES), "--random", "--layers", "features.2,classifier.1",
-            "--out", str(tmp_path / "o"), "-q", "--batch-size", "4")
+    r = run(
+        "extract",
+        "torchvision:alexnet",
+        str(EXAMPLES),
+        "--random",
+        "--layers",
+        "features.2,classifier.1",
+        "--out",
+        str(tmp_path / "o"),
+        "-q",
+        "--batch-size",
+        "4",
+    )
     assert r.exit_code == 0, r.output
     a = np.load(tmp_path / "o" / "features.2.npy")
     assert a.shape == (6, 64 * 27 * 27)
@@ -108,13 +146,29 @@ def test_extract_and_outputs(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["extract", "torchvision:alexnet", "NOPE", "--layers", "x", "--out", "o"],
-         "image folder 'NOPE' does not exist"),
-        (["extract", "torchvision:alexnet", str(EXAMPLES), "--random", "--layers", "features.99", "--out", "o"],
-         "no layer 'features.99'; closest: features.9"),
+        (
+            ["extract", "torchvision:alexnet", "NOPE", "--layers", "x", "--out", "o"],
+            "image folder 'NOPE' does not exist",
+        ),
+        (
+            ["extract", "torchvision:alexnet", str(EXAMPLES), "--random", "--layers", "features.99", "--out", "o"],
+            "no layer 'features.99'; closest: features.9",
+        ),
         (["extract", "nosuchmodel", str(EXAMPLES), "--layers", "x", "--out", "o"], "unknown model 'nosuchmodel'"),
-        (["extract", "torchvision:alexnet", str(EXAMPLES), "--weights", "missing.pth", "--layers", "x", "--out", "o"],
-         "weights file 'missing.pth' does not exist"),
+        (
+            [
+                "extract",
+                "torchvision:alexnet",
+                str(EXAMPLES),
+                "--weights",
+                "missing.pth",
+                "--layers",
+                "x",
+                "--out",
+                "o",
+            ],
+            "weights file 'missing.pth' does not exist",
+        ),
         (["layers", "timm:nosuch"], "timm has no model 'nosuch'"),
         (["models", "zzzzqqq"], "no model matches 'zzzzqqq'"),
     ],
@@ -129,8 +183,17 @@ def test_errors_are_one_line_exit_2(tmp_path, monkeypatch, args, message):
 
 
 def test_existing_output_refused_then_overwritten(tmp_path):
-    args = ["extract", "torchvision:alexnet", str(EXAMPLES), "--random", "--layers", "features.0",
-            "--out", str(tmp_path), "-q"]
+    args = [
+        "extract",
+        "torchvision:alexnet",
+        str(EXAMPLES),
+        "--random",
+        "--layers",
+        "features.0",
+        "--out",
+        str(tmp_path),
+        "-q",
+    ]
     assert run(*args).exit_code == 0
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2 and "--overwrite" in r.output
@@ -175,6 +238,11 @@ def test_layers_cornet_s_prints_the_seed_tree():
             assert shown[name][1] == text, (name, shown[name], text)
         count += 1
     assert count == len(shown) == 71  # the same modules, none missing, none added
-    for area, shape in [("V1", "(64, 56, 56)"), ("V2", "(128, 28, 28)"), ("V4", "(256, 14, 14)"), ("IT", "(512, 7, 7)"),
-                        ("decoder.output", "(1000)")]:
+    for area, shape in [
+        ("V1", "(64, 56, 56)"),
+        ("V2", "(128, 28, 28)"),
+        ("V4", "(256, 14, 14)"),
+        ("IT", "(512, 7, 7)"),
+        ("decoder.output", "(1000)"),
+    ]:
         assert shown[area][0] == shape

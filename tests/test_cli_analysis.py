@@ -20,8 +20,9 @@ def run(*args):
 
 @pytest.fixture
 def folders(tmp_path):
-    a = make_output_folder(tmp_path / "alexnet", "torchvision:alexnet",
-                           {"features.5": feats(0, shape=(3, 4, 5)), "classifier.4": feats(1)})
+    a = make_output_folder(
+        tmp_path / "alexnet", "torchvision:alexnet", {"features.5": feats(0, shape=(3, 4, 5)), "classifier.4": feats(1)}
+    )
     b = make_output_folder(tmp_path / "resnet18", "timm:resnet18", {"layer4": feats(2, p=90), "fc": feats(3, p=10)})
     c = make_output_folder(tmp_path / "vgg16", "torchvision:vgg16", {"classifier.4": feats(4, p=50)})
     return a, b, c
@@ -42,10 +43,28 @@ def commands_listed(help_text):
 @pytest.mark.parametrize(
     "cmd, options",
     [
-        ("rsa", ["--layers", "--method", "--sigma", "--format", "--plot-format", "--no-plot", "--cluster",
-                 "--block-size"]),
-        ("compare", ["--reference", "--reference-key", "--reference-order", "--rdm-method", "--method", "--bootstrap",
-                     "--images", "--work-dir", "--random", "--plot", "--no-plot", "--block-size", "--device"]),
+        (
+            "rsa",
+            ["--layers", "--method", "--sigma", "--format", "--plot-format", "--no-plot", "--cluster", "--block-size"],
+        ),
+        (
+            "compare",
+            [
+                "--reference",
+                "--reference-key",
+                "--reference-order",
+                "--rdm-method",
+                "--method",
+                "--bootstrap",
+                "--images",
+                "--work-dir",
+                "--random",
+                "--plot",
+                "--no-plot",
+                "--block-size",
+                "--device",
+            ],
+        ),
         ("cka", ["--layers-a", "--layers-b", "--kernel", "--unbiased", "--sigma", "--out", "--plot", "--cmap"]),
     ],
 )
@@ -74,8 +93,21 @@ def test_rsa_writes_rdm_and_plot(folders):
 
 
 def test_rsa_csv_format_and_layer_choice(folders, tmp_path):
-    r = run("rsa", folders[1], "--layers", "fc", "--format", "csv", "--out", tmp_path / "o", "--no-plot",
-            "--method", "gaussian", "--sigma", "2")
+    r = run(
+        "rsa",
+        folders[1],
+        "--layers",
+        "fc",
+        "--format",
+        "csv",
+        "--out",
+        tmp_path / "o",
+        "--no-plot",
+        "--method",
+        "gaussian",
+        "--sigma",
+        "2",
+    )
     assert r.exit_code == 0, r.output
     got = np.loadtxt(tmp_path / "o" / "rdm_fc_gaussian.csv", delimiter=",")
     np.testing.assert_allclose(got, compute_rdm(np.load(folders[1] / "fc.npy"), "gaussian", sigma=2.0), rtol=1e-15)
@@ -99,14 +131,26 @@ def test_compare_per_source_layers_and_reference(folders, tmp_path):
     R = squareform(pdist(np.random.default_rng(9).standard_normal((12, 4))))
     np.savetxt(tmp_path / "brain.txt", R)
     out = tmp_path / "fit.csv"
-    r = run("compare", f"{folders[0]}::classifier.4", folders[2], "--reference", tmp_path / "brain.txt",
-            "--bootstrap", "10", "--out", out, "--plot", tmp_path / "fit.svg")
+    r = run(
+        "compare",
+        f"{folders[0]}::classifier.4",
+        folders[2],
+        "--reference",
+        tmp_path / "brain.txt",
+        "--bootstrap",
+        "10",
+        "--out",
+        out,
+        "--plot",
+        tmp_path / "fit.svg",
+    )
     assert r.exit_code == 0, r.output
     table = pd.read_csv(out)
     assert list(table.columns) == ["reference", "model", "layer", "label", "r", "ci_low", "ci_high"]
     assert list(table["label"]) == ["torchvision:alexnet/classifier.4", "torchvision:vgg16/classifier.4"]
-    expect = compare_to_reference([folders[0], folders[2]], R, layers={str(folders[0]): ["classifier.4"]},
-                                  n_bootstrap=10)
+    expect = compare_to_reference(
+        [folders[0], folders[2]], R, layers={str(folders[0]): ["classifier.4"]}, n_bootstrap=10
+    )
     np.testing.assert_allclose(table["r"], expect["r"], atol=1e-5)
     assert (tmp_path / "fit.svg").read_text().lstrip().startswith("<?xml")
 
@@ -116,13 +160,15 @@ def test_cka_command(folders, tmp_path):
     assert r.exit_code == 0, r.output
     expect = cka(np.load(folders[0] / "classifier.4.npy"), np.load(folders[1] / "layer4.npy"), unbiased=True)
     assert f"{expect:.6f}" in r.output
-    r = run("cka", folders[0], folders[1], "--kernel", "rbf", "--out", tmp_path / "cka.csv",
-            "--plot", tmp_path / "cka.png")
+    r = run(
+        "cka", folders[0], folders[1], "--kernel", "rbf", "--out", tmp_path / "cka.csv", "--plot", tmp_path / "cka.png"
+    )
     assert r.exit_code == 0, r.output
     t = pd.read_csv(tmp_path / "cka.csv", index_col=0)
     assert list(t.index) == ["features.5", "classifier.4"] and list(t.columns) == ["layer4", "fc"]
     assert t.loc["classifier.4", "fc"] == pytest.approx(
-        cka(np.load(folders[0] / "classifier.4.npy"), np.load(folders[1] / "fc.npy"), kernel="rbf"), abs=1e-6)
+        cka(np.load(folders[0] / "classifier.4.npy"), np.load(folders[1] / "fc.npy"), kernel="rbf"), abs=1e-6
+    )
     assert opens_as_png(tmp_path / "cka.png")
     r = run("cka", folders[0])  # among one folder's layers
     assert r.exit_code == 0 and "1.0" in r.output

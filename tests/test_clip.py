@@ -12,15 +12,15 @@ from conftest import write_images
 
 pytest.importorskip("open_clip")
 
-import torch  # noqa: E402
+import torch
 
-import visreps  # noqa: E402
-from visreps.cache import set_cache_dir, set_offline  # noqa: E402
-from visreps.errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError  # noqa: E402
-from visreps.models import load_model  # noqa: E402
-from visreps.models import clip as clip_source  # noqa: E402
-from visreps.models import openclip as openclip_source  # noqa: E402
-from visreps.text import extract_text  # noqa: E402
+import visreps
+from visreps.cache import set_cache_dir, set_offline
+from visreps.errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError
+from visreps.models import clip as clip_source
+from visreps.models import load_model
+from visreps.models import openclip as openclip_source
+from visreps.text import extract_text
 
 NAMES = ["a.png", "b.jpg", "c.png", "d.png"]
 TEXTS = ["a photo of a dog", 'a "quoted" text, with a comma', "ünïcödé ☃"]
@@ -105,11 +105,19 @@ def test_loaded_model_layers_weights_preprocessing(vit):
 def test_squash_preprocessing_is_open_clips():
     from open_clip.transform import image_transform
 
-    cfg = {"size": (256, 256), "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear", "resize_mode": "squash"}
+    cfg = {
+        "size": (256, 256),
+        "mean": (0.5,) * 3,
+        "std": (0.5,) * 3,
+        "interpolation": "bilinear",
+        "resize_mode": "squash",
+    }
     prep = clip_source.preprocessing_from_open_clip(cfg, "openclip:test")
     assert prep.to_dict()["resize_mode"] == "squash" and prep.input_size() == (3, 256, 256)
     img = Image.fromarray(np.random.default_rng(2).integers(0, 256, (90, 160, 3), dtype=np.uint8))
-    ref = image_transform(256, is_train=False, mean=cfg["mean"], std=cfg["std"], resize_mode="squash", interpolation="bilinear")
+    ref = image_transform(
+        256, is_train=False, mean=cfg["mean"], std=cfg["std"], resize_mode="squash", interpolation="bilinear"
+    )
     out = prep.build()(img)
     assert out.shape == (3, 256, 256) and torch.equal(out, ref(img))
 
@@ -129,16 +137,27 @@ def test_openclip_pair_loads_random():
 def test_vit_embedding_and_inner_layer(vit, images, tmp_path):
     inner = "visual.transformer.resblocks.5"
     # by id: the same seed gives the same weights as the fixture
-    res = visreps.extract("clip:ViT-B-32", images, layers=["embedding", inner], pool={inner: "cls"},
-                          pretrained=False, seed=0, device="cpu", out=tmp_path / "out", num_workers=0, progress=False)
+    res = visreps.extract(
+        "clip:ViT-B-32",
+        images,
+        layers=["embedding", inner],
+        pool={inner: "cls"},
+        pretrained=False,
+        seed=0,
+        device="cpu",
+        out=tmp_path / "out",
+        num_workers=0,
+        progress=False,
+    )
     assert res["embedding"].shape == (4, 512) and res[inner].shape == (4, 768)
     assert res.paths == NAMES
     x = _batch(vit, images)
     cm = vit.text.clip_model
     with torch.no_grad():
         emb = cm.encode_image(x)
-        own = cm.visual.forward_intermediates(x, indices=[5], output_fmt="NLC", output_extra_tokens=True,
-                                              intermediates_only=True)
+        own = cm.visual.forward_intermediates(
+            x, indices=[5], output_fmt="NLC", output_extra_tokens=True, intermediates_only=True
+        )
     np.testing.assert_allclose(res["embedding"], emb.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(res[inner], own["image_intermediates_prefix"][0][:, 0].numpy(), rtol=1e-4, atol=1e-5)
     meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
@@ -153,7 +172,8 @@ def test_vit_resblock_is_batch_first(vit, images):
     x = _batch(vit, images)
     with torch.no_grad():
         own = vit.text.clip_model.visual.forward_intermediates(
-            x, indices=[5], output_fmt="NLC", output_extra_tokens=True, intermediates_only=True)
+            x, indices=[5], output_fmt="NLC", output_extra_tokens=True, intermediates_only=True
+        )
     tokens = torch.cat([own["image_intermediates_prefix"][0], own["image_intermediates"][0]], dim=1)
     np.testing.assert_allclose(res[inner], tokens.numpy(), rtol=1e-4, atol=1e-4)
     patch = visreps.extract(vit, images, layers=[inner], pool="patch_mean", num_workers=0, progress=False)
@@ -161,8 +181,14 @@ def test_vit_resblock_is_batch_first(vit, images):
 
 
 def test_rn50_embedding_and_inner_layer(rn50, images):
-    res = visreps.extract(rn50, images, layers=["embedding", "visual.layer2"], pool={"visual.layer2": "avg"},
-                          num_workers=0, progress=False)
+    res = visreps.extract(
+        rn50,
+        images,
+        layers=["embedding", "visual.layer2"],
+        pool={"visual.layer2": "avg"},
+        num_workers=0,
+        progress=False,
+    )
     assert res["embedding"].shape == (4, 1024)  # RN50's CLIP embedding is 1024-d
     assert res["visual.layer2"].shape == (4, 512)
     x = _batch(rn50, images)
@@ -268,6 +294,7 @@ def test_text_cli(tmp_path):
     from click.testing import CliRunner
 
     from visreps.cli import main as group
+
     f = tmp_path / "texts.txt"
     f.write_text("a dog\na cat\n", encoding="utf-8")
     out = tmp_path / "out"
@@ -286,7 +313,14 @@ def test_offline_pretrained_names_the_file(tmp_path):
     set_cache_dir(tmp_path)
     set_offline(True)
     try:
-        where = tmp_path / "huggingface" / "open_clip" / "timm" / "vit_base_patch32_clip_224.openai" / "open_clip_pytorch_model.bin"
+        where = (
+            tmp_path
+            / "huggingface"
+            / "open_clip"
+            / "timm"
+            / "vit_base_patch32_clip_224.openai"
+            / "open_clip_pytorch_model.bin"
+        )
         assert not visreps.models.available_offline("clip:ViT-B-32")
         with pytest.raises(WeightsError) as e:
             load_model("clip:ViT-B-32", device="cpu")
@@ -309,7 +343,10 @@ def test_offline_pretrained_names_the_file(tmp_path):
         (hub / "refs" / "main").write_text("abc123")
         (hub / "snapshots" / "abc123").mkdir(parents=True)
         (hub / "snapshots" / "abc123" / "open_clip_model.safetensors").write_bytes(b"x")
-        assert clip_source.find_checkpoint("ViT-B-16", "openai") == hub / "snapshots" / "abc123" / "open_clip_model.safetensors"
+        assert (
+            clip_source.find_checkpoint("ViT-B-16", "openai")
+            == hub / "snapshots" / "abc123" / "open_clip_model.safetensors"
+        )
         assert visreps.models.available_offline("openclip:ViT-B-16-quickgelu/openai")
     finally:
         set_cache_dir(None)

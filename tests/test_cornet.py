@@ -200,9 +200,7 @@ def _original_checkpoint(model: torch.nn.Module) -> dict:
 def _record_calls(model: torch.nn.Module, names: list[str]):
     calls: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     mods = dict(model.named_modules())
-    handles = [
-        mods[n].register_forward_hook(lambda m, i, o, n=n: calls[n].append(o.detach().clone())) for n in names
-    ]
+    handles = [mods[n].register_forward_hook(lambda m, i, o, n=n: calls[n].append(o.detach().clone())) for n in names]
     return calls, handles
 
 
@@ -358,7 +356,7 @@ def test_original_keys_load_strictly(tmp_path, name, keys):
     lm = cornet.load(name, weights=path, device="cpu")
     loaded = lm.module.state_dict()
     for k, v in ckpt["state_dict"].items():
-        assert torch.equal(loaded[k[len("module."):]], v), k
+        assert torch.equal(loaded[k[len("module.") :]], v), k
     assert lm.weights["kind"] == "file" and lm.weights["file"] == str(path.resolve())
     assert len(lm.weights["sha256"]) == 64
 
@@ -578,8 +576,16 @@ def test_seeded_random_init_s(s_model, s_checkpoint):
 
 def test_names():
     assert cornet.list_names() == ["r", "rt", "s", "z"]
-    for given, canonical in [("s", "s"), ("S", "s"), ("cornet_s", "s"), ("cornet-s", "s"), ("CORnet-S", "s"),
-                             ("RT", "rt"), ("cornet-rt", "rt"), ("Z", "z")]:
+    for given, canonical in [
+        ("s", "s"),
+        ("S", "s"),
+        ("cornet_s", "s"),
+        ("cornet-s", "s"),
+        ("CORnet-S", "s"),
+        ("RT", "rt"),
+        ("cornet-rt", "rt"),
+        ("Z", "z"),
+    ]:
         assert cornet.check_name(given) == canonical
     with pytest.raises(ModelNotFoundError) as e:
         cornet.check_name("x")

@@ -47,10 +47,10 @@ def test_order_file(image_dir, tmp_path):
 def test_every_colour_mode_becomes_rgb(tmp_path, mode):
     base = Image.fromarray(np.tile(np.arange(0, 256, 8, dtype=np.uint8), (8, 1)))
     if mode == "I;16":
-        img = Image.fromarray((np.asarray(base).astype(np.uint16) * 257))
+        img = Image.fromarray(np.asarray(base).astype(np.uint16) * 257)
         assert img.mode == "I;16"
     elif mode == "I":
-        img = Image.fromarray((np.asarray(base).astype(np.int32) * 257))
+        img = Image.fromarray(np.asarray(base).astype(np.int32) * 257)
     elif mode == "F":
         img = Image.fromarray(np.asarray(base).astype(np.float32) / 255.0)
     else:

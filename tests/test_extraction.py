@@ -19,9 +19,13 @@ def hand_forward(module, root, prep, upto):
 
 
 def test_random_seeded_model_equals_hand_forward(tiny_net, image_dir, small_prep, tmp_path):
-    res = visreps.extract(tiny_net, image_dir, layers=["0", "3", "7"], preprocessing=small_prep, out=tmp_path / "o", progress=False)
+    res = visreps.extract(
+        tiny_net, image_dir, layers=["0", "3", "7"], preprocessing=small_prep, out=tmp_path / "o", progress=False
+    )
     for layer, upto in [("0", 0), ("3", 3), ("7", 7)]:
-        np.testing.assert_allclose(res[layer], hand_forward(tiny_net, image_dir, small_prep, upto), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            res[layer], hand_forward(tiny_net, image_dir, small_prep, upto), rtol=1e-5, atol=1e-6
+        )
     assert res["0"].shape == (6, 4 * 16 * 16)
     assert res.paths == [i.path for i in find_images(image_dir)]
 
@@ -100,8 +104,14 @@ def test_mismatched_weights_list_keys(tmp_path):
 
 def test_pickled_whole_model(tiny_net, image_dir, small_prep, tmp_path):
     torch.save(tiny_net, tmp_path / "whole.pt")
-    res = visreps.extract(f"file:{tmp_path / 'whole.pt'}", image_dir, layers=["7"], preprocessing=small_prep, progress=False,
-                          allow_pickle=True)
+    res = visreps.extract(
+        f"file:{tmp_path / 'whole.pt'}",
+        image_dir,
+        layers=["7"],
+        preprocessing=small_prep,
+        progress=False,
+        allow_pickle=True,
+    )
     np.testing.assert_allclose(res["7"], hand_forward(tiny_net, image_dir, small_prep, 7), rtol=1e-5, atol=1e-6)
 
 
@@ -117,13 +127,17 @@ def test_early_exit_modules_after_last_layer_never_run(tiny_net, image_dir, smal
 
 
 def test_pool_modes(tiny_net, image_dir, small_prep):
-    res = {m: visreps.extract(tiny_net, image_dir, layers=["3"], pool=m, preprocessing=small_prep, progress=False)["3"]
-           for m in ("none", "flatten", "avg", "max")}
+    res = {
+        m: visreps.extract(tiny_net, image_dir, layers=["3"], pool=m, preprocessing=small_prep, progress=False)["3"]
+        for m in ("none", "flatten", "avg", "max")
+    }
     assert res["none"].shape == (6, 6, 8, 8)
     np.testing.assert_allclose(res["flatten"], res["none"].reshape(6, -1))
     np.testing.assert_allclose(res["avg"], res["none"].mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(res["max"], res["none"].max(axis=(2, 3)))
-    per = visreps.extract(tiny_net, image_dir, layers=["3", "7"], pool={"3": "max"}, preprocessing=small_prep, progress=False)
+    per = visreps.extract(
+        tiny_net, image_dir, layers=["3", "7"], pool={"3": "max"}, preprocessing=small_prep, progress=False
+    )
     assert per["3"].shape == (6, 6) and per["7"].shape == (6, 5)
     with pytest.raises(VisrepsError, match="pool mode 'mean' for layer '3' is not valid"):
         visreps.extract(tiny_net, image_dir, layers=["3"], pool="mean", preprocessing=small_prep, progress=False)
@@ -200,14 +214,27 @@ def test_skip_bad_images_keeps_manifest_exact(tiny_net, tmp_path, small_prep):
     (root / "b.jpg").write_bytes(b"")
     (root / "d.png").write_bytes(b"garbage")
     with pytest.raises(visreps.errors.ImageError, match=r"b.jpg.*--skip-bad-images"):
-        visreps.extract(tiny_net, root, layers=["7"], preprocessing=small_prep, out=tmp_path / "o1", progress=False, num_workers=0)
+        visreps.extract(
+            tiny_net, root, layers=["7"], preprocessing=small_prep, out=tmp_path / "o1", progress=False, num_workers=0
+        )
     assert not (tmp_path / "o1" / "7.npy").exists()  # nothing under a final name
     for fmt in ("npy", "hdf5", "txt"):
-        res = visreps.extract(tiny_net, root, layers=["7"], preprocessing=small_prep, out=tmp_path / f"o_{fmt}", format=fmt,
-                              skip_bad_images=True, progress=False, batch_size=2)
+        res = visreps.extract(
+            tiny_net,
+            root,
+            layers=["7"],
+            preprocessing=small_prep,
+            out=tmp_path / f"o_{fmt}",
+            format=fmt,
+            skip_bad_images=True,
+            progress=False,
+            batch_size=2,
+        )
         assert res.paths == ["a.png", "c.png", "e.png"]
         assert [s["path"] for s in res.metadata["images"]["skipped"]] == ["b.jpg", "d.png"]
-        good = visreps.extract(tiny_net, root, layers=["7"], preprocessing=small_prep, order=["a.png", "c.png", "e.png"], progress=False)
+        good = visreps.extract(
+            tiny_net, root, layers=["7"], preprocessing=small_prep, order=["a.png", "c.png", "e.png"], progress=False
+        )
         # other batches (batches of 2 less their bad images here, one batch of 3 in `good`): other kernels, so
         # equal to float32 rounding, with an absolute tolerance for values near 0
         ref = np.asarray(good["7"])
@@ -217,19 +244,28 @@ def test_skip_bad_images_keeps_manifest_exact(tiny_net, tmp_path, small_prep):
 
 def test_in_memory_result_equals_folder(tiny_net, image_dir, small_prep, tmp_path):
     mem = visreps.extract(tiny_net, image_dir, layers=["3"], preprocessing=small_prep, progress=False)
-    disk = visreps.extract(tiny_net, image_dir, layers=["3"], preprocessing=small_prep, out=tmp_path / "o", progress=False, num_workers=2)
+    disk = visreps.extract(
+        tiny_net, image_dir, layers=["3"], preprocessing=small_prep, out=tmp_path / "o", progress=False, num_workers=2
+    )
     np.testing.assert_array_equal(mem["3"], disk["3"])
     assert mem.paths == disk.paths
     assert isinstance(disk["3"], np.memmap)
 
 
 def test_metadata_contract(tiny_net, image_dir, small_prep, tmp_path):
-    visreps.extract(tiny_net, image_dir, layers=["3", "7"], preprocessing=small_prep, out=tmp_path / "o", progress=False)
+    visreps.extract(
+        tiny_net, image_dir, layers=["3", "7"], preprocessing=small_prep, out=tmp_path / "o", progress=False
+    )
     meta = json.loads((tmp_path / "o" / "metadata.json").read_text())
     assert meta["status"] == "complete"
     assert meta["layers"]["3"]["shape"] == [6, 384] and meta["layers"]["7"]["file"] == "7.npy"
-    assert meta["preprocessing"] == {"resize": 20, "crop": 16, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                                     "interpolation": "bilinear"}
+    assert meta["preprocessing"] == {
+        "resize": 20,
+        "crop": 16,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "interpolation": "bilinear",
+    }
     assert meta["weights"] == {"kind": "user"}
     assert {"torch", "numpy", "python", "visreps"} <= set(meta["versions"])
     assert not list((tmp_path / "o").glob("*.partial")) and not (tmp_path / "o" / "metadata.partial.json").exists()
@@ -260,8 +296,16 @@ def test_interrupted_run_leaves_no_complete_looking_file(tiny_net, image_dir, sm
 
     tiny_net[3].register_forward_hook(boom)
     with pytest.raises(visreps.errors.ExtractionInterrupted):
-        visreps.extract(tiny_net, image_dir, layers=["3"], preprocessing=small_prep, out=tmp_path / "o", batch_size=2,
-                        progress=False, num_workers=0)
+        visreps.extract(
+            tiny_net,
+            image_dir,
+            layers=["3"],
+            preprocessing=small_prep,
+            out=tmp_path / "o",
+            batch_size=2,
+            progress=False,
+            num_workers=0,
+        )
     out = tmp_path / "o"
     assert not (out / "3.npy").exists() and not (out / "metadata.json").exists() and not (out / "manifest.csv").exists()
     meta = json.loads((out / "metadata.partial.json").read_text())
@@ -303,19 +347,25 @@ def test_vit_token_pooling(image_dir):
     kw = dict(pretrained=False, progress=False)
     allt = visreps.extract("timm:vit_tiny_patch16_224", image_dir, layers=["blocks.1"], pool="none", **kw)["blocks.1"]
     cls = visreps.extract("timm:vit_tiny_patch16_224", image_dir, layers=["blocks.1"], pool="cls", **kw)["blocks.1"]
-    pm = visreps.extract("timm:vit_tiny_patch16_224", image_dir, layers=["blocks.1"], pool="patch_mean", **kw)["blocks.1"]
+    pm = visreps.extract("timm:vit_tiny_patch16_224", image_dir, layers=["blocks.1"], pool="patch_mean", **kw)[
+        "blocks.1"
+    ]
     assert allt.shape == (6, 197, 192)
     np.testing.assert_array_equal(cls, allt[:, 0])
     np.testing.assert_allclose(pm, allt[:, 1:].mean(axis=1), rtol=1e-5, atol=1e-6)
 
 
 def test_pretrained_quickstart_model_sees_a_cat(tmp_path):
-    res = visreps.extract("timm:tf_efficientnet_lite0", EXAMPLES, layers=["global_pool"], out=tmp_path / "q", top_k=5,
-                          progress=False)
+    res = visreps.extract(
+        "timm:tf_efficientnet_lite0", EXAMPLES, layers=["global_pool"], out=tmp_path / "q", top_k=5, progress=False
+    )
     assert res.metadata["weights"]["kind"] == "pretrained"
     pred = res.predictions.set_index("path")
     # the original EfficientNet-Lite0 says tiger cat 0.372, Egyptian cat 0.369 (exactly checked in test_lite0.py)
-    assert {pred.loc["chelsea_cat.jpg", "name_1"], pred.loc["chelsea_cat.jpg", "name_2"]} == {"tiger cat", "Egyptian cat"}
+    assert {pred.loc["chelsea_cat.jpg", "name_1"], pred.loc["chelsea_cat.jpg", "name_2"]} == {
+        "tiger cat",
+        "Egyptian cat",
+    }
     assert pred.loc["coffee.jpg", "name_1"] == "espresso"
     assert list(pred.index) == res.paths  # predictions in manifest order
     assert (tmp_path / "q" / "predictions.csv").is_file() and (tmp_path / "q" / "predictions.json").is_file()

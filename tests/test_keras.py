@@ -12,8 +12,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-
-import torch  # noqa: I001  - torch first, then TensorFlow
+import torch
 
 try:
     import triton  # noqa: F401
@@ -26,9 +25,9 @@ keras = pytest.importorskip("keras", minversion="3.0")
 
 import visreps  # noqa: E402
 from visreps.errors import ModelNotFoundError, VisrepsError, WeightsError  # noqa: E402
-from visreps.pooling import pool_output  # noqa: E402
 from visreps.models import Preprocessing  # noqa: E402
 from visreps.models import keras as kx  # noqa: E402
+from visreps.pooling import pool_output  # noqa: E402
 
 APP = "MobileNetV3Small"  # the smallest application (2.5 M parameters)
 
@@ -58,10 +57,16 @@ def tiny_pair(final_softmax: bool = False):
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     out = keras.layers.Dense(5, name="fc", activation="softmax" if final_softmax else None)(x)
     km = keras.Model(inp, out, name="tiny")
-    tm = nn.Sequential(OrderedDict(
-        conv1=nn.Conv2d(3, 4, 3, padding=1), relu1=nn.ReLU(), conv2=nn.Conv2d(4, 6, 3),
-        gap=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(6, 5),
-    )).eval()
+    tm = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 4, 3, padding=1),
+            relu1=nn.ReLU(),
+            conv2=nn.Conv2d(4, 6, 3),
+            gap=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(6, 5),
+        )
+    ).eval()
     with torch.no_grad():
         for name in ("conv1", "conv2", "fc"):
             layer = km.get_layer(name)
@@ -91,9 +96,22 @@ def test_tiny_keras_model_matches_torch(image_dir):
     lm = kx.from_keras_model(km, preprocess="unit")  # x / 255: the same numbers as ToTensor
     assert lm.backend == "keras" and lm.preprocessing.crop == 16
     opts = dict(num_workers=0, progress=False)
-    fk = visreps.extract(lm, image_dir, layers=["relu1", "conv2", "fc"], pool={"relu1": "flatten", "conv2": "avg", "fc": "flatten"}, **opts)
-    ft = visreps.extract(tm, image_dir, layers=["relu1", "conv2", "fc"], pool={"relu1": "flatten", "conv2": "avg", "fc": "flatten"},
-                         preprocessing=TORCH_UNIT, device="cpu", **opts)
+    fk = visreps.extract(
+        lm,
+        image_dir,
+        layers=["relu1", "conv2", "fc"],
+        pool={"relu1": "flatten", "conv2": "avg", "fc": "flatten"},
+        **opts,
+    )
+    ft = visreps.extract(
+        tm,
+        image_dir,
+        layers=["relu1", "conv2", "fc"],
+        pool={"relu1": "flatten", "conv2": "avg", "fc": "flatten"},
+        preprocessing=TORCH_UNIT,
+        device="cpu",
+        **opts,
+    )
     assert list(fk.manifest["path"]) == list(ft.manifest["path"])
     # flatten keeps Keras's native (H, W, C) order; torch flattens (C, H, W)
     np.testing.assert_allclose(fk["relu1"], nchw_flat_to_nhwc_flat(ft["relu1"], 4, 16, 16), atol=1e-5)
@@ -122,8 +140,14 @@ def test_keras_inputs_are_pixels_0_255_in_hwc(image_dir):
     fc = visreps.extract(lm_caffe, image_dir, layers=["image"], pool="none", num_workers=0, progress=False)
     expected = keras.applications.resnet50.preprocess_input(fk["image"].copy())  # BGR, ImageNet means
     np.testing.assert_allclose(fc["image"], expected, atol=1e-4)
-    ft = visreps.extract(kx.from_keras_model(km, preprocess="tf"), image_dir, layers=["image"], pool="none",
-                         num_workers=0, progress=False)
+    ft = visreps.extract(
+        kx.from_keras_model(km, preprocess="tf"),
+        image_dir,
+        layers=["image"],
+        pool="none",
+        num_workers=0,
+        progress=False,
+    )
     np.testing.assert_allclose(ft["image"], fk["image"] / 127.5 - 1, atol=1e-5)
 
 
@@ -133,10 +157,14 @@ def test_pool_modes_match_torch_on_transposed_arrays():
     k = t.permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
     for mode in ("avg", "max"):
         np.testing.assert_allclose(kx.pool_array(k, mode), pool_output(t, mode).numpy(), atol=1e-6)
-    np.testing.assert_array_equal(kx.pool_array(k, "flatten"), nchw_flat_to_nhwc_flat(pool_output(t, "flatten").numpy(), 5, 4, 3))
+    np.testing.assert_array_equal(
+        kx.pool_array(k, "flatten"), nchw_flat_to_nhwc_flat(pool_output(t, "flatten").numpy(), 5, 4, 3)
+    )
     seq = rng.normal(size=(2, 7, 6)).astype(np.float32)
     for mode in ("cls", "patch_mean", "flatten", "none"):
-        np.testing.assert_allclose(kx.pool_array(seq, mode), pool_output(torch.from_numpy(seq), mode).numpy(), atol=1e-6)
+        np.testing.assert_allclose(
+            kx.pool_array(seq, mode), pool_output(torch.from_numpy(seq), mode).numpy(), atol=1e-6
+        )
     with pytest.raises(VisrepsError, match="ambiguous"):
         kx.pool_array(seq, "avg", "tokens")
     with pytest.raises(VisrepsError, match="token sequences"):
@@ -167,10 +195,18 @@ def test_describe_layers_and_errors(image_dir):
     with pytest.raises(VisrepsError, match="closest: conv1"):
         visreps.extract(lm, image_dir, layers=["conv_1"], num_workers=0, progress=False)
     with pytest.raises(VisrepsError, match="takes 16×16 images"):
-        visreps.extract(lm, image_dir, layers=["fc"], preprocessing={"resize": 20, "crop": 20}, num_workers=0, progress=False)
+        visreps.extract(
+            lm, image_dir, layers=["fc"], preprocessing={"resize": 20, "crop": 20}, num_workers=0, progress=False
+        )
     with pytest.raises(VisrepsError, match="leave mean at 0"):
-        visreps.extract(kx.from_keras_model(km), image_dir, layers=["fc"], preprocessing={"mean": (0.5, 0.5, 0.5)},
-                        num_workers=0, progress=False)
+        visreps.extract(
+            kx.from_keras_model(km),
+            image_dir,
+            layers=["fc"],
+            preprocessing={"mean": (0.5, 0.5, 0.5)},
+            num_workers=0,
+            progress=False,
+        )
     with pytest.raises(VisrepsError, match="device"):
         kx.load(APP, pretrained=False, device="cuda")
     with pytest.raises(VisrepsError, match="preprocess="):
@@ -195,7 +231,9 @@ def test_top_k_uses_probabilities_of_a_softmax_model(image_dir):
 def test_list_and_check_names():
     names = kx.list_names()
     assert "ResNet50" in names and APP in names and "ConvNeXtTiny" in names
-    installed = sorted(n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n)))
+    installed = sorted(
+        n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n))
+    )
     assert names == installed
     assert all(n in kx.APPLICATIONS for n in names), "APPLICATIONS lacks new Keras applications"
     assert "keras:ResNet50" in visreps.list_models("keras:resnet5")
@@ -208,11 +246,24 @@ def test_application_two_layers_one_pass_into_folder(image_dir, tmp_path, monkey
     real = kx._functional_model
     monkeypatch.setattr(kx, "_functional_model", lambda *a, **k: built.append(1) or real(*a, **k))
     out = tmp_path / "out"
-    res = visreps.extract(f"keras:{APP}", image_dir, layers=["conv", "expanded_conv_project_bn"], out=out,
-                          pretrained=False, pool={"conv": "avg", "expanded_conv_project_bn": "flatten"},
-                          batch_size=4, num_workers=0, progress=False)
+    res = visreps.extract(
+        f"keras:{APP}",
+        image_dir,
+        layers=["conv", "expanded_conv_project_bn"],
+        out=out,
+        pretrained=False,
+        pool={"conv": "avg", "expanded_conv_project_bn": "flatten"},
+        batch_size=4,
+        num_workers=0,
+        progress=False,
+    )
     assert len(built) == 1
-    assert sorted(p.name for p in out.iterdir()) == ["conv.npy", "expanded_conv_project_bn.npy", "manifest.csv", "metadata.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "conv.npy",
+        "expanded_conv_project_bn.npy",
+        "manifest.csv",
+        "metadata.json",
+    ]
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["status"] == "complete"
     assert meta["model"] == f"keras:{APP}" and meta["weights"] == {"kind": "random", "seed": 0}
@@ -316,7 +367,9 @@ def test_pretrained_download_lands_in_visreps_cache_and_is_reused(cache_state, m
     monkeypatch.setattr(file_utils, "get_file", fake_download)
     lm = visreps.load_model(f"keras:{APP}")
     target = cache_state / "keras" / "models" / fname
-    assert downloads == [(str(target), f"https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/{fname}")]
+    assert downloads == [
+        (str(target), f"https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/{fname}")
+    ]
     assert lm.weights["kind"] == "pretrained" and lm.weights["name"] == "imagenet" and lm.weights["file"] == fname
     assert len(lm.weights["sha256"]) == 64 and kx.available_offline(APP)
     for a, b in zip(lm.module.get_weights(), ref.module.get_weights()):

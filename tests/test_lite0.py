@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import EXAMPLES
 
 import visreps
+from conftest import EXAMPLES
 from visreps.errors import WeightsError
 from visreps.models import LoadedModel, load_model
 
@@ -96,8 +96,14 @@ class ReferenceLite0:
     def _bn(self, x: torch.Tensor, key: str) -> torch.Tensor:
         self.used.add(f"{key}.num_batches_tracked")
         return F.batch_norm(
-            x, self._get(f"{key}.running_mean"), self._get(f"{key}.running_var"),
-            self._get(f"{key}.weight"), self._get(f"{key}.bias"), False, 0.0, BN_EPS,
+            x,
+            self._get(f"{key}.running_mean"),
+            self._get(f"{key}.running_var"),
+            self._get(f"{key}.weight"),
+            self._get(f"{key}.bias"),
+            False,
+            0.0,
+            BN_EPS,
         )
 
     def _block(
@@ -166,8 +172,9 @@ def test_input_is_tensorflow_scaling(lite0: LoadedModel) -> None:
 
     x = np.arange(256, dtype=np.uint8).reshape(16, 16)
     img = Image.fromarray(np.stack([x, x[::-1], x.T], axis=-1))
-    t = lite0.preprocessing.__class__(resize=None, crop=None, mean=lite0.preprocessing.mean,
-                                      std=lite0.preprocessing.std).build()(img)
+    t = lite0.preprocessing.__class__(
+        resize=None, crop=None, mean=lite0.preprocessing.mean, std=lite0.preprocessing.std
+    ).build()(img)
     want = (torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) - 127) / 128
     torch.testing.assert_close(t, want, rtol=0, atol=1e-6)
 
@@ -200,8 +207,9 @@ def test_extraction_names_the_top1_classes(
     tmp_path: Path, photos: tuple[list[str], torch.Tensor], reference: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     """The quickstart's extraction: predictions name the measured classes, features match the reference."""
-    res = visreps.extract("timm:tf_efficientnet_lite0", EXAMPLES, layers=["global_pool"], top_k=5, progress=False,
-                          out=tmp_path / "lite0")
+    res = visreps.extract(
+        "timm:tf_efficientnet_lite0", EXAMPLES, layers=["global_pool"], top_k=5, progress=False, out=tmp_path / "lite0"
+    )
     pred = res.predictions.set_index("path")
     assert {p: pred.loc[p, "name_1"] for p in TOP1} == TOP1
     feats = torch.tensor(np.asarray(res["global_pool"]))

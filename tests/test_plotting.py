@@ -89,8 +89,15 @@ def test_comparison_heatmap_is_readable(tmp_path):
 
 
 def test_reference_bars(tmp_path):
-    df = pd.DataFrame({"reference": ["brain"] * 2 + ["behaviour"] * 2, "label": ["m/a", "m/b"] * 2,
-                       "r": [0.3, 0.5, 0.1, -0.2], "ci_low": [0.2, 0.4, 0.0, -0.3], "ci_high": [0.4, 0.6, 0.2, -0.1]})
+    df = pd.DataFrame(
+        {
+            "reference": ["brain"] * 2 + ["behaviour"] * 2,
+            "label": ["m/a", "m/b"] * 2,
+            "r": [0.3, 0.5, 0.1, -0.2],
+            "ci_low": [0.2, 0.4, 0.0, -0.3],
+            "ci_high": [0.4, 0.6, 0.2, -0.1],
+        }
+    )
     df.attrs.update({"method": "pearson", "ci": 0.95})
     fig = plot_comparison(df, tmp_path / "bars.png")  # dispatches to plot_reference_comparison
     ax = fig.axes[0]

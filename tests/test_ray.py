@@ -29,12 +29,24 @@ def test_ray_engine(tmp_path):
     for attempt in (1, 2):
         report = tmp_path / f"report{attempt}.xml"
         r = subprocess.run(
-            [sys.executable, "-m", "pytest", str(HERE / "ray_cases.py"), "-q", "-p", "no:cacheprovider",
-             f"--junitxml={report}"],
-            capture_output=True, text=True, cwd=HERE.parent,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                str(HERE / "ray_cases.py"),
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--junitxml={report}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=HERE.parent,
         )
         if r.returncode == 0:
             return
         crashed = not report.is_file() and _raylet_crashed()
         if not crashed or attempt == 2:
-            pytest.fail(f"Ray engine cases failed (attempt {attempt}, exit {r.returncode}):\n{r.stdout[-6000:]}\n{r.stderr[-3000:]}")
+            pytest.fail(
+                f"Ray engine cases failed (attempt {attempt}, exit {r.returncode}):\n{r.stdout[-6000:]}\n{r.stderr[-3000:]}"
+            )

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-
 import torch
 
 import visreps
@@ -23,13 +22,26 @@ def many_images(tmp_path_factory):
     return root
 
 
-ARGS = ["extract", "torchvision:resnet18", "--random", "--seed", "2", "--layers", "layer3,fc", "--batch-size", "2",
-        "--workers", "1", "-q"]
+ARGS = [
+    "extract",
+    "torchvision:resnet18",
+    "--random",
+    "--seed",
+    "2",
+    "--layers",
+    "layer3,fc",
+    "--batch-size",
+    "2",
+    "--workers",
+    "1",
+    "-q",
+]
 
 
 def cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "visreps.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "visreps.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )
 
 
 def wait_for_progress(out, at_least, proc, timeout=600):  # a limit for a hung run, not a speed check
@@ -89,18 +101,36 @@ def test_interrupted_run_resumes_bit_identical(many_images, tmp_path, sig):
     # whole batches of 2 counted from image 0, so the resume starts on a batch boundary (48 is even: no short batch)
     assert done % 2 == 0
     # a changed option or image set is refused, naming what changed
-    r = subprocess.run([sys.executable, "-m", "visreps.cli", *[a if a != "2" else "3" for a in ARGS], str(many_images),
-                        "--out", str(out), "--resume"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visreps.cli",
+            *[a if a != "2" else "3" for a in ARGS],
+            str(many_images),
+            "--out",
+            str(out),
+            "--resume",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "seed" in r.stderr and "weights" in r.stderr
     (many_images / "c0" / "extra.png").write_bytes((many_images / "c0" / "img_000.png").read_bytes())
     try:
-        r = subprocess.run([sys.executable, "-m", "visreps.cli", *ARGS, str(many_images), "--out", str(out), "--resume"],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "visreps.cli", *ARGS, str(many_images), "--out", str(out), "--resume"],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 2 and "images_identity" in r.stderr, r.stderr
     finally:
         (many_images / "c0" / "extra.png").unlink()
-    r = subprocess.run([sys.executable, "-m", "visreps.cli", *ARGS, str(many_images), "--out", str(out), "--resume"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "visreps.cli", *ARGS, str(many_images), "--out", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     same_folder(full, out)
     assert not list(out.glob("*partial*"))
@@ -140,14 +170,33 @@ def test_resume_in_process_every_streamed_format(tiny_net, many_images, small_pr
 
 @pytest.mark.parametrize("fmt", ["npy", "hdf5"])
 def test_four_shards_merge_to_one_run(many_images, tmp_path, fmt):
-    kw = dict(layers=["layer2", "fc"], pretrained=False, seed=1, progress=False, format=fmt, batch_size=4,
-              preprocessing={"resize": 40, "crop": 32}, top_k=2)
+    kw = dict(
+        layers=["layer2", "fc"],
+        pretrained=False,
+        seed=1,
+        progress=False,
+        format=fmt,
+        batch_size=4,
+        preprocessing={"resize": 40, "crop": 32},
+        top_k=2,
+    )
     lm = visreps.load_model("torchvision:resnet18", pretrained=False, seed=1, preprocessing={"resize": 40, "crop": 32})
-    visreps.extract(lm, many_images, out=tmp_path / "single", **{k: v for k, v in kw.items() if k not in ("pretrained", "seed", "preprocessing")})
+    visreps.extract(
+        lm,
+        many_images,
+        out=tmp_path / "single",
+        **{k: v for k, v in kw.items() if k not in ("pretrained", "seed", "preprocessing")},
+    )
     shards = []
     for i in range(1, 5):
         d = tmp_path / f"s{i}"
-        visreps.extract(lm, many_images, out=d, shard=f"{i}/4", **{k: v for k, v in kw.items() if k not in ("pretrained", "seed", "preprocessing")})
+        visreps.extract(
+            lm,
+            many_images,
+            out=d,
+            shard=f"{i}/4",
+            **{k: v for k, v in kw.items() if k not in ("pretrained", "seed", "preprocessing")},
+        )
         shards.append(d)
     assert [len(visreps.load_features(d).paths) for d in shards] == [12, 12, 12, 12]
     # bit for bit is promised only because the batch boundaries coincide: the shards are contiguous slices
@@ -157,7 +206,9 @@ def test_four_shards_merge_to_one_run(many_images, tmp_path, fmt):
     assert starts == [0, 12, 24, 36] and all(s % kw["batch_size"] == 0 for s in starts) and 48 % kw["batch_size"] == 0
     merged = visreps.merge_shards(tmp_path / "merged", list(reversed(shards)))
     same_folder(tmp_path / "single", tmp_path / "merged")
-    assert (tmp_path / "single" / "predictions.csv").read_text() == (tmp_path / "merged" / "predictions.csv").read_text()
+    assert (tmp_path / "single" / "predictions.csv").read_text() == (
+        tmp_path / "merged" / "predictions.csv"
+    ).read_text()
     assert len(merged.paths) == 48
     with pytest.raises(VisrepsError, match=r"shard\(s\) 3/4 missing \(gap\)"):
         visreps.merge_shards(tmp_path / "m2", [shards[0], shards[1], shards[3]])
@@ -193,10 +244,13 @@ class _OOMAbove(torch.nn.Module):
 
 
 def test_out_of_memory_batch_is_split_not_fatal(tiny_net, image_dir, small_prep):
-    ref = visreps.extract(tiny_net, image_dir, layers=["3", "7"], preprocessing=small_prep, progress=False, batch_size=6)
+    ref = visreps.extract(
+        tiny_net, image_dir, layers=["3", "7"], preprocessing=small_prep, progress=False, batch_size=6
+    )
     wrapped = _OOMAbove(tiny_net, limit=2)
-    res = visreps.extract(wrapped, image_dir, layers=["net.3", "net.7"], preprocessing=small_prep, progress=False,
-                          batch_size=6)
+    res = visreps.extract(
+        wrapped, image_dir, layers=["net.3", "net.7"], preprocessing=small_prep, progress=False, batch_size=6
+    )
     # the back-off runs batches of 1 and 2 where the reference ran one batch of 6: other kernels, so equal only
     # to float32 rounding (an absolute tolerance too, for values near 0)
     close(res["net.7"], ref["7"])

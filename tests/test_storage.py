@@ -24,8 +24,13 @@ def test_round_trip_every_format(tiny_net, image_dir, small_prep, tmp_path, fmt)
         np.testing.assert_array_equal(np.asarray(res[layer]), ref[layer])
     assert back.paths == ref.paths
     files = {p.name for p in (tmp_path / fmt).iterdir()}
-    expected = {"hdf5": {"features.h5"}, "npy": {"3.npy", "7.npy"}, "mat": {"3.mat", "7.mat"}, "pt": {"3.pt", "7.pt"},
-                "txt": {"3.txt", "7.txt"}}[fmt]
+    expected = {
+        "hdf5": {"features.h5"},
+        "npy": {"3.npy", "7.npy"},
+        "mat": {"3.mat", "7.mat"},
+        "pt": {"3.pt", "7.pt"},
+        "txt": {"3.txt", "7.txt"},
+    }[fmt]
     assert files == expected | {"manifest.csv", "metadata.json"}
     # readable by the standard tools, not only by visreps
     f = tmp_path / fmt
@@ -44,12 +49,28 @@ def test_round_trip_every_format(tiny_net, image_dir, small_prep, tmp_path, fmt)
 
 def test_keep_shape_in_npy_hdf5_and_txt_refuses(tiny_net, image_dir, small_prep, tmp_path):
     for fmt in ("npy", "hdf5"):
-        res = visreps.extract(tiny_net, image_dir, layers=["3"], pool="none", preprocessing=small_prep, out=tmp_path / fmt,
-                              format=fmt, progress=False)
+        res = visreps.extract(
+            tiny_net,
+            image_dir,
+            layers=["3"],
+            pool="none",
+            preprocessing=small_prep,
+            out=tmp_path / fmt,
+            format=fmt,
+            progress=False,
+        )
         assert np.asarray(res["3"]).shape == (6, 6, 8, 8)
     with pytest.raises(VisrepsError, match="txt holds 2-D arrays only.*flatten"):
-        visreps.extract(tiny_net, image_dir, layers=["3"], pool="none", preprocessing=small_prep, out=tmp_path / "t",
-                        format="txt", progress=False)
+        visreps.extract(
+            tiny_net,
+            image_dir,
+            layers=["3"],
+            pool="none",
+            preprocessing=small_prep,
+            out=tmp_path / "t",
+            format="txt",
+            progress=False,
+        )
 
 
 def test_npy_writer_preallocates_and_shrinks(tmp_path):

@@ -42,8 +42,14 @@ class _Injector:
     """Raises KeyboardInterrupt at the k-th event, an event being the entry to or the return from one of the
     primitive steps of writing a batch (array writes, the progress record, renames)."""
 
-    TARGETS = [(storage, "_pwrite"), (storage.TxtWriter, "write"), (storage._H5Layer, "write"),
-               (storage.OutputWriter, "write"), (storage.OutputWriter, "checkpoint"), (storage.os, "replace")]
+    TARGETS = [
+        (storage, "_pwrite"),
+        (storage.TxtWriter, "write"),
+        (storage._H5Layer, "write"),
+        (storage.OutputWriter, "write"),
+        (storage.OutputWriter, "checkpoint"),
+        (storage.os, "replace"),
+    ]
 
     def __init__(self, monkeypatch, k: int | None):
         self.k, self.n = k, 0
@@ -67,8 +73,9 @@ class _Injector:
 
 
 @pytest.mark.parametrize("fmt", ["npy", "txt", "hdf5"])
-def test_interrupt_at_every_point_of_the_write_path_resumes_exactly(tiny_net, eight_images, small_prep, tmp_path,
-                                                                     monkeypatch, fmt):
+def test_interrupt_at_every_point_of_the_write_path_resumes_exactly(
+    tiny_net, eight_images, small_prep, tmp_path, monkeypatch, fmt
+):
     kw = _kw(small_prep, format=fmt)
     full = visreps.extract(tiny_net, eight_images, out=tmp_path / "full", **kw)
     with monkeypatch.context() as m:
@@ -164,8 +171,18 @@ def _cut(path: Path, n: int) -> None:
     path.write_bytes(data[: len(data) - n])
 
 
-@pytest.mark.parametrize("fmt,victim", [("npy", "3.npy"), ("txt", "3.txt"), ("hdf5", "features.h5"), ("mat", "3.mat"),
-                                        ("pt", "3.pt"), ("npy", "manifest.csv"), ("npy", "metadata.json")])
+@pytest.mark.parametrize(
+    "fmt,victim",
+    [
+        ("npy", "3.npy"),
+        ("txt", "3.txt"),
+        ("hdf5", "features.h5"),
+        ("mat", "3.mat"),
+        ("pt", "3.pt"),
+        ("npy", "manifest.csv"),
+        ("npy", "metadata.json"),
+    ],
+)
 def test_truncated_file_of_every_format_is_named(tiny_net, image_dir, small_prep, tmp_path, fmt, victim):
     out = tmp_path / fmt
     visreps.extract(tiny_net, image_dir, out=out, **_kw(small_prep, format=fmt))
@@ -300,8 +317,12 @@ def _tmpfs(path: Path, size: str) -> bool:
     path.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_disk_full_on_a_real_small_filesystem(tiny_net, eight_images, small_prep, tmp_path):
@@ -389,7 +410,7 @@ def test_order_file_in_latin1(tmp_path):
     order.write_bytes("café.png\na.png\n".encode("latin-1"))
     with pytest.raises(ImageError, match=r"order.txt', line 1: .* not valid UTF-8; save the order file as UTF-8"):
         find_images(root, order=order)
-    order.write_bytes("café.png\na.png\n".encode("utf-8"))
+    order.write_bytes("café.png\na.png\n".encode())
     assert [i.path for i in find_images(root, order=order)] == ["café.png", "a.png"]
     # a Latin-1 order file naming a Latin-1 file name matches it byte for byte
     os.rename(root / "café.png", os.path.join(os.fsencode(root), "café.png".encode("latin-1")))

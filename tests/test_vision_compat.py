@@ -22,10 +22,9 @@ import pytest
 from scipy.spatial.distance import cdist, pdist, squareform
 from scipy.stats import pearsonr, spearmanr
 
-from conftest import write_images
-
 import visreps
 import visreps.vision as vision
+from conftest import write_images
 from visreps.errors import LayerNotFoundError, VisrepsError
 from visreps.model_class import Model
 
@@ -103,7 +102,11 @@ def test_readme_alexnet_as_a_script_with_piped_stdin(workdir):
     """The README's AlexNet example as a script, the module name piped in (a wrong one first)."""
     (workdir / "script.py").write_text(README_ALEXNET)
     proc = subprocess.run(
-        [sys.executable, "script.py"], input="features.99\nfeatures.10\n", capture_output=True, text=True, cwd=workdir,
+        [sys.executable, "script.py"],
+        input="features.99\nfeatures.10\n",
+        capture_output=True,
+        text=True,
+        cwd=workdir,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -125,7 +128,9 @@ def test_readme_alexnet_and_class_predictions(workdir, monkeypatch):
     answer(monkeypatch, '"features.10"\n')  # quotes as in the README's hint are accepted
     ns: dict = {}
     exec(README_ALEXNET, ns)
-    model, module_name, features, targets, probas = (ns[k] for k in ("model", "module_name", "features", "targets", "probas"))
+    model, module_name, features, targets, probas = (
+        ns[k] for k in ("model", "module_name", "features", "targets", "probas")
+    )
     assert module_name == "features.10"
     out = Path("alexnet/features.10/features")
     assert (out / "features.npy").is_file()
@@ -155,8 +160,12 @@ def test_readme_alexnet_and_class_predictions(workdir, monkeypatch):
     device = "cpu"
     dl = ns["dl"]
     out_path = f"./alexnet/{module_name}/features"
-    features, targets, probas = vision.extract_features(model, dl, module_name, batch_size, flatten_acts=False, device=device, return_probabilities=True)
-    class_probas = vision.get_class_probabilities(probas=probas, out_path=out_path, cls_file='./data/imagenet1000_classes.txt', top_k=5, save_as_json=True)
+    features, targets, probas = vision.extract_features(
+        model, dl, module_name, batch_size, flatten_acts=False, device=device, return_probabilities=True
+    )
+    class_probas = vision.get_class_probabilities(
+        probas=probas, out_path=out_path, cls_file="./data/imagenet1000_classes.txt", top_k=5, save_as_json=True
+    )
     assert features.shape == (5, 256, 13, 13)  # flatten_acts=False keeps the shape
     saved = json.loads((out / "class_probabilities.json").read_text())
     assert saved == class_probas and list(saved) == SORTED
@@ -195,7 +204,8 @@ def test_model_prints_and_behaves_as_the_network():
 
 def test_readme_clip(workdir):
     ns: dict = {}
-    exec(textwrap.dedent("""
+    exec(
+        textwrap.dedent("""
         import torch
         import visreps.vision as vision
 
@@ -213,7 +223,9 @@ def test_readme_clip(workdir):
 
         vision.save_features(features, f'./{model_name}/{module_name}/features', 'npy')
         vision.save_targets(targets, f'./{model_name}/{module_name}/targets', 'npy')
-    """), ns)
+    """),
+        ns,
+    )
     out = Path("clip-ViT/visual")
     features = np.load(out / "features" / "features.npy")
     assert features.shape == (5, 512)
@@ -234,7 +246,8 @@ def test_readme_clip(workdir):
 def test_readme_cornet(workdir, monkeypatch):
     answer(monkeypatch, "decoder.flatten\n")
     ns: dict = {}
-    exec(textwrap.dedent("""
+    exec(
+        textwrap.dedent("""
         import torch
         import visreps.vision as vision
 
@@ -252,7 +265,9 @@ def test_readme_cornet(workdir, monkeypatch):
         features = vision.normalize_features(features)
 
         vision.save_features(features, f'./{model_name}/{module_name}/features', 'npy')
-    """), ns)
+    """),
+        ns,
+    )
     assert ns["module_name"] == "decoder.flatten"
     assert str(ns["model"]).startswith("Sequential(") and "(V4): CORblock_S(" in str(ns["model"])
     saved = np.load("cornet-s/decoder.flatten/features/features.npy")
@@ -283,21 +298,21 @@ def test_readme_compare_models(workdir):
     root, out_path, batch_size = "./images/", "./comparison", 4
     model_names = ["alexnet", "cornet-z"]
     module_names = ["classifier.4", "decoder.avgpool"]
-    clip_list = [n.startswith('clip') for n in model_names]
+    clip_list = [n.startswith("clip") for n in model_names]
 
     correlations = vision.compare_models(
-                                         root=root,
-                                         out_path=out_path,
-                                         model_names=model_names,
-                                         module_names=module_names,
-                                         pretrained=False,
-                                         batch_size=batch_size,
-                                         flatten_acts=True,
-                                         clip=clip_list,
-                                         save_features=True,
-                                         dissimilarity='correlation',
-                                         correlation='pearson',
-                                        )
+        root=root,
+        out_path=out_path,
+        model_names=model_names,
+        module_names=module_names,
+        pretrained=False,
+        batch_size=batch_size,
+        flatten_acts=True,
+        clip=clip_list,
+        save_features=True,
+        dissimilarity="correlation",
+        correlation="pearson",
+    )
     assert list(correlations.index) == model_names and list(correlations.columns) == model_names
     assert correlations.index.name == "model_names"
     np.testing.assert_allclose(np.diag(correlations.to_numpy()), 1)
@@ -308,7 +323,9 @@ def test_readme_compare_models(workdir):
     from visreps.analysis import compute_rdm, correlate_rdms
 
     # (same batch size: convolutions of a different batch size may differ in the last bits)
-    a = visreps.extract("torchvision:alexnet", root, layers=["classifier.4"], pretrained=False, batch_size=4, progress=False)
+    a = visreps.extract(
+        "torchvision:alexnet", root, layers=["classifier.4"], pretrained=False, batch_size=4, progress=False
+    )
     z = visreps.extract("cornet:z", root, layers=["decoder.avgpool"], pretrained=False, batch_size=4, progress=False)
     np.testing.assert_array_equal(saved["cornet-z"]["decoder.avgpool"], z["decoder.avgpool"])
     r = correlate_rdms(compute_rdm(a["classifier.4"]), compute_rdm(z["decoder.avgpool"]))
@@ -445,14 +462,14 @@ def test_paper_method_section(workdir, monkeypatch):
     import torch
 
     # 2.1 Variables
-    root = './images/'
-    model_name = 'alexnet'
+    root = "./images/"
+    model_name = "alexnet"
     pretrained = False
     batch_size = 64
-    backend = 'pt'
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    out_path = f'./{model_name}/features.10/features'
-    file_format = 'npy'
+    backend = "pt"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    out_path = f"./{model_name}/features.10/features"
+    file_format = "npy"
 
     # 2.2.1 Loading models
     model = Model(model_name, pretrained=pretrained, model_path=None, device=device, backend=backend)
@@ -462,14 +479,25 @@ def test_paper_method_section(workdir, monkeypatch):
     assert module_name == "features.10"
 
     # 2.3 Dataset and data loader (sorted order, then the order of a list of file names)
-    dl = vision.load_dl(root=root, out_path=out_path, batch_size=batch_size, transforms=model.get_transformations(), backend=backend)
+    dl = vision.load_dl(
+        root=root, out_path=out_path, batch_size=batch_size, transforms=model.get_transformations(), backend=backend
+    )
     assert (Path(out_path) / "file_names.txt").read_text().splitlines() == SORTED
-    file_names = ['e_img.png', 'a_img.jpg', 'd_img.png', 'b_img.png', 'c_img.png']
-    dl = vision.load_dl(root=root, out_path=out_path, batch_size=batch_size, transforms=model.get_transformations(), backend=backend, file_names=file_names)
+    file_names = ["e_img.png", "a_img.jpg", "d_img.png", "b_img.png", "c_img.png"]
+    dl = vision.load_dl(
+        root=root,
+        out_path=out_path,
+        batch_size=batch_size,
+        transforms=model.get_transformations(),
+        backend=backend,
+        file_names=file_names,
+    )
     assert (Path(out_path) / "file_names.txt").read_text().splitlines() == file_names
 
     # 2.4.1 Extracting features
-    features, targets = model.extract_features(data_loader=dl, module_name=module_name, batch_size=batch_size, flatten_acts=True, device=device)
+    features, targets = model.extract_features(
+        data_loader=dl, module_name=module_name, batch_size=batch_size, flatten_acts=True, device=device
+    )
     assert features.shape == (5, 43264)
     modern = visreps.extract(model.lm, root, layers=["features.10"], order=file_names, progress=False)
     np.testing.assert_array_equal(features, modern["features.10"])  # one batch of all 5 images in both runs
@@ -481,18 +509,18 @@ def test_paper_method_section(workdir, monkeypatch):
     np.testing.assert_array_equal(vision.merge_features(out_path, file_format), features)
 
     # 2.5 RSA
-    rdm_dnn = vision.compute_rdm(features, method='correlation')
+    rdm_dnn = vision.compute_rdm(features, method="correlation")
     np.testing.assert_allclose(rdm_dnn, squareform(pdist(features.astype(np.float64), "correlation")), atol=1e-10)
     rng = np.random.default_rng(0)
     rdm_human = squareform(rng.random(10))
-    r = vision.correlate_rdms(rdm_dnn, rdm_human, correlation='pearson')
+    r = vision.correlate_rdms(rdm_dnn, rdm_human, correlation="pearson")
     iu = np.triu_indices(5, 1)
     assert r == pytest.approx(pearsonr(rdm_dnn[iu], rdm_human[iu])[0], abs=1e-12)
-    rho = vision.correlate_rdms(rdm_dnn, rdm_human, correlation='spearman')
+    rho = vision.correlate_rdms(rdm_dnn, rdm_human, correlation="spearman")
     assert rho == pytest.approx(spearmanr(rdm_dnn[iu], rdm_human[iu])[0], abs=1e-12)
-    vision.plot_rdm(out_path, features, method='correlation', format='.png', colormap='cividis', show_plot=False)
+    vision.plot_rdm(out_path, features, method="correlation", format=".png", colormap="cividis", show_plot=False)
     assert (Path(out_path) / "rdm.png").stat().st_size > 0
-    vision.plot_rdm(out_path, features, format='.jpg')
+    vision.plot_rdm(out_path, features, format=".jpg")
     assert (Path(out_path) / "rdm.jpg").is_file()
 
 
@@ -501,13 +529,13 @@ def test_paper_closing_example(workdir):
     format positionally, a SyntaxError in Python; the format is passed by keyword here)."""
     import torch
 
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    device = "cuda" if torch.cuda.is_available() else "cpu"
 
     model = Model(
-        model_name='alexnet',
+        model_name="alexnet",
         pretrained=False,
         device=device,
-        backend='pt',
+        backend="pt",
     )
 
     dl = vision.load_dl(
@@ -515,18 +543,18 @@ def test_paper_closing_example(workdir):
         out_path="./alexnet/features.10/features/",
         batch_size=64,
         transforms=model.get_transformations(),
-        backend='pt',
+        backend="pt",
     )
 
     features, targets = model.extract_features(
         data_loader=dl,
-        module_name='features.10',
+        module_name="features.10",
         batch_size=64,
         flatten_acts=True,
         device=device,
     )
 
-    vision.save_features(features, out_path="./alexnet/features.10/features/", file_format='npy')
+    vision.save_features(features, out_path="./alexnet/features.10/features/", file_format="npy")
     assert np.load("alexnet/features.10/features/features.npy").shape == (5, 43264)
     assert Path("alexnet/features.10/features/file_names.txt").is_file()
 
@@ -541,7 +569,11 @@ def test_custom_transform_sizes_and_unflattened_maps(workdir):
     features, targets = model.extract_features(dl, "features.2", 2, flatten_acts=False)
     modern = visreps.extract(
         visreps.load_model("torchvision:alexnet", pretrained=False, preprocessing={"resize": 72, "crop": 64}),
-        "images", layers=["features.2"], pool="none", batch_size=2, progress=False,
+        "images",
+        layers=["features.2"],
+        pool="none",
+        batch_size=2,
+        progress=False,
     )
     assert features.shape == (5, 64, 7, 7)
     np.testing.assert_array_equal(features, modern["features.2"])
@@ -557,8 +589,11 @@ def test_feature_map_ensembles(workdir, which, kind):
     dl = vision.load_dl("images", "out", 8, model.get_transformations(resize_dim=72, crop_dim=64))
     features, _ = model.extract_features(dl, which, 8, flatten_acts=True)
     layers = feature_map_layers(model.lm, kinds=(kind,))
-    assert layers == (["features.0", "features.3", "features.6", "features.8", "features.10"] if kind == "conv"
-                      else ["features.2", "features.5", "features.12"])
+    assert layers == (
+        ["features.0", "features.3", "features.6", "features.8", "features.10"]
+        if kind == "conv"
+        else ["features.2", "features.5", "features.12"]
+    )
     lm = visreps.load_model("torchvision:alexnet", pretrained=False, preprocessing={"resize": 72, "crop": 64})
     modern = visreps.extract(lm, "images", layers=layers, pool="max", progress=False)  # one batch of 5, as dl's
     parts = [np.asarray(modern[k]) for k in layers]
@@ -682,13 +717,19 @@ def test_keras_backend(workdir):
 
 def test_class_files_of_every_spelling(tmp_path):
     """imagenet1000_classes.txt, a synset file and one name per line give the original's names."""
-    (tmp_path / "classes.txt").write_text("{0: 'tench, Tinca tinca',\n 1: 'great white shark, white shark',\n 2: 'goldfish'}\n")
-    (tmp_path / "synsets.txt").write_text("n01440764 tench, Tinca tinca\nn01484850 great white shark, white shark\nn01443537 goldfish\n")
+    (tmp_path / "classes.txt").write_text(
+        "{0: 'tench, Tinca tinca',\n 1: 'great white shark, white shark',\n 2: 'goldfish'}\n"
+    )
+    (tmp_path / "synsets.txt").write_text(
+        "n01440764 tench, Tinca tinca\nn01484850 great white shark, white shark\nn01443537 goldfish\n"
+    )
     (tmp_path / "plain.txt").write_text("Tench\ngreat white shark\n\ngoldfish\n")
     for f in ("classes.txt", "synsets.txt", "plain.txt"):
         assert vision._read_class_file(tmp_path / f) == ["tench", "great_white_shark", "goldfish"]
     (tmp_path / "file_names.txt").write_text("x.png\ny.png\n")
     P = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]], dtype=np.float32)
     got = vision.get_class_probabilities(P, tmp_path, tmp_path / "synsets.txt", top_k=2, save_as_json=False)
-    assert got == {"x.png": {"great_white_shark": float(P[0, 1]), "goldfish": float(P[0, 2])},
-                   "y.png": {"tench": float(P[1, 0]), "goldfish": float(P[1, 2])}}
+    assert got == {
+        "x.png": {"great_white_shark": float(P[0, 1]), "goldfish": float(P[0, 2])},
+        "y.png": {"tench": float(P[1, 0]), "goldfish": float(P[1, 2])},
+    }

@@ -45,7 +45,10 @@ def _crafted(tmp_path: Path, name: str = "crafted.pth") -> tuple[Path, Path]:
 def _tiny() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
     ).eval()
 
 
@@ -83,8 +86,19 @@ def test_the_crafted_file_would_run_code_if_unpickled(tmp_path):
 
 def test_cli_crafted_weights_refused_without_running_code(tmp_path, images):
     path, marker = _crafted(tmp_path)
-    r = _cli("extract", "torchvision:alexnet", str(images), "--random", "--layers", "features.0",
-             "--weights", str(path), "--out", str(tmp_path / "out"), "-q")
+    r = _cli(
+        "extract",
+        "torchvision:alexnet",
+        str(images),
+        "--random",
+        "--layers",
+        "features.0",
+        "--weights",
+        str(path),
+        "--out",
+        str(tmp_path / "out"),
+        "-q",
+    )
     line = _one_error_line(r)
     assert str(path) in line and "--allow-pickle" in line and "arbitrary code" in line
     assert "weights_only" not in line
@@ -97,9 +111,25 @@ def test_cli_subprocess_crafted_weights(tmp_path, images):
     path, marker = _crafted(tmp_path)
     exe = Path(sys.executable).with_name("visreps")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "visreps.cli"]
-    p = subprocess.run(cmd + ["extract", "torchvision:alexnet", str(images), "--random", "--layers", "features.0",
-                              "--weights", str(path), "--out", str(tmp_path / "out"), "-q"],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    p = subprocess.run(
+        cmd
+        + [
+            "extract",
+            "torchvision:alexnet",
+            str(images),
+            "--random",
+            "--layers",
+            "features.0",
+            "--weights",
+            str(path),
+            "--out",
+            str(tmp_path / "out"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert p.returncode == 2, p.stderr
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and str(path) in lines[0] and "--allow-pickle" in lines[0], p.stderr
@@ -138,8 +168,19 @@ def test_allow_pickle_must_be_a_bool():
 def test_cli_random_bytes_one_line_without_torch_advice(tmp_path, images):
     path = tmp_path / "noise.pth"
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    r = _cli("extract", "torchvision:alexnet", str(images), "--random", "--layers", "features.0",
-             "--weights", str(path), "--out", str(tmp_path / "out"), "-q")
+    r = _cli(
+        "extract",
+        "torchvision:alexnet",
+        str(images),
+        "--random",
+        "--layers",
+        "features.0",
+        "--weights",
+        str(path),
+        "--out",
+        str(tmp_path / "out"),
+        "-q",
+    )
     line = _one_error_line(r)
     assert "weights_only" not in r.output
     assert str(path) in line and "not a weights file" in line
@@ -248,8 +289,19 @@ def test_state_dict_pth_loads_without_flag(tmp_path, images):
     torch.save(alex.state_dict(), apath)
     lm = visreps.load_model("torchvision:alexnet", pretrained=False, weights=apath, device="cpu")
     assert torch.equal(lm.module.features[0].bias, torch.full((64,), 0.25))
-    r = _cli("extract", "torchvision:alexnet", str(images), "--random", "--layers", "features.0",
-             "--weights", str(apath), "--out", str(tmp_path / "out"), "-q")
+    r = _cli(
+        "extract",
+        "torchvision:alexnet",
+        str(images),
+        "--random",
+        "--layers",
+        "features.0",
+        "--weights",
+        str(apath),
+        "--out",
+        str(tmp_path / "out"),
+        "-q",
+    )
     assert r.exit_code == 0, r.output
 
 

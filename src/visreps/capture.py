@@ -13,8 +13,9 @@ How a forward pass is captured:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -73,7 +74,9 @@ def parse_layers(module_names: Sequence[str], layers, pool) -> list[LayerSpec]:
         seen.add(spec)
         mode = pool.get(spec, pool.get(name, "flatten")) if isinstance(pool, Mapping) else pool
         if mode not in POOL_MODES:
-            raise VisrepsError(f"pool mode {mode!r} for layer {spec!r} is not valid; use one of {', '.join(POOL_MODES)}")
+            raise VisrepsError(
+                f"pool mode {mode!r} for layer {spec!r} is not valid; use one of {', '.join(POOL_MODES)}"
+            )
         specs.append(LayerSpec(name, mode, call))
     if isinstance(pool, Mapping):
         unknown = set(pool) - {s for s in layers} - {s.module for s in specs}
@@ -85,8 +88,16 @@ def parse_layers(module_names: Sequence[str], layers, pool) -> list[LayerSpec]:
 class Capture:
     """Forward hooks that collect the requested outputs of one forward pass and stop early."""
 
-    def __init__(self, module, specs: list[LayerSpec], *, expected: dict[str, int] | None = None,
-                 stop_early: bool = True, seq_first: frozenset = frozenset(), prefix_tokens: int = 1):
+    def __init__(
+        self,
+        module,
+        specs: list[LayerSpec],
+        *,
+        expected: dict[str, int] | None = None,
+        stop_early: bool = True,
+        seq_first: frozenset = frozenset(),
+        prefix_tokens: int = 1,
+    ):
         """``expected``: how often each requested module runs per pass (from :func:`plan_layers`);
         ``None`` for the dry run that finds it, which records shapes and never stops early."""
         self.module = module
@@ -120,12 +131,16 @@ class Capture:
             self.counts[name] = call + 1
             t = first_tensor(out)
             if t is None:
-                raise VisrepsError(f"layer {name!r} returned {type(out).__name__} without any tensor; choose another layer")
+                raise VisrepsError(
+                    f"layer {name!r} returned {type(out).__name__} without any tensor; choose another layer"
+                )
             if name in self.seq_first and t.dim() == 3:
                 t = t.transpose(0, 1)
             for spec in self.by_module[name]:
                 if self.expected is None:  # dry run: keep the shapes of each call
-                    self.outputs.setdefault(f"{spec.module}#{call}#{id(spec)}", []).append(pool_output(t, spec.pool, name, self.prefix_tokens).shape)
+                    self.outputs.setdefault(f"{spec.module}#{call}#{id(spec)}", []).append(
+                        pool_output(t, spec.pool, name, self.prefix_tokens).shape
+                    )
                     continue
                 for key, wanted in zip(spec.keys, wanted_calls(spec)):
                     if wanted == call:
@@ -134,8 +149,10 @@ class Capture:
                             self.outputs[key] = p.detach().to("cpu", dtype=host_dtype(p), non_blocking=True)
                         else:  # a copy: later in-place ops (ReLU(inplace=True)) must not change it
                             self.outputs[key] = p.detach().to("cpu", dtype=host_dtype(p), copy=True)
-            if self.expected is not None and self.stop_early and all(
-                self.counts.get(m, 0) >= n for m, n in self.expected.items()
+            if (
+                self.expected is not None
+                and self.stop_early
+                and all(self.counts.get(m, 0) >= n for m, n in self.expected.items())
             ):
                 raise _StopForward
 
@@ -153,8 +170,9 @@ class Capture:
         return self.outputs
 
 
-def make_capture(lm: LoadedModel, specs: list[LayerSpec], *, stop_early: bool = True,
-                 dry_run: bool = False) -> BackendCapture:
+def make_capture(
+    lm: LoadedModel, specs: list[LayerSpec], *, stop_early: bool = True, dry_run: bool = False
+) -> BackendCapture:
     """The capture object of a model: the backend adapter's for a non-torch model, forward hooks otherwise.
 
     Unless ``dry_run``, the calls per pass that :func:`plan_layers` found (``spec.calls``) tell the
@@ -167,8 +185,14 @@ def make_capture(lm: LoadedModel, specs: list[LayerSpec], *, stop_early: bool = 
     expected = None if dry_run else {s.module: s.calls for s in specs}
     if lm.adapter is not None:
         return lm.adapter.capture(specs, expected=expected, stop_early=stop_early)
-    return Capture(lm.module, specs, expected=expected, stop_early=stop_early, seq_first=lm.seq_first,
-                   prefix_tokens=lm.token_prefix)
+    return Capture(
+        lm.module,
+        specs,
+        expected=expected,
+        stop_early=stop_early,
+        seq_first=lm.seq_first,
+        prefix_tokens=lm.token_prefix,
+    )
 
 
 def host_dtype(t):
@@ -197,7 +221,7 @@ def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> 
             cap.run(x)
         except VisrepsError:
             raise
-        except Exception as e:  # noqa: BLE001 - any failure of the user's forward is reported the same way
+        except Exception as e:
             raise VisrepsError(
                 f"the model's forward pass failed on a blank batch of shape {tuple(x.shape)}: {type(e).__name__}: {e}. "
                 "Check that the preprocessing gives the input size the model expects (preprocessing={'resize': ..., 'crop': ...})"
@@ -264,9 +288,7 @@ def use_channels_last(lm, wanted: bool | None) -> bool:
     if lm.backend != "torch":
         return False
     if wanted is None:
-        wanted = lm.device.type in ("cpu", "cuda") and any(
-            isinstance(m, torch.nn.Conv2d) for m in lm.module.modules()
-        )
+        wanted = lm.device.type in ("cpu", "cuda") and any(isinstance(m, torch.nn.Conv2d) for m in lm.module.modules())
     if wanted:
         set_memory_format(lm, True)
     return bool(wanted)
@@ -310,7 +332,7 @@ def forward_with_backoff(cap, x):
     try:
         outs = cap.run(x)
         return outs, cap.result
-    except Exception as e:  # noqa: BLE001 - only out-of-memory is handled here
+    except Exception as e:
         if not is_out_of_memory(e) or len(x) == 1:
             raise
     device = getattr(x, "device", None)
@@ -343,7 +365,7 @@ def find_batch_size(lm, specs, *, start: int = 512, minimum: int = 1) -> int:
             try:
                 cap.run(lm.dummy_input(b))
                 return b
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 if not is_out_of_memory(e):
                     raise
                 free_device_memory(lm.device)
@@ -356,7 +378,6 @@ def find_batch_size(lm, specs, *, start: int = 512, minimum: int = 1) -> int:
 
 
 # --------------------------------------------------------------------------- ImageNet predictions
-
 
 
 def imagenet_classes() -> list[str]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Sequence
 
 from .errors import ImageError
 
@@ -118,7 +118,9 @@ def _ordered(root: Path, order: str | os.PathLike | Sequence[str]) -> list[Image
     if isinstance(order, (str, os.PathLike)):
         opath = Path(order).expanduser()
         if not opath.is_file():
-            raise ImageError(f"order file {str(order)!r} does not exist; give a text file with one relative image path per line")
+            raise ImageError(
+                f"order file {str(order)!r} does not exist; give a text file with one relative image path per line"
+            )
         raw_bytes = opath.read_bytes()
         if raw_bytes.startswith(b"\xef\xbb\xbf"):
             raw_bytes = raw_bytes[3:]
@@ -136,10 +138,14 @@ def _ordered(root: Path, order: str | os.PathLike | Sequence[str]) -> list[Image
             continue
         rel = PurePosixPath(line.replace("\\", "/"))
         if rel.is_absolute() or ".." in rel.parts:
-            raise ImageError(f"{where}, line {lineno}: {line!r} must be a path relative to the image folder {str(root)!r}")
+            raise ImageError(
+                f"{where}, line {lineno}: {line!r} must be a path relative to the image folder {str(root)!r}"
+            )
         rel_s = str(rel)
         if rel_s in seen:
-            raise ImageError(f"{where}, line {lineno}: {rel_s!r} is listed twice (first on line {seen[rel_s]}); list each image once")
+            raise ImageError(
+                f"{where}, line {lineno}: {rel_s!r} is listed twice (first on line {seen[rel_s]}); list each image once"
+            )
         seen[rel_s] = lineno
         if not (root / Path(*rel.parts)).is_file():
             if _has_surrogates(rel_s):
@@ -216,7 +222,9 @@ def read_image(path: str | os.PathLike):
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"cannot read image {str(path)!r}: not an image format Pillow knows (or a damaged file)") from None
+        raise ImageError(
+            f"cannot read image {str(path)!r}: not an image format Pillow knows (or a damaged file)"
+        ) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot read image {str(path)!r}: {e}") from e
 

@@ -28,8 +28,9 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def import_ray():
     """Import Ray (and Ray Data), or say which extra to install."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as e:
         raise MissingExtraError(
             f"the Ray engine (--engine ray, visreps.extract_ray) needs Ray Data, which is not installed "
@@ -84,8 +85,12 @@ def _decode_batch(batch: Mapping[str, np.ndarray], *, root: str, transform, inpu
         for j, x in enumerate(xs):
             if x is not None:
                 out_x[j] = x
-    return {"i": np.asarray(batch["i"], dtype=np.int64), "x": out_x, "err": np.asarray(errs, dtype=object),
-            "hash": digests}
+    return {
+        "i": np.asarray(batch["i"], dtype=np.int64),
+        "x": out_x,
+        "err": np.asarray(errs, dtype=object),
+        "hash": digests,
+    }
 
 
 def _stack_inputs(x: np.ndarray) -> np.ndarray:
@@ -144,8 +149,12 @@ class _Extractor:
     def _empty(self, batch: Mapping[str, np.ndarray]) -> dict:
         spec = self.spec
         n = len(batch["i"])
-        out: dict[str, Any] = {"i": np.asarray(batch["i"]), "err": np.asarray(batch["err"]),
-                               "hash": np.asarray(batch["hash"]), "fail": np.full(n, "", dtype=object)}
+        out: dict[str, Any] = {
+            "i": np.asarray(batch["i"]),
+            "err": np.asarray(batch["err"]),
+            "hash": np.asarray(batch["hash"]),
+            "fail": np.full(n, "", dtype=object),
+        }
         for key, col in spec["columns"].items():
             out[col] = np.zeros((n, *spec["shapes"][key]), np.float32)
         if spec["top_k"] is not None:
@@ -177,8 +186,12 @@ class _Extractor:
             topk = top_classes(result, spec["top_k"], self.lm.model_id) if spec["top_k"] is not None else None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the hooks copy to the host without waiting
-        out: dict[str, Any] = {"i": np.asarray(batch["i"]), "err": err, "hash": np.asarray(batch["hash"]),
-                               "fail": np.full(len(err), "", dtype=object)}
+        out: dict[str, Any] = {
+            "i": np.asarray(batch["i"]),
+            "err": err,
+            "hash": np.asarray(batch["hash"]),
+            "fail": np.full(len(err), "", dtype=object),
+        }
         for key, col in spec["columns"].items():
             out[col] = _fill(np.asarray(outs[key]), good)
         if topk is not None:
@@ -197,8 +210,10 @@ def _describe(e: BaseException, doing: str) -> str:
     hint = ""
     if isinstance(e, ImportError) or "No module named" in str(e):
         hint = "; every machine of the Ray cluster needs the packages and modules the model comes from"
-    return (f"VisrepsError\t{type(e).__name__} in a Ray actor on {socket.gethostname()} while {doing}: "
-            f"{lines[0] if lines else ''}{hint}")
+    return (
+        f"VisrepsError\t{type(e).__name__} in a Ray actor on {socket.gethostname()} while {doing}: "
+        f"{lines[0] if lines else ''}{hint}"
+    )
 
 
 def _raise_failure(text: str):
@@ -242,9 +257,15 @@ def _actor_model(spec: dict):
         cache.set_offline(recipe["cache"]["offline"])
     if "dir" in recipe["cache"]:
         cache.set_cache_dir(recipe["cache"]["dir"])
-    return load_model(recipe["model"], pretrained=recipe["pretrained"], weights=recipe["weights"], seed=recipe["seed"],
-                      device=spec["device"], preprocessing=recipe["preprocessing"],
-                      allow_pickle=recipe.get("allow_pickle", False))
+    return load_model(
+        recipe["model"],
+        pretrained=recipe["pretrained"],
+        weights=recipe["weights"],
+        seed=recipe["seed"],
+        device=spec["device"],
+        preprocessing=recipe["preprocessing"],
+        allow_pickle=recipe.get("allow_pickle", False),
+    )
 
 
 # --------------------------------------------------------------------------- driver side
@@ -262,16 +283,22 @@ def _clean_error(e: BaseException) -> BaseException:
             return cur
         cur = getattr(cur, "cause", None) or cur.__cause__
     last = str(e).strip().splitlines()
-    return VisrepsError(f"the Ray pipeline failed: {type(e).__name__}: {last[-1] if last else ''} "
-                        "(Ray's worker logs are under /tmp/ray/session_latest/logs)")
+    return VisrepsError(
+        f"the Ray pipeline failed: {type(e).__name__}: {last[-1] if last else ''} "
+        "(Ray's worker logs are under /tmp/ray/session_latest/logs)"
+    )
 
 
 @contextlib.contextmanager
 def _quiet_data_context(ray):
     """Ray Data settings for this run (results in order, no Ray progress bars), restored afterwards."""
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars,
-             getattr(ctx, "enable_operator_progress_bars", None), getattr(ctx, "enable_auto_log_stats", None))
+    saved = (
+        ctx.execution_options.preserve_order,
+        ctx.enable_progress_bars,
+        getattr(ctx, "enable_operator_progress_bars", None),
+        getattr(ctx, "enable_auto_log_stats", None),
+    )
     loggers = [logging.getLogger(n) for n in ("ray.data", "ray.data._internal.progress")]
     levels = [lg.level for lg in loggers]
     ctx.execution_options.preserve_order = True
@@ -333,7 +360,9 @@ def _probe(address: str, timeout: float = 5.0) -> None:
     try:
         port_n = int(port)
     except ValueError:
-        raise VisrepsError(f"Ray address {address!r} is not valid; write host:port (e.g. 10.0.0.5:6379) or 'auto'") from None
+        raise VisrepsError(
+            f"Ray address {address!r} is not valid; write host:port (e.g. 10.0.0.5:6379) or 'auto'"
+        ) from None
     try:
         socket.create_connection((host.strip("[]"), port_n), timeout=timeout).close()
     except OSError as e:
@@ -374,10 +403,14 @@ def _plan_resources(ray, device: str, num_actors: int, cpus_per_actor, gpus_per_
             f"{node_cpus:g} CPUs); ask for fewer"
         )
     decode_cpus = 0.5 if cpus_per_actor != 0.5 else 0.45  # different resources keep Ray from fusing the two stages
-    return {"device": "cuda" if kind == "cuda" else kind, "num_cpus": float(cpus_per_actor),
-            "num_gpus": float(gpus_per_actor), "decode_cpus": decode_cpus,
-            "threads": max(1, int(round(cpus_per_actor))) if kind == "cpu" else 0,
-            "cluster": {"CPU": total_cpus, "GPU": total_gpus}}
+    return {
+        "device": "cuda" if kind == "cuda" else kind,
+        "num_cpus": float(cpus_per_actor),
+        "num_gpus": float(gpus_per_actor),
+        "decode_cpus": decode_cpus,
+        "threads": max(1, int(round(cpus_per_actor))) if kind == "cpu" else 0,
+        "cluster": {"CPU": total_cpus, "GPU": total_gpus},
+    }
 
 
 def _model_for_actors(ray, job, model, recipe: dict) -> dict:
@@ -414,7 +447,9 @@ def _blocks(items: Sequence, batch_size: int, cpus: float) -> list:
     per_block = max(1, min(8, batches // max(1, int(2 * cpus))))
     rows = per_block * batch_size
     return [
-        pd.DataFrame({"i": np.arange(s, min(n, s + rows), dtype=np.int64), "path": [it.path for it in items[s : s + rows]]})
+        pd.DataFrame(
+            {"i": np.arange(s, min(n, s + rows), dtype=np.int64), "path": [it.path for it in items[s : s + rows]]}
+        )
         for s in range(0, n, rows)
     ]
 
@@ -431,13 +466,19 @@ def ray_batches(ray, plan: dict, actor_spec: dict):
         with _quiet_data_context(ray):
             ds = ray.data.from_pandas(_blocks(items, job.batch_size, plan["cluster"]["CPU"] or 1))
             ds = ds.map_batches(
-                _decode_batch, batch_size=None, batch_format="numpy", num_cpus=plan["decode_cpus"],
+                _decode_batch,
+                batch_size=None,
+                batch_format="numpy",
+                num_cpus=plan["decode_cpus"],
                 fn_kwargs={"root": str(job.root), "transform": job.lm.transform, "input_shape": input_shape},
             )
             ds = ds.map_batches(
-                _Extractor, batch_size=job.batch_size, batch_format="numpy",
+                _Extractor,
+                batch_size=job.batch_size,
+                batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=plan["num_actors"]),
-                num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"] or None,
+                num_cpus=plan["num_cpus"],
+                num_gpus=plan["num_gpus"] or None,
                 fn_constructor_kwargs={"spec": spec},
             )
             expected = 0
@@ -570,11 +611,20 @@ class RayEngine:
             job.channels_last = False
         meta = job.metadata
         meta["options"].update(
-            device=plan["device"], num_workers=None, channels_last=job.channels_last, engine="ray",
-            ray={"actors": self.num_actors, "cpus_per_actor": plan["num_cpus"], "gpus_per_actor": plan["num_gpus"],
-                 "address": self.address or os.environ.get("RAY_ADDRESS") or ("existing" if not self._started
-                                                                              else "local"),
-                 "cluster_cpus": plan["cluster"]["CPU"], "cluster_gpus": plan["cluster"]["GPU"]},
+            device=plan["device"],
+            num_workers=None,
+            channels_last=job.channels_last,
+            engine="ray",
+            ray={
+                "actors": self.num_actors,
+                "cpus_per_actor": plan["num_cpus"],
+                "gpus_per_actor": plan["num_gpus"],
+                "address": self.address
+                or os.environ.get("RAY_ADDRESS")
+                or ("existing" if not self._started else "local"),
+                "cluster_cpus": plan["cluster"]["CPU"],
+                "cluster_gpus": plan["cluster"]["GPU"],
+            },
         )
         meta["options_identity"].update(device_type=plan["device"], channels_last=job.channels_last)
         model = recipe["model"]
@@ -582,8 +632,13 @@ class RayEngine:
         full.pop("channels_last", None)
         self._spec = {
             **_model_for_actors(self._ray, job, model, full),
-            "device": plan["device"], "threads": plan["threads"], "specs": job.specs, "shapes": job.shapes,
-            "precision": job.precision, "channels_last": job.channels_last, "top_k": job.top_k,
+            "device": plan["device"],
+            "threads": plan["threads"],
+            "specs": job.specs,
+            "shapes": job.shapes,
+            "precision": job.precision,
+            "channels_last": job.channels_last,
+            "top_k": job.top_k,
         }
 
     def batches(self, job, items: Sequence):
@@ -618,6 +673,11 @@ def extract_ray(
 
     if "engine" in options:
         raise VisrepsError("extract_ray chooses the engine itself; call visreps.extract(..., engine=...) instead")
-    engine = RayEngine(num_actors=num_actors, address=ray_address, cpus_per_actor=cpus_per_actor,
-                       gpus_per_actor=gpus_per_actor, num_cpus=ray_num_cpus)
+    engine = RayEngine(
+        num_actors=num_actors,
+        address=ray_address,
+        cpus_per_actor=cpus_per_actor,
+        gpus_per_actor=gpus_per_actor,
+        num_cpus=ray_num_cpus,
+    )
     return extract(model, images, engine=engine, **options)

@@ -7,7 +7,7 @@ message as one line and exits with code 2.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class VisrepsError(Exception):
@@ -52,8 +52,10 @@ class ExtractionInterrupted(VisrepsError):
         self.done, self.total, self.folder = done, total, None if folder is None else str(folder)
         msg = f"interrupted after {done} of {total} images"
         if self.folder is not None:
-            msg += (f"; {self.folder} holds the finished batches (*.partial files): "
-                    "continue with the same command plus --resume")
+            msg += (
+                f"; {self.folder} holds the finished batches (*.partial files): "
+                "continue with the same command plus --resume"
+            )
         super().__init__(msg)
 
 

@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,9 +41,29 @@ from .errors import ExtractionInterrupted, ImageError, VisrepsError
 from .pooling import POOL_MODES, pool_output
 from .storage import versions
 
-__all__ = ["Batch", "Job", "extract", "local_batches", "prepare", "run", "versions", "parse_shard", "shard_bounds",
-           "LayerSpec", "PRECISIONS", "RECURRENT_MODES", "POOL_MODES", "find_batch_size", "imagenet_classes",
-           "is_out_of_memory", "plan_layers", "pool_output", "predictions_table", "LocalEngine", "drive"]
+__all__ = [
+    "Batch",
+    "Job",
+    "extract",
+    "local_batches",
+    "prepare",
+    "run",
+    "versions",
+    "parse_shard",
+    "shard_bounds",
+    "LayerSpec",
+    "PRECISIONS",
+    "RECURRENT_MODES",
+    "POOL_MODES",
+    "find_batch_size",
+    "imagenet_classes",
+    "is_out_of_memory",
+    "plan_layers",
+    "pool_output",
+    "predictions_table",
+    "LocalEngine",
+    "drive",
+]
 
 
 def parse_shard(shard) -> tuple[int, int] | None:
@@ -64,8 +85,6 @@ def parse_shard(shard) -> tuple[int, int] | None:
 def shard_bounds(n_images: int, i: int, n: int) -> tuple[int, int]:
     """Start and stop of the i-th (1-based) of n contiguous, near-equal slices of n_images."""
     return (i - 1) * n_images // n, i * n_images // n
-
-
 
 
 @dataclass
@@ -122,9 +141,28 @@ def _plan(lm, layers, *, pool, recurrent, channels_last, top_k) -> tuple[list[La
 
 
 def prepare(
-    model, images, *, layers, format="npy", pool="flatten", batch_size=32, num_workers=None, device="auto",
-    precision="fp32", order=None, skip_bad_images=False, recurrent=None, pretrained=True, weights=None, seed=0,
-    preprocessing=None, channels_last=None, top_k=None, shard=None, command=None, allow_pickle=False,
+    model,
+    images,
+    *,
+    layers,
+    format="npy",
+    pool="flatten",
+    batch_size=32,
+    num_workers=None,
+    device="auto",
+    precision="fp32",
+    order=None,
+    skip_bad_images=False,
+    recurrent=None,
+    pretrained=True,
+    weights=None,
+    seed=0,
+    preprocessing=None,
+    channels_last=None,
+    top_k=None,
+    shard=None,
+    command=None,
+    allow_pickle=False,
 ) -> Job:
     """Validate the arguments, load the model, find the images, plan the layers and build the metadata.
 
@@ -141,14 +179,22 @@ def prepare(
     start, stop = (0, len(items)) if shard_ is None else shard_bounds(len(items), *shard_)
     if stop <= start:
         raise VisrepsError(f"shard {shard!r} of {len(items)} images is empty; use fewer shards")
-    lm = load_model(model, pretrained=pretrained, weights=weights, seed=seed, device=device,
-                    preprocessing=preprocessing, allow_pickle=allow_pickle)
+    lm = load_model(
+        model,
+        pretrained=pretrained,
+        weights=weights,
+        seed=seed,
+        device=device,
+        preprocessing=preprocessing,
+        allow_pickle=allow_pickle,
+    )
     if lm.backend != "torch" and precision != "fp32":
         raise VisrepsError(
             f"precision {precision!r} applies to PyTorch models; {lm.model_id} ({lm.backend}) runs in float32: use precision='fp32'"
         )
-    specs, keys, shapes, cl = _plan(lm, layers, pool=pool, recurrent=recurrent, channels_last=channels_last,
-                                    top_k=top_k)
+    specs, keys, shapes, cl = _plan(
+        lm, layers, pool=pool, recurrent=recurrent, channels_last=channels_last, top_k=top_k
+    )
     if batch_size == "auto":
         batch_size = find_batch_size(lm, specs)
     n = stop - start
@@ -195,17 +241,39 @@ def prepare(
             "top_k": top_k,
         },
         # what must not change between the parts of one run (resume, shards): same numbers, same rows
-        "options_identity": {"batch_size": batch_size, "precision": precision, "recurrent": recurrent,
-                              "channels_last": cl, "skip_bad_images": skip_bad_images, "top_k": top_k,
-                              "device_type": lm.device.type},
+        "options_identity": {
+            "batch_size": batch_size,
+            "precision": precision,
+            "recurrent": recurrent,
+            "channels_last": cl,
+            "skip_bad_images": skip_bad_images,
+            "top_k": top_k,
+            "device_type": lm.device.type,
+        },
         "images_identity": {"image_list_sha256": list_hash, "n_found": len(items)},
         "versions": versions(),
         "command": command,
     }
     if shard_ is not None:
         metadata["shard"] = {"index": shard_[0], "count": shard_[1], "start": start, "stop": stop}
-    return Job(lm, items, root, specs, keys, shapes, metadata, fmt, batch_size, workers, precision, cl, top_k,
-               skip_bad_images, start, stop)
+    return Job(
+        lm,
+        items,
+        root,
+        specs,
+        keys,
+        shapes,
+        metadata,
+        fmt,
+        batch_size,
+        workers,
+        precision,
+        cl,
+        top_k,
+        skip_bad_images,
+        start,
+        stop,
+    )
 
 
 def _check_resumable(sink, metadata: dict) -> dict:
@@ -214,7 +282,9 @@ def _check_resumable(sink, metadata: dict) -> dict:
 
     folder = sink.folder
     if (folder / METADATA).is_file():
-        raise VisrepsError(f"{str(folder)!r} holds a finished extraction; nothing to resume (use --overwrite to redo it)")
+        raise VisrepsError(
+            f"{str(folder)!r} holds a finished extraction; nothing to resume (use --overwrite to redo it)"
+        )
     meta_path = folder / METADATA_PARTIAL
     if not meta_path.is_file():
         raise VisrepsError(f"{str(folder)!r} holds no interrupted extraction to resume; run without --resume")
@@ -235,7 +305,8 @@ def _check_resumable(sink, metadata: dict) -> dict:
             else:
                 details.append(f"{f} ({a!r} → {b!r})")
         raise VisrepsError(
-            f"cannot resume {str(folder)!r}: the run differs from the interrupted one in " + "; ".join(details)
+            f"cannot resume {str(folder)!r}: the run differs from the interrupted one in "
+            + "; ".join(details)
             + ". Resume with the same model, weights, layers, options and images, or start again with --overwrite"
         )
     return sink.load_checkpoint() or {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}
@@ -306,7 +377,9 @@ def local_batches(job: Job, items: Sequence):
 
     lm = job.lm
     dataset = ImageDataset(job.root, items, lm.transform)
-    loader = make_loader(dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=lm.device.type == "cuda")
+    loader = make_loader(
+        dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=lm.device.type == "cuda"
+    )
     cap = make_capture(lm, job.specs, stop_early=job.top_k is None)
     cuda = lm.device.type == "cuda"
     with cap:
@@ -432,8 +505,9 @@ def _open_sink(job: Job, out, *, overwrite: bool, resume: bool):
             state = _check_resumable(sink, job.metadata)
     extra = list(PREDICTION_FILES) if job.top_k is not None else []
     try:
-        sink.begin(job.metadata, job.shapes, n, aux=_aux_shapes(job), extra_files=extra,
-                   resume_state=state if resume else None)
+        sink.begin(
+            job.metadata, job.shapes, n, aux=_aux_shapes(job), extra_files=extra, resume_state=state if resume else None
+        )
     except (OSError, RuntimeError) as e:
         wrapped = _write_error(e, sink, job, state["next_image"])
         if wrapped is None:
@@ -443,8 +517,9 @@ def _open_sink(job: Job, out, *, overwrite: bool, resume: bool):
     return sink, state
 
 
-def drive(job: Job, sink, batches: Iterable[Batch], state: dict[str, Any], *,
-          progress: bool = True) -> tuple[int, list]:
+def drive(
+    job: Job, sink, batches: Iterable[Batch], state: dict[str, Any], *, progress: bool = True
+) -> tuple[int, list]:
     """The batch loop: an engine's batches, in order, into the sink. Returns the rows written and the skipped images.
 
     Each batch's rows and the progress record that counts them are written as one step that
@@ -457,8 +532,15 @@ def drive(job: Job, sink, batches: Iterable[Batch], state: dict[str, Any], *,
 
     first, row, skipped = state["next_image"], state["rows"], list(state["skipped"])
     items = job.items[job.start + first : job.stop]
-    bar = tqdm(total=job.stop - job.start, initial=first, unit=job.unit, disable=not progress,
-               desc=job.lm.model_id, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=job.stop - job.start,
+        initial=first,
+        unit=job.unit,
+        disable=not progress,
+        desc=job.lm.model_id,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
     def flush(p) -> None:
         nonlocal row
@@ -528,8 +610,9 @@ def _failed(job: Job, sink, e: BaseException, first: int) -> BaseException:
     return wrapped if wrapped is not None else e
 
 
-def run(job: Job, *, out=None, overwrite: bool = False, resume: bool = False, progress: bool = True,
-        engine: Any = None):
+def run(
+    job: Job, *, out=None, overwrite: bool = False, resume: bool = False, progress: bool = True, engine: Any = None
+):
     """Run a prepared job: an engine's batches through :func:`drive` into a sink (folder or memory), then finish.
 
     Args:
@@ -608,8 +691,9 @@ def _finish(job: Job, sink, row: int, skipped: list, elapsed: float):
         columns = {"index": range(row), "path": [r[0] for r in manifest_rows], "label": [r[1] for r in manifest_rows]}
         if hashes is not None:
             columns["blake2b"] = hashes
-        return Features({k: v[:row] for k, v in sink.arrays.items()}, pd.DataFrame(columns), metadata, None,
-                        predictions)
+        return Features(
+            {k: v[:row] for k, v in sink.arrays.items()}, pd.DataFrame(columns), metadata, None, predictions
+        )
     if predictions is not None:
         save_predictions(predictions, sink.folder)
     sink.finish(row, manifest_rows, metadata)
@@ -698,14 +782,39 @@ def extract(
     options = eng.start({"device": device, "num_workers": num_workers, "batch_size": batch_size})
     try:
         job = prepare(
-            model, images, layers=layers, format=format, pool=pool, batch_size=options["batch_size"],
-            num_workers=options["num_workers"], device=options["device"], precision=precision, order=order,
-            skip_bad_images=skip_bad_images, recurrent=recurrent, pretrained=pretrained, weights=weights, seed=seed,
-            preprocessing=preprocessing, channels_last=channels_last, top_k=top_k, shard=shard, command=command,
+            model,
+            images,
+            layers=layers,
+            format=format,
+            pool=pool,
+            batch_size=options["batch_size"],
+            num_workers=options["num_workers"],
+            device=options["device"],
+            precision=precision,
+            order=order,
+            skip_bad_images=skip_bad_images,
+            recurrent=recurrent,
+            pretrained=pretrained,
+            weights=weights,
+            seed=seed,
+            preprocessing=preprocessing,
+            channels_last=channels_last,
+            top_k=top_k,
+            shard=shard,
+            command=command,
             allow_pickle=allow_pickle,
         )
-        eng.attach(job, {"model": model, "pretrained": pretrained, "weights": None if weights is None else str(weights),
-                         "seed": seed, "channels_last": channels_last, "allow_pickle": allow_pickle})
+        eng.attach(
+            job,
+            {
+                "model": model,
+                "pretrained": pretrained,
+                "weights": None if weights is None else str(weights),
+                "seed": seed,
+                "channels_last": channels_last,
+                "allow_pickle": allow_pickle,
+            },
+        )
         return run(job, out=out, overwrite=overwrite, resume=resume, progress=progress, engine=eng)
     finally:
         eng.close()

@@ -209,8 +209,9 @@ def plot_comparison(
             for j in range(nc):
                 v = vals[i, j]
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
-                            color="white" if v < mid else "black")
+                    ax.text(
+                        j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < mid else "black"
+                    )
     attrs = getattr(df, "attrs", {}) or {}
     if colorbar_label is None:
         method = attrs.get("method")

@@ -6,7 +6,7 @@ pools the same way.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .errors import VisrepsError
 
@@ -57,7 +57,9 @@ def pool_output(t, mode: str, layer: str = "", prefix_tokens: int = 1, *, channe
         if mode == "cls":
             return t[:, 0]
         if t.shape[1] <= prefix_tokens:
-            raise VisrepsError(f"layer {layer!r} has {t.shape[1]} tokens, no patch tokens after {prefix_tokens} prefix token(s)")
+            raise VisrepsError(
+                f"layer {layer!r} has {t.shape[1]} tokens, no patch tokens after {prefix_tokens} prefix token(s)"
+            )
         return t[:, prefix_tokens:].float().mean(dim=1)
     if t.dim() == 2:
         return t

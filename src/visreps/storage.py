@@ -25,9 +25,9 @@ import json
 import os
 import platform
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,14 +47,23 @@ def versions() -> dict[str, str]:
     from importlib import metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("visreps", "torch", "torchvision", "timm", "numpy", "pillow", "open_clip_torch", "keras", "tensorflow",
-                "tensorflow-cpu"):
+    for pkg in (
+        "visreps",
+        "torch",
+        "torchvision",
+        "timm",
+        "numpy",
+        "pillow",
+        "open_clip_torch",
+        "keras",
+        "tensorflow",
+        "tensorflow-cpu",
+    ):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
     return out
-
 
 
 def check_format(fmt: str) -> str:
@@ -142,8 +151,16 @@ class NpyWriter:
 class TxtWriter:
     """A 2-D array as text, one row per line, appended batch by batch."""
 
-    def __init__(self, path: Path, row_shape: tuple, n_rows: int, dtype=np.float32, *, resume: bool = False,
-                 size: int | None = None):
+    def __init__(
+        self,
+        path: Path,
+        row_shape: tuple,
+        n_rows: int,
+        dtype=np.float32,
+        *,
+        resume: bool = False,
+        size: int | None = None,
+    ):
         if len(row_shape) != 1:
             raise VisrepsError(
                 f"txt holds 2-D arrays only, but layer output per image has shape {tuple(row_shape)}; "
@@ -153,7 +170,9 @@ class TxtWriter:
         self.path = self.final.with_name(self.final.name + PARTIAL)
         if resume:
             if not self.path.is_file() or size is None or self.path.stat().st_size < size:
-                raise VisrepsError(f"cannot resume: {self.path.name} is missing or shorter than recorded; start again with --overwrite")
+                raise VisrepsError(
+                    f"cannot resume: {self.path.name} is missing or shorter than recorded; start again with --overwrite"
+                )
             self.f = open(self.path, "r+")
             self.f.truncate(size)  # drop a batch that was half written when the run stopped
             self.f.seek(size)
@@ -178,10 +197,14 @@ class TxtWriter:
 class _StagedWriter(NpyWriter):
     """mat/pt: stream into a staging .npy, convert at the end."""
 
-    def __init__(self, path: Path, row_shape: tuple, n_rows: int, dtype=np.float32, fmt: str = "mat", *, resume: bool = False):
+    def __init__(
+        self, path: Path, row_shape: tuple, n_rows: int, dtype=np.float32, fmt: str = "mat", *, resume: bool = False
+    ):
         self.target = Path(path)
         self.fmt = fmt
-        super().__init__(self.target.with_name(self.target.name + ".stage.npy"), row_shape, n_rows, dtype, resume=resume)
+        super().__init__(
+            self.target.with_name(self.target.name + ".stage.npy"), row_shape, n_rows, dtype, resume=resume
+        )
 
     def finish(self, n_rows: int) -> Path:
         staged = super().finish(n_rows)
@@ -220,11 +243,13 @@ class H5Writer:
         else:
             self.h5 = h5py.File(self.path, "w")
 
-    def add(self, layer: str, row_shape: tuple, n_rows: int, dtype=np.float32) -> "_H5Layer":
+    def add(self, layer: str, row_shape: tuple, n_rows: int, dtype=np.float32) -> _H5Layer:
         if layer in self.h5:
             ds = self.h5[layer]
             if ds.shape != (n_rows, *row_shape):
-                raise VisrepsError(f"cannot resume: dataset {layer!r} has shape {ds.shape}, expected {(n_rows, *row_shape)}")
+                raise VisrepsError(
+                    f"cannot resume: dataset {layer!r} has shape {ds.shape}, expected {(n_rows, *row_shape)}"
+                )
             return _H5Layer(ds)
         row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         chunk_rows = int(max(1, min(n_rows, (1 << 20) // max(1, row_bytes))))
@@ -299,9 +324,7 @@ def read_record(folder: Path) -> dict | None:
                 "files it cannot prove it wrote: move or delete it yourself, or choose another --out"
             ) from None
         if not isinstance(info, dict) or not isinstance(info.get("layers"), dict) or "status" not in info:
-            raise OutputExistsError(
-                f"{str(path)!r} was not written by visreps; move it away or choose another --out"
-            )
+            raise OutputExistsError(f"{str(path)!r} was not written by visreps; move it away or choose another --out")
         info["_record"] = name
         return info
     return None
@@ -351,7 +374,9 @@ def prepare_output_folder(folder: Path, *, overwrite: bool, planned: Sequence[st
             f"cannot create the output folder {str(folder)!r}: {e.strerror or e}; choose a folder you can write to (--out)"
         ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise VisrepsError(f"cannot write into the output folder {str(folder)!r} (permission denied); choose another --out")
+        raise VisrepsError(
+            f"cannot write into the output folder {str(folder)!r} (permission denied); choose another --out"
+        )
     owned = owned_files(folder)
     present = {p.name for p in folder.iterdir()}
     clash = sorted(n for n in planned if n in present and n not in owned)
@@ -429,13 +454,26 @@ class OutputWriter:
         self.bytes_needed = 0
 
     # ------------------------------------------------------------------ planning
-    def plan(self, shapes: Mapping[str, tuple], n_rows: int, *, aux: Mapping[str, tuple] | None = None,
-             extra_files: Sequence[str] = ()) -> list[str]:
+    def plan(
+        self,
+        shapes: Mapping[str, tuple],
+        n_rows: int,
+        *,
+        aux: Mapping[str, tuple] | None = None,
+        extra_files: Sequence[str] = (),
+    ) -> list[str]:
         """Check the layers against the format and list every file name the run may create."""
         self.shapes = {k: tuple(v) for k, v in shapes.items()}
         self.aux_shapes = dict(aux or {})
-        names = {METADATA, METADATA_PARTIAL, METADATA_PARTIAL + PARTIAL, MANIFEST, MANIFEST + PARTIAL,
-                 PROGRESS, PROGRESS + ".tmp"}
+        names = {
+            METADATA,
+            METADATA_PARTIAL,
+            METADATA_PARTIAL + PARTIAL,
+            MANIFEST,
+            MANIFEST + PARTIAL,
+            PROGRESS,
+            PROGRESS + ".tmp",
+        }
         files: dict[str, str] = {}
         for layer, shape in self.shapes.items():
             if self.fmt == "txt" and len(shape) != 1:
@@ -473,8 +511,16 @@ class OutputWriter:
             )
 
     # ------------------------------------------------------------------ the run
-    def begin(self, metadata: dict, shapes: Mapping[str, tuple], n_rows: int, *, aux: Mapping[str, tuple] | None = None,
-              extra_files: Sequence[str] = (), resume_state: dict | None = None) -> None:
+    def begin(
+        self,
+        metadata: dict,
+        shapes: Mapping[str, tuple],
+        n_rows: int,
+        *,
+        aux: Mapping[str, tuple] | None = None,
+        extra_files: Sequence[str] = (),
+        resume_state: dict | None = None,
+    ) -> None:
         """Check, then create the folder's files: the metadata record first, then the preallocated arrays.
 
         ``shapes`` are per-image shapes of the layers (float32); ``aux`` maps auxiliary array names
@@ -517,13 +563,17 @@ class OutputWriter:
             elif self.fmt == "npy":
                 self.writers[layer] = NpyWriter(path, shape, n_rows, np.float32, resume=resume)
             elif self.fmt == "txt":
-                self.writers[layer] = TxtWriter(path, shape, n_rows, np.float32, resume=resume, size=sizes.get(layer, 0))
+                self.writers[layer] = TxtWriter(
+                    path, shape, n_rows, np.float32, resume=resume, size=sizes.get(layer, 0)
+                )
             else:
                 self.writers[layer] = _StagedWriter(path, shape, n_rows, np.float32, fmt=self.fmt, resume=resume)
         for key, (row_shape, dtype) in self.aux_shapes.items():
             self.aux[key] = NpyWriter(self.folder / AUX_FILES[key], row_shape, n_rows, dtype, resume=resume)
 
-    def open_layers(self, shapes: Mapping[str, tuple], n_rows: int, dtype=np.float32, *, resume_state: dict | None = None) -> None:
+    def open_layers(
+        self, shapes: Mapping[str, tuple], n_rows: int, dtype=np.float32, *, resume_state: dict | None = None
+    ) -> None:
         """Preallocate one array per layer (after :meth:`plan`); :meth:`begin` does this for a run."""
         self.plan(shapes, n_rows)
         self._open(n_rows, resume_state)
@@ -576,8 +626,9 @@ class OutputWriter:
         finals = [_rename_final(p) for p in partials]
         names = [MANIFEST, *sorted({f.name for f in finals}), *[e for e in metadata.get("extra_files") or []]]
         metadata = dict(metadata)
-        metadata["checksums"] = {n: {"bytes": (self.folder / n).stat().st_size, "sha256": _file_sha256(self.folder / n)}
-                                 for n in names}
+        metadata["checksums"] = {
+            n: {"bytes": (self.folder / n).stat().st_size, "sha256": _file_sha256(self.folder / n)} for n in names
+        }
         metadata["status"] = "complete"
         self.write_metadata(metadata, final=True)
         self.progress_path.unlink(missing_ok=True)
@@ -603,8 +654,16 @@ class MemorySink:
     folder = None
     last_state = None
 
-    def begin(self, metadata: dict, shapes: Mapping[str, tuple], n_rows: int, *, aux: Mapping[str, tuple] | None = None,
-              extra_files: Sequence[str] = (), resume_state: dict | None = None) -> None:
+    def begin(
+        self,
+        metadata: dict,
+        shapes: Mapping[str, tuple],
+        n_rows: int,
+        *,
+        aux: Mapping[str, tuple] | None = None,
+        extra_files: Sequence[str] = (),
+        resume_state: dict | None = None,
+    ) -> None:
         self.arrays = {k: np.empty((n_rows, *s), dtype=np.float32) for k, s in shapes.items()}
         self.aux = {k: np.empty((n_rows, *s), dtype=d) for k, (s, d) in (aux or {}).items()}
 
@@ -817,7 +876,9 @@ def _read_layer(folder: Path, layer: str, metadata: dict, mmap: bool, h5):
             if arr is None:
                 raise _damaged(path, f"it has no dataset {layer!r}")
             if expected and tuple(arr.shape) != expected:
-                raise _damaged(path, f"dataset {layer!r} has shape {tuple(arr.shape)}, metadata.json records {expected}")
+                raise _damaged(
+                    path, f"dataset {layer!r} has shape {tuple(arr.shape)}, metadata.json records {expected}"
+                )
             return arr[()]
         _check_size(folder, fname, metadata)
         if path.suffix == ".npy":
@@ -851,7 +912,9 @@ def _read_layer(folder: Path, layer: str, metadata: dict, mmap: bool, h5):
     return arr
 
 
-def load_features(folder: str | os.PathLike, layers: Sequence[str] | str | None = None, *, mmap: bool = True) -> Features:
+def load_features(
+    folder: str | os.PathLike, layers: Sequence[str] | str | None = None, *, mmap: bool = True
+) -> Features:
     """Read a finished output folder, after checking every file against its ``metadata.json``.
 
     Each layer's file must exist and hold the recorded shape and dtype, with the byte size
@@ -906,8 +969,9 @@ def load_features(folder: str | os.PathLike, layers: Sequence[str] | str | None 
 
         _check_size(folder, "predictions.csv", metadata)
         try:
-            predictions = pd.read_csv(folder / "predictions.csv", keep_default_na=False,
-                                      encoding_errors="surrogateescape")
+            predictions = pd.read_csv(
+                folder / "predictions.csv", keep_default_na=False, encoding_errors="surrogateescape"
+            )
         except (ValueError, pd.errors.ParserError) as e:
             raise _damaged(folder / "predictions.csv", f"not a readable table ({e})") from None
         for c in predictions.columns:  # written from float32 with %.9g: read back exactly
@@ -954,7 +1018,15 @@ def verify(folder: str | os.PathLike) -> dict[str, str]:
 # --------------------------------------------------------------------------- shards
 
 #: metadata fields that must be equal for a run to be resumed or its shards merged
-RUN_IDENTITY = ("model", "weights", "preprocessing", "format", "layers_requested", "options_identity", "images_identity")
+RUN_IDENTITY = (
+    "model",
+    "weights",
+    "preprocessing",
+    "format",
+    "layers_requested",
+    "options_identity",
+    "images_identity",
+)
 
 
 def _read_meta(folder: Path) -> dict:
@@ -969,8 +1041,9 @@ def _rows(arr, start: int, stop: int) -> np.ndarray:
     return np.asarray(arr[start:stop])
 
 
-def merge_shards(out: str | os.PathLike, shards: Sequence[str | os.PathLike], *, overwrite: bool = False,
-                 chunk_rows: int = 256) -> Features:
+def merge_shards(
+    out: str | os.PathLike, shards: Sequence[str | os.PathLike], *, overwrite: bool = False, chunk_rows: int = 256
+) -> Features:
     """Join finished shard folders (``extract(..., shard="I/N")``) into one folder equal to a single run.
 
     The shards must come from the same run (model, weights, preprocessing, layers, options and
@@ -1002,10 +1075,14 @@ def merge_shards(out: str | os.PathLike, shards: Sequence[str | os.PathLike], *,
     indices = [metas[j]["shard"]["index"] for j in order]
     dup = sorted({i for i in indices if indices.count(i) > 1})
     if dup:
-        raise VisrepsError(f"shard(s) {', '.join(f'{i}/{count}' for i in dup)} given twice (overlap); give each shard once")
+        raise VisrepsError(
+            f"shard(s) {', '.join(f'{i}/{count}' for i in dup)} given twice (overlap); give each shard once"
+        )
     missing = sorted(set(range(1, count + 1)) - set(indices))
     if missing:
-        raise VisrepsError(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing (gap); extract them before merging")
+        raise VisrepsError(
+            f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing (gap); extract them before merging"
+        )
     expect = 0
     for j in order:
         s = metas[j]["shard"]
@@ -1042,8 +1119,9 @@ def merge_shards(out: str | os.PathLike, shards: Sequence[str | os.PathLike], *,
         manifest_rows = [
             (p, lab, h) if with_hash else (p, lab)
             for part in parts
-            for p, lab, h in zip(part.paths, part.labels,
-                                 part.manifest["blake2b"] if with_hash else [""] * len(part.manifest))
+            for p, lab, h in zip(
+                part.paths, part.labels, part.manifest["blake2b"] if with_hash else [""] * len(part.manifest)
+            )
         ]
         if "predictions.csv" in extra:
             import pandas as pd

@@ -24,8 +24,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -168,12 +169,41 @@ def extract_text(
     dummy = tm.dummy_input()
     with cap, torch.inference_mode():
         shapes = {k: tuple(v.shape[1:]) for k, v in forward(dummy).items()}
-    metadata = _text_metadata(lm, items, source_file, int(dummy.shape[-1]), keys, module_of, shapes, per_token,
-                              fmt=fmt, pool=pool, batch_size=batch_size, command=command)
+    metadata = _text_metadata(
+        lm,
+        items,
+        source_file,
+        int(dummy.shape[-1]),
+        keys,
+        module_of,
+        shapes,
+        per_token,
+        fmt=fmt,
+        pool=pool,
+        batch_size=batch_size,
+        command=command,
+    )
     n = len(items)
-    job = Job(lm=tm, items=[ImageItem(t, "") for t in items], root=Path("."), specs=specs, keys=keys, shapes=shapes,
-              metadata=metadata, fmt=fmt, batch_size=batch_size, workers=0, precision="fp32", channels_last=False,
-              top_k=None, skip_bad_images=False, start=0, stop=n, kind="texts", unit="text")
+    job = Job(
+        lm=tm,
+        items=[ImageItem(t, "") for t in items],
+        root=Path("."),
+        specs=specs,
+        keys=keys,
+        shapes=shapes,
+        metadata=metadata,
+        fmt=fmt,
+        batch_size=batch_size,
+        workers=0,
+        precision="fp32",
+        channels_last=False,
+        top_k=None,
+        skip_bad_images=False,
+        start=0,
+        stop=n,
+        kind="texts",
+        unit="text",
+    )
 
     def batches(job: Job, todo: Sequence[ImageItem]) -> Iterator[Batch]:
         with cap, torch.inference_mode():
@@ -184,12 +214,25 @@ def extract_text(
     return run(job, out=out, overwrite=overwrite, progress=progress, engine=batches)
 
 
-def _text_metadata(lm, items: list[str], source_file: Path | None, context_length: int, keys: list[str],
-                   module_of: dict[str, str], shapes: dict[str, tuple], per_token: set[str], *, fmt: str, pool: str,
-                   batch_size: int, command: str | None) -> dict[str, Any]:
+def _text_metadata(
+    lm,
+    items: list[str],
+    source_file: Path | None,
+    context_length: int,
+    keys: list[str],
+    module_of: dict[str, str],
+    shapes: dict[str, tuple],
+    per_token: set[str],
+    *,
+    fmt: str,
+    pool: str,
+    batch_size: int,
+    command: str | None,
+) -> dict[str, Any]:
     """The metadata record of a text extraction (see the module docstring)."""
     from .models.clip import import_open_clip
-    from .storage import layer_filename, versions as _versions
+    from .storage import layer_filename
+    from .storage import versions as _versions
 
     n = len(items)
     oc = import_open_clip()

@@ -91,8 +91,16 @@ def compare_features(
     check_method(rdm_method)  # wrong names fail before anything is extracted
     check_comparison(method)
     sources = _extract_model_ids(sources, layers, images, work_dir, extract_options)
-    return _compare.compare_features(sources, layers=layers, rdm_method=rdm_method, method=method, sigma=sigma,
-                                     block_size=block_size, device=device, return_rdms=return_rdms)
+    return _compare.compare_features(
+        sources,
+        layers=layers,
+        rdm_method=rdm_method,
+        method=method,
+        sigma=sigma,
+        block_size=block_size,
+        device=device,
+        return_rdms=return_rdms,
+    )
 
 
 def compare_to_reference(
@@ -128,8 +136,18 @@ def compare_to_reference(
         _compare.load_references(reference, key=reference_key)
     sources = _extract_model_ids(sources, layers, images, work_dir, extract_options)
     return _compare.compare_to_reference(
-        sources, reference, layers=layers, rdm_method=rdm_method, method=method, n_bootstrap=n_bootstrap, ci=ci,
-        seed=seed, reference_key=reference_key, reference_order=reference_order, sigma=sigma, block_size=block_size,
+        sources,
+        reference,
+        layers=layers,
+        rdm_method=rdm_method,
+        method=method,
+        n_bootstrap=n_bootstrap,
+        ci=ci,
+        seed=seed,
+        reference_key=reference_key,
+        reference_order=reference_order,
+        sigma=sigma,
+        block_size=block_size,
         device=device,
     )
 
@@ -165,8 +183,13 @@ def _extract_model_ids(sources: Any, layers: Layers, images, work_dir, extract_o
     items = source_items(sources)
     if not any(_is_model_id(src) for _, src in items):
         return sources
-    done = [(label, _extract_model(str(src), label, layers, images, work_dir, extract_options)
-             if _is_model_id(src) else src) for label, src in items]
+    done = [
+        (
+            label,
+            _extract_model(str(src), label, layers, images, work_dir, extract_options) if _is_model_id(src) else src,
+        )
+        for label, src in items
+    ]
     if isinstance(sources, Mapping):
         return dict(done)
     return [src for _, src in done]
@@ -191,8 +214,9 @@ def _same_content(old, root: Path, paths: list[str]) -> bool:
         return False
 
 
-def _extract_model(model_id: str, label: str | None, layers: Layers, images, work_dir,
-                   extract_options) -> list[FeatureSet]:
+def _extract_model(
+    model_id: str, label: str | None, layers: Layers, images, work_dir, extract_options
+) -> list[FeatureSet]:
     wanted = layers_for(layers, label, model_id) if label is not None else None
     wanted = wanted or layers_for(layers, model_id, model_id)
     if not wanted:
@@ -208,8 +232,11 @@ def _extract_model(model_id: str, label: str | None, layers: Layers, images, wor
         return feature_sets_of(res, label or model_id, wanted)
     folder = Path(work_dir).expanduser() / _safe_name(model_id)
     request = Path(str(folder) + ".request.json")
-    req = {"model": model_id, "images": str(Path(images).expanduser().resolve()),
-           "options": {k: repr(v) for k, v in sorted(opts.items()) if k != "progress"}}
+    req = {
+        "model": model_id,
+        "images": str(Path(images).expanduser().resolve()),
+        "options": {k: repr(v) for k, v in sorted(opts.items()) if k != "progress"},
+    }
     have: list[str] = []
     try:
         prev = json.loads(request.read_text()) if request.is_file() else None

@@ -40,8 +40,9 @@ def write_image(path: Path | bytes, *, size: tuple[int, int] = (32, 32), seed: i
         img.save(path, format=fmt)
 
 
-def good_images(folder: Path, names: Iterable[str] = GOOD_NAMES, *, size: tuple[int, int] = (32, 32),
-                seed: int = 0) -> list[str]:
+def good_images(
+    folder: Path, names: Iterable[str] = GOOD_NAMES, *, size: tuple[int, int] = (32, 32), seed: int = 0
+) -> list[str]:
     """Write readable images named ``names`` into ``folder``; returns the names."""
     names = list(names)
     for i, name in enumerate(names):

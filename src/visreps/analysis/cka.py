@@ -236,9 +236,7 @@ def cka(
     sx = FeatureSource(X, name="X")
     sy = FeatureSource(Y, name="Y")
     if sx.n != sy.n:
-        raise VisrepsError(
-            f"X has {sx.n} rows and Y has {sy.n}; CKA needs the same images (rows) in the same order"
-        )
+        raise VisrepsError(f"X has {sx.n} rows and Y has {sy.n}; CKA needs the same images (rows) in the same order")
     if kernel == "rbf" and sigma is not None:
         sig = tuple(sigma) if isinstance(sigma, (tuple, list)) else (sigma, sigma)
         if len(sig) != 2:
@@ -359,11 +357,18 @@ def cka_table(
     table = np.empty((len(set_a), len(set_b)))
     for i, sa in enumerate(set_a):
         for j, sb in enumerate(set_b):
-            table[i, j] = cka(rows(sa), rows(sb), kernel=kernel, unbiased=unbiased, sigma=sigma, block_size=block_size,
-                              device=device)
+            table[i, j] = cka(
+                rows(sa), rows(sb), kernel=kernel, unbiased=unbiased, sigma=sigma, block_size=block_size, device=device
+            )
     df = pd.DataFrame(table, index=pd.Index([s.layer for s in set_a], name=name_a), columns=[s.layer for s in set_b])
-    df.attrs.update({"method": f"{'unbiased ' if unbiased else ''}{kernel} CKA", "a": name_a, "b": name_b,
-                     "n_images": set_a[0].n if set_a else 0})
+    df.attrs.update(
+        {
+            "method": f"{'unbiased ' if unbiased else ''}{kernel} CKA",
+            "a": name_a,
+            "b": name_b,
+            "n_images": set_a[0].n if set_a else 0,
+        }
+    )
     return df
 
 

@@ -102,8 +102,10 @@ def load_reference_rdm(path: str | os.PathLike, *, key: str | None = None) -> np
         raise VisrepsError(f"reference RDM file {str(p)!r} does not exist")
     suffix = p.suffix.lower()
     if suffix not in REFERENCE_SUFFIXES:
-        raise VisrepsError(f"reference RDM {str(p)!r}: format {suffix or '(none)'!r} is not supported; "
-                           f"use one of {', '.join(REFERENCE_SUFFIXES)}")
+        raise VisrepsError(
+            f"reference RDM {str(p)!r}: format {suffix or '(none)'!r} is not supported; "
+            f"use one of {', '.join(REFERENCE_SUFFIXES)}"
+        )
     if suffix in (".npy", ".npz"):
         try:
             if suffix == ".npy":
@@ -144,8 +146,9 @@ def as_rdm(arr: Any, *, name: str = "RDM") -> np.ndarray:
     bad = ~np.isfinite(a)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise VisrepsError(f"{name} has {int(bad.sum())} NaN/inf entries (first at row {i}, column {j}); "
-                           "fill or drop those conditions")
+        raise VisrepsError(
+            f"{name} has {int(bad.sum())} NaN/inf entries (first at row {i}, column {j}); fill or drop those conditions"
+        )
     if not np.allclose(a, a.T, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(a).max()))):
         warnings.warn(f"{name} is not symmetric; only its upper triangle (i < j) is used", stacklevel=3)
     return a
@@ -313,8 +316,17 @@ def feature_sets_of(obj: Any, label: str | None, layers: Any) -> list[FeatureSet
     out = []
     for layer in names:
         arr = obj[layer] if hasattr(obj, "__getitem__") else obj.features[layer]
-        out.append(FeatureSet(label="", model=model, layer=layer, features=arr, paths=paths, hashes=hashes,
-                              folder=Path(folder) if folder else None))
+        out.append(
+            FeatureSet(
+                label="",
+                model=model,
+                layer=layer,
+                features=arr,
+                paths=paths,
+                hashes=hashes,
+                folder=Path(folder) if folder else None,
+            )
+        )
     return out
 
 
@@ -331,8 +343,12 @@ def _load_folder(folder: Path, label: str | None, layers) -> list[FeatureSet]:
 
 def source_items(sources: Any) -> list[tuple[str | None, Any]]:
     """The (label, source) pairs named by ``sources``: one source, a list of them, or a dict label → source."""
-    if (isinstance(sources, (str, os.PathLike, FeatureSet)) or _is_features_obj(sources) or _looks_array(sources)
-            or _is_feature_sets(sources)):
+    if (
+        isinstance(sources, (str, os.PathLike, FeatureSet))
+        or _is_features_obj(sources)
+        or _looks_array(sources)
+        or _is_feature_sets(sources)
+    ):
         return [(None, sources)]
     if isinstance(sources, Mapping):
         return [(str(k), v) for k, v in sources.items()]
@@ -406,8 +422,9 @@ def _label(sets: list[FeatureSet]) -> None:
     labels = [make(s, s.model) for s in sets]
     dup = {x for x in labels if labels.count(x) > 1}
     if dup:  # the same model twice (e.g. pretrained and random): use folder names
-        labels = [make(s, s.folder.name) if (lab in dup and s.folder is not None) else lab
-                  for s, lab in zip(sets, labels)]
+        labels = [
+            make(s, s.folder.name) if (lab in dup and s.folder is not None) else lab for s, lab in zip(sets, labels)
+        ]
     seen: dict[str, int] = {}
     for s, lab in zip(sets, labels):
         seen[lab] = seen.get(lab, 0) + 1

@@ -24,7 +24,11 @@ from ._source import FeatureSource, stream_gram
 METHODS = ("correlation", "cosine", "euclidean", "sqeuclidean", "gaussian")
 COMPARISONS = ("pearson", "spearman", "kendall", "tau_a")
 _COMPARISON_ALIASES = {
-    "tau_b": "kendall", "kendall_tau_b": "kendall", "tau-b": "kendall", "tau-a": "tau_a", "kendall_tau_a": "tau_a",
+    "tau_b": "kendall",
+    "kendall_tau_b": "kendall",
+    "tau-b": "kendall",
+    "tau-a": "tau_a",
+    "kendall_tau_a": "tau_a",
 }
 
 # a row whose variance is below this fraction of its energy (Σx²) counts as constant
@@ -464,8 +468,9 @@ def correlate_rdms(
     if len(ok) == 0:
         raise VisrepsError("every bootstrap resample gave an undefined correlation; use more conditions")
     lo, hi = np.percentile(ok, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
-    return RDMCorrelation(r, method=method, n_conditions=n, ci=float(ci), ci_low=float(lo), ci_high=float(hi),
-                          samples=samples)
+    return RDMCorrelation(
+        r, method=method, n_conditions=n, ci=float(ci), ci_low=float(lo), ci_high=float(hi), samples=samples
+    )
 
 
 def _condensed_index(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -473,8 +478,9 @@ def _condensed_index(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return n * u - u * (u + 1) // 2 + (v - u - 1)
 
 
-def bootstrap_conditions(x: np.ndarray, y: np.ndarray, n: int, method: str, *, n_bootstrap: int,
-                         seed: Any) -> np.ndarray:
+def bootstrap_conditions(
+    x: np.ndarray, y: np.ndarray, n: int, method: str, *, n_bootstrap: int, seed: Any
+) -> np.ndarray:
     """Correlations of ``n_bootstrap`` condition resamples (see :func:`correlate_rdms`); NaN where undefined."""
     rng = np.random.default_rng(seed)
     iu, ju = np.triu_indices(n, 1)
@@ -513,7 +519,11 @@ def reorder(rdm: Any, order: Sequence[int]) -> np.ndarray:
     a = squareform(rdm)
     o = np.asarray(order)
     n = a.shape[0]
-    if (o.ndim != 1 or len(o) != n or not np.issubdtype(o.dtype, np.integer)
-            or not np.array_equal(np.sort(o), np.arange(n))):
+    if (
+        o.ndim != 1
+        or len(o) != n
+        or not np.issubdtype(o.dtype, np.integer)
+        or not np.array_equal(np.sort(o), np.arange(n))
+    ):
         raise VisrepsError(f"order must be a permutation of 0..{n - 1} (one index per condition)")
     return a[np.ix_(o, o)]

@@ -68,8 +68,11 @@ def _check_k_or_fraction(n_components, retained_var, max_k: int) -> tuple[int | 
             "to keep, e.g. 0.9)"
         )
     if n_components is not None:
-        if (isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer))
-                or not 1 <= n_components <= max_k):
+        if (
+            isinstance(n_components, bool)
+            or not isinstance(n_components, (int, np.integer))
+            or not 1 <= n_components <= max_k
+        ):
             raise VisrepsError(
                 f"n_components must be an integer from 1 to {max_k} (= min(images, features)), got {n_components!r}"
             )
@@ -329,8 +332,9 @@ class IncrementalPCA:
     def __init__(self, n_components: int, *, batch_size: int | None = None):
         if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
             raise VisrepsError(f"n_components must be a positive integer, got {n_components!r}")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                       or batch_size < n_components):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < n_components
+        ):
             raise VisrepsError(f"batch_size must be an integer >= n_components ({n_components}), got {batch_size!r}")
         self.n_components = int(n_components)
         self.batch_size = batch_size

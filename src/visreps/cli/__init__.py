@@ -45,8 +45,9 @@ class VisrepsGroup(click.Group):
             raise _Error("out of memory; lower --batch-size, or pool the layer (--pool avg)") from None
         except OSError as e:  # a file the command reads or writes: name it instead of a traceback
             where = f" {e.filename!r}" if e.filename is not None else ""
-            raise _Error(f"cannot access{where}: {e.strerror or e}; check the path, its permissions and free space"
-                         ) from None
+            raise _Error(
+                f"cannot access{where}: {e.strerror or e}; check the path, its permissions and free space"
+            ) from None
 
 
 @click.group(cls=VisrepsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +56,16 @@ def main() -> None:
     """Extract hidden-layer activations of deep networks for a folder of images, and compare them."""
 
 
-for _command in (extract.extract, models.layers, models.models, folders.merge, folders.verify, text.text,
-                 analysis.rsa, analysis.compare, analysis.cka):
+for _command in (
+    extract.extract,
+    models.layers,
+    models.models,
+    folders.merge,
+    folders.verify,
+    text.text,
+    analysis.rsa,
+    analysis.compare,
+    analysis.cka,
+):
     main.add_command(_command)
 del _command

@@ -56,16 +56,21 @@ def weights_options(f: F) -> F:
     f = click.option("--seed", type=int, default=0, show_default=True, help="Seed of a random initialisation.")(f)
     if "allow_pickle" in inspect.signature(f).parameters:
         f = click.option(
-            "--allow-pickle", is_flag=True,
+            "--allow-pickle",
+            is_flag=True,
             help="Allow unpickling a whole model file, which can run arbitrary code: only for files you trust.",
         )(f)
     f = click.option(
-        "--weights", "weights", default=None, metavar="FILE|TAG",
+        "--weights",
+        "weights",
+        default=None,
+        metavar="FILE|TAG",
         help="Local weights file (.pt/.pth/.safetensors state_dict; Keras: .weights.h5/.h5/.keras) "
-             "or a named weight (e.g. IMAGENET1K_V2).",
+        "or a named weight (e.g. IMAGENET1K_V2).",
     )(f)
-    f = click.option("--random", "random_init", is_flag=True,
-                     help="Random initialisation (seeded) instead of pretrained weights.")(f)
+    f = click.option(
+        "--random", "random_init", is_flag=True, help="Random initialisation (seeded) instead of pretrained weights."
+    )(f)
     return f
 
 

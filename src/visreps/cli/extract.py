@@ -14,46 +14,105 @@ POOLS = ("flatten", "none", "avg", "max", "cls", "patch_mean")
 @click.command()
 @click.argument("model")
 @click.argument("images", type=click.Path(file_okay=False))
-@click.option("--layers", "-l", required=True,
-              help="Comma-separated layer names (see `visreps layers MODEL`); name@tK for a time step.")
+@click.option(
+    "--layers",
+    "-l",
+    required=True,
+    help="Comma-separated layer names (see `visreps layers MODEL`); name@tK for a time step.",
+)
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")
 @weights_options
 @click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(FORMATS))
-@click.option("--pool", default="flatten", show_default=True, type=click.Choice(POOLS),
-              help="flatten, keep shape (none), global average/max pooling of spatial maps (avg, max), or for "
-                   "transformer tokens the class token (cls) or the mean of patch tokens (patch_mean).")
-@click.option("--recurrent", type=click.Choice(["all", "last"]), default=None,
-              help="For modules that run several times per pass: every time step or the last.")
-@click.option("--batch-size", "-b", default="32", show_default=True, callback=lambda c, p, v: batch_size(v),
-              help="Images per forward pass, or 'auto' (largest that fits in GPU memory; 32 on CPU).")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Decoding processes (default: number of cores).")
+@click.option(
+    "--pool",
+    default="flatten",
+    show_default=True,
+    type=click.Choice(POOLS),
+    help="flatten, keep shape (none), global average/max pooling of spatial maps (avg, max), or for "
+    "transformer tokens the class token (cls) or the mean of patch tokens (patch_mean).",
+)
+@click.option(
+    "--recurrent",
+    type=click.Choice(["all", "last"]),
+    default=None,
+    help="For modules that run several times per pass: every time step or the last.",
+)
+@click.option(
+    "--batch-size",
+    "-b",
+    default="32",
+    show_default=True,
+    callback=lambda c, p, v: batch_size(v),
+    help="Images per forward pass, or 'auto' (largest that fits in GPU memory; 32 on CPU).",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: number of cores)."
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
-@click.option("--channels-last/--no-channels-last", default=None,
-              help="Channels-last memory layout for convolutions (default: automatic, on for CNNs on CPU/CUDA).")
-@click.option("--order", type=click.Path(dir_okay=False), default=None,
-              help="Text file of relative image paths: these images, in this order.")
-@click.option("--skip-bad-images", is_flag=True,
-              help="Skip unreadable images (recorded in metadata.json) instead of stopping.")
-@click.option("--top-k", type=click.IntRange(min=1), default=None,
-              help="Also save the top-K ImageNet classes per image (predictions.csv).")
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="Channels-last memory layout for convolutions (default: automatic, on for CNNs on CPU/CUDA).",
+)
+@click.option(
+    "--order",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Text file of relative image paths: these images, in this order.",
+)
+@click.option(
+    "--skip-bad-images", is_flag=True, help="Skip unreadable images (recorded in metadata.json) instead of stopping."
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Also save the top-K ImageNet classes per image (predictions.csv).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace earlier results in the output folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last fully written batch.")
-@click.option("--shard", default=None, metavar="I/N",
-              help="Only the I-th of N contiguous slices of the images (join with `visreps merge`).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: this process (decoding in --workers processes); ray: a Ray Data pipeline, decoding in Ray "
-                   "tasks and the model in --ray-actors actors (needs `pip install visreps[ray]`).")
-@click.option("--ray-address", default=None, metavar="ADDRESS",
-              help="With --engine ray: join the running Ray cluster at ADDRESS (host:6379, or 'auto'); "
-                   "default: start Ray here.")
-@click.option("--ray-actors", type=click.IntRange(min=1), default=None,
-              help="With --engine ray: model replicas (actors), e.g. one per GPU.  [default: 2]")
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Only the I-th of N contiguous slices of the images (join with `visreps merge`).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process (decoding in --workers processes); ray: a Ray Data pipeline, decoding in Ray "
+    "tasks and the model in --ray-actors actors (needs `pip install visreps[ray]`).",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDRESS",
+    help="With --engine ray: join the running Ray cluster at ADDRESS (host:6379, or 'auto'); default: start Ray here.",
+)
+@click.option(
+    "--ray-actors",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --engine ray: model replicas (actors), e.g. one per GPU.  [default: 2]",
+)
 @quiet_option
-def extract(model: str, images: str, layers: str, out: str, engine: str, workers: int | None,
-            ray_address: str | None, ray_actors: int | None, offline: bool, quiet: bool, allow_pickle: bool,
-            **options: Any) -> None:
+def extract(
+    model: str,
+    images: str,
+    layers: str,
+    out: str,
+    engine: str,
+    workers: int | None,
+    ray_address: str | None,
+    ray_actors: int | None,
+    offline: bool,
+    quiet: bool,
+    allow_pickle: bool,
+    **options: Any,
+) -> None:
     """Extract layer activations of MODEL for every image in IMAGES into --out.
 
     MODEL is an id such as torchvision:alexnet, timm:resnet50 or timm:tf_efficientnet_lite0.
@@ -83,8 +142,15 @@ def _extract_kwargs(*, layers: str, out: str, quiet: bool, random_init: bool, fm
     The options not named here (``--weights``, ``--pool``, ``--batch-size``, ``--shard``...) are
     spelled as the keyword arguments of :func:`visreps.extract` and passed on as they are.
     """
-    return dict(layers=split_layers(layers), out=out, format=fmt, progress=not quiet, pretrained=not random_init,
-                command=command_line(), **options)
+    return dict(
+        layers=split_layers(layers),
+        out=out,
+        format=fmt,
+        progress=not quiet,
+        pretrained=not random_init,
+        command=command_line(),
+        **options,
+    )
 
 
 def _summary(meta: dict, out: str, top_k: int | None) -> None:

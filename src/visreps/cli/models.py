@@ -11,8 +11,9 @@ from ._base import go_offline, weights_options
 @click.argument("model")
 @weights_options
 @click.option("--device", default="cpu", show_default=True)
-def layers(model: str, random_init: bool, weights: str | None, seed: int, offline: bool, device: str,
-           allow_pickle: bool) -> None:
+def layers(
+    model: str, random_init: bool, weights: str | None, seed: int, offline: bool, device: str, allow_pickle: bool
+) -> None:
     """Print every layer of MODEL with its type and output shape for one image.
 
     Shapes come from a dry run; the architecture alone decides them, so random weights are used

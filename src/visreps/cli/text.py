@@ -11,19 +11,42 @@ from ._base import FORMATS, command_line, go_offline, quiet_option, split_layers
 @click.argument("model")
 @click.argument("texts_file", type=click.Path(dir_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")
-@click.option("--layers", "-l", default="text_embedding", show_default=True,
-              help="Comma-separated layers: text_embedding and/or text-tower modules (transformer.resblocks.N).")
-@click.option("--pool", default="eot", show_default=True, type=click.Choice(["eot", "flatten", "none"]),
-              help="For per-token layers: the end-of-text token (eot), every position (flatten), or keep the token "
-                   "axis (none).")
+@click.option(
+    "--layers",
+    "-l",
+    default="text_embedding",
+    show_default=True,
+    help="Comma-separated layers: text_embedding and/or text-tower modules (transformer.resblocks.N).",
+)
+@click.option(
+    "--pool",
+    default="eot",
+    show_default=True,
+    type=click.Choice(["eot", "flatten", "none"]),
+    help="For per-token layers: the end-of-text token (eot), every position (flatten), or keep the token axis (none).",
+)
 @weights_options
 @click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(FORMATS))
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--overwrite", is_flag=True, help="Replace earlier results in the output folder.")
 @quiet_option
-def text(model: str, texts_file: str, out: str, layers: str, pool: str, random_init: bool, weights: str | None,
-         seed: int, offline: bool, fmt: str, batch_size: int, device: str, overwrite: bool, quiet: bool) -> None:
+def text(
+    model: str,
+    texts_file: str,
+    out: str,
+    layers: str,
+    pool: str,
+    random_init: bool,
+    weights: str | None,
+    seed: int,
+    offline: bool,
+    fmt: str,
+    batch_size: int,
+    device: str,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
     """Encode the texts of TEXTS_FILE (one per line, blank lines skipped) with the text tower of MODEL.
 
     MODEL is a CLIP id such as clip:ViT-B-32 or openclip:ViT-B-32/laion2b_s34b_b79k. The default
@@ -35,9 +58,20 @@ def text(model: str, texts_file: str, out: str, layers: str, pool: str, random_i
 
     go_offline(offline)
     res = extract_text(
-        model, texts_file, layers=split_layers(layers), out=out, format=fmt, pool=pool, batch_size=batch_size,
-        overwrite=overwrite, pretrained=not random_init, weights=weights, seed=seed, device=device,
-        progress=not quiet, command=command_line(),
+        model,
+        texts_file,
+        layers=split_layers(layers),
+        out=out,
+        format=fmt,
+        pool=pool,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        pretrained=not random_init,
+        weights=weights,
+        seed=seed,
+        device=device,
+        progress=not quiet,
+        command=command_line(),
     )
     if not quiet:
         click.echo(f"{len(res.manifest)} texts → {out}")

@@ -167,8 +167,17 @@ class ImageLoader:
         backend: ``pt`` or ``tf``.
     """
 
-    def __init__(self, root: str | Path, out_path: str | Path, batch_size: int, transform: Callable,
-                 items: Sequence[Any], targets: np.ndarray, classes: Sequence[str], backend: str) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        out_path: str | Path,
+        batch_size: int,
+        transform: Callable,
+        items: Sequence[Any],
+        targets: np.ndarray,
+        classes: Sequence[str],
+        backend: str,
+    ) -> None:
         self.root = Path(root).expanduser()
         self.out_path = Path(out_path).expanduser()
         self.batch_size = batch_size
@@ -237,8 +246,13 @@ def _model_for(lm: LoadedModel, loader: ImageLoader) -> LoadedModel:
             def input_size(self, _shape: tuple[int, ...] = shape) -> tuple[int, ...]:
                 return _shape
 
-        prep = _Probed(resize=None, crop=shape[-1] if shape else None, mean=base.mean, std=base.std,
-                       interpolation=base.interpolation)
+        prep = _Probed(
+            resize=None,
+            crop=shape[-1] if shape else None,
+            mean=base.mean,
+            std=base.std,
+            interpolation=base.interpolation,
+        )
     return dataclasses.replace(lm, preprocessing=prep, _transform=t)
 
 
@@ -267,8 +281,14 @@ def _engine(lm: LoadedModel, loader: ImageLoader, layers: list[str], pool: str, 
     from ..extraction import prepare, run
 
     job = prepare(
-        lm, loader.root, layers=layers, pool=pool, batch_size=loader.batch_size, order=loader.file_names,
-        recurrent="last", top_k=top_k,
+        lm,
+        loader.root,
+        layers=layers,
+        pool=pool,
+        batch_size=loader.batch_size,
+        order=loader.file_names,
+        recurrent="last",
+        top_k=top_k,
     )
     return run(job, out=None, progress=True)
 

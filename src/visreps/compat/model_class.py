@@ -59,8 +59,9 @@ class Model:
     """
 
     @deprecated(new="visreps.load_model(...) and visreps.extract(...)", name="visreps.model_class.Model")
-    def __init__(self, model_name: str, pretrained: bool, device: str = "cpu", model_path: str | None = None,
-                 backend: str = "pt") -> None:
+    def __init__(
+        self, model_name: str, pretrained: bool, device: str = "cpu", model_path: str | None = None, backend: str = "pt"
+    ) -> None:
         from ..models import load_model
 
         if not isinstance(pretrained, (bool, np.bool_)):
@@ -71,8 +72,9 @@ class Model:
         self.model_path = model_path
         self.backend = backend
         self.model_id = model_id(model_name, backend)
-        self.lm = load_model(self.model_id, pretrained=pretrained and model_path is None, weights=model_path,
-                             device=device)
+        self.lm = load_model(
+            self.model_id, pretrained=pretrained and model_path is None, weights=model_path, device=device
+        )
         self.model = self.lm.module
 
     # -- the network's face
@@ -116,8 +118,9 @@ class Model:
         prep = lm.preprocessing
         from ..models import Preprocessing
 
-        custom = Preprocessing(resize=resize_dim, crop=crop_dim, mean=prep.mean, std=prep.std,
-                               interpolation=prep.interpolation)
+        custom = Preprocessing(
+            resize=resize_dim, crop=crop_dim, mean=prep.mean, std=prep.std, interpolation=prep.interpolation
+        )
         if custom == prep:
             return lm.transform
         transform = custom.build()
@@ -141,6 +144,12 @@ class Model:
         ``clip`` is accepted for old scripts and not needed (visreps knows a CLIP model).
         """
         return extract_features(
-            self, data_loader, module_name, batch_size, flatten_acts, device,
-            bool(clip) if clip is not None else is_clip(self.lm), return_probabilities,
+            self,
+            data_loader,
+            module_name,
+            batch_size,
+            flatten_acts,
+            device,
+            bool(clip) if clip is not None else is_clip(self.lm),
+            return_probabilities,
         )

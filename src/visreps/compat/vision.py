@@ -85,8 +85,9 @@ __all__ = [
 
 
 @deprecated(new="visreps.load_model('torchvision:alexnet', pretrained=...)")
-def load_model(model_name: str, pretrained: bool, model_path: str | None = None,
-               device: str = "cpu") -> tuple[Model, Callable]:
+def load_model(
+    model_name: str, pretrained: bool, model_path: str | None = None, device: str = "cpu"
+) -> tuple[Model, Callable]:
     """Load a model by its THINGSvision name: ``(model, transforms)``.
 
     Deprecated: use ``visreps.load_model("torchvision:alexnet", pretrained=..., weights=...)``.

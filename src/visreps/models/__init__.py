@@ -95,8 +95,9 @@ def load_model(
         from .custom import pickle_scope
 
         with pickle_scope(allow_pickle):  # the source's --weights file honours the opt-in
-            lm = src.load(name, pretrained=pretrained, weights=None if weights is None else str(weights), seed=seed,
-                          device=device)
+            lm = src.load(
+                name, pretrained=pretrained, weights=None if weights is None else str(weights), seed=seed, device=device
+            )
     elif _is_keras_model(model):  # decided without importing TensorFlow
         from .keras import check_device, from_keras_model
 

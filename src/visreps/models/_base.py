@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ._layers import LayerInfo
@@ -73,9 +74,7 @@ class Preprocessing:
         if self.interpolation not in modes:
             from ..errors import VisrepsError
 
-            raise VisrepsError(
-                f"interpolation {self.interpolation!r} is not supported; use one of {sorted(modes)}"
-            )
+            raise VisrepsError(f"interpolation {self.interpolation!r} is not supported; use one of {sorted(modes)}")
         steps: list[Any] = []
         if self.resize:
             steps.append(T.Resize(self.resize, interpolation=modes[self.interpolation], antialias=True))
@@ -182,8 +181,9 @@ class Backend(SupportsLayers, Protocol):
     :func:`visreps.capture.make_capture` hooks the module itself.
     """
 
-    def capture(self, specs: Sequence[CaptureSpec], *, expected: dict[str, int] | None,
-                stop_early: bool) -> BackendCapture:
+    def capture(
+        self, specs: Sequence[CaptureSpec], *, expected: dict[str, int] | None, stop_early: bool
+    ) -> BackendCapture:
         """The capture of ``specs`` (``expected``: calls per layer per pass; ``None`` on the dry run)."""
         ...
 

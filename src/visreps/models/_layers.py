@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..pooling import first_tensor
 
@@ -39,8 +40,9 @@ def describe_module(module: Any, x: Any) -> list[LayerInfo]:
     for name, mod in module.named_modules():
         if not name:
             continue
-        infos[name] = LayerInfo(name=name, type=type(mod).__name__, shape=None, depth=name.count("."),
-                                detail=mod.extra_repr())
+        infos[name] = LayerInfo(
+            name=name, type=type(mod).__name__, shape=None, depth=name.count("."), detail=mod.extra_repr()
+        )
         handles.append(mod.register_forward_hook(make(name)))
     try:
         with torch.inference_mode():

@@ -36,8 +36,9 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import ModelNotFoundError, VisrepsError, closest
 
@@ -61,8 +62,9 @@ BARE_NAME_SOURCES: tuple[str, ...] = ("torchvision", "timm", "cornet")
 class LoadFunction(Protocol):
     """The ``load`` of a source."""
 
-    def __call__(self, name: str, *, pretrained: bool = ..., weights: str | None = ..., seed: int = ...,
-                 device: Any = ...) -> LoadedModel: ...
+    def __call__(
+        self, name: str, *, pretrained: bool = ..., weights: str | None = ..., seed: int = ..., device: Any = ...
+    ) -> LoadedModel: ...
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,15 @@ def register_source(
         old = _REGISTRY.get(name)
         if old is not None and old.module != module:
             raise VisrepsError(f"model source {name!r} is registered by {old.module} already (not {module})")
-        _REGISTRY[name] = Source(name=name, load=load, list_names=list_names, available_offline=available_offline,
-                                 check_name=check_name, optional=optional, module=module)
+        _REGISTRY[name] = Source(
+            name=name,
+            load=load,
+            list_names=list_names,
+            available_offline=available_offline,
+            check_name=check_name,
+            optional=optional,
+            module=module,
+        )
         return load
 
     return decorate

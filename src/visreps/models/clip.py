@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError, closest
 from ._base import LoadedModel, Preprocessing, TextTower, file_sha256
@@ -84,10 +85,12 @@ def available_offline(name: str) -> bool:
     return _arch(name) in list_names() and find_checkpoint(_arch(name), OPENAI_TAG) is not None
 
 
-@register_source("clip", list_names=list_names, available_offline=available_offline, check_name=check_name,
-                 optional=True)
-def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0,
-         device: Any = None) -> LoadedModel:
+@register_source(
+    "clip", list_names=list_names, available_offline=available_offline, check_name=check_name, optional=True
+)
+def load(
+    name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
+) -> LoadedModel:
     """Load ``clip:<name>``: OpenAI's weights, a seeded random initialisation, or a weights file.
 
     Args:
@@ -101,7 +104,9 @@ def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed
         A :class:`~visreps.models.LoadedModel` (see the module docstring for its layers).
     """
     check_name(name)
-    return build(f"clip:{_arch(name)}", _arch(name), OPENAI_TAG, pretrained=pretrained, weights=weights, seed=seed, device=device)
+    return build(
+        f"clip:{_arch(name)}", _arch(name), OPENAI_TAG, pretrained=pretrained, weights=weights, seed=seed, device=device
+    )
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -196,7 +201,7 @@ def fetch_checkpoint(arch: str, tag: str, model_id: str) -> Path:
     oc = import_open_clip()
     try:
         path = oc.pretrained.download_pretrained(oc.get_pretrained_cfg(arch, tag), cache_dir=str(hf_cache_dir()))
-    except Exception as e:  # noqa: BLE001 - network and hub errors come in many types
+    except Exception as e:
         raise missing_weights_error(f"{model_id} ({e.__class__.__name__})", src.manual_path, src.url) from e
     if not path or not Path(path).is_file():
         raise missing_weights_error(model_id, src.manual_path, src.url)
@@ -233,8 +238,13 @@ class OpenClipPreprocessing(Preprocessing):
         from open_clip.transform import image_transform
 
         transform: Any = image_transform(
-            self.input_size()[-1], is_train=False, mean=self.mean, std=self.std, resize_mode=self.resize_mode,
-            interpolation=self.interpolation, fill_color=self.fill_color,
+            self.input_size()[-1],
+            is_train=False,
+            mean=self.mean,
+            std=self.std,
+            resize_mode=self.resize_mode,
+            interpolation=self.interpolation,
+            fill_color=self.fill_color,
         )
         return transform
 
@@ -261,8 +271,15 @@ def preprocessing_from_open_clip(cfg: dict[str, Any], model_id: str = "") -> Pre
         return Preprocessing(resize=size, crop=size, mean=mean, std=std, interpolation=interp)
     if mode == "squash":
         return OpenClipPreprocessing(resize=size, crop=None, mean=mean, std=std, interpolation=interp, resize_mode=mode)
-    return OpenClipPreprocessing(resize=size, crop=size, mean=mean, std=std, interpolation=interp, resize_mode=mode,
-                                 fill_color=int(cfg.get("fill_color") or 0))
+    return OpenClipPreprocessing(
+        resize=size,
+        crop=size,
+        mean=mean,
+        std=std,
+        interpolation=interp,
+        resize_mode=mode,
+        fill_color=int(cfg.get("fill_color") or 0),
+    )
 
 
 # --------------------------------------------------------------------------- building
@@ -288,7 +305,7 @@ class LazyTokenizer:
             oc = import_open_clip()
             try:
                 self._tokenizer = oc.get_tokenizer(self.arch, cache_dir=str(hf_cache_dir()))
-            except Exception as e:  # noqa: BLE001 - Hub and tokenizer errors come in many types
+            except Exception as e:
                 raise WeightsError(
                     f"the tokenizer of {self.arch} could not be loaded ({e.__class__.__name__}: {e}); "
                     "it may need files from the Hugging Face Hub: run once with network access"
@@ -342,8 +359,9 @@ def _quiet_logging():
         logging.disable(previous)
 
 
-def build(model_id: str, arch: str, tag: str | None, *, pretrained: bool, weights: str | None, seed: int,
-          device: Any = None) -> LoadedModel:
+def build(
+    model_id: str, arch: str, tag: str | None, *, pretrained: bool, weights: str | None, seed: int, device: Any = None
+) -> LoadedModel:
     """Build open_clip's ``arch`` with the weights of ``tag`` (or random/file weights) as a LoadedModel.
 
     Args:
@@ -376,7 +394,9 @@ def build(model_id: str, arch: str, tag: str | None, *, pretrained: bool, weight
     options: dict[str, Any] = dict(
         force_quick_gelu=quick_gelu,
         # the tag's preprocessing; the image size comes from the architecture
-        force_preprocess_cfg={k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode", "fill_color") if k in cfg},
+        force_preprocess_cfg={
+            k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode", "fill_color") if k in cfg
+        },
         pretrained_image=False,
         pretrained_text=False,
         cache_dir=str(hf_cache_dir()),
@@ -387,20 +407,27 @@ def build(model_id: str, arch: str, tag: str | None, *, pretrained: bool, weight
         path = fetch_checkpoint(arch, tag, model_id)
         try:
             model = oc.create_model(arch, pretrained=str(path), **options)
-        except Exception as e:  # noqa: BLE001 - a corrupt or foreign file fails in many ways
+        except Exception as e:
             raise WeightsError(
                 f"cannot load the checkpoint {str(path)!r} into {model_id}: {e.__class__.__name__}: {e}; "
                 "delete the file to download it again"
             ) from e
         src = checkpoint_source(arch, tag)
-        record = {"kind": "pretrained", "name": tag, "arch": arch, "url": src.url, "file": str(path),
-                  "sha256": file_sha256(path), "quick_gelu": quick_gelu}
+        record = {
+            "kind": "pretrained",
+            "name": tag,
+            "arch": arch,
+            "url": src.url,
+            "file": str(path),
+            "sha256": file_sha256(path),
+            "quick_gelu": quick_gelu,
+        }
     else:
         try:
             with torch.random.fork_rng(devices=[]), _quiet_logging():
                 torch.manual_seed(seed)
                 model = oc.create_model(arch, pretrained=None, **options)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise VisrepsError(
                 f"open_clip could not build {model_id}: {e.__class__.__name__}: {e} (architectures with a "
                 "Hugging Face text tower need its config from the Hub: run once with network access)"

@@ -122,8 +122,7 @@ def _conv_out(size: int, conv: nn.Conv2d, dim: int) -> int:
 def _check_times(times: int) -> int:
     if isinstance(times, bool) or not isinstance(times, int) or times < 1:
         raise VisrepsError(
-            f"times={times!r} is not valid: the number of time steps must be an integer >= 1 "
-            f"(default {DEFAULT_TIMES})"
+            f"times={times!r} is not valid: the number of time steps must be an integer >= 1 (default {DEFAULT_TIMES})"
         )
     return times
 
@@ -131,7 +130,7 @@ def _check_times(times: int) -> int:
 # --------------------------------------------------------------------------- CORnet-Z
 
 
-class CORblock_Z(nn.Module):  # noqa: N801 - the original class name shows in print(model)
+class CORblock_Z(nn.Module):
     """conv → ReLU → max-pool → output: one feedforward area of CORnet-Z.
 
     Args:
@@ -156,7 +155,7 @@ class CORblock_Z(nn.Module):  # noqa: N801 - the original class name shows in pr
         return self.output(x)
 
 
-def CORnet_Z() -> nn.Sequential:  # noqa: N802
+def CORnet_Z() -> nn.Sequential:
     """CORnet-Z: four conv-pool areas and a linear decoder (``nn.Sequential``, as the original).
 
     Returns:
@@ -184,7 +183,7 @@ def CORnet_Z() -> nn.Sequential:  # noqa: N802
 # --------------------------------------------------------------------------- CORnet-R and -RT
 
 
-class CORblock_R(nn.Module):  # noqa: N801
+class CORblock_R(nn.Module):
     """One recurrent area of CORnet-R: input conv (+GroupNorm, ReLU), then a recurrent conv.
 
     Each call is one time step: ``state(t) = ReLU(GN(conv1(input_part(t) + state(t-1))))``, where
@@ -249,11 +248,11 @@ class CORblock_R(nn.Module):  # noqa: N801
         return self.output(x)
 
 
-class CORblock_RT(CORblock_R):  # noqa: N801
+class CORblock_RT(CORblock_R):
     """The area of CORnet-RT: the same computation as :class:`CORblock_R` (own name, as the original)."""
 
 
-class CORnet_R(nn.Module):  # noqa: N801
+class CORnet_R(nn.Module):
     """CORnet-R (legacy): four recurrent areas unrolled for ``times`` steps, then a linear decoder.
 
     At t = 0, V1 sees the image and V2, V4 and IT start from zero input. At every later step each
@@ -303,7 +302,7 @@ class CORnet_R(nn.Module):  # noqa: N801
         return self.decoder(outputs["IT"])
 
 
-class CORnet_RT(CORnet_R):  # noqa: N801
+class CORnet_RT(CORnet_R):
     """CORnet-RT: CORnet-R with biological unrolling (the model the CORnet-R pre-print describes).
 
     At every step t > 0 each area takes the output that the area below produced at step t - 1,
@@ -330,7 +329,7 @@ class CORnet_RT(CORnet_R):  # noqa: N801
 # --------------------------------------------------------------------------- CORnet-S
 
 
-class CORblock_S(nn.Module):  # noqa: N801
+class CORblock_S(nn.Module):
     """One recurrent area of CORnet-S: a 1×1 input conv, then ``times`` bottleneck steps.
 
     Step 0 halves the spatial size (strided ``conv2`` and a strided 1×1 ``skip`` with
@@ -393,7 +392,7 @@ class CORblock_S(nn.Module):  # noqa: N801
         return x
 
 
-def CORnet_S() -> nn.Sequential:  # noqa: N802
+def CORnet_S() -> nn.Sequential:
     """CORnet-S: a two-conv V1, recurrent bottleneck areas V2 (2 steps), V4 (4), IT (2), decoder.
 
     Returns:

@@ -12,9 +12,10 @@ import contextlib
 import re
 import warnings
 import zipfile
+from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import WeightsError
 from ._base import LoadedModel, Preprocessing, file_sha256
@@ -25,8 +26,9 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "we
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar", ".h5", ".keras")
 
 #: what ``--weights`` accepts, for messages
-ACCEPTED_FORMATS = ("a PyTorch state_dict (.pt/.pth/.bin), a safetensors file, "
-                    "or for Keras models .weights.h5/.h5/.keras")
+ACCEPTED_FORMATS = (
+    "a PyTorch state_dict (.pt/.pth/.bin), a safetensors file, or for Keras models .weights.h5/.h5/.keras"
+)
 
 #: how to opt in to unpickling, for messages
 PICKLE_OPT_IN = "--allow-pickle (Python: allow_pickle=True)"
@@ -77,8 +79,10 @@ def _needs_pickle(path: Path, error: BaseException, what: str | None) -> Weights
         what = "a TorchScript archive, not a state_dict"
     elif what is None:
         found = re.search(r"GLOBAL (\S+)", str(error))
-        what = ("a pickle holding Python objects besides tensors (a whole pickled model, or a checkpoint with custom "
-                "classes" + (f"; it refers to {found.group(1)}" if found else "") + ")")
+        what = (
+            "a pickle holding Python objects besides tensors (a whole pickled model, or a checkpoint with custom "
+            "classes" + (f"; it refers to {found.group(1)}" if found else "") + ")"
+        )
     return WeightsError(
         f"{str(path)!r} is {what}: unpickling it can run arbitrary code from the file, so visreps "
         f"loads it only with {PICKLE_OPT_IN}, and only for files you trust"
@@ -174,7 +178,7 @@ def extract_state_dict(obj: Any, path: str | Path = "<checkpoint>") -> dict:
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     for prefix in ("module.", "_orig_mod.", "model."):
         if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
     return sd
 
 
@@ -189,6 +193,7 @@ def load_state_dict_strict(module: Any, state_dict: dict[str, Any], path: str | 
         if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
     ]
     if missing or unexpected or wrong:
+
         def show(keys):
             return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
 
@@ -220,15 +225,19 @@ def load_weights_file(module: Any, path: str | Path, *, allow_pickle: bool | Non
     obj, unpickled = open_checkpoint(path, allow_pickle=allow)
     sd = extract_state_dict(obj, path)
     load_state_dict_strict(module, sd, path)
-    record: dict[str, Any] = {"kind": "file", "file": str(Path(path).expanduser().resolve()),
-                              "sha256": file_sha256(path)}
+    record: dict[str, Any] = {
+        "kind": "file",
+        "file": str(Path(path).expanduser().resolve()),
+        "sha256": file_sha256(path),
+    }
     if unpickled:
         record["allow_pickle"] = True  # read with full unpickling, as the user allowed
     return record
 
 
-def from_module(module: Any, *, preprocessing: Preprocessing | None = None, device: Any = None,
-                name: str | None = None) -> LoadedModel:
+def from_module(
+    module: Any, *, preprocessing: Preprocessing | None = None, device: Any = None, name: str | None = None
+) -> LoadedModel:
     """Wrap a user's ``torch.nn.Module`` (already holding its weights)."""
     from ..device import resolve_device
 
@@ -266,6 +275,10 @@ def load_pickled_model(path: str | Path, *, device: Any = None, allow_pickle: bo
         )
     lm = from_module(obj, device=device, name=Path(path).stem)
     lm.model_id = f"file:{Path(path).expanduser().resolve()}"
-    lm.weights = {"kind": "file", "file": str(Path(path).expanduser().resolve()), "sha256": file_sha256(path),
-                  "allow_pickle": True}
+    lm.weights = {
+        "kind": "file",
+        "file": str(Path(path).expanduser().resolve()),
+        "sha256": file_sha256(path),
+        "allow_pickle": True,
+    }
     return lm

@@ -45,9 +45,10 @@ import random
 import re
 import sys
 import weakref
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -165,6 +166,7 @@ def _app_module(name: str) -> str:
 
 def _import_keras():
     """Import Keras 3 (and its TensorFlow backend) safely next to torch, or say how to install it."""
+
     def spec(mod: str):
         try:
             return importlib.util.find_spec(mod)
@@ -173,9 +175,7 @@ def _import_keras():
 
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if spec("keras") is None or (backend == "tensorflow" and spec("tensorflow") is None):
-        raise MissingExtraError(
-            f"Keras models need TensorFlow and Keras 3, which are not installed: {INSTALL_HINT}"
-        )
+        raise MissingExtraError(f"Keras models need TensorFlow and Keras 3, which are not installed: {INSTALL_HINT}")
     import torch  # noqa: F401  torch's own imports first: triton imported after TensorFlow segfaults
 
     # importing triton after TensorFlow segfaults: do it now, unless TensorFlow is already loaded
@@ -313,7 +313,9 @@ def _weights_download(model_id: str, used: dict):
         file_hash = kwargs.get("file_hash") or kwargs.get("md5_hash")
         hit = _find_cached(fname)
         if hit is not None:
-            ok = file_hash is None or file_utils.validate_file(str(hit), file_hash, algorithm=kwargs.get("hash_algorithm", "auto"))
+            ok = file_hash is None or file_utils.validate_file(
+                str(hit), file_hash, algorithm=kwargs.get("hash_algorithm", "auto")
+            )
             if ok:
                 used.update(file=str(hit), origin=origin)
                 return str(hit)
@@ -330,10 +332,12 @@ def _weights_download(model_id: str, used: dict):
         try:  # Keras falls back to /tmp/.keras when the folder is not there yet
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise WeightsError(f"cannot create the weights cache {target.parent}: {e}; set VISREPS_CACHE to a writable folder") from e
+            raise WeightsError(
+                f"cannot create the weights cache {target.parent}: {e}; set VISREPS_CACHE to a writable folder"
+            ) from e
         try:
             path = real(fname, origin, **kwargs)
-        except Exception as e:  # noqa: BLE001 - network errors come in many types
+        except Exception as e:
             err = missing_weights_error(model_id, target, origin)
             raise WeightsError(f"{err} ({type(e).__name__}: {e})") from e
         used.update(file=str(path), origin=origin)
@@ -358,7 +362,9 @@ def load_weights_file(model: Any, path: str | os.PathLike[str], what: str = "the
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise WeightsError(f"weights file {str(p)!r} does not exist; give the path to a .weights.h5, .h5 or .keras file")
+        raise WeightsError(
+            f"weights file {str(p)!r} does not exist; give the path to a .weights.h5, .h5 or .keras file"
+        )
     if not p.name.lower().endswith(WEIGHTS_SUFFIXES):
         raise WeightsError(
             f"{str(p)!r} is not a Keras weights file: Keras models take .weights.h5, .h5 or .keras files "
@@ -368,11 +374,14 @@ def load_weights_file(model: Any, path: str | os.PathLike[str], what: str = "the
         warnings.simplefilter("always")
         try:
             model.load_weights(str(p))
-        except Exception as e:  # noqa: BLE001 - Keras raises ValueError, KeyError, OSError...
+        except Exception as e:
             raise WeightsError(f"weights file {str(p)!r} does not fit {what}: {e}") from e
-    skipped = [str(w.message) for w in caught
-               if re.search(r"could not be loaded|skipp|mismatch", str(w.message), re.I)
-               and "optimizer" not in str(w.message).lower()]  # a trained model's optimizer state does not matter
+    skipped = [
+        str(w.message)
+        for w in caught
+        if re.search(r"could not be loaded|skipp|mismatch", str(w.message), re.I)
+        and "optimizer" not in str(w.message).lower()
+    ]  # a trained model's optimizer state does not matter
     if skipped:
         raise WeightsError(f"weights file {str(p)!r} does not fit {what}: {skipped[0]}")
     return {"kind": "file", "file": str(p.resolve()), "sha256": file_sha256(p)}
@@ -399,19 +408,21 @@ def _cpu():
 
 def _preprocess_function(module: str) -> tuple[Callable, str]:
     path = f"keras.applications.{module}"
-    fn = getattr(importlib.import_module(path), "preprocess_input")
+    fn = importlib.import_module(path).preprocess_input
     return fn, f"{path}.preprocess_input"
 
 
-@register_source("keras", list_names=list_names, available_offline=available_offline, check_name=check_name,
-                 optional=True)
-def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0,
-         device: Any = None) -> LoadedModel:
+@register_source(
+    "keras", list_names=list_names, available_offline=available_offline, check_name=check_name, optional=True
+)
+def load(
+    name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
+) -> LoadedModel:
     """Build ``keras.applications.<name>`` with ImageNet weights, random (seeded) weights, or a file."""
     check_name(name)
     check_device(device)
     keras = _import_keras()
-    import keras.applications  # noqa: F401
+    import keras.applications
 
     ctor = getattr(keras.applications, name)
     model_id = f"keras:{name}"
@@ -439,7 +450,9 @@ def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed
         shape = tuple(model.input_shape[1:3])
         side = shape[0] if shape[0] and shape[0] == shape[1] else 224
     preprocess, preprocess_name = _preprocess_function(_app_module(name))
-    return _wrap(model, model_id=model_id, weights=record, side=side, preprocess=preprocess, preprocess_name=preprocess_name)
+    return _wrap(
+        model, model_id=model_id, weights=record, side=side, preprocess=preprocess, preprocess_name=preprocess_name
+    )
 
 
 def _wrap(model, *, model_id: str, weights: dict, side: int, preprocess, preprocess_name: str | None) -> LoadedModel:
@@ -524,7 +537,11 @@ def from_keras_model(
     keras = _import_keras()
     if not isinstance(model, keras.Model):
         what = type(model).__module__.split(".")[0]
-        hint = " (tf.keras / Keras 2 models are not supported: rebuild or load it with Keras 3)" if what in ("tf_keras", "tensorflow") else ""
+        hint = (
+            " (tf.keras / Keras 2 models are not supported: rebuild or load it with Keras 3)"
+            if what in ("tf_keras", "tensorflow")
+            else ""
+        )
         raise VisrepsError(f"from_keras_model takes a Keras 3 keras.Model, got {type(model).__name__}{hint}")
     if input_size is not None and (not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1):
         raise VisrepsError(f"input_size must be a positive integer (the side of the square input), got {input_size!r}")
@@ -535,15 +552,21 @@ def from_keras_model(
             )
         model.build((None, input_size, input_size, 3))
         if not _has_inputs(model):
-            raise VisrepsError("this Keras model has no symbolic inputs even after building; define it with keras.Input(shape=(H, W, 3))")
+            raise VisrepsError(
+                "this Keras model has no symbolic inputs even after building; define it with keras.Input(shape=(H, W, 3))"
+            )
     shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
     if shape is None or len(shape) != 3:
-        raise VisrepsError(f"visreps takes Keras models with one image input (H, W, C); this one takes {model.input_shape}")
+        raise VisrepsError(
+            f"visreps takes Keras models with one image input (H, W, C); this one takes {model.input_shape}"
+        )
     h, w, c = shape
     if c not in (None, 3):
         raise VisrepsError(f"the model takes {c}-channel input; visreps feeds RGB images (3 channels)")
     if h is not None and w is not None and h != w:
-        raise VisrepsError(f"the model takes non-square {h}×{w} inputs; visreps feeds square images (resize + centre crop)")
+        raise VisrepsError(
+            f"the model takes non-square {h}×{w} inputs; visreps feeds square images (resize + centre crop)"
+        )
     if input_size is not None and h is not None and input_size != h:
         raise VisrepsError(f"input_size={input_size} does not fit the model, which takes {h}×{w} images")
     side = input_size or h or 224
@@ -551,8 +574,14 @@ def from_keras_model(
     record: dict[str, Any] = {"kind": "user"}
     if weights is not None:
         record = load_weights_file(model, weights, f"the Keras model {model.name!r}")
-    return _wrap(model, model_id=f"custom:{name or model.name}", weights=record, side=side, preprocess=fn,
-                 preprocess_name=fn_name)
+    return _wrap(
+        model,
+        model_id=f"custom:{name or model.name}",
+        weights=record,
+        side=side,
+        preprocess=fn,
+        preprocess_name=fn_name,
+    )
 
 
 def load_model_file(path: str | os.PathLike[str], *, device: Any = None) -> LoadedModel:
@@ -564,7 +593,7 @@ def load_model_file(path: str | os.PathLike[str], *, device: Any = None) -> Load
         raise WeightsError(f"model file {str(p)!r} does not exist")
     try:
         model = keras.saving.load_model(str(p), compile=False)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise WeightsError(f"cannot read Keras model file {str(p)!r}: {e}") from e
     lm = from_keras_model(model, name=p.stem)
     lm.model_id = f"file:{p.resolve()}"
@@ -603,7 +632,9 @@ def pool_array(a: np.ndarray, mode: str, layer: str = "", prefix_tokens: int = 1
 
     if mode not in POOL_MODES:
         raise VisrepsError(f"pool mode {mode!r} is not valid; use {', '.join(POOL_MODES)}")
-    return pool_output(torch.from_numpy(np.ascontiguousarray(a)), mode, layer, prefix_tokens, channels_last=True).numpy()
+    return pool_output(
+        torch.from_numpy(np.ascontiguousarray(a)), mode, layer, prefix_tokens, channels_last=True
+    ).numpy()
 
 
 def _functional_model(keras, inputs, outputs, name: str):
@@ -630,8 +661,11 @@ class _KerasTransform:
     def _build(self):
         from torchvision import transforms as T
 
-        modes = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
-                 "nearest": T.InterpolationMode.NEAREST}
+        modes = {
+            "bilinear": T.InterpolationMode.BILINEAR,
+            "bicubic": T.InterpolationMode.BICUBIC,
+            "nearest": T.InterpolationMode.NEAREST,
+        }
         steps: list = []
         if self.prep.resize:
             steps.append(T.Resize(self.prep.resize, interpolation=modes[self.prep.interpolation], antialias=True))
@@ -671,8 +705,13 @@ class KerasAdapter:
 
     kind = "keras"
 
-    def __init__(self, model: Any, *, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
-                 preprocess_name: str | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+        preprocess_name: str | None = None,
+    ) -> None:
         self.model = model
         self.preprocess = preprocess
         self.preprocess_name = preprocess_name
@@ -691,7 +730,9 @@ class KerasAdapter:
 
     def _prep(self) -> Preprocessing:
         lm = self._lm()
-        return lm.preprocessing if lm is not None else Preprocessing(resize=224, crop=224, mean=(0.0,) * 3, std=(1.0,) * 3)
+        return (
+            lm.preprocessing if lm is not None else Preprocessing(resize=224, crop=224, mean=(0.0,) * 3, std=(1.0,) * 3)
+        )
 
     def input_side(self) -> int:
         prep = self._prep()
@@ -717,8 +758,9 @@ class KerasAdapter:
     def build_transform(self, preprocessing: Preprocessing) -> Callable:
         return _KerasTransform(preprocessing)
 
-    def capture(self, specs: Sequence, *, expected: dict[str, int] | None = None,
-                stop_early: bool = True) -> "KerasCapture":
+    def capture(
+        self, specs: Sequence, *, expected: dict[str, int] | None = None, stop_early: bool = True
+    ) -> KerasCapture:
         return KerasCapture(self, list(specs), expected=expected, stop_early=stop_early)
 
     def describe_layers(self) -> list[LayerInfo]:
@@ -733,8 +775,10 @@ class KerasAdapter:
             names = self.layer_names()
             outs = self.run_layers(names, self.dummy_input(1), include_final=False)
             shapes = {n: tuple(int(d) for d in o.shape[1:]) for n, o in zip(names, outs)}
-        return [LayerInfo(name=layer.name, type=type(layer).__name__, shape=shapes[layer.name], calls=1, depth=0)
-                for layer in self.model.layers]
+        return [
+            LayerInfo(name=layer.name, type=type(layer).__name__, shape=shapes[layer.name], calls=1, depth=0)
+            for layer in self.model.layers
+        ]
 
     # -- the multi-output model
 
@@ -814,8 +858,15 @@ class KerasCapture:
     Keras layer runs once per pass, and pooling is checked on a blank array of that shape.
     """
 
-    def __init__(self, adapter: KerasAdapter, specs: list, *, expected: dict[str, int] | None = None,
-                 stop_early: bool = True, prefix_tokens: int = 1):
+    def __init__(
+        self,
+        adapter: KerasAdapter,
+        specs: list,
+        *,
+        expected: dict[str, int] | None = None,
+        stop_early: bool = True,
+        prefix_tokens: int = 1,
+    ):
         self.adapter = adapter
         self.specs = specs
         self.stop_early = stop_early
@@ -839,7 +890,12 @@ class KerasCapture:
             shapes = {m: s for m, s in found.items() if s is not None and None not in s}
             if len(shapes) == len(found):
                 for spec in self.specs:
-                    pool_array(np.zeros((1, *shapes[spec.module]), dtype=np.float32), spec.pool, spec.module, self.prefix_tokens)
+                    pool_array(
+                        np.zeros((1, *shapes[spec.module]), dtype=np.float32),
+                        spec.pool,
+                        spec.module,
+                        self.prefix_tokens,
+                    )
                 self.counts = {m: 1 for m in self.modules}
                 return self.outputs
         include_final = not self.stop_early

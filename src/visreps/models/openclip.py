@@ -57,7 +57,9 @@ def split_name(name: str) -> tuple[str, str | None]:
         )
     hint = closest(tag, tags)
     choices = ", ".join(f"openclip:{arch}/{t}" for t in (hint or tags))
-    raise ModelNotFoundError(f"open_clip has no weights {tag!r} for {arch}; {'closest' if hint else 'choose one of'}: {choices}")
+    raise ModelNotFoundError(
+        f"open_clip has no weights {tag!r} for {arch}; {'closest' if hint else 'choose one of'}: {choices}"
+    )
 
 
 def check_name(name: str) -> None:
@@ -74,10 +76,12 @@ def available_offline(name: str) -> bool:
     return tag is not None and find_checkpoint(arch, tag) is not None
 
 
-@register_source("openclip", list_names=list_names, available_offline=available_offline, check_name=check_name,
-                 optional=True)
-def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0,
-         device: Any = None) -> LoadedModel:
+@register_source(
+    "openclip", list_names=list_names, available_offline=available_offline, check_name=check_name, optional=True
+)
+def load(
+    name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
+) -> LoadedModel:
     """Load ``openclip:<arch>/<tag>`` (pretrained, random or a file) or ``openclip:<arch>`` (random or a file).
 
     Args:
@@ -100,8 +104,13 @@ def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed
             pass  # not a tag: load_weights_file reports the missing file
     if tag is None and pretrained and weights is None:
         tags = import_open_clip().list_pretrained_tags_by_model(arch)
-        how = (f"name the weights, e.g. openclip:{arch}/{tags[0]} (tags: {', '.join(tags)}), or use"
-               if tags else "open_clip has none for it; use")
-        raise WeightsError(f"openclip:{arch} names an architecture, not weights: {how} random weights (--random, pretrained=False)")
+        how = (
+            f"name the weights, e.g. openclip:{arch}/{tags[0]} (tags: {', '.join(tags)}), or use"
+            if tags
+            else "open_clip has none for it; use"
+        )
+        raise WeightsError(
+            f"openclip:{arch} names an architecture, not weights: {how} random weights (--random, pretrained=False)"
+        )
     model_id = f"openclip:{arch}" + (f"/{tag}" if tag else "")
     return build(model_id, arch, tag, pretrained=pretrained, weights=weights, seed=seed, device=device)

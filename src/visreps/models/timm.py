@@ -189,11 +189,14 @@ def load(
             raise _missing_weights(name, "the Hugging Face Hub (timm/)")
         try:
             module = timm.create_model(name, pretrained=True, cache_dir=str(hf_cache_dir()))
-        except Exception as e:  # noqa: BLE001 - network and hub errors come in many types
+        except Exception as e:
             raise _missing_weights(name, f"the Hugging Face Hub ({e.__class__.__name__})") from e
         cfg = getattr(module, "pretrained_cfg", {}) or {}
-        record = {"kind": "pretrained", "name": f"{_arch(name)}.{cfg.get('tag', '')}".rstrip("."),
-                  "hf_hub_id": cfg.get("hf_hub_id")}
+        record = {
+            "kind": "pretrained",
+            "name": f"{_arch(name)}.{cfg.get('tag', '')}".rstrip("."),
+            "hf_hub_id": cfg.get("hf_hub_id"),
+        }
         prep = _preprocessing(module)
     else:
         with torch.random.fork_rng(devices=[]):

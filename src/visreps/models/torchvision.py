@@ -35,9 +35,7 @@ def resolve_weights(name: str, tag: str = "DEFAULT") -> Any:
         raise WeightsError(f"torchvision:{name} has no pretrained weights; use --random or --weights FILE")
     tag = tag.split(".")[-1]
     if tag not in enum.__members__:
-        raise WeightsError(
-            f"torchvision:{name} has no weights {tag!r}; choose one of: {', '.join(enum.__members__)}"
-        )
+        raise WeightsError(f"torchvision:{name} has no weights {tag!r}; choose one of: {', '.join(enum.__members__)}")
     return enum[tag]
 
 
@@ -93,8 +91,9 @@ def _safe_checkpoint_loads():
 
 
 @register_source("torchvision", list_names=list_names, available_offline=available_offline)
-def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0,
-         device: Any = None) -> LoadedModel:
+def load(
+    name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
+) -> LoadedModel:
     """Build ``torchvision:name``: pretrained (``weights`` may name a weights enum member such as
     ``IMAGENET1K_V2``), from a weights file, or randomly initialised with ``seed``."""
     import torch
