@@ -84,7 +84,8 @@ def main() -> None:
                     res, fig = timed(extract_ray, args.model, folder, out=out, num_actors=args.actors, **kw)
                 results[engine] = res
                 print(
-                    f"  run {r + 1} {engine:<5}: loop {fig['loop']:7.1f} img/s, call {fig['call']:7.1f} img/s ({fig['wall']:.1f} s)"
+                    f"  run {r + 1} {engine:<5}: loop {fig['loop']:7.1f} img/s, "
+                    f"call {fig['call']:7.1f} img/s ({fig['wall']:.1f} s)"
                 )
                 if engine not in best or fig["loop"] > best[engine]["loop"]:
                     best[engine] = fig

@@ -118,7 +118,8 @@ def main() -> None:
                     f"{r['peak_rss_mb'] - r['baseline_mb']:>17.0f}"
                 )
             print(
-                f"(the feature file alone is {args.n * args.p * 4 / 2**20:,.0f} MB; the float64 result {args.n**2 * 8 / 2**20:.0f} MB)"
+                f"(the feature file alone is {args.n * args.p * 4 / 2**20:,.0f} MB; "
+                f"the float64 result {args.n**2 * 8 / 2**20:.0f} MB)"
             )
             big.unlink()
 
@@ -140,10 +141,10 @@ def main() -> None:
             t = time.perf_counter()
             ref = squareform(pdist(X, method))
             tp = time.perf_counter() - t
-            B, O = np.load(ob), np.load(oo)
+            blocked, whole = np.load(ob), np.load(oo)
             print(
                 f"{method:<14}{rb['seconds']:>12.2f}{rb['peak_rss_mb']:>7.0f}{ro['seconds']:>12.2f}{ro['peak_rss_mb']:>7.0f}"
-                f"{tp:>9.2f}{np.abs(B - O).max():>15.2e}{np.abs(B - ref).max():>17.2e}"
+                f"{tp:>9.2f}{np.abs(blocked - whole).max():>15.2e}{np.abs(blocked - ref).max():>17.2e}"
             )
 
 

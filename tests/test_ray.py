@@ -48,5 +48,6 @@ def test_ray_engine(tmp_path):
         crashed = not report.is_file() and _raylet_crashed()
         if not crashed or attempt == 2:
             pytest.fail(
-                f"Ray engine cases failed (attempt {attempt}, exit {r.returncode}):\n{r.stdout[-6000:]}\n{r.stderr[-3000:]}"
+                f"Ray engine cases failed (attempt {attempt}, exit {r.returncode}):\n"
+                f"{r.stdout[-6000:]}\n{r.stderr[-3000:]}"
             )

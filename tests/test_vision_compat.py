@@ -182,7 +182,7 @@ def test_show_model_refuses_until_valid_and_stops_at_eof(workdir, monkeypatch, c
     answer(monkeypatch, "\nfeatures.1O\n  classifier.4  \n")
     assert vision.show_model(model, "alexnet") == "classifier.4"
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if l.startswith("'features.1O' is not a module of alexnet; closest:"))
+    line = next(ln for ln in out.splitlines() if ln.startswith("'features.1O' is not a module of alexnet; closest:"))
     assert "features.10" in line
     answer(monkeypatch, "nonsense\n")
     with pytest.raises(VisrepsError, match="stdin ended"):

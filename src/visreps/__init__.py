@@ -57,7 +57,7 @@ _LAZY = {
     "set_offline": "visreps.cache",
 }
 
-from .errors import VisrepsError  # noqa: E402  (cheap, no heavy imports)
+from .errors import VisrepsError as VisrepsError  # noqa: E402  (cheap, no heavy imports)
 
 __all__ = sorted([*_LAZY, "VisrepsError", "__version__"])
 

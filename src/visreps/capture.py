@@ -224,7 +224,8 @@ def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> 
         except Exception as e:
             raise VisrepsError(
                 f"the model's forward pass failed on a blank batch of shape {tuple(x.shape)}: {type(e).__name__}: {e}. "
-                "Check that the preprocessing gives the input size the model expects (preprocessing={'resize': ..., 'crop': ...})"
+                "Check that the preprocessing gives the input size the model expects "
+                "(preprocessing={'resize': ..., 'crop': ...})"
             ) from e
     for spec in specs:
         n = cap.counts.get(spec.module, 0)
@@ -343,8 +344,10 @@ def forward_with_backoff(cap, x):
     b, rb = forward_with_backoff(cap, x[half:])
     outs = {k: torch.cat([torch.as_tensor(a[k]), torch.as_tensor(b[k])]) for k in a}
     result = None
-    if ra is not None and rb is not None:
-        result = torch.cat([first_tensor(ra), first_tensor(rb)])
+    ta = first_tensor(ra) if ra is not None else None
+    tb = first_tensor(rb) if rb is not None else None
+    if ta is not None and tb is not None:
+        result = torch.cat([ta, tb])
     return outs, result
 
 

@@ -30,11 +30,14 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import MissingExtraError, VisrepsError
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
 
 INSTALL_HINT = "pip install visreps[ray]"
 
@@ -235,7 +238,7 @@ def _fill(rows: np.ndarray, good: np.ndarray) -> np.ndarray:
     return full
 
 
-def _actor_model(spec: dict):
+def _actor_model(spec: dict) -> LoadedModel:
     """The model in an actor: the driver's, from the object store, or loaded from its recipe."""
     import ray
     import torch
@@ -245,7 +248,7 @@ def _actor_model(spec: dict):
     device = torch.device(spec["device"])
     ref = spec.get("model_ref")
     if ref is not None:
-        lm = ray.get(ref)
+        lm: LoadedModel = ray.get(ref)
         if lm.backend == "torch":
             lm.module.to(device).eval()
             lm.device = device
@@ -482,7 +485,7 @@ def ray_batches(ray, plan: dict, actor_spec: dict):
                 fn_constructor_kwargs={"spec": spec},
             )
             expected = 0
-            pending: dict[int, dict] = {}
+            pending: dict[int, Mapping[str, np.ndarray]] = {}
             results = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
             try:
                 for out in results:

@@ -140,69 +140,28 @@ def _plan(lm, layers, *, pool, recurrent, channels_last, top_k) -> tuple[list[La
     return specs, keys, {k: shapes[k] for k in keys}, cl
 
 
-def prepare(
-    model,
-    images,
-    *,
-    layers,
-    format="npy",
-    pool="flatten",
-    batch_size=32,
-    num_workers=None,
-    device="auto",
-    precision="fp32",
-    order=None,
-    skip_bad_images=False,
-    recurrent=None,
-    pretrained=True,
-    weights=None,
-    seed=0,
-    preprocessing=None,
-    channels_last=None,
-    top_k=None,
-    shard=None,
-    command=None,
-    allow_pickle=False,
-) -> Job:
-    """Validate the arguments, load the model, find the images, plan the layers and build the metadata.
+def _run_metadata(
+    lm,
+    items: list,
+    root: Path,
+    order: Any,
+    layers: Any,
+    specs: list[LayerSpec],
+    shapes: dict,
+    fmt: str,
+    n: int,
+    options: dict[str, Any],
+    command: str | None,
+) -> dict[str, Any]:
+    """The metadata record of an image extraction, as :func:`prepare` decided it (status ``running``)."""
+    from .storage import layer_filename
 
-    ``allow_pickle`` is :func:`~visreps.models.load_model`'s opt-in to unpickling a whole model file.
-    """
-    from .data import default_workers, find_images
-    from .models import load_model
-    from .storage import check_format, layer_filename
-
-    _check_options(batch_size, num_workers, precision, top_k)
-    fmt = check_format(format)
-    shard_ = parse_shard(shard)
-    items = find_images(images, order=order)
-    start, stop = (0, len(items)) if shard_ is None else shard_bounds(len(items), *shard_)
-    if stop <= start:
-        raise VisrepsError(f"shard {shard!r} of {len(items)} images is empty; use fewer shards")
-    lm = load_model(
-        model,
-        pretrained=pretrained,
-        weights=weights,
-        seed=seed,
-        device=device,
-        preprocessing=preprocessing,
-        allow_pickle=allow_pickle,
-    )
-    if lm.backend != "torch" and precision != "fp32":
-        raise VisrepsError(
-            f"precision {precision!r} applies to PyTorch models; {lm.model_id} ({lm.backend}) runs in float32: use precision='fp32'"
-        )
-    specs, keys, shapes, cl = _plan(
-        lm, layers, pool=pool, recurrent=recurrent, channels_last=channels_last, top_k=top_k
-    )
-    if batch_size == "auto":
-        batch_size = find_batch_size(lm, specs)
-    n = stop - start
-    root = Path(images).expanduser().resolve()
-    workers = default_workers(n, batch_size) if num_workers is None else num_workers
     list_hash = hashlib.sha256("\n".join(i.path for i in items).encode("utf-8", "surrogateescape")).hexdigest()
     requested = [layers] if isinstance(layers, str) else list(layers)
-    metadata: dict[str, Any] = {
+    identity = {
+        k: options[k] for k in ("batch_size", "precision", "recurrent", "channels_last", "skip_bad_images", "top_k")
+    }
+    return {
         "status": "running",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": lm.model_id,
@@ -230,50 +189,90 @@ def prepare(
             for k in s.keys
         },
         "format": fmt,
-        "options": {
-            "batch_size": batch_size,
-            "num_workers": workers,
-            "device": str(lm.device),
-            "precision": precision,
-            "recurrent": recurrent,
-            "channels_last": cl,
-            "skip_bad_images": skip_bad_images,
-            "top_k": top_k,
-        },
+        "options": dict(options),
         # what must not change between the parts of one run (resume, shards): same numbers, same rows
-        "options_identity": {
-            "batch_size": batch_size,
-            "precision": precision,
-            "recurrent": recurrent,
-            "channels_last": cl,
-            "skip_bad_images": skip_bad_images,
-            "top_k": top_k,
-            "device_type": lm.device.type,
-        },
+        "options_identity": {**identity, "device_type": lm.device.type},
         "images_identity": {"image_list_sha256": list_hash, "n_found": len(items)},
         "versions": versions(),
         "command": command,
     }
+
+
+def prepare(
+    model: Any,
+    images: str | os.PathLike,
+    *,
+    layers: Sequence[str] | str,
+    format: str = "npy",
+    pool: str | Mapping[str, str] = "flatten",
+    batch_size: int | str = 32,
+    num_workers: int | None = None,
+    device: str | None = "auto",
+    precision: str = "fp32",
+    order: str | os.PathLike | Sequence[str] | None = None,
+    skip_bad_images: bool = False,
+    recurrent: str | None = None,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    seed: int = 0,
+    preprocessing: Any = None,
+    channels_last: bool | None = None,
+    top_k: int | None = None,
+    shard: str | tuple[int, int] | None = None,
+    command: str | None = None,
+    allow_pickle: bool = False,
+) -> Job:
+    """Validate the arguments, load the model, find the images, plan the layers and build the metadata.
+
+    ``allow_pickle`` is :func:`~visreps.models.load_model`'s opt-in to unpickling a whole model file.
+    """
+    from .data import default_workers, find_images
+    from .models import load_model
+    from .storage import check_format
+
+    _check_options(batch_size, num_workers, precision, top_k)
+    fmt = check_format(format)
+    shard_ = parse_shard(shard)
+    items = find_images(images, order=order)
+    start, stop = (0, len(items)) if shard_ is None else shard_bounds(len(items), *shard_)
+    if stop <= start:
+        raise VisrepsError(f"shard {shard!r} of {len(items)} images is empty; use fewer shards")
+    lm = load_model(
+        model,
+        pretrained=pretrained,
+        weights=weights,
+        seed=seed,
+        device=device,
+        preprocessing=preprocessing,
+        allow_pickle=allow_pickle,
+    )
+    if lm.backend != "torch" and precision != "fp32":
+        raise VisrepsError(
+            f"precision {precision!r} applies to PyTorch models; {lm.model_id} ({lm.backend}) runs in float32: "
+            "use precision='fp32'"
+        )
+    specs, keys, shapes, cl = _plan(
+        lm, layers, pool=pool, recurrent=recurrent, channels_last=channels_last, top_k=top_k
+    )
+    batch_size = find_batch_size(lm, specs) if batch_size == "auto" else int(batch_size)
+    n = stop - start
+    root = Path(images).expanduser().resolve()
+    workers = default_workers(n, batch_size) if num_workers is None else num_workers
+    options = {
+        "batch_size": batch_size,
+        "num_workers": workers,
+        "device": str(lm.device),
+        "precision": precision,
+        "recurrent": recurrent,
+        "channels_last": cl,
+        "skip_bad_images": skip_bad_images,
+        "top_k": top_k,
+    }
+    metadata = _run_metadata(lm, items, root, order, layers, specs, shapes, fmt, n, options, command)
     if shard_ is not None:
         metadata["shard"] = {"index": shard_[0], "count": shard_[1], "start": start, "stop": stop}
-    return Job(
-        lm,
-        items,
-        root,
-        specs,
-        keys,
-        shapes,
-        metadata,
-        fmt,
-        batch_size,
-        workers,
-        precision,
-        cl,
-        top_k,
-        skip_bad_images,
-        start,
-        stop,
-    )
+    return Job(lm, items, root, specs, keys, shapes, metadata, fmt, batch_size, workers, precision, cl, top_k,
+               skip_bad_images, start, stop)  # fmt: skip
 
 
 def _check_resumable(sink, metadata: dict) -> dict:
@@ -774,47 +773,34 @@ def extract(
         :class:`~visreps.storage.Features`: ``result[layer]`` is an array with one row per image,
         ``result.manifest`` ties rows to image paths.
     """
-    if resume and out is None:
+    return _extract(dict(locals()))  # every argument of this call, by name
+
+
+_RUN_ARGS = ("out", "overwrite", "resume", "progress")
+
+
+def _extract(args: dict[str, Any]):
+    """The body of :func:`extract`: the engine adapts the options, :func:`prepare` checks them, :func:`run` runs."""
+    if args["resume"] and args["out"] is None:
         raise VisrepsError("resume=True needs the output folder of the interrupted run (out=...)")
-    if resume and overwrite:
+    if args["resume"] and args["overwrite"]:
         raise VisrepsError("choose either resume (continue the interrupted run) or overwrite (start again), not both")
-    eng = _engine(engine)
-    options = eng.start({"device": device, "num_workers": num_workers, "batch_size": batch_size})
+    eng = _engine(args.pop("engine"))
+    model, images = args.pop("model"), args.pop("images")
+    run_args = {k: args.pop(k) for k in _RUN_ARGS}
+    args.update(eng.start({k: args[k] for k in ("device", "num_workers", "batch_size")}))
     try:
-        job = prepare(
-            model,
-            images,
-            layers=layers,
-            format=format,
-            pool=pool,
-            batch_size=options["batch_size"],
-            num_workers=options["num_workers"],
-            device=options["device"],
-            precision=precision,
-            order=order,
-            skip_bad_images=skip_bad_images,
-            recurrent=recurrent,
-            pretrained=pretrained,
-            weights=weights,
-            seed=seed,
-            preprocessing=preprocessing,
-            channels_last=channels_last,
-            top_k=top_k,
-            shard=shard,
-            command=command,
-            allow_pickle=allow_pickle,
-        )
-        eng.attach(
-            job,
-            {
-                "model": model,
-                "pretrained": pretrained,
-                "weights": None if weights is None else str(weights),
-                "seed": seed,
-                "channels_last": channels_last,
-                "allow_pickle": allow_pickle,
-            },
-        )
-        return run(job, out=out, overwrite=overwrite, resume=resume, progress=progress, engine=eng)
+        job = prepare(model, images, **args)
+        weights = args["weights"]
+        recipe = {
+            "model": model,
+            "pretrained": args["pretrained"],
+            "weights": None if weights is None else str(weights),
+            "seed": args["seed"],
+            "channels_last": args["channels_last"],
+            "allow_pickle": args["allow_pickle"],
+        }
+        eng.attach(job, recipe)
+        return run(job, engine=eng, **run_args)
     finally:
         eng.close()

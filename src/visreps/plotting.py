@@ -129,7 +129,7 @@ def plot_rdm(
             idx = np.asarray(order)
         a = reorder(a, idx)
         if labels is not None:
-            labels = [labels[i] for i in idx]
+            labels = [labels[int(i)] for i in idx]
     cm = _check_cmap(cmap)
     vmin, vmax = _off_diagonal_limits(a, vmin, vmax)
     fig = _figure(figsize)

@@ -27,11 +27,14 @@ import platform
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .errors import DamagedOutputError, LayerNotFoundError, OutputExistsError, VisrepsError, closest
+
+if TYPE_CHECKING:
+    import h5py
 
 FORMATS = ("npy", "hdf5", "mat", "pt", "txt")
 SUFFIX = {"npy": ".npy", "mat": ".mat", "pt": ".pt", "txt": ".txt"}
@@ -85,7 +88,7 @@ _NPY_MAGIC = b"\x93NUMPY\x01\x00"
 
 
 def _npy_header(shape: tuple, dtype: np.dtype, total_len: int | None = None) -> bytes:
-    d = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (np.lib.format.dtype_to_descr(dtype), tuple(shape))
+    d = f"{{'descr': {np.lib.format.dtype_to_descr(dtype)!r}, 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
     base = len(_NPY_MAGIC) + 2
     if total_len is None:
         total_len = base + len(d) + 1 + 16  # room for the row count to change length
@@ -120,7 +123,8 @@ class NpyWriter:
         if resume:
             if not self.path.is_file() or self.path.stat().st_size != size:
                 raise VisrepsError(
-                    f"cannot resume: {self.path.name} is missing or has an unexpected size in {str(self.path.parent)!r}; "
+                    f"cannot resume: {self.path.name} is missing or has an unexpected size in "
+                    f"{str(self.path.parent)!r}; "
                     "start again with --overwrite"
                 )
             self.fd = os.open(self.path, os.O_RDWR)
@@ -245,7 +249,7 @@ class H5Writer:
 
     def add(self, layer: str, row_shape: tuple, n_rows: int, dtype=np.float32) -> _H5Layer:
         if layer in self.h5:
-            ds = self.h5[layer]
+            ds = cast("h5py.Dataset", self.h5[layer])
             if ds.shape != (n_rows, *row_shape):
                 raise VisrepsError(
                     f"cannot resume: dataset {layer!r} has shape {ds.shape}, expected {(n_rows, *row_shape)}"
@@ -260,7 +264,7 @@ class H5Writer:
 
     def finish(self, n_rows: int) -> Path:
         for name in self.h5:
-            self.h5[name].resize(n_rows, axis=0)
+            cast("h5py.Dataset", self.h5[name]).resize(n_rows, axis=0)
         self.h5.flush()
         self.h5.close()
         return self.path
@@ -347,7 +351,7 @@ def owned_files(folder: Path) -> set[str]:
         names |= {METADATA, METADATA_PARTIAL, MANIFEST, PROGRESS}
         for rec in info["layers"].values():
             f = rec.get("file") if isinstance(rec, dict) else None
-            if _safe_name(f):
+            if isinstance(f, str) and _safe_name(f):
                 names |= {f, f + PARTIAL, f + ".stage.npy" + PARTIAL}
         names |= {n for n in info.get("extra_files") or [] if _safe_name(n)}
     return names
@@ -371,7 +375,8 @@ def prepare_output_folder(folder: Path, *, overwrite: bool, planned: Sequence[st
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VisrepsError(
-            f"cannot create the output folder {str(folder)!r}: {e.strerror or e}; choose a folder you can write to (--out)"
+            f"cannot create the output folder {str(folder)!r}: {e.strerror or e}; "
+            "choose a folder you can write to (--out)"
         ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise VisrepsError(
@@ -1067,7 +1072,8 @@ def merge_shards(
             changed.append("shard count")
         if changed:
             raise VisrepsError(
-                f"shard {str(f)!r} comes from a different run than {str(folders[0])!r} (differs in {', '.join(changed)}); "
+                f"shard {str(f)!r} comes from a different run than {str(folders[0])!r} "
+                f"(differs in {', '.join(changed)}); "
                 "merge only shards of one extraction"
             )
     count = ref["shard"]["count"]
@@ -1126,7 +1132,7 @@ def merge_shards(
         if "predictions.csv" in extra:
             import pandas as pd
 
-            table = pd.concat([part.predictions for part in parts], ignore_index=True)
+            table = pd.concat([p.predictions for p in parts if p.predictions is not None], ignore_index=True)
             table["index"] = range(len(table))
             for c in table.columns:  # float32 probabilities, printed with %.9g, read back exactly
                 if c.startswith("prob_"):

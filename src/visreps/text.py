@@ -137,9 +137,7 @@ def extract_text(
     Raises:
         VisrepsError: bad texts, layers or options; the model has no text tower.
     """
-    import torch
-
-    from .capture import make_capture, plan_layers
+    from .capture import plan_layers
     from .models import load_model
     from .models.clip import text_model
     from .storage import check_format
@@ -150,68 +148,59 @@ def extract_text(
         raise VisrepsError(f"text pool mode {pool!r} is not valid; use one of {', '.join(TEXT_POOL_MODES)}")
     fmt = check_format(format)
     items, source_file = read_texts(texts)
-    lm = load_model(model, pretrained=pretrained, weights=weights, seed=seed, device=device)
+    lm = load_model(
+        model, pretrained=pretrained, weights=None if weights is None else os.fspath(weights), seed=seed, device=device
+    )
     tm = text_model(lm)
     specs = plan_layers(tm, layers if layers is not None else [DEFAULT_TEXT_LAYER], pool="none")
-    keys = [k for s in specs for k in s.keys]
-    module_of = {k: s.module for s in specs for k in s.keys}
-    text_pool = tm.text_pool
-    cap = make_capture(tm, specs)
+    eng = _TextEngine(tm, specs, pool, batch_size)
+    shapes, context_length = eng.dry_run()
+    metadata = _text_metadata(lm, items, source_file, context_length, eng.keys, eng.module_of, shapes, eng.per_token,
+                              fmt=fmt, pool=pool, batch_size=batch_size, command=command)  # fmt: skip
+    job = Job(lm=tm, items=[ImageItem(t, "") for t in items], root=Path("."), specs=specs, keys=eng.keys,
+              shapes=shapes, metadata=metadata, fmt=fmt, batch_size=batch_size, workers=0, precision="fp32",
+              channels_last=False, top_k=None, skip_bad_images=False, start=0, stop=len(items), kind="texts",
+              unit="text")  # fmt: skip
+    return run(job, out=out, overwrite=overwrite, progress=progress, engine=eng)
 
-    per_token: set[str] = set()  # layers with one output per token position
 
-    def forward(tokens) -> dict[str, np.ndarray]:
-        outs = cap.run(tokens)
+class _TextEngine:
+    """The engine of :func:`visreps.extraction.run` for texts: tokenises batches and runs the hooked text tower."""
+
+    def __init__(self, tm, specs: list, pool: str, batch_size: int) -> None:
+        from .capture import make_capture
+
+        self.tm, self.pool, self.batch_size = tm, pool, batch_size
+        self.keys = [k for s in specs for k in s.keys]
+        self.module_of = {k: s.module for s in specs for k in s.keys}
+        self.cap = make_capture(tm, specs)
+        self.per_token: set[str] = set()  # layers with one output per token position
+
+    def forward(self, tokens) -> dict[str, np.ndarray]:
+        outs = self.cap.run(tokens)
         tokens = tokens.cpu()
-        per_token.update(k for k in keys if outs[k].dim() == 3)
-        return {k: np.asarray(_pool_tokens(outs[k], tokens, pool, text_pool, module_of[k])) for k in keys}
+        self.per_token.update(k for k in self.keys if outs[k].dim() == 3)
+        return {
+            k: np.asarray(_pool_tokens(outs[k], tokens, self.pool, self.tm.text_pool, self.module_of[k]))
+            for k in self.keys
+        }
 
-    dummy = tm.dummy_input()
-    with cap, torch.inference_mode():
-        shapes = {k: tuple(v.shape[1:]) for k, v in forward(dummy).items()}
-    metadata = _text_metadata(
-        lm,
-        items,
-        source_file,
-        int(dummy.shape[-1]),
-        keys,
-        module_of,
-        shapes,
-        per_token,
-        fmt=fmt,
-        pool=pool,
-        batch_size=batch_size,
-        command=command,
-    )
-    n = len(items)
-    job = Job(
-        lm=tm,
-        items=[ImageItem(t, "") for t in items],
-        root=Path("."),
-        specs=specs,
-        keys=keys,
-        shapes=shapes,
-        metadata=metadata,
-        fmt=fmt,
-        batch_size=batch_size,
-        workers=0,
-        precision="fp32",
-        channels_last=False,
-        top_k=None,
-        skip_bad_images=False,
-        start=0,
-        stop=n,
-        kind="texts",
-        unit="text",
-    )
+    def dry_run(self) -> tuple[dict[str, tuple], int]:
+        """Per-text output shapes of every layer, and the context length, from one blank text."""
+        import torch
 
-    def batches(job: Job, todo: Sequence[ImageItem]) -> Iterator[Batch]:
-        with cap, torch.inference_mode():
-            for start in range(0, len(todo), batch_size):
-                chunk = [it.path for it in todo[start : start + batch_size]]
-                yield Batch(list(range(start, start + len(chunk))), [], forward(tm.tokenize(chunk)))
+        dummy = self.tm.dummy_input()
+        with self.cap, torch.inference_mode():
+            shapes = {k: tuple(v.shape[1:]) for k, v in self.forward(dummy).items()}
+        return shapes, int(dummy.shape[-1])
 
-    return run(job, out=out, overwrite=overwrite, progress=progress, engine=batches)
+    def batches(self, job: Job, todo: Sequence[ImageItem]) -> Iterator[Batch]:
+        import torch
+
+        with self.cap, torch.inference_mode():
+            for start in range(0, len(todo), self.batch_size):
+                chunk = [it.path for it in todo[start : start + self.batch_size]]
+                yield Batch(list(range(start, start + len(chunk))), [], self.forward(self.tm.tokenize(chunk)))
 
 
 def _text_metadata(

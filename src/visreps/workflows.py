@@ -16,7 +16,7 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .analysis import compare as _compare
 from .analysis import transforms as _transforms
@@ -57,6 +57,51 @@ def collect_features(
     return _compare.collect_features(sources, layers=layers)
 
 
+@overload
+def compare_features(
+    sources: Any,
+    *,
+    layers: Layers = ...,
+    images: str | os.PathLike | None = ...,
+    rdm_method: str = ...,
+    method: str = ...,
+    sigma: float | None = ...,
+    block_size: int | None = ...,
+    device: Any = ...,
+    work_dir: str | os.PathLike | None = ...,
+    extract_options: Mapping[str, Any] | None = ...,
+    return_rdms: Literal[False] = ...,
+) -> pd.DataFrame: ...
+@overload
+def compare_features(
+    sources: Any,
+    *,
+    layers: Layers = ...,
+    images: str | os.PathLike | None = ...,
+    rdm_method: str = ...,
+    method: str = ...,
+    sigma: float | None = ...,
+    block_size: int | None = ...,
+    device: Any = ...,
+    work_dir: str | os.PathLike | None = ...,
+    extract_options: Mapping[str, Any] | None = ...,
+    return_rdms: Literal[True],
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]: ...
+@overload
+def compare_features(
+    sources: Any,
+    *,
+    layers: Layers = ...,
+    images: str | os.PathLike | None = ...,
+    rdm_method: str = ...,
+    method: str = ...,
+    sigma: float | None = ...,
+    block_size: int | None = ...,
+    device: Any = ...,
+    work_dir: str | os.PathLike | None = ...,
+    extract_options: Mapping[str, Any] | None = ...,
+    return_rdms: bool = ...,
+) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, np.ndarray]]: ...
 def compare_features(
     sources: Any,
     *,

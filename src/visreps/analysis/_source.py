@@ -18,10 +18,10 @@ from __future__ import annotations
 import mmap
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -96,7 +96,7 @@ class FeatureSource:
             w = c1 - c0
             isz = self.dtype.itemsize
             buf = np.empty((self.n, w), dtype=self.dtype)
-            view = memoryview(buf.reshape(-1).view(np.uint8))
+            view = buf.reshape(-1).view(np.uint8).data  # a memoryview of the buffer's bytes
             with open(self._file, "rb", buffering=0) as f:
                 if w == self.p:
                     _read_into(f, view, self._pos)
@@ -117,7 +117,7 @@ class FeatureSource:
             isz = self.dtype.itemsize
             buf = np.empty((r1 - r0, self.p), dtype=self.dtype)
             with open(self._file, "rb", buffering=0) as f:
-                _read_into(f, memoryview(buf.reshape(-1).view(np.uint8)), self._pos + r0 * self.p * isz)
+                _read_into(f, buf.reshape(-1).view(np.uint8).data, self._pos + r0 * self.p * isz)
             out = buf.astype(np.float64)
         self._check_finite(out, row0=r0)
         return out
@@ -159,7 +159,9 @@ def check_block_size(block_size: Any) -> int:
     return int(block_size)
 
 
-def _prefetch(ranges, read):
+def _prefetch(
+    ranges: list[tuple[int, int]], read: Callable[[int, int], np.ndarray]
+) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(a, b, read(a, b))`` for each range, reading one range ahead in a thread."""
     if not ranges:
         return
@@ -171,7 +173,8 @@ def _prefetch(ranges, read):
         fut = pool.submit(read, *ranges[0])
         for k, (a, b) in enumerate(ranges):
             block = fut.result()
-            fut = pool.submit(read, *ranges[k + 1]) if k + 1 < len(ranges) else None
+            if k + 1 < len(ranges):
+                fut = pool.submit(read, *ranges[k + 1])
             yield a, b, block
             del block
 
@@ -253,7 +256,8 @@ class _NumpyGram:
         self.G = np.zeros((n, n), dtype=np.float64, order="F")
 
     def add(self, B: np.ndarray) -> None:
-        from scipy.linalg.blas import dsyrk
+        # scipy.linalg.blas re-exports the f2py module's routines with `import *`; pyright cannot see them
+        from scipy.linalg.blas import dsyrk  # pyright: ignore[reportAttributeAccessIssue]
 
         out = dsyrk(1.0, B.T, beta=1.0, c=self.G, trans=1, lower=0, overwrite_c=1)
         if out is not self.G:  # pragma: no cover - f2py copied; keep the result
@@ -300,7 +304,9 @@ def gram_accumulator(n: int, device: Any) -> _NumpyGram | _TorchGram:
     return _NumpyGram(n) if dev is None else _TorchGram(n, dev)
 
 
-def stream_gram(src: FeatureSource, *, center: str, block_size: int | None = None, device: Any = "cpu") -> dict:
+def stream_gram(
+    src: FeatureSource, *, center: str, block_size: int | None = None, device: Any = "cpu"
+) -> dict[str, np.ndarray]:
     """Accumulate the Gram matrix of ``src`` over column blocks in float64.
 
     Args:
@@ -317,24 +323,25 @@ def stream_gram(src: FeatureSource, *, center: str, block_size: int | None = Non
     if center not in ("none", "columns", "shift_rows"):
         raise ValueError(center)
     acc = gram_accumulator(src.n, device)
-    shift = None
-    row_sums = np.zeros(src.n) if center == "shift_rows" else None
-    col_means = np.empty(src.p) if center == "columns" else None
+    shift: np.ndarray | None = None
+    row_sums = np.zeros(src.n) if center == "shift_rows" else None  # not None exactly for "shift_rows"
+    col_means = np.empty(src.p) if center == "columns" else None  # not None exactly for "columns"
     for c0, c1, B in src.iter_cols(block_size):
-        if center == "columns":
+        if col_means is not None:
             mu = B.mean(axis=0)
             col_means[c0:c1] = mu
             B -= mu
-        elif center == "shift_rows":
+        elif row_sums is not None:
             if shift is None:
-                shift = B.mean(axis=1)
+                shift = cast(np.ndarray, B.mean(axis=1))  # numpy's stubs type a mean over an axis as Any
             B -= shift[:, None]
             row_sums += B.sum(axis=1)
         acc.add(B)
     out = {"G": acc.result()}
-    if center == "shift_rows":
+    if row_sums is not None:
+        assert shift is not None  # src.p >= 1 (FeatureSource rejects empty arrays): the first block set it
         out["shift"] = shift
         out["row_sums"] = row_sums
-    if center == "columns":
+    if col_means is not None:
         out["col_means"] = col_means
     return out

@@ -31,7 +31,7 @@ from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -125,7 +125,7 @@ def load_reference_rdm(path: str | os.PathLike, *, key: str | None = None) -> np
 def as_rdm(arr: Any, *, name: str = "RDM") -> np.ndarray:
     """Validate a square or condensed RDM and return it square (float64)."""
     try:
-        a = np.asarray(arr, dtype=np.float64)
+        a: np.ndarray = np.asarray(arr, dtype=np.float64)  # any shape: it is checked below
     except (TypeError, ValueError) as e:
         raise VisrepsError(f"{name} is not numeric ({e})") from None
     a = np.squeeze(a) if a.ndim > 2 else a
@@ -251,10 +251,11 @@ def layers_for(layers: Any, key: str | None, model: str | None = None, label: st
     if isinstance(layers, Mapping):
         for k, v in layers.items():
             same_path = False
-            try:
-                same_path = Path(str(k)).expanduser().resolve() == Path(key).expanduser().resolve()
-            except (OSError, ValueError, TypeError):
-                pass
+            if key is not None:
+                try:
+                    same_path = Path(str(k)).expanduser().resolve() == Path(key).expanduser().resolve()
+                except (OSError, ValueError, TypeError):
+                    pass
             if k == key or k == model or (label is not None and k == label) or same_path:
                 return None if v is None else [v] if isinstance(v, str) else list(v)
         return None
@@ -434,18 +435,19 @@ def _label(sets: list[FeatureSet]) -> None:
 def _align(sets: list[FeatureSet]) -> None:
     """Set ``order`` of every set so that its rows follow the first set with image paths."""
     ref = next((s for s in sets if s.paths is not None), None)
-    n0 = sets[0].n
+    ref_paths = ref.paths if ref is not None else None  # None exactly when ref is: ref was chosen for its paths
+    n_ref = len(ref_paths) if ref_paths is not None else sets[0].n
     for s in sets:
-        if s.paths is None or ref is None:
-            if s.n != (len(ref.paths) if ref is not None else n0):
+        if s.paths is None or ref is None or ref_paths is None:
+            if s.n != n_ref:
                 raise VisrepsError(
-                    f"{s.label!r} has {s.n} rows but {(ref or sets[0]).label!r} has {len(ref.paths) if ref else n0}; "
+                    f"{s.label!r} has {s.n} rows but {(ref or sets[0]).label!r} has {n_ref}; "
                     "every feature set must have one row per image, for the same images"
                 )
             continue
-        if s is ref or ref.paths is None:  # (ref.paths is never None: ref was chosen for its paths)
+        if s is ref:
             continue
-        s.order = match_rows(s.paths, ref.paths, s.hashes, ref.hashes, names=(s.label, ref.label))
+        s.order = match_rows(s.paths, ref_paths, s.hashes, ref.hashes, names=(s.label, ref.label))
 
 
 def match_rows(
@@ -599,6 +601,42 @@ def compare_rdms(rdms: Mapping[str, Any], *, method: str = "pearson") -> pd.Data
     return df
 
 
+@overload
+def compare_features(
+    sources: Any,
+    *,
+    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = ...,
+    rdm_method: str = ...,
+    method: str = ...,
+    sigma: float | None = ...,
+    block_size: int | None = ...,
+    device: Any = ...,
+    return_rdms: Literal[False] = ...,
+) -> pd.DataFrame: ...
+@overload
+def compare_features(
+    sources: Any,
+    *,
+    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = ...,
+    rdm_method: str = ...,
+    method: str = ...,
+    sigma: float | None = ...,
+    block_size: int | None = ...,
+    device: Any = ...,
+    return_rdms: Literal[True],
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]: ...
+@overload
+def compare_features(
+    sources: Any,
+    *,
+    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = ...,
+    rdm_method: str = ...,
+    method: str = ...,
+    sigma: float | None = ...,
+    block_size: int | None = ...,
+    device: Any = ...,
+    return_rdms: bool = ...,
+) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, np.ndarray]]: ...
 def compare_features(
     sources: Any,
     *,
@@ -651,15 +689,15 @@ def _reorder_to(sets: list[FeatureSet], reference_order, n: int) -> np.ndarray |
         order = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     else:
         order = [str(x) for x in reference_order]
-    ref = next((s for s in sets if s.paths is not None), None)
-    if ref is None:
+    ref_paths = next((s.paths for s in sets if s.paths is not None), None)
+    if ref_paths is None:
         raise VisrepsError("reference_order needs feature sets with image paths (output folders); arrays have none")
     if len(order) != n:
         raise VisrepsError(f"reference_order lists {len(order)} images but the reference RDM has {n} conditions")
-    pos = {p: i for i, p in enumerate(ref.paths)}
+    pos = {p: i for i, p in enumerate(ref_paths)}
     if not all(o in pos for o in order):
         base = {}
-        for i, p in enumerate(ref.paths):
+        for i, p in enumerate(ref_paths):
             base.setdefault(Path(p).name, []).append(i)
         if all(len(v) == 1 for v in base.values()) and all(Path(o).name in base for o in order):
             pos = {o: base[Path(o).name][0] for o in order}

@@ -319,7 +319,24 @@ class RDMCorrelation(float):
         ci: its level (e.g. 0.95); ``samples``: the bootstrap correlations (``None`` without).
     """
 
-    def __new__(cls, r, *, method, n_conditions, ci=None, ci_low=None, ci_high=None, samples=None):
+    method: str
+    n_conditions: int
+    ci: float | None
+    ci_low: float | None
+    ci_high: float | None
+    samples: np.ndarray | None
+
+    def __new__(
+        cls,
+        r: float,
+        *,
+        method: str,
+        n_conditions: int,
+        ci: float | None = None,
+        ci_low: float | None = None,
+        ci_high: float | None = None,
+        samples: np.ndarray | None = None,
+    ):
         obj = super().__new__(cls, r)
         obj.method = method
         obj.n_conditions = int(n_conditions)
@@ -344,7 +361,8 @@ class RDMCorrelation(float):
     def __repr__(self) -> str:
         s = f"RDMCorrelation(r={float(self):.6g}, method={self.method!r}, n_conditions={self.n_conditions}"
         if self.ci_low is not None:
-            s += f", ci{round(100 * self.ci)}=[{self.ci_low:.4g}, {self.ci_high:.4g}]"
+            level = "" if self.ci is None else round(100 * self.ci)  # ci is set with ci_low by correlate_rdms
+            s += f", ci{level}=[{self.ci_low:.4g}, {self.ci_high:.4g}]"
         return s + ")"
 
 
@@ -391,20 +409,29 @@ def kendall_tau_a(x: np.ndarray, y: np.ndarray) -> float:
     tx, ty = _tie_pairs(x), _tie_pairs(y)
     if tx == m0 or ty == m0:
         return float("nan")
-    tau_b = kendalltau(x, y, variant="b").statistic
+    tau_b = _statistic(kendalltau(x, y, variant="b"))
     s = round(float(tau_b) * np.sqrt(float(m0 - tx) * float(m0 - ty)))
     return s / m0
+
+
+def _statistic(result: Any) -> float:
+    """The ``statistic`` of a ``scipy.stats`` result, as a float.
+
+    Those results are tuple bunches whose classes scipy builds at run time, so a type checker sees
+    none of their fields: ``result`` is ``Any`` here and nowhere else.
+    """
+    return float(result.statistic)
 
 
 def _correlate_vectors(x: np.ndarray, y: np.ndarray, method: str) -> float:
     from scipy import stats
 
     if method == "pearson":
-        return float(stats.pearsonr(x, y).statistic)
+        return _statistic(stats.pearsonr(x, y))
     if method == "spearman":
-        return float(stats.spearmanr(x, y).statistic)
+        return _statistic(stats.spearmanr(x, y))
     if method == "kendall":
-        return float(stats.kendalltau(x, y, variant="b").statistic)
+        return _statistic(stats.kendalltau(x, y, variant="b"))
     return kendall_tau_a(x, y)
 
 
@@ -514,7 +541,7 @@ def rdm_order(rdm: Any, *, method: str = "average") -> np.ndarray:
     return leaves_list(linkage(v, method=method, optimal_ordering=True))
 
 
-def reorder(rdm: Any, order: Sequence[int]) -> np.ndarray:
+def reorder(rdm: Any, order: Sequence[int] | np.ndarray) -> np.ndarray:
     """The RDM with rows and columns permuted to ``order`` (a permutation of ``range(n)``)."""
     a = squareform(rdm)
     o = np.asarray(order)

@@ -21,7 +21,7 @@ PCA_SOLVERS = ("auto", "gram", "covariance", "randomized")
 _EXACT_MAX_DIM = 4000
 
 
-def _float_array(X: Any, name: str = "features") -> np.ndarray:
+def _float_array(X: Any, name: str = "features") -> tuple[np.ndarray, np.dtype]:
     arr = np.asarray(FeatureSource(X, name=name).arr)
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float64)
@@ -156,8 +156,8 @@ class PCA:
             raise VisrepsError(f"PCA needs at least 2 rows (images), got shape {src.shape_in}")
         k, frac = _check_k_or_fraction(self.n_components, self.retained_var, min(src.n, src.p))
         solver = self.solver
-        if solver == "auto":
-            if frac is None and min(src.n, src.p) > _EXACT_MAX_DIM and k < min(src.n, src.p) // 2:
+        if solver == "auto":  # (k is None exactly when frac is not)
+            if k is not None and min(src.n, src.p) > _EXACT_MAX_DIM and k < min(src.n, src.p) // 2:
                 solver = "randomized"
             else:
                 solver = "gram" if src.n <= src.p else "covariance"
@@ -180,6 +180,7 @@ class PCA:
         self.total_variance_ = float(total_ss / (n - 1))
         ratio = ev / total_ss if total_ss > 0 else np.zeros_like(ev)
         if k is None:
+            assert frac is not None  # _check_k_or_fraction gives exactly one of k and frac
             k = _k_for_fraction(ratio, frac)
         self.n_components_ = int(k)
         self.singular_values_ = np.sqrt(ev[:k])
@@ -533,7 +534,11 @@ def ensemble_features(
     w, U = np.linalg.eigh(G)
     w, U = np.clip(w[::-1], 0.0, None), U[:, ::-1]
     ratio = w / total
-    k = k_req if k_req is not None else _k_for_fraction(ratio, frac)
+    if k_req is not None:
+        k = k_req
+    else:
+        assert frac is not None  # _check_k_or_fraction gives exactly one of k_req and frac
+        k = _k_for_fraction(ratio, frac)
     scores = U[:, :k] * np.sqrt(w[:k])[None, :]
     # deterministic signs: the largest-magnitude score of each component is positive
     _flip_signs(scores.T)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import click
 
@@ -31,8 +31,9 @@ def _parse_source(arg: str) -> tuple[str, list[str] | None]:
     return arg, None
 
 
-def _sources_and_layers(args: tuple[str, ...], layers_opt: str | None) -> tuple[list[str], dict | None]:
-    sources, per = [], {}
+def _sources_and_layers(args: tuple[str, ...], layers_opt: str | None) -> tuple[list[str], dict[str, list[str]] | None]:
+    sources: list[str] = []
+    per: dict[str, list[str]] = {}
     common = split_list(layers_opt)
     for a in args:
         src, layers = _parse_source(a)
@@ -42,6 +43,19 @@ def _sources_and_layers(args: tuple[str, ...], layers_opt: str | None) -> tuple[
         elif common is not None:
             per[src] = common
     return sources, (per or None)
+
+
+class _CompareOptions(TypedDict):
+    """The arguments ``compare`` passes both to ``compare_features`` and to ``compare_to_reference``."""
+
+    layers: dict[str, list[str]] | None
+    images: str | None
+    rdm_method: str
+    method: str
+    block_size: int | None
+    device: str
+    work_dir: str | None
+    extract_options: dict[str, bool] | None
 
 
 def _block_size_option(f: F) -> F:
@@ -271,7 +285,7 @@ def compare(
     if bootstrap and reference is None:
         raise click.UsageError("--bootstrap needs --reference (intervals are for fits to a reference RDM)")
     extract_options = {"pretrained": not random_init} if images else None
-    common = dict(
+    common = _CompareOptions(
         layers=layer_map,
         images=images,
         rdm_method=rdm_method,

@@ -8,7 +8,7 @@ name resolves when exactly one source has it. Sources register themselves when f
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
 from ..errors import VisrepsError
@@ -42,7 +42,7 @@ def load_model(
     model: Any,
     *,
     pretrained: bool = True,
-    weights: str | Path | None = None,
+    weights: str | os.PathLike | None = None,
     seed: int = 0,
     device: str | None = "auto",
     preprocessing: Preprocessing | dict | None = None,
@@ -110,13 +110,14 @@ def load_model(
             raise VisrepsError("torch is required") from e
         if not isinstance(model, torch.nn.Module):
             raise VisrepsError(
-                f"model must be a model id string, a torch.nn.Module, a keras.Model or a LoadedModel, got {type(model).__name__}"
+                "model must be a model id string, a torch.nn.Module, a keras.Model or a LoadedModel, "
+                f"got {type(model).__name__}"
             )
         from .custom import from_module, load_weights_file
 
         lm = from_module(model, device=device)
         if weights is not None:
-            lm.weights = load_weights_file(lm.module, weights, allow_pickle=allow_pickle)
+            lm.weights = load_weights_file(lm.module, os.fspath(weights), allow_pickle=allow_pickle)
             lm.module.to(lm.device).eval()
     if preprocessing is not None:
         if isinstance(preprocessing, dict):

@@ -422,9 +422,9 @@ def load(
     check_name(name)
     check_device(device)
     keras = _import_keras()
-    import keras.applications
+    import keras.applications as applications  # the submodule is not an attribute until imported
 
-    ctor = getattr(keras.applications, name)
+    ctor = getattr(applications, name)
     model_id = f"keras:{name}"
     side = APPLICATIONS[name][1] if name in APPLICATIONS else None
     # the input size of the ImageNet weights, also for random and file weights: the same static
@@ -553,7 +553,8 @@ def from_keras_model(
         model.build((None, input_size, input_size, 3))
         if not _has_inputs(model):
             raise VisrepsError(
-                "this Keras model has no symbolic inputs even after building; define it with keras.Input(shape=(H, W, 3))"
+                "this Keras model has no symbolic inputs even after building; "
+                "define it with keras.Input(shape=(H, W, 3))"
             )
     shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
     if shape is None or len(shape) != 3:

@@ -28,7 +28,8 @@ def list_names() -> list[str]:
 
 
 def split_name(name: str) -> tuple[str, str | None]:
-    """``"ViT-B-32/LAION2B-s34b-b79k"`` → ``("ViT-B-32", "laion2b_s34b_b79k")``; ``"ViT-B-32"`` → ``("ViT-B-32", None)``.
+    """``"ViT-B-32/LAION2B-s34b-b79k"`` → ``("ViT-B-32", "laion2b_s34b_b79k")``;
+    ``"ViT-B-32"`` → ``("ViT-B-32", None)``.
 
     Raises:
         ModelNotFoundError: unknown architecture or tag; the message lists the closest choices.
