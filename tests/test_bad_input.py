@@ -42,6 +42,8 @@ import pytest
 
 from badinput import corpus
 
+pytestmark = pytest.mark.slow  # subprocesses / a heavy backend: not in the fast subset
+
 SUBPROCESS = "subprocess"
 IN_PROCESS = "in-process"
 MODEL = "torchvision:alexnet"

@@ -29,6 +29,8 @@ from visreps.models import Preprocessing  # noqa: E402
 from visreps.models import keras as kx  # noqa: E402
 from visreps.pooling import pool_output  # noqa: E402
 
+pytestmark = pytest.mark.slow  # subprocesses / a heavy backend: not in the fast subset
+
 APP = "MobileNetV3Small"  # the smallest application (2.5 M parameters)
 
 

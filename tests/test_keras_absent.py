@@ -11,6 +11,8 @@ import pytest
 
 from visreps.errors import MissingExtraError
 
+pytestmark = pytest.mark.slow  # subprocesses / a heavy backend: not in the fast subset
+
 TF_INSTALLED = importlib.util.find_spec("tensorflow") is not None
 
 

@@ -18,6 +18,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 
+pytestmark = pytest.mark.slow  # a child pytest process starting Ray: not in the fast subset
+
 
 def _raylet_crashed() -> bool:
     logs = Path("/tmp/ray/session_latest/logs/raylet.out")

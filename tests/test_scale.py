@@ -81,6 +81,7 @@ def same_folder(a, b, fmt="npy"):
     assert ma == mb
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_run_resumes_bit_identical(many_images, tmp_path, sig):
     full = tmp_path / "full"

@@ -107,3 +107,37 @@ def test_output_folder_that_is_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(visreps.errors.OutputExistsError, match="is a file"):
         OutputWriter(tmp_path / "f", "npy")
+
+
+def test_predictions_are_a_field_restored_by_load_and_merge(image_dir, small_prep, tmp_path):
+    """`visreps extract ... --top-k 5 --out D`, then `load_features(D).predictions` is the table (and after merge)."""
+    from click.testing import CliRunner
+    from torch import nn
+
+    import visreps.cli
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 1000)).eval()
+    mem = visreps.extract(net, image_dir, layers=["3"], preprocessing=small_prep, top_k=5, progress=False)
+    assert list(mem.predictions.columns[:5]) == ["index", "path", "class_1", "name_1", "prob_1"]
+    model_file = tmp_path / "net.pt"
+    torch.save(net, model_file)
+    out = tmp_path / "D"
+    r = CliRunner().invoke(visreps.cli.main, ["extract", f"file:{model_file}", str(image_dir), "--layers", "3",
+                                              "--top-k", "5", "--out", str(out), "--allow-pickle", "-q",
+                                              "--batch-size", "4"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    table = visreps.load_features(out).predictions
+    import pandas as pd
+
+    assert table.equals(pd.read_csv(out / "predictions.csv", keep_default_na=False).astype(table.dtypes))
+    assert list(table["path"]) == visreps.load_features(out).paths and table.shape == (6, 2 + 3 * 5)
+    shards = []
+    for i in (1, 2):
+        shards.append(tmp_path / f"s{i}")
+        visreps.extract(net, image_dir, layers=["3"], preprocessing=small_prep, top_k=5, progress=False,
+                        out=shards[-1], shard=f"{i}/2", batch_size=4)  # fmt: skip
+    merged = visreps.merge_shards(tmp_path / "merged", shards)
+    assert merged.predictions is not None and list(merged.predictions["path"]) == merged.paths
+    np.testing.assert_allclose(merged.predictions["prob_1"].to_numpy(), mem.predictions["prob_1"].to_numpy(),
+                               rtol=1e-5)  # fmt: skip

@@ -72,6 +72,7 @@ class _Injector:
         return wrapped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["npy", "txt", "hdf5"])
 def test_interrupt_at_every_point_of_the_write_path_resumes_exactly(
     tiny_net, eight_images, small_prep, tmp_path, monkeypatch, fmt
@@ -325,6 +326,7 @@ def _tmpfs(path: Path, size: str) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_disk_full_on_a_real_small_filesystem(tiny_net, eight_images, small_prep, tmp_path):
     disk = tmp_path / "disk"
     if not _tmpfs(disk, "64k"):

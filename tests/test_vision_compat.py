@@ -98,6 +98,7 @@ vision.save_features(features, f'./{model_name}/{module_name}/features', 'npy')
 """
 
 
+@pytest.mark.slow
 def test_readme_alexnet_as_a_script_with_piped_stdin(workdir):
     """The README's AlexNet example as a script, the module name piped in (a wrong one first)."""
     (workdir / "script.py").write_text(README_ALEXNET)

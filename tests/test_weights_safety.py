@@ -106,6 +106,7 @@ def test_cli_crafted_weights_refused_without_running_code(tmp_path, images):
     assert not (tmp_path / "out" / "features.0.npy").exists()
 
 
+@pytest.mark.slow
 def test_cli_subprocess_crafted_weights(tmp_path, images):
     """The installed command, in a fresh process: exit 2, one line on stderr, no marker."""
     path, marker = _crafted(tmp_path)
