@@ -13,8 +13,12 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import ImageError
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -202,7 +206,8 @@ def read_image(path: str | os.PathLike):
         digest = content_hash(data)
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
+            # in place: the same pixels, without the copy (~0.5 ms a photo) it makes when there is nothing to turn
+            ImageOps.exif_transpose(img, in_place=True)
             mode = img.mode
             if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
                 arr = np.asarray(img, dtype=np.float64)
@@ -287,11 +292,11 @@ def make_loader(dataset: ImageDataset, *, batch_size: int, num_workers: int, pin
     """A DataLoader in dataset order; worker processes decode while the model runs."""
     from torch.utils.data import DataLoader
 
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if num_workers > 0:
         kwargs = {"prefetch_factor": 4, "persistent_workers": False, "worker_init_fn": _ignore_sigint}
     return DataLoader(
-        dataset,
+        cast("Dataset", dataset),  # a map-style dataset by its interface (torch is not imported with this module)
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
