@@ -516,6 +516,17 @@ def _open_sink(job: Job, out, *, overwrite: bool, resume: bool):
     return sink, state
 
 
+@contextlib.contextmanager
+def _closing(it: Iterator[Batch]) -> Iterator[Iterator[Batch]]:
+    """Close the engine's generator when the loop ends early (stops its pipeline); plain iterators need nothing."""
+    try:
+        yield it
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
 def drive(
     job: Job, sink, batches: Iterable[Batch], state: dict[str, Any], *, progress: bool = True
 ) -> tuple[int, list]:
@@ -559,7 +570,7 @@ def drive(
     pending = None
     read = first
     try:
-        with contextlib.closing(iter(batches)) as it:  # type: ignore[type-var]
+        with _closing(iter(batches)) as it:
             for batch in it:
                 for i, err in batch.bad:
                     if not job.skip_bad_images:
