@@ -63,6 +63,12 @@ def _cli(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
+def _alexnet_weights_args(images: Path, weights: Path, tmp_path: Path) -> list[str]:
+    """`visreps extract` of a random alexnet's first layer with a weights file: the command every CLI case runs."""
+    return ["extract", "torchvision:alexnet", str(images), "--random", "--layers", "features.0",
+            "--weights", str(weights), "--out", str(tmp_path / "out"), "-q"]  # fmt: skip
+
+
 def _one_error_line(result) -> str:
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -86,19 +92,7 @@ def test_the_crafted_file_would_run_code_if_unpickled(tmp_path):
 
 def test_cli_crafted_weights_refused_without_running_code(tmp_path, images):
     path, marker = _crafted(tmp_path)
-    r = _cli(
-        "extract",
-        "torchvision:alexnet",
-        str(images),
-        "--random",
-        "--layers",
-        "features.0",
-        "--weights",
-        str(path),
-        "--out",
-        str(tmp_path / "out"),
-        "-q",
-    )
+    r = _cli(*_alexnet_weights_args(images, path, tmp_path))
     line = _one_error_line(r)
     assert str(path) in line and "--allow-pickle" in line and "arbitrary code" in line
     assert "weights_only" not in line
@@ -113,20 +107,7 @@ def test_cli_subprocess_crafted_weights(tmp_path, images):
     exe = Path(sys.executable).with_name("visreps")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "visreps.cli"]
     p = subprocess.run(
-        cmd
-        + [
-            "extract",
-            "torchvision:alexnet",
-            str(images),
-            "--random",
-            "--layers",
-            "features.0",
-            "--weights",
-            str(path),
-            "--out",
-            str(tmp_path / "out"),
-            "-q",
-        ],
+        [*cmd, *_alexnet_weights_args(images, path, tmp_path)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
@@ -169,19 +150,7 @@ def test_allow_pickle_must_be_a_bool():
 def test_cli_random_bytes_one_line_without_torch_advice(tmp_path, images):
     path = tmp_path / "noise.pth"
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    r = _cli(
-        "extract",
-        "torchvision:alexnet",
-        str(images),
-        "--random",
-        "--layers",
-        "features.0",
-        "--weights",
-        str(path),
-        "--out",
-        str(tmp_path / "out"),
-        "-q",
-    )
+    r = _cli(*_alexnet_weights_args(images, path, tmp_path))
     line = _one_error_line(r)
     assert "weights_only" not in r.output
     assert str(path) in line and "not a weights file" in line
@@ -290,19 +259,7 @@ def test_state_dict_pth_loads_without_flag(tmp_path, images):
     torch.save(alex.state_dict(), apath)
     lm = visreps.load_model("torchvision:alexnet", pretrained=False, weights=apath, device="cpu")
     assert torch.equal(lm.module.features[0].bias, torch.full((64,), 0.25))
-    r = _cli(
-        "extract",
-        "torchvision:alexnet",
-        str(images),
-        "--random",
-        "--layers",
-        "features.0",
-        "--weights",
-        str(apath),
-        "--out",
-        str(tmp_path / "out"),
-        "-q",
-    )
+    r = _cli(*_alexnet_weights_args(images, apath, tmp_path))
     assert r.exit_code == 0, r.output
 
 
