@@ -576,13 +576,6 @@ class OutputWriter:
         for key, (row_shape, dtype) in self.aux_shapes.items():
             self.aux[key] = NpyWriter(self.folder / AUX_FILES[key], row_shape, n_rows, dtype, resume=resume)
 
-    def open_layers(
-        self, shapes: Mapping[str, tuple], n_rows: int, dtype=np.float32, *, resume_state: dict | None = None
-    ) -> None:
-        """Preallocate one array per layer (after :meth:`plan`); :meth:`begin` does this for a run."""
-        self.plan(shapes, n_rows)
-        self._open(n_rows, resume_state)
-
     def sizes(self) -> dict[str, int]:
         """Bytes written so far to text arrays (a resumed run truncates them there)."""
         return {k: w.size() for k, w in self.writers.items() if isinstance(w, TxtWriter)}
