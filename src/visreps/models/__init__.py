@@ -14,12 +14,23 @@ from typing import Any
 from ..errors import VisrepsError
 from ._base import Backend, BackendCapture, LoadedModel, Preprocessing, SupportsLayers, TextTower
 from ._layers import LayerInfo
-from ._registry import Source, available_offline, get_source, list_models, register_source, resolve
+from ._card import ModelCard
+from ._registry import (
+    Source,
+    available_offline,
+    catalogue,
+    get_source,
+    list_models,
+    model_card,
+    register_source,
+    resolve,
+)
 
 __all__ = [
     "Backend",
     "BackendCapture",
     "LayerInfo",
+    "ModelCard",
     "LoadedModel",
     "Preprocessing",
     "Source",
@@ -28,6 +39,8 @@ __all__ = [
     "available_offline",
     "list_models",
     "load_model",
+    "catalogue",
+    "model_card",
     "register_source",
 ]
 

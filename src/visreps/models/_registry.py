@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import ModelNotFoundError, VisrepsError, closest
+from ._card import ModelCard, default_card
 
 if TYPE_CHECKING:
     from ._base import LoadedModel
@@ -53,6 +54,7 @@ SOURCE_MODULES: dict[str, str] = {
     "clip": "visreps.models.clip",
     "openclip": "visreps.models.openclip",
     "keras": "visreps.models.keras",
+    "ssl": "visreps.models.ssl",
 }
 
 #: the sources a bare model name (``alexnet``) is looked up in
@@ -80,6 +82,8 @@ class Source:
             (``None``: the name must be one of ``list_names()``).
         optional: its dependencies are an extra (see the module docstring).
         module: the module that registered it.
+        card: the catalogue :class:`~visreps.models.ModelCard` of a name (``None``: a card from
+            :data:`~visreps.models._card.SOURCE_CARDS`).
     """
 
     name: str
@@ -89,6 +93,11 @@ class Source:
     check_name: Callable[[str], object] | None = None
     optional: bool = False
     module: str = ""
+    card: Callable[[str], ModelCard] | None = None
+
+    def describe(self, name: str) -> ModelCard:
+        """The catalogue card of ``name``."""
+        return self.card(name) if self.card is not None else default_card(self.name, name)
 
     def check(self, name: str) -> None:
         """Raise :class:`~visreps.errors.ModelNotFoundError` unless this source can build ``name``."""
@@ -116,6 +125,7 @@ def register_source(
     available_offline: Callable[[str], bool] | None = None,
     check_name: Callable[[str], object] | None = None,
     optional: bool = False,
+    card: Callable[[str], ModelCard] | None = None,
 ) -> Callable[[L], L]:
     """Decorator of a source module's ``load``: registers the :class:`Source` ``name`` (see the module docstring).
 
@@ -137,6 +147,7 @@ def register_source(
             check_name=check_name,
             optional=optional,
             module=module,
+            card=card,
         )
         return load
 
@@ -236,3 +247,28 @@ def available_offline(model_id: str) -> bool:
     source, name = resolve(model_id)
     fn = get_source(source).available_offline
     return bool(fn is not None and fn(name))
+
+
+def model_card(model_id: str) -> ModelCard:
+    """The catalogue card of ``model_id`` (family, architecture, training data, objective, licence, paper)."""
+    source, name = resolve(model_id)
+    src = get_source(source)
+    src.check(name)
+    return src.describe(name)
+
+
+def catalogue(pattern: str | None = None, *, source: str | None = None) -> list[dict[str, Any]]:
+    """Every model id matching ``pattern`` (as :func:`list_models`) with its card and ``offline`` flag.
+
+    Returns:
+        One dict per id: ``id``, the :class:`~visreps.models.ModelCard` fields (``family``,
+        ``architecture``, ``training_data``, ``objective``, ``weights_licence``, ``paper``, ``url``,
+        ``sha256``) and ``offline`` (pretrained weights on this machine).
+    """
+    rows = []
+    for mid in list_models(pattern, source=source):
+        src_name, name = mid.split(":", 1)
+        src = get_source(src_name)
+        fn = src.available_offline
+        rows.append({"id": mid, **src.describe(name).to_dict(), "offline": bool(fn is not None and fn(name))})
+    return rows
