@@ -205,9 +205,14 @@ def test_layers_tree_and_models_listing():
     assert r.exit_code == 0
     assert "features.0" in r.output and "(64, 55, 55)" in r.output and "Conv2d" in r.output
     r = run("models", "lite0")
-    assert "timm:tf_efficientnet_lite0  [offline]" in r.output.splitlines()
+    lines = r.output.splitlines()
+    assert lines[0] == "timm (2 models)"
+    assert any(line.startswith("  timm:tf_efficientnet_lite0  [offline]  (EfficientNet-Lite0") for line in lines)
+    assert any(line.startswith("  timm:efficientnet_lite0  (") for line in lines)
     r = run("models", "lite0", "--offline-only")
-    assert r.output.splitlines() == ["timm:tf_efficientnet_lite0  [offline]"]
+    assert r.output.splitlines()[0] == "timm (1 model)"
+    assert "    cite: Tan & Le, EfficientNet" in r.output and "    weights licence: Apache-2.0" in r.output
+    assert r.output.splitlines()[-1].startswith("  timm:tf_efficientnet_lite0  [offline]  (EfficientNet-Lite0")
 
 
 def test_layers_cornet_s_prints_the_seed_tree():

@@ -13,8 +13,8 @@ from typing import Any
 
 from ..errors import VisrepsError
 from ._base import Backend, BackendCapture, LoadedModel, Preprocessing, SupportsLayers, TextTower
-from ._layers import LayerInfo
 from ._card import ModelCard
+from ._layers import LayerInfo
 from ._registry import (
     Source,
     available_offline,
@@ -30,16 +30,16 @@ __all__ = [
     "Backend",
     "BackendCapture",
     "LayerInfo",
-    "ModelCard",
     "LoadedModel",
+    "ModelCard",
     "Preprocessing",
     "Source",
     "SupportsLayers",
     "TextTower",
     "available_offline",
+    "catalogue",
     "list_models",
     "load_model",
-    "catalogue",
     "model_card",
     "register_source",
 ]

@@ -63,7 +63,8 @@ SOURCE_CARDS: dict[str, ModelCard] = {
         training_data="ImageNet-1k",
         objective="supervised classification",
         weights_licence="GPL-3.0 (dicarlolab/CORnet release)",
-        paper="Kubilius et al., Brain-like object recognition with high-performing shallow recurrent ANNs, NeurIPS 2019",
+        paper="Kubilius et al., Brain-like object recognition with high-performing shallow recurrent ANNs, "
+        "NeurIPS 2019",
     ),
     "clip": ModelCard(
         family="CLIP (OpenAI)",

