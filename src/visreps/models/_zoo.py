@@ -270,19 +270,22 @@ def load_zoo_model(
     from .custom import open_checkpoint, pickle_allowed
 
     model_id = f"{source}:{name}"
-    module = _seeded_build(model, seed)
     record: dict[str, Any]
-    if weights is not None or pretrained:
-        if weights is not None:
-            path = Path(weights).expanduser()
-            record = {"kind": "file", "file": str(path.resolve())}
-        else:
-            if model.checkpoint is None:
-                raise WeightsError(
-                    f"{model_id} has no published weights; use random weights (--random) or a file (--weights FILE)"
-                )
-            path = fetch_checkpoint(model.checkpoint, model_id)
-            record = {"kind": "pretrained", "name": model_id, "url": model.checkpoint.url, "file": str(path)}
+    path: Path | None = None
+    if weights is not None:
+        path = Path(weights).expanduser()
+        record = {"kind": "file", "file": str(path.resolve())}
+    elif pretrained:  # the file first: a missing one is reported before the network is built
+        if model.checkpoint is None:
+            raise WeightsError(
+                f"{model_id} has no published weights; use random weights (--random) or a file (--weights FILE)"
+            )
+        path = fetch_checkpoint(model.checkpoint, model_id)
+        record = {"kind": "pretrained", "name": model_id, "url": model.checkpoint.url, "file": str(path)}
+    else:
+        record = {"kind": "random", "seed": seed}
+    module = _seeded_build(model, seed)
+    if path is not None:
         pinned = model.checkpoint.sha256 if (model.checkpoint and weights is None) else None
         sha = verify_sha256(path, pinned, model.checkpoint.url if model.checkpoint else None)
         obj, unpickled = open_checkpoint(path, allow_pickle=pickle_allowed())
@@ -290,8 +293,6 @@ def load_zoo_model(
         record.update(sha256=sha, sha256_pinned=bool(pinned))
         if unpickled:
             record["allow_pickle"] = True
-    else:
-        record = {"kind": "random", "seed": seed}
     if model.after_load is not None:
         module = model.after_load(module) or module
     dev = resolve_device(device)
