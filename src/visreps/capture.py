@@ -264,13 +264,17 @@ def dry_shapes(lm, specs: list[LayerSpec]) -> dict[str, tuple]:
 
 
 def check_topk(lm, specs: list[LayerSpec], k: int) -> None:
-    """Refuse top-k before anything is written when the model does not end in a 1000-way classifier."""
+    """Refuse top-k before anything is written: the model's classes are unknown, or its output is not
+    one score per class (1000 for ImageNet-1k, ``len(lm.class_names)`` for a model that names its own)."""
     import torch
 
+    names = model_classes(lm)
+    if k > len(names):
+        raise VisrepsError(f"top_k={k} is more than the {len(names)} classes of {lm.model_id}")
     cap = make_capture(lm, specs, stop_early=False)
     with cap, torch.inference_mode():
         cap.run(lm.dummy_input())
-    top_classes(cap.result, k, lm.model_id)
+    top_classes(cap.result, k, lm.model_id, n_classes=len(names))
 
 
 # --------------------------------------------------------------------------- layer listing
@@ -390,27 +394,46 @@ def imagenet_classes() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def top_classes(result, k: int, model_id: str):
+def model_classes(lm) -> list[str]:
+    """The names of ``lm``'s output classes: ``lm.class_names``, ImageNet-1k's when it is ``None``.
+
+    Raises:
+        VisrepsError: the model's classes are not known (``class_names == ()``).
+    """
+    names = getattr(lm, "class_names", None)
+    if names is None:
+        return imagenet_classes()
+    if not names:
+        raise VisrepsError(
+            f"top-k class predictions need the names of the model's classes, and those of {lm.model_id} are not "
+            "known (they are not ImageNet-1k's); leave out top-k (--top-k) and extract the classifier layer instead"
+        )
+    return list(names)
+
+
+def top_classes(result, k: int, model_id: str, n_classes: int = 1000):
+    """Indices and softmax probabilities of the ``k`` most probable of ``n_classes`` classes, most probable first."""
     import torch
 
     t = first_tensor(result)
-    if t is None or t.dim() != 2 or t.shape[1] != 1000:
+    if t is None or t.dim() != 2 or t.shape[1] != n_classes:
         shape = None if t is None else tuple(t.shape[1:])
-        raise VisrepsError(
-            f"top-k class predictions need a model that ends in an ImageNet-1k classifier (1000 outputs); "
-            f"{model_id} outputs {shape}"
-        )
+        what = "an ImageNet-1k classifier (1000 outputs)" if n_classes == 1000 else f"{n_classes} class scores"
+        raise VisrepsError(f"top-k class predictions need a model that ends in {what}; {model_id} outputs {shape}")
     p = torch.softmax(t.float(), dim=1)
     v, i = torch.topk(p, k, dim=1)
     nb = i.device.type == "cuda"
     return i.to("cpu", non_blocking=nb), v.to("cpu", non_blocking=nb)
 
 
-def predictions_table(indices: np.ndarray, probs: np.ndarray, paths: Sequence[str]):
-    """One row per image: index, path, then class_k, name_k, prob_k for k = 1..K (most probable first)."""
+def predictions_table(indices: np.ndarray, probs: np.ndarray, paths: Sequence[str], names: Sequence[str] | None = None):
+    """One row per image: index, path, then class_k, name_k, prob_k for k = 1..K (most probable first).
+
+    ``names``: the class names (default: ImageNet-1k's; see :func:`model_classes`).
+    """
     import pandas as pd
 
-    names = imagenet_classes()
+    names = list(names) if names is not None else imagenet_classes()
     cols: dict[str, Any] = {"index": np.arange(len(paths)), "path": list(paths)}
     for r in range(indices.shape[1]):
         cols[f"class_{r + 1}"] = indices[:, r]

@@ -168,7 +168,7 @@ class _Extractor:
     def _run(self, batch: Mapping[str, np.ndarray]) -> dict:
         import torch
 
-        from .capture import autocast, forward_with_backoff, top_classes
+        from .capture import autocast, forward_with_backoff, model_classes, top_classes
 
         spec = self.spec
         err = np.asarray(batch["err"])
@@ -186,7 +186,9 @@ class _Extractor:
                 if spec["channels_last"]:
                     xt = xt.contiguous(memory_format=torch.channels_last)
             outs, result = forward_with_backoff(self.cap, xt)
-            topk = top_classes(result, spec["top_k"], self.lm.model_id) if spec["top_k"] is not None else None
+            topk = None
+            if spec["top_k"] is not None:
+                topk = top_classes(result, spec["top_k"], self.lm.model_id, n_classes=len(model_classes(self.lm)))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the hooks copy to the host without waiting
         out: dict[str, Any] = {

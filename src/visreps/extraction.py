@@ -31,6 +31,7 @@ from .capture import (
     imagenet_classes,
     is_out_of_memory,
     make_capture,
+    model_classes,
     plan_layers,
     predictions_table,
     set_memory_format,
@@ -392,7 +393,7 @@ def local_batches(job: Job, items: Sequence):
                             x = x.contiguous(memory_format=torch.channels_last)
                     outs, result = forward_with_backoff(cap, x)
                     if job.top_k is not None:
-                        topk = top_classes(result, job.top_k, lm.model_id)
+                        topk = top_classes(result, job.top_k, lm.model_id, n_classes=len(model_classes(lm)))
                     if cuda:
                         event = torch.cuda.Event()
                         event.record()
@@ -692,7 +693,8 @@ def _finish(job: Job, sink, row: int, skipped: list, elapsed: float):
         metadata["layers"][k]["shape"][0] = row
     predictions = None
     if job.top_k is not None:
-        predictions = predictions_table(aux["topk_index"], aux["topk_prob"], [r[0] for r in manifest_rows])
+        paths = [r[0] for r in manifest_rows]
+        predictions = predictions_table(aux["topk_index"], aux["topk_prob"], paths, model_classes(job.lm))
         metadata["extra_files"] = ["predictions.csv", "predictions.json"]
     if sink.folder is None:
         import pandas as pd

@@ -224,6 +224,8 @@ class LoadedModel:
         text: the text encoder of a CLIP/OpenCLIP model (``None``: the model has none).
         preprocessing_extra: entries recorded in the metadata beside the preprocessing (e.g. the
             Keras ``preprocess_input`` applied to each batch).
+        class_names: the names of the model's output classes, in output order (``None``: ImageNet-1k;
+            ``()``: not known, so top-k predictions are refused).
     """
 
     module: Any
@@ -237,6 +239,7 @@ class LoadedModel:
     seq_first: frozenset[str] = frozenset()
     text: TextTower | None = None
     preprocessing_extra: dict[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] | None = None
     _transform: Callable[[Any], Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

@@ -55,6 +55,9 @@ SOURCE_MODULES: dict[str, str] = {
     "openclip": "visreps.models.openclip",
     "keras": "visreps.models.keras",
     "ssl": "visreps.models.ssl",
+    "ecoset": "visreps.models.ecoset",
+    "salobjsub": "visreps.models.salobjsub",
+    "harmonization": "visreps.models.harmonization",
 }
 
 #: the sources a bare model name (``alexnet``) is looked up in
