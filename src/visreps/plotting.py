@@ -275,3 +275,252 @@ def plot_reference_comparison(
         ax.set_title(title)
     _save(fig, out, dpi, format)
     return fig
+
+
+def plot_encoding(
+    table: Any,
+    out: str | os.PathLike | None = None,
+    *,
+    score: str = "r",
+    ceiling: bool = True,
+    title: str | None = None,
+    dpi: int = 200,
+    figsize: tuple[float, float] | None = None,
+    format: str | None = None,
+) -> Figure:
+    """Encoding scores per layer: bars of the mean over targets with ±SEM error bars, and the ceiling.
+
+    Args:
+        table: the per-layer table of :func:`visreps.analysis.encode` (``result.layers``), or the
+            :class:`~visreps.analysis.EncodingResult` itself. Bars follow its rows (layers in depth
+            order), coloured by model, with the layer names on the x axis.
+        score: ``r`` (default), ``r2``, ``r_ceiled`` or ``r2_ceiled``: the columns
+            ``<score>_mean`` and ``<score>_sem`` (SEM across targets) are drawn.
+        ceiling: draw the noise ceiling when the table has one: for ``r`` the mean over targets of
+            ``√ρ`` (column ``ceiling_r``), for ceiled scores the line at 1.
+    """
+    import pandas as pd
+
+    df = getattr(table, "layers", table)
+    if not isinstance(df, pd.DataFrame) or f"{score}_mean" not in df.columns:
+        have = sorted(c[:-5] for c in getattr(df, "columns", []) if str(c).endswith("_mean"))
+        raise VisrepsError(
+            f"the table has no {score!r} scores (columns {score}_mean, {score}_sem); it has: {have or 'none'}; "
+            "pass result.layers of visreps.analysis.encode"
+        )
+    labels = [str(x) for x in df["layer"]] if df["model"].nunique() == 1 else [str(x) for x in df["label"]]
+    if figsize is None:
+        figsize = (max(4.0, 1.2 + 0.45 * len(df)), 4.2)
+    fig = _figure(figsize)
+    ax = fig.add_subplot()
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"]
+    models = list(dict.fromkeys(df["model"]))
+    x = np.arange(len(df))
+    sem = df[f"{score}_sem"].to_numpy(dtype=np.float64) if f"{score}_sem" in df else None
+    for k, model in enumerate(models):
+        sel = (df["model"] == model).to_numpy()
+        ax.bar(
+            x[sel],
+            df[f"{score}_mean"].to_numpy(dtype=np.float64)[sel],
+            yerr=None if sem is None else np.nan_to_num(sem[sel]),
+            capsize=3,
+            color=colours(k % 10),
+            label=str(model),
+        )
+    if ceiling and score in ("r_ceiled", "r2_ceiled"):
+        ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1, label="noise ceiling")
+    elif ceiling and score == "r" and "ceiling_r" in df and np.isfinite(df["ceiling_r"]).any():
+        c = float(np.nanmean(df["ceiling_r"].to_numpy(dtype=np.float64)))
+        half = float(np.nanmean(df["ceiling_r_sem"].to_numpy(dtype=np.float64))) if "ceiling_r_sem" in df else 0.0
+        if np.isfinite(half) and half > 0:
+            ax.axhspan(c - half, c + half, color="0.6", alpha=0.4, linewidth=0)
+        ax.axhline(c, color="0.3", linestyle="--", linewidth=1, label=f"noise ceiling (mean √ρ = {c:.3f})")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, labels=labels, rotation=45 if len(df) > 3 else 0, ha="right" if len(df) > 3 else "center")
+    names = {"r": "Pearson r", "r2": "R²", "r_ceiled": "r / √ceiling", "r2_ceiled": "R² / ceiling"}
+    ax.set_ylabel(f"held-out {names.get(score, score)} (mean ± SEM over targets)")
+    if len(models) > 1 or ceiling:
+        handles, _ = ax.get_legend_handles_labels()
+        if len(handles) > 1:
+            ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    _save(fig, out, dpi, format)
+    return fig
+
+
+def _significance_column(df: Any) -> Any:
+    for col in ("significant_zero", "significant_permutation"):
+        if col in df:
+            return df[col].astype(bool).to_numpy()
+    return None
+
+
+def _pair_rows(pairwise: Any, labels: list[str], r: np.ndarray) -> list[tuple[int, int, int]]:
+    """Significant pairs as (left bar, right bar, better bar), narrowest spans first."""
+    if pairwise is None or len(pairwise) == 0 or "significant" not in pairwise:
+        return []
+    pos = {lab: i for i, lab in enumerate(labels)}
+    out = []
+    for a, b, sig in zip(pairwise["a"], pairwise["b"], pairwise["significant"]):
+        if bool(sig) and a in pos and b in pos:
+            i, j = sorted((pos[a], pos[b]))
+            out.append((i, j, i if r[i] >= r[j] else j))
+    return sorted(out, key=lambda t: (t[1] - t[0], t[0]))
+
+
+def _draw_pairs(ax, pairs: list[tuple[int, int, int]], y0: float, step: float) -> float:
+    """Stack one line per significant pair above ``y0`` (pairs that do not overlap share a row); returns the top."""
+    rows: list[list[tuple[int, int]]] = []
+    top = y0
+    for i, j, better in pairs:
+        k = next((k for k, row in enumerate(rows) if all(j < a or i > b for a, b in row)), len(rows))
+        if k == len(rows):
+            rows.append([])
+        rows[k].append((i, j))
+        y = y0 + (k + 1) * step
+        ax.plot([i, j], [y, y], color="0.25", linewidth=0.9, solid_capstyle="butt")
+        ax.plot([better], [y], marker="o", markersize=3.5, color="0.25")
+        ax.plot([i + j - better], [y], marker="|", markersize=6, color="0.25")
+        top = max(top, y)
+    return top
+
+
+def plot_model_comparison(
+    result: Any,
+    out: str | os.PathLike | None = None,
+    *,
+    pairwise: Any = None,
+    kind: str = "bars",
+    error: str = "ci",
+    title: str | None = None,
+    ylabel: str | None = None,
+    dpi: int = 200,
+    figsize: tuple[float, float] | None = None,
+    format: str | None = None,
+) -> Figure:
+    """The standard model-comparison figure: scores with error bars, the noise-ceiling band, significance marks.
+
+    ``result`` is the :class:`visreps.analysis.inference.RSAInference` of :func:`visreps.rsa_inference`
+    (or its ``table``: columns ``label``, ``r`` and, when present, ``ci_low``/``ci_high`` or ``se``,
+    ``noise_ceiling_lower``/``noise_ceiling_upper``, ``significant_zero`` or
+    ``significant_permutation``, ``model``, ``layer``).
+
+    * ``kind="bars"``: one bar per model/layer in table order; whiskers are the interval
+      (``error="ci"``) or ± one standard error (``error="se"``); an asterisk above a bar marks a
+      score significantly above zero (after the table's correction); a line over two bars marks a
+      significant pairwise difference (dot at the better one, tick at the worse), from
+      ``result.pairwise`` or ``pairwise``.
+    * ``kind="curve"``: a layer-depth curve per model (x = the layer's position in the table), the
+      interval as a shaded band; filled markers are significant vs zero, open ones not (pairwise
+      tests are in the table only).
+
+    The grey band spans the noise ceiling from its lower to its upper bound.
+
+    Returns:
+        the ``matplotlib.figure.Figure`` (saved to ``out`` when given; format from its suffix).
+    """
+    import pandas as pd
+
+    df = getattr(result, "table", result)
+    if pairwise is None:
+        pairwise = getattr(result, "pairwise", None)
+    if not isinstance(df, pd.DataFrame) or not {"label", "r"} <= set(df.columns):
+        raise VisrepsError("plot_model_comparison needs the result of rsa_inference (a table with 'label' and 'r')")
+    if kind not in ("bars", "curve"):
+        raise VisrepsError(f"kind must be 'bars' or 'curve', got {kind!r}")
+    if error not in ("ci", "se"):
+        raise VisrepsError(f"error must be 'ci' or 'se', got {error!r}")
+    labels = [str(x) for x in df["label"]]
+    r = df["r"].to_numpy(dtype=np.float64)
+    lo = hi = None
+    if error == "ci" and {"ci_low", "ci_high"} <= set(df.columns):
+        lo, hi = df["ci_low"].to_numpy(dtype=np.float64), df["ci_high"].to_numpy(dtype=np.float64)
+    elif "se" in df:
+        se = df["se"].to_numpy(dtype=np.float64)
+        lo, hi = r - se, r + se
+    sig = _significance_column(df)
+    attrs = getattr(df, "attrs", {}) or {}
+    nc = None
+    if {"noise_ceiling_lower", "noise_ceiling_upper"} <= set(df.columns):
+        nc = (float(df["noise_ceiling_lower"].iloc[0]), float(df["noise_ceiling_upper"].iloc[0]))
+    if figsize is None:
+        longest = max(len(x) for x in labels)
+        width = 3.5 + 0.45 * len(labels) if kind == "bars" else 7.0
+        figsize = (min(30.0, max(5.0, width)), 4.0 + (0.06 * longest if kind == "bars" else 0.5))
+    fig = _figure(figsize)
+    ax = fig.add_subplot()
+    if nc is not None:
+        ax.axhspan(nc[0], nc[1], color="0.8", alpha=0.7, linewidth=0, label="noise ceiling", zorder=0)
+    ax.axhline(0, color="black", linewidth=0.8)
+    n_pairs = 0
+    if kind == "bars":
+        n_pairs = _draw_bars(ax, labels, r, lo, hi, sig, nc, pairwise)
+    else:
+        _draw_curves(ax, df, r, lo, hi, sig)
+    method = attrs.get("method", "")
+    what = f"{method} correlation" if method else "score"
+    subjects = "\n(mean over subjects)" if attrs.get("n_subjects", 1) > 1 else ""
+    ax.set_ylabel(ylabel or f"{what} with the reference{subjects}")
+    notes = []
+    if lo is not None:
+        notes.append(f"{round(100 * attrs.get('ci', 0.95))}% CI" if error == "ci" and "ci_low" in df else "± SE")
+        if attrs.get("bootstrap"):
+            notes[-1] += f", bootstrap over {attrs['bootstrap'].replace(',', ' and ')}"
+    if sig is not None:
+        mark = "*" if kind == "bars" else "filled"
+        notes.append(f"{mark}: p < {attrs.get('alpha', 0.05):g} vs 0 ({attrs.get('correction', 'fdr')})")
+    if n_pairs:
+        notes.append("lines: pairwise p < " + f"{attrs.get('alpha', 0.05):g} (dot: better)")
+    if notes:
+        ax.set_title(("" if not title else title + "\n") + "; ".join(notes), fontsize=9)
+    elif title:
+        ax.set_title(title)
+    if nc is not None or kind == "curve":
+        ax.legend(fontsize=8, loc="best")
+    _save(fig, out, dpi, format)
+    return fig
+
+
+def _draw_bars(ax, labels, r, lo, hi, sig, nc, pairwise) -> int:
+    """Bars with whiskers, asterisks for significance vs 0, lines for significant pairs; returns the pairs drawn."""
+    tops = hi if hi is not None else r
+    x = np.arange(len(labels))
+    yerr = None if lo is None or hi is None else np.vstack([r - lo, hi - r])
+    ax.bar(x, r, width=0.7, color="C0", yerr=yerr, capsize=3, zorder=2)
+    tilt = len(labels) > 3 or max(len(x) for x in labels) > 12
+    ax.set_xticks(x, labels=labels, rotation=45 if tilt else 0, ha="right" if tilt else "center")
+    span = float(np.nanmax(np.abs(np.concatenate([tops, [nc[1] if nc else 0.0, 1e-3]]))))
+    step = 0.06 * span
+    if sig is not None:
+        for i in np.flatnonzero(sig):
+            ax.text(float(i), max(tops[i], r[i]) + 0.3 * step, "*", ha="center", va="bottom", fontsize=12)
+    y0 = max(float(np.nanmax(tops)), nc[1] if nc else -np.inf) + 1.2 * step
+    pairs = _pair_rows(pairwise, labels, r)
+    n_pairs = len(pairs)
+    top = _draw_pairs(ax, pairs, y0, step)
+    ax.set_ylim(top=max(ax.get_ylim()[1], top + step))
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    return n_pairs
+
+
+def _draw_curves(ax, df, r, lo, hi, sig) -> None:
+    models = list(dict.fromkeys(df["model"])) if "model" in df else [None]
+    longest: list[str] = []
+    for k, model in enumerate(models):
+        rows = np.arange(len(df)) if model is None else np.flatnonzero((df["model"] == model).to_numpy())
+        x = np.arange(len(rows))
+        names = [str(v) for v in (df["layer"].iloc[rows] if "layer" in df else df["label"].iloc[rows])]
+        if len(names) > len(longest):
+            longest = names
+        color = f"C{k % 10}"
+        ax.plot(x, r[rows], color=color, linewidth=1.5, label=str(model) if model is not None else None)
+        if lo is not None and hi is not None:
+            ax.fill_between(x, lo[rows], hi[rows], color=color, alpha=0.2, linewidth=0)
+        filled = np.ones(len(rows), dtype=bool) if sig is None else sig[rows]
+        ax.scatter(x[filled], r[rows][filled], color=color, zorder=3, s=22)
+        ax.scatter(x[~filled], r[rows][~filled], facecolors="white", edgecolors=color, zorder=3, s=22)
+    ax.set_xticks(range(len(longest)), labels=longest, rotation=45 if len(longest) > 3 else 0, ha="right")
+    ax.set_xlabel("layer (depth)")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["collect_features", "compare_features", "compare_to_reference", "feature_map_layers"]
+__all__ = ["collect_features", "compare_features", "compare_to_reference", "feature_map_layers", "rsa_inference"]
 
 Layers = Sequence[str] | Mapping[str, Sequence[str]] | str | None
 
@@ -194,6 +194,56 @@ def compare_to_reference(
         sigma=sigma,
         block_size=block_size,
         device=device,
+    )
+
+
+def rsa_inference(
+    sources: Any,
+    reference: Any,
+    *,
+    layers: Layers = None,
+    images: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+    extract_options: Mapping[str, Any] | None = None,
+    reference_key: str | None = None,
+    rdm_method: str = "correlation",
+    method: str = "pearson",
+    bootstrap: Any = None,
+    test: Any = None,
+    correction: str = "fdr",
+    **options: Any,
+) -> Any:
+    """Model RDMs against per-subject reference RDMs with noise ceiling, bootstrap and tests:
+    :func:`visreps.analysis.compare.rsa_inference` for model ids too.
+
+    ``images``, ``work_dir`` and ``extract_options`` as in :func:`compare_features`; the other
+    arguments (``noise_ceiling``, ``n_bootstrap``, ``seed``, ...) and the result as in
+    :func:`visreps.analysis.compare.rsa_inference`. The reference and every option are checked
+    before any model is extracted.
+    """
+    from .analysis.inference import check_bootstrap, check_correction, check_subjects, check_tests
+
+    check_method(rdm_method)
+    check_comparison(method)
+    check_bootstrap(bootstrap)
+    check_tests(test)
+    check_correction(correction)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stack, _ = _compare.load_reference_rdms(reference, key=reference_key)
+    check_subjects(len(stack), noise_ceiling=bool(options.get("noise_ceiling")), bootstrap=bootstrap)
+    sources = _extract_model_ids(sources, layers, images, work_dir, extract_options)
+    return _compare.rsa_inference(
+        sources,
+        reference,
+        layers=layers,
+        reference_key=reference_key,
+        rdm_method=rdm_method,
+        method=method,
+        bootstrap=bootstrap,
+        test=test,
+        correction=correction,
+        **options,
     )
 
 

@@ -140,8 +140,11 @@ def as_rdm(arr: Any, *, name: str = "RDM") -> np.ndarray:
             ) from None
         a = squareform(a)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 2:
+        hint = ""
+        if a.ndim == 3:
+            hint = "; a stack of subjects' RDMs goes to visreps.rsa_inference (CLI: compare --reference STACK)"
         raise VisrepsError(
-            f"{name} must be a square n × n matrix (or its condensed vector), got shape {tuple(a.shape)}"
+            f"{name} must be a square n × n matrix (or its condensed vector), got shape {tuple(a.shape)}{hint}"
         )
     bad = ~np.isfinite(a)
     if bad.any():
@@ -795,3 +798,232 @@ def compare_to_reference(
     if n_bootstrap:
         df.attrs.update({"n_bootstrap": int(n_bootstrap), "ci": float(ci), "seed": seed})
     return df
+
+
+# --------------------------------------------------------------------------- per-subject references and inference
+
+#: formats of per-subject reference stacks: those of :func:`load_reference_rdm` plus HDF5
+STACK_SUFFIXES = (*REFERENCE_SUFFIXES, ".h5", ".hdf5")
+
+
+def _stack_candidates(variables: Mapping[str, Any], key: str | None, path: Path) -> np.ndarray:
+    if key is not None:
+        if key not in variables:
+            raise VisrepsError(f"{str(path)!r} has no variable {key!r}; it has: {', '.join(variables) or '(none)'}")
+        return np.asarray(variables[key])
+    cands = {}
+    for k, v in variables.items():
+        try:
+            a = np.asarray(v)
+        except Exception:  # noqa: BLE001
+            continue
+        if a.dtype.kind in "biuf" and a.ndim in (1, 2, 3) and a.size > 1:
+            cands[k] = a
+    if len(cands) == 1:
+        return next(iter(cands.values()))
+    if not cands:
+        raise VisrepsError(f"{str(path)!r} holds no numeric array (variables: {', '.join(variables) or '(none)'})")
+    raise VisrepsError(
+        f"{str(path)!r} holds several arrays ({', '.join(cands)}); choose one with key=... (CLI: --reference-key)"
+    )
+
+
+def _read_stack_file(p: Path, key: str | None) -> tuple[np.ndarray, bool]:
+    """The array of a reference file (2-D or 3-D) and whether it is MATLAB-ordered (subjects last)."""
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return np.load(p, allow_pickle=False), False
+        except (ValueError, OSError, EOFError) as e:
+            raise VisrepsError(f"cannot read {str(p)!r} as a numeric .npy array: {e}") from None
+    if suffix == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return _stack_candidates({k: z[k] for k in z.files}, key, p), False
+        except (ValueError, OSError, EOFError) as e:
+            raise VisrepsError(f"cannot read {str(p)!r} as a numeric .npz archive: {e}") from None
+    if suffix in (".h5", ".hdf5"):
+        import h5py
+
+        try:
+            with h5py.File(p, "r") as f:
+                variables = {k: np.asarray(f[k]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+        except OSError as e:
+            raise VisrepsError(f"cannot read {str(p)!r} as an HDF5 file: {e}") from None
+        return _stack_candidates(variables, key, p), False
+    if suffix == ".mat":
+        from scipy.io import loadmat
+
+        try:
+            data = loadmat(p)
+            variables = {k: v for k, v in data.items() if not k.startswith("__")}
+        except NotImplementedError:  # v7.3 = HDF5; h5py shows MATLAB arrays transposed
+            import h5py
+
+            with h5py.File(p, "r") as f:
+                variables = {k: np.asarray(f[k]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+        except Exception as e:  # noqa: BLE001
+            raise VisrepsError(f"cannot read {str(p)!r} as a MATLAB file: {e}") from None
+        return _stack_candidates(variables, key, p), True
+    return load_reference_rdm(p, key=key), False
+
+
+def load_reference_rdms(reference: Any, *, key: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """Reference RDMs of one or several subjects, as a ``(subjects, n, n)`` float64 stack and subject names.
+
+    ``reference`` is:
+
+    * a file holding a stack: ``.npy`` / ``.npz`` / ``.h5``/``.hdf5`` shaped ``(subjects, n, n)``; ``.mat``
+      shaped ``(n, n, subjects)`` as MATLAB stores it (``(subjects, n, n)`` is recognised too when
+      ``subjects != n``); in ``.npz``/``.h5``/``.mat`` the one numeric array, or the one named ``key``;
+    * a file holding one RDM (any format of :func:`load_reference_rdm`): one subject;
+    * a folder of per-subject files (every file with a suffix of ``STACK_SUFFIXES``, in name order;
+      each one RDM, or a stack whose subjects are added in order);
+    * an array ``(subjects, n, n)``, one RDM, or a list of RDMs.
+
+    Every subject's RDM is checked as :func:`load_reference_rdm` checks one (square, finite; a
+    condensed vector is expanded). Subjects are named by file stem (``<stem>[i]`` inside a stack file).
+
+    Raises:
+        VisrepsError: a missing path, an empty folder, subjects with different numbers of conditions
+            (naming them), and everything :func:`load_reference_rdm` rejects.
+    """
+    if isinstance(reference, (str, os.PathLike)):
+        p = Path(reference).expanduser()
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in STACK_SUFFIXES)
+            if not files:
+                raise VisrepsError(
+                    f"reference folder {str(p)!r} holds no RDM files ({', '.join(STACK_SUFFIXES)}); put one file per "
+                    "subject there"
+                )
+            parts = [load_reference_rdms(f, key=key) for f in files]
+            rdms = [r for stack, _ in parts for r in stack]
+            names = [nm for _, nms in parts for nm in nms]
+            return _stack(rdms, names, f"reference folder {str(p)!r}")
+        if not p.is_file():
+            raise VisrepsError(f"reference RDM file or folder {str(p)!r} does not exist")
+        if p.suffix.lower() not in STACK_SUFFIXES:
+            raise VisrepsError(
+                f"reference {str(p)!r}: format {p.suffix or '(none)'!r} is not supported; use one of "
+                f"{', '.join(STACK_SUFFIXES)}, or a folder of such files"
+            )
+        arr, matlab = _read_stack_file(p, key)
+        arr = np.asarray(arr)
+        if arr.ndim == 3:
+            if matlab and arr.shape[0] == arr.shape[1]:
+                arr = np.moveaxis(arr, -1, 0)
+            names = [f"{p.stem}[{i}]" for i in range(arr.shape[0])]
+            return _stack(list(arr), names, f"reference {p.name!r}")
+        return _stack([arr], [p.stem], f"reference {p.name!r}")
+    if isinstance(reference, Mapping):
+        return _stack(list(reference.values()), [str(k) for k in reference], "reference")
+    arr = np.asarray(reference, dtype=np.float64)
+    if arr.ndim == 3:
+        return _stack(list(arr), [f"subject {i}" for i in range(len(arr))], "reference")
+    if isinstance(reference, (list, tuple)) and arr.ndim == 2 and len(reference) > 1 and arr.shape[0] != arr.shape[1]:
+        return _stack(list(arr), [f"subject {i}" for i in range(len(arr))], "reference")
+    return _stack([arr], ["reference"], "reference")
+
+
+def _stack(rdms: list[Any], names: list[str], where: str) -> tuple[np.ndarray, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sq = [as_rdm(r, name=f"{where}, subject {nm!r}") for r, nm in zip(rdms, names)]
+    if caught:
+        warnings.warn(str(caught[0].message), stacklevel=3)
+    sizes = {len(r) for r in sq}
+    if len(sizes) > 1:
+        desc = ", ".join(f"{nm}: {len(r)}" for nm, r in zip(names[:6], sq[:6]))
+        raise VisrepsError(
+            f"{where}: the subjects' RDMs describe different numbers of images ({desc}); every subject must have an "
+            "RDM of the same images in the same order"
+        )
+    return np.stack(sq), names
+
+
+def rsa_inference(
+    sources: Any,
+    reference: Any,
+    *,
+    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    rdm_method: str = "correlation",
+    method: str = "pearson",
+    noise_ceiling: bool = False,
+    bootstrap: Any = None,
+    n_bootstrap: int = 1000,
+    test: Any = None,
+    test_type: str = "t",
+    n_permutations: int = 1000,
+    correction: str = "fdr",
+    alpha: float = 0.05,
+    ci: float = 0.95,
+    seed: int | None = 0,
+    reference_key: str | None = None,
+    reference_order: Sequence[str] | str | os.PathLike | None = None,
+    sigma: float | None = None,
+    block_size: int | None = None,
+    device: Any = "auto",
+) -> Any:
+    """Every feature set's RDM against per-subject reference RDMs, with noise ceiling, bootstrap and tests.
+
+    The feature sets are collected and aligned as in :func:`compare_to_reference` (same strict rules:
+    the reference's conditions are the images in manifest order, or those of ``reference_order``);
+    the subjects' RDMs come from :func:`load_reference_rdms`. The numbers are those of
+    :func:`visreps.analysis.inference.rdm_inference` (formulas there): a model's ``r`` is its mean
+    comparison with the subjects' RDMs.
+
+    For model ids extracted on the fly use :func:`visreps.rsa_inference` (:func:`visreps.workflows.rsa_inference`).
+
+    Args:
+        sources: as in :func:`compare_features`.
+        reference: see :func:`load_reference_rdms`.
+        noise_ceiling, bootstrap, n_bootstrap, test, test_type, n_permutations, correction, alpha, ci, seed:
+            see :func:`visreps.analysis.inference.rdm_inference`.
+        Other arguments as in :func:`compare_to_reference`.
+
+    Returns:
+        :class:`visreps.analysis.inference.RSAInference`; its ``table`` has the columns ``reference``,
+        ``model``, ``layer``, ``label`` first, and ``attrs`` with the methods and ``subjects``.
+    """
+    from .inference import check_bootstrap, check_tests, rdm_inference
+
+    rdm_method = check_method(rdm_method)
+    method = check_comparison(method)
+    check_bootstrap(bootstrap)
+    check_tests(test)
+    stack, names = load_reference_rdms(reference, key=reference_key)
+    ref_name = Path(reference).stem if isinstance(reference, (str, os.PathLike)) else "reference"
+    sets = collect_features(sources, layers=layers)
+    n_feat = len(sets[0].paths) if sets[0].paths is not None else sets[0].n
+    if stack.shape[1] != n_feat:
+        raise VisrepsError(
+            f"reference {ref_name!r} has {stack.shape[1]} conditions but the features have {n_feat} images; "
+            "the reference must describe the same images (see reference_order)"
+        )
+    idx = _reorder_to(sets, reference_order, n_feat)
+    rdms = {}
+    for s in sets:
+        rdm = _rdm_of(s, rdm_method, sigma=sigma, block_size=block_size, device=device)
+        rdms[s.label] = rdm if idx is None else rdm[np.ix_(idx, idx)]
+    res = rdm_inference(
+        rdms,
+        stack,
+        method=method,
+        noise_ceiling=noise_ceiling,
+        bootstrap=bootstrap,
+        n_bootstrap=n_bootstrap,
+        test=test,
+        test_type=test_type,
+        n_permutations=n_permutations,
+        correction=correction,
+        alpha=alpha,
+        ci=ci,
+        seed=seed,
+    )
+    t = res.table
+    t.insert(0, "layer", [s.layer for s in sets])
+    t.insert(0, "model", [s.model for s in sets])
+    t.insert(0, "reference", ref_name)
+    t.attrs.update({"rdm_method": rdm_method, "subjects": names})
+    return res

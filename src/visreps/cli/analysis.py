@@ -189,9 +189,10 @@ def rsa(
 @click.option(
     "--reference",
     "-r",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
-    help="Reference RDM (brain/behaviour) file: .npy, .mat, .csv, .txt; compares each layer with it.",
+    help="Reference RDM (brain/behaviour): a file (.npy, .mat, .csv, .txt, .h5; a (subjects, n, n) stack gives "
+    "one RDM per subject) or a folder of per-subject files; compares each layer with it.",
 )
 @click.option("--reference-key", default=None, help="Variable of a .mat/.npz reference holding the RDM.")
 @click.option(
@@ -211,13 +212,50 @@ def rsa(
 )
 @click.option(
     "--bootstrap",
-    type=click.IntRange(min=0),
-    default=0,
+    default=None,
+    metavar="N|FACTORS",
+    help="With --reference: resample images, subjects or subjects,images (both factors, with rsatoolbox's variance "
+    "correction) --n-bootstrap times; a number N: N image resamples for a percentile interval (as before).",
+)
+@click.option("--n-bootstrap", type=click.IntRange(min=2), default=1000, show_default=True, help="Bootstrap samples.")
+@click.option("--noise-ceiling", is_flag=True, help="Lower and upper noise-ceiling bounds (needs RDMs of 2+ subjects).")
+@click.option(
+    "--test",
+    default=None,
+    help="Comma-separated: pairwise (differences between layers/models, needs --bootstrap), permutation "
+    "(image labels shuffled, --n-permutations times). A test vs 0 comes with every --bootstrap.",
+)
+@click.option(
+    "--test-type",
+    type=click.Choice(["t", "bootstrap"]),
+    default="t",
     show_default=True,
-    help="Bootstrap resamples of the images for a confidence interval (with --reference).",
+    help="t: t-tests with the bootstrap variance (rsatoolbox's default); bootstrap: from the bootstrap samples.",
+)
+@click.option(
+    "--correction",
+    type=click.Choice(["fdr", "bonferroni", "none"]),
+    default="fdr",
+    show_default=True,
+    help="Multiple-comparison correction within each family of tests (fdr = Benjamini–Hochberg).",
+)
+@click.option("--n-permutations", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
+@click.option(
+    "--figure",
+    type=click.Choice(["bars", "curve"]),
+    default="bars",
+    show_default=True,
+    help="With --noise-ceiling/--bootstrap FACTORS/--test: bars per layer, or a layer-depth curve per model.",
+)
+@click.option(
+    "--plot-format",
+    default="png",
+    show_default=True,
+    help="Comma-separated figure formats (png,pdf,svg,jpg) when --plot is not given.",
 )
 @click.option("--ci", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and permutations.")
 @click.option(
     "--out",
     "-o",
@@ -257,7 +295,16 @@ def compare(
     reference_order: str | None,
     rdm_method: str,
     method: str,
-    bootstrap: int,
+    bootstrap: str | None,
+    n_bootstrap: int,
+    noise_ceiling: bool,
+    test: str | None,
+    test_type: str,
+    correction: str,
+    n_permutations: int,
+    alpha: float,
+    figure: str,
+    plot_format: str,
     ci: float,
     seed: int,
     out: str,
@@ -276,14 +323,21 @@ def compare(
     SOURCES are output folders of `visreps extract` (every layer, or --layers), optionally
     FOLDER::layer1,layer2; or model ids with --images. With --reference, every layer's RDM is
     correlated with that RDM instead (table of r per layer, bar chart).
+
+    With per-subject reference RDMs, --noise-ceiling, --bootstrap subjects,images or --test, the
+    scores are mean correlations over subjects with noise ceiling, bootstrap intervals and tests:
+    OUT (one row per layer), OUT_pairwise.csv, OUT_bootstrap.csv (the samples), all at full
+    precision, and the figure (bars or a layer-depth curve with the noise-ceiling band).
     """
     from ..errors import VisrepsError
     from ..plotting import plot_comparison, plot_reference_comparison
     from ..workflows import compare_features, compare_to_reference
 
     srcs, layer_map = _sources_and_layers(sources, layers)
-    if bootstrap and reference is None:
-        raise click.UsageError("--bootstrap needs --reference (intervals are for fits to a reference RDM)")
+    n_legacy, factors = _parse_bootstrap(bootstrap)
+    if (bootstrap or noise_ceiling or test) and reference is None:
+        what = "--bootstrap" if bootstrap else "--noise-ceiling" if noise_ceiling else "--test"
+        raise click.UsageError(f"{what} needs --reference: a reference RDM to compare the layers with")
     extract_options = {"pretrained": not random_init} if images else None
     common = _CompareOptions(
         layers=layer_map,
@@ -296,6 +350,10 @@ def compare(
         extract_options=extract_options,
     )
     table = Path(out)
+    formats = _plot_formats(plot_format)
+    if reference is not None and (factors or noise_ceiling or test or _several_subjects(reference, reference_key)):
+        _compare_inference(srcs, common, table, formats, n_legacy, factors, click.get_current_context().params)
+        return
     table.parent.mkdir(parents=True, exist_ok=True)
     if reference is None:
         df = compare_features(srcs, **common)
@@ -310,7 +368,7 @@ def compare(
             reference,
             reference_key=reference_key,
             reference_order=reference_order,
-            n_bootstrap=bootstrap,
+            n_bootstrap=n_legacy,
             ci=ci,
             seed=seed,
             **common,
@@ -320,13 +378,120 @@ def compare(
             click.echo(df.drop(columns=["label"]).round(4).to_string(index=False))
     msg = f"table → {table}"
     if not no_plot:
-        ppath = Path(plot_path) if plot_path else table.with_suffix(".png")
+        ppath = Path(plot_path) if plot_path else table.with_suffix("." + formats[0])
         title = f"{df.attrs.get('method')} correlation of {rdm_method} RDMs ({df.attrs.get('n_conditions')} images)"
         if reference is None:
             plot_comparison(df, ppath, cmap=cmap, dpi=dpi, title=title)
         else:
             plot_reference_comparison(df, ppath, dpi=dpi, title=title + f" with {Path(reference).name}")
         msg += f", figure → {ppath}"
+    click.echo(msg)
+
+
+class _InferenceOptions(TypedDict):
+    """The inference arguments of ``compare`` passed on to ``rsa_inference``."""
+
+    bootstrap: tuple[str, ...]
+    n_bootstrap: int
+    noise_ceiling: bool
+    test: str | None
+    test_type: str
+    correction: str
+    n_permutations: int
+    alpha: float
+    ci: float
+    seed: int
+
+
+def _parse_bootstrap(value: str | None) -> tuple[int, tuple[str, ...]]:
+    """``--bootstrap``: a number of image resamples (the percentile interval of before) or factors to resample."""
+    if value is None or value.strip() == "":
+        return 0, ()
+    if value.strip().isdigit():
+        return int(value), ()
+    from ..analysis.inference import check_bootstrap
+
+    return 0, check_bootstrap(value)
+
+
+def _plot_formats(value: str) -> list[str]:
+    formats = [f.lower().lstrip(".") for f in split_list(value) or ["png"]]
+    bad = [f for f in formats if f not in PLOT_FORMATS]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)}: use {', '.join(PLOT_FORMATS)}", param_hint="--plot-format")
+    return formats
+
+
+def _several_subjects(reference: str, key: str | None) -> bool:
+    """Whether the reference holds RDMs of several subjects (a folder or a stack)."""
+    import warnings
+
+    from ..analysis.compare import load_reference_rdms
+
+    if Path(reference).is_dir():
+        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_reference_rdms(reference, key=key)[0].shape[0] > 1
+
+
+def _compare_inference(
+    srcs: list[str],
+    common: _CompareOptions,
+    table: Path,
+    formats: list[str],
+    n_legacy: int,
+    factors: tuple[str, ...],
+    params: dict[str, Any],
+) -> None:
+    """``compare`` with per-subject references: noise ceiling, bootstrap, tests; tables and the figure."""
+    from ..plotting import plot_model_comparison
+    from ..workflows import rsa_inference
+
+    p = params
+    reference = p["reference"]
+    inference = _InferenceOptions(
+        bootstrap=factors or (("images",) if n_legacy else ()),
+        n_bootstrap=n_legacy or p["n_bootstrap"],
+        noise_ceiling=p["noise_ceiling"],
+        test=p["test"],
+        test_type=p["test_type"],
+        correction=p["correction"],
+        n_permutations=p["n_permutations"],
+        alpha=p["alpha"],
+        ci=p["ci"],
+        seed=p["seed"],
+    )
+    res = rsa_inference(
+        srcs, reference, reference_key=p["reference_key"], reference_order=p["reference_order"], **common, **inference
+    )
+    table.parent.mkdir(parents=True, exist_ok=True)
+    res.table.to_csv(table, index=False)
+    written = [table]
+    if res.pairwise is not None:
+        written.append(table.with_name(table.stem + "_pairwise.csv"))
+        res.pairwise.to_csv(written[-1], index=False)
+    if res.bootstrap is not None:
+        written.append(table.with_name(table.stem + "_bootstrap.csv"))
+        res.samples().to_csv(written[-1])
+    attrs = res.table.attrs
+    with _pd_display():
+        shown = [c for c in res.table.columns if c not in ("reference", "label", "n_valid_samples")]
+        click.echo(res.table[shown].round(4).to_string(index=False))
+        if res.noise_ceiling is not None:
+            nc = res.noise_ceiling
+            click.echo(f"noise ceiling ({len(attrs['subjects'])} subjects): lower {nc.lower:.4f}, upper {nc.upper:.4f}")
+        if res.pairwise is not None:
+            click.echo(res.pairwise.round(4).to_string(index=False))
+    msg = "tables → " + ", ".join(map(str, written))
+    if not p["no_plot"]:
+        paths = [Path(p["plot_path"])] if p["plot_path"] else [table.with_suffix("." + f) for f in formats]
+        plural = "s" if attrs["n_subjects"] > 1 else ""
+        title = f"{attrs['rdm_method']} RDMs vs {Path(reference).name}: {attrs['n_conditions']} images, "
+        title += f"{attrs['n_subjects']} subject{plural}"
+        for path in paths:
+            plot_model_comparison(res, path, kind=p["figure"], title=title, dpi=p["dpi"])
+        msg += ", figure → " + ", ".join(map(str, paths))
     click.echo(msg)
 
 

@@ -1,0 +1,576 @@
+"""Brain or behavioural responses to images: reading them and tying their rows to feature rows.
+
+A response set is a matrix *images × targets* (voxels, neurons, behavioural dimensions), with
+optional leading axes for *subjects* and/or *repetitions*. :func:`load_responses` reads it from
+``.npy``, ``.npz``, ``.mat`` (also v7.3/HDF5), ``.h5``/``.hdf5``, ``.csv``/``.tsv``/``.txt`` and
+returns a :class:`Responses`: the numbers, the axis names, the image of every row when the file
+names it, the target names.
+
+Rows are tied to the images of a features folder by :func:`match_images`, with the strict rules
+of ``compare --reference``: the response rows must name exactly the images of the features'
+manifest (by manifest path, or by file name when that is unique), each once; wrong counts,
+unknown names and duplicates are errors that name examples. Responses whose file names no image
+take the manifest's order, and must then have exactly one row per image.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import VisrepsError
+
+#: the axes a response array may have, in the order :class:`Responses` keeps them
+AXES = ("subjects", "repetitions", "images", "targets")
+_AXIS_ALIASES = {
+    "subject": "subjects",
+    "participants": "subjects",
+    "participant": "subjects",
+    "repetition": "repetitions",
+    "reps": "repetitions",
+    "rep": "repetitions",
+    "trials": "repetitions",
+    "trial": "repetitions",
+    "image": "images",
+    "stimuli": "images",
+    "stimulus": "images",
+    "conditions": "images",
+    "target": "targets",
+    "voxels": "targets",
+    "neurons": "targets",
+    "units": "targets",
+    "channels": "targets",
+}
+RESPONSE_SUFFIXES = (".npy", ".npz", ".mat", ".h5", ".hdf5", ".csv", ".tsv", ".txt")
+#: variables of npz/mat/hdf5 files (and table columns) that name the image of each row
+NAME_VARIABLES = ("images", "image", "paths", "path", "stimuli", "stimulus", "filenames", "filename", "file")
+NAN_POLICIES = ("error", "drop")
+
+
+@dataclass
+class Responses:
+    """Responses to images, with the names of their axes.
+
+    Attributes:
+        data: float64 array whose axes are ``axes`` (always in the order of :data:`AXES`:
+            ``subjects``, ``repetitions``, ``images``, ``targets``; the first two when present).
+        axes: the axis names of ``data``.
+        images: the image of every row (``images`` axis), as the file wrote it; ``None`` when the
+            file names no images (rows then follow the features' manifest order).
+        targets: a name per target (a table's header, else ``"0"``, ``"1"``, ...).
+        source: the file read (``None`` for arrays).
+        dropped: labels of targets dropped for NaN values (see :meth:`flat` and ``nan="drop"``).
+    """
+
+    data: np.ndarray
+    axes: tuple[str, ...]
+    images: list[str] | None = None
+    targets: list[str] = field(default_factory=list)
+    source: Path | None = None
+    dropped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            self.targets = [str(i) for i in range(self.n_targets)]
+
+    @property
+    def n_images(self) -> int:
+        return int(self.data.shape[self.axes.index("images")])
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.data.shape[self.axes.index("targets")])
+
+    @property
+    def n_subjects(self) -> int:
+        return int(self.data.shape[0]) if "subjects" in self.axes else 1
+
+    @property
+    def n_repetitions(self) -> int:
+        return int(self.data.shape[self.axes.index("repetitions")]) if "repetitions" in self.axes else 1
+
+    def full(self) -> np.ndarray:
+        """``data`` as a 4-D array ``(subjects, repetitions, images, targets)`` (missing axes of size 1)."""
+        d = self.data
+        if "repetitions" not in self.axes:
+            d = d[..., None, :, :] if "subjects" in self.axes else d[None]
+        if "subjects" not in self.axes:
+            d = d[None]
+        return d
+
+    def take_images(self, idx: Sequence[int] | np.ndarray) -> Responses:
+        """The responses with their image rows taken in the order ``idx``."""
+        idx = np.asarray(idx, dtype=np.intp)
+        ax = self.axes.index("images")
+        imgs = None if self.images is None else [self.images[i] for i in idx]
+        return replace(self, data=np.take(self.data, idx, axis=ax), images=imgs)
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+        """Targets of every subject side by side.
+
+        Returns:
+            ``(Y, reps, labels)``: ``Y`` ``(images, subjects·targets)``, the mean over repetitions;
+            ``reps`` ``(repetitions, images, subjects·targets)`` when there are repetitions, else
+            ``None``; ``labels`` the target names, ``"<subject>/<target>"`` with subjects
+            (subjects named ``s0``, ``s1``, ...).
+        """
+        d = self.full()  # (S, R, N, T)
+        s, r, n, t = d.shape
+        labels = list(self.targets) if s == 1 else [f"s{i}/{name}" for i in range(s) for name in self.targets]
+        if s == 1 and r == 1:
+            return self.data.reshape(n, t), None, labels  # a view: no copy of a large response matrix
+        reps = np.ascontiguousarray(d.transpose(1, 2, 0, 3).reshape(r, n, s * t))
+        Y = reps.mean(axis=0) if r > 1 else reps[0]
+        return Y, (reps if r > 1 else None), labels
+
+    def __repr__(self) -> str:
+        shape = ", ".join(f"{a}={n}" for a, n in zip(self.axes, self.data.shape))
+        named = "named" if self.images is not None else "unnamed"
+        where = f" from {str(self.source)!r}" if self.source else ""
+        return f"Responses({shape}; {named} rows{where})"
+
+
+# --------------------------------------------------------------------------- axes
+
+
+def parse_axes(axes: str | Sequence[str] | None, ndim: int, where: str = "responses") -> tuple[str, ...]:
+    """Axis names of an array with ``ndim`` dimensions: ``axes`` (a comma list or a sequence), or the default.
+
+    Defaults: 1-D is ``images`` (one target), 2-D ``images,targets``; arrays with more
+    dimensions must declare theirs (e.g. ``"subjects,repetitions,images,targets"``).
+    """
+    if axes is None:
+        if ndim == 1:
+            return ("images",)
+        if ndim == 2:
+            return ("images", "targets")
+        raise VisrepsError(
+            f"{where} have {ndim} dimensions; say what they are with axes=... (CLI: --axes), e.g. "
+            "'repetitions,images,targets' or 'subjects,repetitions,images,targets'"
+        )
+    names = [a.strip().lower() for a in axes.split(",")] if isinstance(axes, str) else [str(a).lower() for a in axes]
+    names = [_AXIS_ALIASES.get(a, a) for a in names if a]
+    bad = [a for a in names if a not in AXES]
+    if bad:
+        raise VisrepsError(f"unknown axis name(s) {bad} in axes={axes!r}; use names from {', '.join(AXES)}")
+    if len(set(names)) != len(names):
+        raise VisrepsError(f"axes={axes!r} names an axis twice")
+    if "images" not in names:
+        raise VisrepsError(f"axes={axes!r} must include 'images'")
+    if len(names) != ndim:
+        raise VisrepsError(f"axes={axes!r} names {len(names)} axes but {where} have {ndim} (shape mismatch)")
+    return tuple(names)
+
+
+def as_responses(
+    obj: Any,
+    *,
+    axes: str | Sequence[str] | None = None,
+    images: Sequence[str] | str | os.PathLike | None = None,
+    targets: Sequence[str] | None = None,
+    source: Path | None = None,
+    where: str = "responses",
+) -> Responses:
+    """A :class:`Responses` from an array-like (or a :class:`Responses`, returned as is unless ``images`` is given).
+
+    Args:
+        obj: numbers shaped as ``axes`` says (default ``images`` or ``images,targets``).
+        axes: the axis names, e.g. ``"repetitions,images,targets"``.
+        images: the image of every row: a list, or a text file with one image path per line.
+        targets: a name per target.
+    """
+    if isinstance(obj, Responses):
+        return obj if images is None else replace(obj, images=read_order(images, obj.n_images, where))
+    try:
+        a = np.asarray(obj, dtype=np.float64)  # no copy of float64 input: responses are never written to
+    except (TypeError, ValueError) as e:
+        raise VisrepsError(f"{where} are not numeric ({e})") from None
+    if a.ndim == 0 or a.size == 0:
+        raise VisrepsError(f"{where} are empty or a single number (shape {a.shape})")
+    names = parse_axes(axes, a.ndim, where)
+    if "targets" not in names:
+        a, names = a[..., None], (*names, "targets")
+    perm = [names.index(x) for x in AXES if x in names]
+    a = np.ascontiguousarray(a.transpose(perm))
+    ordered = tuple(AXES[i] for i in range(len(AXES)) if AXES[i] in names)
+    res = Responses(data=a, axes=ordered, targets=list(targets) if targets is not None else [], source=source)
+    if targets is not None and len(res.targets) != res.n_targets:
+        raise VisrepsError(f"{where}: {len(res.targets)} target names for {res.n_targets} targets")
+    if images is not None:
+        res.images = read_order(images, res.n_images, where)
+    return res
+
+
+def read_order(images: Sequence[str] | str | os.PathLike, n: int | None = None, where: str = "responses") -> list[str]:
+    """Image names from a list or an order file (one path per line; blank lines and ``#`` comments skipped)."""
+    if isinstance(images, (str, os.PathLike)):
+        p = Path(images).expanduser()
+        if not p.is_file():
+            raise VisrepsError(f"order file {str(p)!r} does not exist (one image path per line)")
+        lines = p.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+        names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        what = f"order file {str(p)!r}"
+    else:
+        names = [str(x) for x in images]
+        what = "the image list"
+    if n is not None and len(names) != n:
+        raise VisrepsError(f"{what} lists {len(names)} images but {where} have {n} rows (images); give one per row")
+    return names
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def load_responses(
+    path: str | os.PathLike,
+    *,
+    key: str | None = None,
+    axes: str | Sequence[str] | None = None,
+    images: Sequence[str] | str | os.PathLike | None = None,
+) -> Responses:
+    """Read responses (images × targets, optionally with leading subjects/repetitions axes) from a file.
+
+    Formats:
+
+    * ``.npy``: the array.
+    * ``.npz``, ``.mat`` (also MATLAB v7.3, read with h5py and transposed to MATLAB's order),
+      ``.h5``/``.hdf5``: the one numeric array of at least 1 dimension, or the variable/dataset
+      ``key``. A string variable named ``images`` (or ``paths``, ``stimuli``, ``filenames``, ...)
+      with one entry per row names the images.
+    * ``.csv``, ``.tsv``, ``.txt`` (whitespace or comma separated): one row per image. A column of
+      image names (a non-numeric first column, or a column headed ``image``, ``path``,
+      ``stimulus``, ``filename``, ...) names the rows; every other column is a target, named by
+      the header row when there is one. Empty cells are NaN. Tables are 2-D (images × targets).
+
+    Args:
+        path: the file.
+        key: the variable/dataset of an npz/mat/hdf5 file holding the responses.
+        axes: names of the array's axes in order, e.g. ``"subjects,repetitions,images,targets"``
+            (aliases: trials/reps, stimuli, voxels/neurons/units); default ``images,targets``.
+        images: the image of every row (a list or an order file, one image path per line);
+            overrides names found in the file.
+
+    Returns:
+        :class:`Responses`. NaN values are kept; :func:`visreps.analysis.encode` drops or
+        rejects them (``nan=``).
+
+    Raises:
+        VisrepsError: a missing file, an unknown format, no or several candidate arrays (named),
+            non-numeric cells, axes that do not fit the array's shape.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise VisrepsError(f"responses file {str(p)!r} does not exist")
+    suffix = p.suffix.lower()
+    if suffix not in RESPONSE_SUFFIXES:
+        raise VisrepsError(
+            f"responses file {str(p)!r}: format {suffix or '(none)'!r} is not supported; "
+            f"use one of {', '.join(RESPONSE_SUFFIXES)}"
+        )
+    where = f"responses in {p.name!r}"
+    names: list[str] | None = None
+    targets: list[str] | None = None
+    if suffix in (".csv", ".tsv", ".txt"):
+        if axes is not None and len(parse_axes(axes, len(str(axes).split(",")))) > 2:
+            raise VisrepsError(f"{where}: a table holds images × targets only; store more axes in .npy/.npz/.mat/.h5")
+        arr, names, targets = _read_table(p, suffix)
+    elif suffix == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise VisrepsError(f"cannot read {str(p)!r} as a numeric .npy array: {e}") from None
+    else:
+        variables = _read_variables(p, suffix)
+        arr = _pick(variables, key, p)
+        names = _names_in(variables, arr, axes)
+    res = as_responses(arr, axes=axes, targets=targets, source=p, where=where)
+    if images is not None:
+        res.images = read_order(images, res.n_images, where)
+    elif names is not None:
+        if len(names) != res.n_images:
+            raise VisrepsError(f"{where}: {len(names)} image names for {res.n_images} rows")
+        res.images = names
+    return res
+
+
+def _read_variables(p: Path, suffix: str) -> dict[str, Any]:
+    try:
+        if suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        if suffix == ".mat":
+            from scipy.io import loadmat
+
+            try:
+                data = loadmat(p)
+                return {k: v for k, v in data.items() if not k.startswith("__")}
+            except NotImplementedError:  # MATLAB v7.3 is HDF5
+                return _read_h5(p, transpose=True)
+        return _read_h5(p, transpose=False)
+    except VisrepsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the reader says, name the file
+        raise VisrepsError(f"cannot read {str(p)!r} as a {suffix} file: {e}") from None
+
+
+def _read_h5(p: Path, transpose: bool) -> dict[str, Any]:
+    import h5py
+
+    out: dict[str, Any] = {}
+    with h5py.File(p, "r") as f:
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                v = obj[()]
+                out[name] = v.T if transpose and isinstance(v, np.ndarray) else v
+
+        f.visititems(visit)
+    return out
+
+
+def _is_numeric(v: Any) -> bool:
+    a = np.asarray(v)
+    return a.dtype.kind in "biuf" and a.size > 1
+
+
+def _pick(variables: Mapping[str, Any], key: str | None, p: Path) -> np.ndarray:
+    if key is not None:
+        if key not in variables:
+            raise VisrepsError(f"{str(p)!r} has no variable {key!r}; it has: {', '.join(variables) or '(none)'}")
+        return np.asarray(variables[key])
+    cands = {k: np.asarray(v) for k, v in variables.items() if _is_numeric(v) and k.lower() not in NAME_VARIABLES}
+    if len(cands) == 1:
+        return next(iter(cands.values()))
+    if not cands:
+        raise VisrepsError(f"{str(p)!r} holds no numeric array (variables: {', '.join(variables) or '(none)'})")
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in cands.items())
+    raise VisrepsError(f"{str(p)!r} holds several arrays ({shapes}); choose one with key=... (CLI: --key)")
+
+
+def _as_names(v: Any) -> list[str] | None:
+    """A list of strings from a string/bytes array or a MATLAB cell array of strings, else ``None``."""
+    a = np.asarray(v)
+    if a.dtype.kind in "US":
+        a = a.ravel()
+        return [x.decode("utf-8", "surrogateescape") if isinstance(x, bytes) else str(x) for x in a]
+    if a.dtype == object:
+        out = []
+        for x in a.ravel():
+            x = np.asarray(x).ravel()
+            if x.dtype.kind not in "US" or x.size != 1:
+                return None
+            s = x[0]
+            out.append(s.decode("utf-8", "surrogateescape") if isinstance(s, bytes) else str(s))
+        return out
+    return None
+
+
+def _names_in(variables: Mapping[str, Any], arr: np.ndarray, axes: Any) -> list[str] | None:
+    for k, v in variables.items():
+        if k.lower().rsplit("/", 1)[-1] in NAME_VARIABLES:
+            names = _as_names(v)
+            if names is not None:
+                return [n.strip() for n in names]
+    return None
+
+
+def _read_table(p: Path, suffix: str) -> tuple[np.ndarray, list[str] | None, list[str] | None]:
+    import pandas as pd
+
+    sep = {".csv": ",", ".tsv": "\t"}.get(suffix, r"[\s,;]+")
+    try:
+        df = pd.read_csv(p, sep=sep, header=None, engine="python", dtype=str, skip_blank_lines=True, comment="#")
+    except Exception as e:  # noqa: BLE001
+        raise VisrepsError(f"cannot read {str(p)!r} as a table: {e}") from None
+    df = df.dropna(axis=1, how="all")
+    if df.empty:
+        raise VisrepsError(f"responses file {str(p)!r} is empty")
+
+    def num(x: Any) -> bool:
+        if x is None or (isinstance(x, float) and np.isnan(x)) or str(x).strip() == "":
+            return True
+        try:
+            float(x)
+            return True
+        except ValueError:
+            return False
+
+    header: list[str] | None = None
+    name_col: int | None = None
+    first = [str(x).strip() if isinstance(x, str) else "" for x in df.iloc[0].tolist()]
+    body = df.iloc[1:]
+    # a header row: a cell of the first row after the first column is not a number (the first column may hold
+    # image names), or the first cell is text above a column of numbers
+    text_after_first = any(not num(c) for c in first[1:])
+    if len(df) > 1 and (text_after_first or (not num(first[0]) and all(num(x) for x in body.iloc[:, 0]))):
+        header = first
+        df = body
+    for j in range(df.shape[1]):
+        named = header is not None and header[j].lower() in NAME_VARIABLES
+        if named or (j == 0 and not all(num(x) for x in df.iloc[:, 0])):
+            name_col = j
+            break
+    names = [str(x).strip() for x in df.iloc[:, name_col]] if name_col is not None else None
+    cols = [j for j in range(df.shape[1]) if j != name_col]
+    if not cols:
+        raise VisrepsError(f"responses file {str(p)!r} has a column of image names but no numbers")
+    values = df.iloc[:, cols]
+    for j, c in zip(cols, values.columns):
+        bad = [i for i, x in enumerate(values[c].tolist()) if not num(x)]
+        if bad:
+            row = bad[0] + (2 if header is not None else 1)
+            raise VisrepsError(
+                f"{str(p)!r}: line {row}, column {j + 1} holds {values[c].iloc[bad[0]]!r}, not a number; a responses "
+                "table has one row per image: an optional column of image names, then one number per target"
+            )
+    arr = values.apply(lambda s: pd.to_numeric(s.str.strip().replace("", None), errors="coerce")).to_numpy(np.float64)
+    targets = [header[j] or str(k) for k, j in enumerate(cols)] if header is not None else None
+    return arr, names, targets
+
+
+# --------------------------------------------------------------------------- matching rows
+
+
+def match_images(
+    names: Sequence[str] | None,
+    paths: Sequence[str] | None,
+    *,
+    n_rows: int,
+    n_features: int,
+    where: str = "responses",
+    features: str = "the features",
+) -> np.ndarray:
+    """The feature row of every response row.
+
+    Rules (those of ``compare --reference``): with image names, each must name exactly one
+    manifest path, either equal to it or, when the manifest's file names are unique, equal to its
+    file name (``a/b/cat.jpg`` matches ``cat.jpg``); every image of the manifest must be named
+    once. Without names, the responses must have one row per feature row, in manifest order.
+
+    Args:
+        names: the responses' image names (``None``: manifest order).
+        paths: the manifest paths of the feature rows (``None`` for arrays without a manifest).
+        n_rows: number of response rows (images).
+        n_features: number of feature rows.
+
+    Returns:
+        integer array ``idx``: response row ``j`` is feature row ``idx[j]``.
+
+    Raises:
+        VisrepsError: a different number of images, names not in the manifest, names listed
+            twice, images of the manifest that no row names; each with examples.
+    """
+    if names is None:
+        if n_rows != n_features:
+            raise VisrepsError(
+                f"{where} have {n_rows} rows (images) but {features} have {n_features}; give the image of every row "
+                "with an order file (images=..., CLI: --order) or name them in the file"
+            )
+        return np.arange(n_features)
+    names = list(names)
+    if paths is None:
+        raise VisrepsError(
+            f"{where} name their images, but {features} have no manifest (arrays); pass output folders, or "
+            "responses in the order of the feature rows"
+        )
+    paths = list(paths)
+    dup = sorted({x for x in names if names.count(x) > 1}) if len(set(names)) != len(names) else []
+    if dup:
+        raise VisrepsError(f"{where} list {len(dup)} image(s) more than once, e.g. {dup[:3]}; give each image once")
+    pos = {p: i for i, p in enumerate(paths)}
+    base: dict[str, list[int]] = {}
+    for i, p in enumerate(paths):
+        base.setdefault(Path(p).name, []).append(i)
+    idx = np.full(len(names), -1, dtype=np.intp)
+    unknown, ambiguous = [], []
+    for j, name in enumerate(names):
+        i = pos.get(name)
+        if i is None:
+            cands = base.get(Path(name).name, [])
+            if len(cands) == 1:
+                i = cands[0]
+            elif len(cands) > 1:
+                ambiguous.append(name)
+                continue
+            else:
+                unknown.append(name)
+                continue
+        idx[j] = i
+    if unknown:
+        raise VisrepsError(
+            f"{where} name {len(unknown)} image(s) that are not in {features}' manifest, e.g. {unknown[:3]}; "
+            f"names must be manifest paths (e.g. {paths[:2]}) or unique file names"
+        )
+    if ambiguous:
+        raise VisrepsError(
+            f"{where}: the file name(s) {ambiguous[:3]} match several manifest paths; give full manifest paths"
+        )
+    if len(set(idx.tolist())) != len(idx):
+        first: dict[int, str] = {}
+        twice = []
+        for name, i in zip(names, idx.tolist()):
+            if i in first:
+                twice.append((first[i], name))
+            first.setdefault(i, name)
+        raise VisrepsError(f"{where} name one image twice (e.g. {twice[:2]}); give each image once")
+    if len(names) != len(paths):
+        missing = [paths[i] for i in sorted(set(range(len(paths))) - set(idx.tolist()))]
+        raise VisrepsError(
+            f"{where} have {len(names)} images but {features} have {len(paths)}; e.g. no response for {missing[:3]}. "
+            "Responses and features must hold the same images (extract the features from exactly those images)"
+        )
+    return idx
+
+
+# --------------------------------------------------------------------------- NaN and constant targets
+
+
+def clean_targets(
+    Y: np.ndarray, reps: np.ndarray | None, labels: list[str], *, nan: str = "error", images: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray | None, list[str], list[str], np.ndarray]:
+    """Apply the NaN policy to flattened targets.
+
+    Args:
+        Y: ``(images, targets)``; reps: ``(repetitions, images, targets)`` or ``None``.
+        nan: ``"error"`` (default): NaN/inf anywhere is an error naming how many values, in how
+            many targets and the first (target, image). ``"drop"``: targets with any NaN/inf are
+            dropped, with a warning naming how many; their labels are returned.
+
+    Returns:
+        ``(Y, reps, labels, dropped_labels, kept_index)``.
+    """
+    if nan not in NAN_POLICIES:
+        raise VisrepsError(f"nan={nan!r} is not known; use 'error' or 'drop'")
+    src = reps if reps is not None else Y[None]
+    bad_vals = ~np.isfinite(src)
+    bad_t = bad_vals.any(axis=(0, 1))
+    if not bad_t.any():
+        return Y, reps, labels, [], np.arange(len(labels))
+    n_bad = int(bad_vals.sum())
+    _, i0, t0 = np.argwhere(bad_vals)[0]
+    img = images[i0] if images is not None else f"row {i0}"
+    if nan == "error":
+        raise VisrepsError(
+            f"responses have {n_bad} NaN/inf value(s) in {int(bad_t.sum())} of {len(labels)} targets (first: target "
+            f"{labels[t0]!r}, image {img!r}); drop those targets with nan='drop' (CLI: --nan drop) or fill them"
+        )
+    keep = np.flatnonzero(~bad_t)
+    dropped = [labels[t] for t in np.flatnonzero(bad_t)]
+    if len(keep) == 0:
+        raise VisrepsError(f"every one of the {len(labels)} targets has NaN/inf values; nothing is left to fit")
+    warnings.warn(
+        f"dropped {len(dropped)} of {len(labels)} targets with NaN/inf values (e.g. {dropped[:3]})", stacklevel=3
+    )
+    return (
+        Y[:, keep],
+        None if reps is None else reps[:, :, keep],
+        [labels[t] for t in keep],
+        dropped,
+        keep,
+    )
