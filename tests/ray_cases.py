@@ -150,7 +150,7 @@ def test_ray_resumes_a_run_interrupted_in_single_process(ray_local, photos, tiny
 
     def stop(mod, inp, out):
         calls["n"] += 1
-        if calls["n"] == 2 + 3:  # after the two dry runs and two batches
+        if calls["n"] == 1 + 3:  # after the dry run and two batches
             raise KeyboardInterrupt
 
     h = tiny_net[7].register_forward_hook(stop)

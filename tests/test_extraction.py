@@ -121,9 +121,9 @@ def test_early_exit_modules_after_last_layer_never_run(tiny_net, image_dir, smal
         m.register_forward_hook(lambda mod, inp, out, i=i: calls.__setitem__(i, calls[i] + 1))
     visreps.extract(tiny_net, image_dir, layers=["3", "0"], preprocessing=small_prep, batch_size=2, progress=False)
     before = {i: c for i, c in calls.items()}
-    # the dry run that counts calls runs the whole model once; the shape dry run and the 3 batches stop after "3"
+    # the one dry run (calls and shapes) runs the whole model once; the 3 batches stop after "3"
     assert [before[i] for i in range(4, 8)] == [1, 1, 1, 1], before
-    assert before[3] == 5  # 3 batches of 2 + the two dry runs
+    assert before[3] == 4  # 3 batches of 2 + the dry run
 
 
 def test_pool_modes(tiny_net, image_dir, small_prep):
@@ -291,7 +291,7 @@ def test_interrupted_run_leaves_no_complete_looking_file(tiny_net, image_dir, sm
 
     def boom(mod, inp, out):
         calls["n"] += 1
-        if calls["n"] == 4:  # 2 dry runs + 1 good batch, then fail
+        if calls["n"] == 3:  # the dry run + 1 good batch, then fail
             raise KeyboardInterrupt
 
     tiny_net[3].register_forward_hook(boom)

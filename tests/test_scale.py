@@ -269,7 +269,7 @@ def test_other_errors_are_not_swallowed(image_dir, small_prep):
 
         def forward(self, x):
             self.calls += 1
-            if self.calls > 2:
+            if self.calls > 1:  # the dry run passes, the first batch fails
                 raise RuntimeError("CUDA error: device-side assert triggered")
             return self.conv(x)
 

@@ -43,7 +43,14 @@ _LAZY = {
     "correlate_rdms": "visreps.analysis",
     "compare_features": "visreps.workflows",
     "compare_to_reference": "visreps.workflows",
+    "rsa_inference": "visreps.workflows",
+    "load_reference_rdms": "visreps.analysis",
+    "rdm_noise_ceiling": "visreps.analysis",
+    "split_half_reliability": "visreps.analysis",
+    "plot_model_comparison": "visreps.plotting",
     "load_reference_rdm": "visreps.analysis",
+    "encode": "visreps.analysis",
+    "load_responses": "visreps.analysis",
     "cka": "visreps.analysis",
     "center_features": "visreps.analysis",
     "normalize_features": "visreps.analysis",
@@ -55,6 +62,7 @@ _LAZY = {
     "plot_rdm": "visreps.plotting",
     "plot_comparison": "visreps.plotting",
     "set_offline": "visreps.cache",
+    "align": "visreps.analysis",
 }
 
 from .errors import VisrepsError as VisrepsError  # noqa: E402  (cheap, no heavy imports)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +45,7 @@ class LayerSpec:
     call: int | None = None  # a single time step asked for with name@tK
     keys: tuple[str, ...] = ()  # output array names, set after the dry run
     calls: int = 0  # how often the module runs per forward pass
+    shapes: dict[str, tuple] = field(default_factory=dict)  # per-image shape of each key, from the dry run
 
 
 def parse_layers(module_names: Sequence[str], layers, pool) -> list[LayerSpec]:
@@ -249,13 +250,19 @@ def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> 
             spec.keys = tuple(f"{spec.module}@t{i}" for i in range(n)) if recurrent == "all" else (spec.module,)
         else:
             spec.keys = (spec.module,)
+        recorded = getattr(cap, "outputs", {})
+        seen = [recorded.get(f"{spec.module}#{c}#{id(spec)}") for c in wanted_calls(spec)]
+        if all(v is not None for v in seen):  # the torch dry run records them (an adapter's may not run the model)
+            spec.shapes = {k: tuple(v[0][1:]) for k, v in zip(spec.keys, seen) if v is not None}
     return specs
 
 
 def dry_shapes(lm, specs: list[LayerSpec]) -> dict[str, tuple]:
-    """Per-image output shape of every output key."""
+    """Per-image output shape of every output key (those :func:`plan_layers` recorded, else from a dry run)."""
     import torch
 
+    if all(set(spec.keys) <= set(spec.shapes) for spec in specs):
+        return {k: spec.shapes[k] for spec in specs for k in spec.keys}
     x = lm.dummy_input()
     cap = make_capture(lm, specs)
     with cap, torch.inference_mode():

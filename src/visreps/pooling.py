@@ -55,6 +55,11 @@ def pool_output(t, mode: str, layer: str = "", prefix_tokens: int = 1, *, channe
                 f"outputs {tuple(t.shape)}; use --pool avg/max/flatten/none"
             )
         if mode == "cls":
+            if prefix_tokens == 0:  # SigLIP, Swin, a timm ViT without class token: token 0 is a patch
+                raise VisrepsError(
+                    f"--pool cls takes the class token, but layer {layer!r} has no class token (0 prefix tokens: "
+                    "every token is a patch); use --pool patch_mean (the mean of all tokens), flatten or none"
+                )
             return t[:, 0]
         if t.shape[1] <= prefix_tokens:
             raise VisrepsError(

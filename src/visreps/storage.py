@@ -58,6 +58,7 @@ def versions() -> dict[str, str]:
         "numpy",
         "pillow",
         "open_clip_torch",
+        "transformers",
         "keras",
         "tensorflow",
         "tensorflow-cpu",

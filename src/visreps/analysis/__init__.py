@@ -8,6 +8,8 @@ model ids first and then calls these functions.
 
 from __future__ import annotations
 
+from .align import align
+from .ceilings import NoiseCeiling, rdm_noise_ceiling, split_half_reliability
 from .cka import KERNELS, cka, cka_from_grams, cka_table, gram_matrix, hsic
 from .compare import (
     FeatureSet,
@@ -16,9 +18,14 @@ from .compare import (
     compare_rdms,
     compare_to_reference,
     load_reference_rdm,
+    load_reference_rdms,
     load_references,
     match_rows,
+    rsa_inference,
 )
+from .encoding import EncodingResult, encode, make_folds
+from .inference import RSAInference, correct_pvalues, permutation_test, rdm_inference
+from .responses import Responses, load_responses, match_images
 from .rsa import (
     COMPARISONS,
     METHODS,
@@ -50,6 +57,7 @@ __all__ = [
     "FeatureSet",
     "IncrementalPCA",
     "RDMCorrelation",
+    "align",
     "center_features",
     "cka",
     "cka_from_grams",
@@ -75,4 +83,21 @@ __all__ = [
     "reorder",
     "squareform",
     "upper_triangle",
+    # encoding models
+    "EncodingResult",
+    "Responses",
+    "encode",
+    "load_responses",
+    "make_folds",
+    "match_images",
+    # noise ceilings and inference
+    "NoiseCeiling",
+    "RSAInference",
+    "correct_pvalues",
+    "load_reference_rdms",
+    "permutation_test",
+    "rdm_inference",
+    "rdm_noise_ceiling",
+    "rsa_inference",
+    "split_half_reliability",
 ]

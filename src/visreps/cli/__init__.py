@@ -14,7 +14,7 @@ from typing import IO, Any
 import click
 
 from ..errors import ExtractionInterrupted, VisrepsError
-from . import analysis, extract, folders, models, text
+from . import align, analysis, encode, extract, folders, models, text
 
 __all__ = ["VisrepsGroup", "main"]
 
@@ -26,13 +26,37 @@ class _Error(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+# click >= 8.2 signals "no arguments: print the help" with this usage error, which stays as click shows it
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_line(e: click.UsageError) -> _Error:
+    """Click's usage error (unknown option or command, missing or bad argument) as one line naming `--help`."""
+    path = e.ctx.command_path if e.ctx is not None else "visreps"
+    message = " ".join(e.format_message().split())
+    return _Error(f"{message} Run `{path} --help` for usage.")
+
+
 class VisrepsGroup(click.Group):
     """The ``visreps`` group: a :class:`VisrepsError` (and a missing file, or memory) becomes one line on
-    stderr with exit code 2; Ctrl-C exits 130 after saying what was done."""
+    stderr with exit code 2, and so does a usage error (bad option, missing argument), which points at
+    ``--help``; Ctrl-C exits 130 after saying what was done."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except _NO_ARGS_IS_HELP:
+            raise  # `visreps` alone prints the help
+        except click.UsageError as e:  # an option of the group itself (`visreps --bogus`)
+            raise _usage_line(e) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except _NO_ARGS_IS_HELP:
+            raise
+        except click.UsageError as e:  # a command's options and arguments, or an unknown command
+            raise _usage_line(e) from None
         except ExtractionInterrupted as e:  # says how many images are done and how to resume
             click.echo(str(e), err=True)
             ctx.exit(130)
@@ -43,6 +67,12 @@ class VisrepsGroup(click.Group):
             ctx.exit(130)
         except MemoryError:
             raise _Error("out of memory; lower --batch-size, or pool the layer (--pool avg)") from None
+        except BrokenPipeError:  # `visreps models | head`: the reader left; say nothing more
+            import os
+            import sys
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
         except OSError as e:  # a file the command reads or writes: name it instead of a traceback
             where = f" {e.filename!r}" if e.filename is not None else ""
             raise _Error(
@@ -66,6 +96,8 @@ for _command in (
     analysis.rsa,
     analysis.compare,
     analysis.cka,
+    align.align,
+    encode.encode,
 ):
     main.add_command(_command)
 del _command

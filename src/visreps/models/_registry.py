@@ -54,10 +54,12 @@ SOURCE_MODULES: dict[str, str] = {
     "clip": "visreps.models.clip",
     "openclip": "visreps.models.openclip",
     "keras": "visreps.models.keras",
+    "hf": "visreps.models.hf",
     "ssl": "visreps.models.ssl",
     "ecoset": "visreps.models.ecoset",
     "salobjsub": "visreps.models.salobjsub",
     "harmonization": "visreps.models.harmonization",
+    "dreamsim": "visreps.models.dreamsim",
 }
 
 #: the sources a bare model name (``alexnet``) is looked up in
