@@ -157,7 +157,10 @@ def as_rdm(arr: Any, *, name: str = "RDM") -> np.ndarray:
     return a
 
 
-def _pick_variable(variables: Mapping[str, Any], key: str | None, path: Path) -> np.ndarray:
+def _pick_variable(
+    variables: Mapping[str, Any], key: str | None, path: Path, ndims: tuple[int, ...] = (1, 2), what: str = "matrix"
+) -> np.ndarray:
+    """The variable ``key`` of a file, else its only numeric array of ``ndims`` dimensions (one name each way)."""
     if key is not None:
         if key not in variables:
             raise VisrepsError(f"{str(path)!r} has no variable {key!r}; it has: {', '.join(variables) or '(none)'}")
@@ -168,14 +171,15 @@ def _pick_variable(variables: Mapping[str, Any], key: str | None, path: Path) ->
             a = np.asarray(v)
         except Exception:  # noqa: BLE001
             continue
-        if a.dtype.kind in "biuf" and (a.ndim == 2 or (a.ndim == 1 and a.size > 1)) and a.size > 1:
+        if a.dtype.kind in "biuf" and a.ndim in ndims and a.size > 1:
             cands[k] = a
     if len(cands) == 1:
         return next(iter(cands.values()))
+    plural = "matrices" if what == "matrix" else f"{what}s"
     if not cands:
-        raise VisrepsError(f"{str(path)!r} holds no numeric matrix (variables: {', '.join(variables) or '(none)'})")
+        raise VisrepsError(f"{str(path)!r} holds no numeric {what} (variables: {', '.join(variables) or '(none)'})")
     raise VisrepsError(
-        f"{str(path)!r} holds several matrices ({', '.join(cands)}); choose one with key=... (CLI: --reference-key)"
+        f"{str(path)!r} holds several {plural} ({', '.join(cands)}); choose one with key=... (CLI: --reference-key)"
     )
 
 
@@ -807,25 +811,7 @@ STACK_SUFFIXES = (*REFERENCE_SUFFIXES, ".h5", ".hdf5")
 
 
 def _stack_candidates(variables: Mapping[str, Any], key: str | None, path: Path) -> np.ndarray:
-    if key is not None:
-        if key not in variables:
-            raise VisrepsError(f"{str(path)!r} has no variable {key!r}; it has: {', '.join(variables) or '(none)'}")
-        return np.asarray(variables[key])
-    cands = {}
-    for k, v in variables.items():
-        try:
-            a = np.asarray(v)
-        except Exception:  # noqa: BLE001
-            continue
-        if a.dtype.kind in "biuf" and a.ndim in (1, 2, 3) and a.size > 1:
-            cands[k] = a
-    if len(cands) == 1:
-        return next(iter(cands.values()))
-    if not cands:
-        raise VisrepsError(f"{str(path)!r} holds no numeric array (variables: {', '.join(variables) or '(none)'})")
-    raise VisrepsError(
-        f"{str(path)!r} holds several arrays ({', '.join(cands)}); choose one with key=... (CLI: --reference-key)"
-    )
+    return _pick_variable(variables, key, path, ndims=(1, 2, 3), what="array")
 
 
 def _read_stack_file(p: Path, key: str | None) -> tuple[np.ndarray, bool]:
