@@ -259,6 +259,15 @@ def test_cli_end_to_end_tables_figure_and_values(tmp_path):
     np.testing.assert_array_equal(written.r_ceiled.to_numpy(), api.targets.r_ceiled.to_numpy())
     assert list(pd.read_csv(out / "layers.csv").label) == ["torchvision:alexnet/conv", "torchvision:alexnet/fc"]
 
+    before = (out / "layers.csv").read_bytes()
+    args = ["encode", str(folder), str(tmp_path / "resp.npz"), "--axes", "repetitions,images,targets", "-o", str(out)]
+    again = CliRunner().invoke(main, [*args, "--folds", "2"])
+    assert again.exit_code == 2 and len(again.output.strip().splitlines()) == 1
+    assert "already holds layers.csv" in again.output and "--overwrite" in again.output
+    assert (out / "layers.csv").read_bytes() == before  # nothing replaced without consent
+    assert run(*args, "--folds", 2, "--overwrite").exit_code == 0
+    assert (out / "layers.csv").read_bytes() != before
+
 
 def test_cli_groups_nan_drop_and_pls(tmp_path):
     rng = np.random.default_rng(8)

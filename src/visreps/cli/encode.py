@@ -133,6 +133,7 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
 @click.option("--plot-format", type=click.Choice(PLOT_FORMATS), default="png", show_default=True)
 @click.option("--no-plot", is_flag=True)
 @click.option("--dpi", type=click.IntRange(min=10), default=200, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace the result files of an earlier run in OUT.")
 def encode(paths: tuple[str, ...], **kw: Any) -> None:
     """Predict brain/behavioural RESPONSES from every layer of FOLDER(s): cross-validated encoding models.
 
@@ -149,6 +150,12 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     if len(paths) < 2:
         raise VisrepsError("give at least one FOLDER and then the RESPONSES file: visreps encode FOLDER RESPONSES")
     *folders, responses_path = paths
+    out = Path(kw["out"])
+    held = [n for n in (*RESULT_FILES, f"encoding.{kw['plot_format']}") if (out / n).exists()]
+    if held and not kw["overwrite"]:  # checked before any work: nothing is replaced without consent
+        raise VisrepsError(
+            f"{out} already holds {', '.join(held)}; choose another --out, or add --overwrite to replace them"
+        )
     srcs, layer_map = _sources(folders, kw["layers"])
     resp = load_responses(responses_path, key=kw["key"], axes=kw["axes"], images=kw["order"])
     groups = None
@@ -179,6 +186,10 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     _write(res, Path(kw["out"]), kw)
+
+
+#: the tables `visreps encode` writes into --out (besides the figure)
+RESULT_FILES = ("layers.csv", "targets.csv", "folds.csv", "fold_of_image.csv", "band_weights.csv")
 
 
 def _sources(folders: list[str], layers_opt: str | None) -> tuple[list[str], dict[str, list[str]] | None]:
