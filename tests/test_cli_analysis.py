@@ -193,3 +193,48 @@ def test_errors_are_one_line_exit_2(folders, tmp_path, args, message):
     assert r.exit_code == 2, r.output
     assert message in r.output
     assert "Traceback" not in r.output
+
+
+def _refused(args):
+    """A second run into the same files: exit 2, one line naming a file and --overwrite."""
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "already exist" in r.output and "--overwrite" in r.output
+    return r.output
+
+
+def test_analysis_commands_never_replace_results_without_overwrite(folders, tmp_path):
+    """rsa, compare and cka refuse, before any work, to write over files an earlier run left; --overwrite replaces."""
+    a, b, _ = folders
+    rsa_out = tmp_path / "rsa"
+    assert run("rsa", a, "-o", rsa_out).exit_code == 0
+    rdm = rsa_out / "rdm_classifier.4_correlation.npy"
+    before = rdm.read_bytes()
+    np.save(rdm, np.zeros(3))  # a changed file must stay as it is
+    changed = rdm.read_bytes()
+    assert str(rsa_out / "rdm_classifier.4_correlation.npy") in _refused(["rsa", a, "-o", rsa_out])
+    assert rdm.read_bytes() == changed
+    # other layers or another method plan other names: no conflict
+    assert run("rsa", a, "-o", rsa_out, "--method", "cosine").exit_code == 0
+    assert run("rsa", a, "-o", rsa_out, "--overwrite").exit_code == 0
+    assert rdm.read_bytes() == before
+
+    table = tmp_path / "cmp" / "table.csv"
+    assert run("compare", a, b, "-o", table).exit_code == 0
+    for path in (table, table.with_suffix(".png")):
+        stamp = path.stat().st_mtime_ns
+        msg = _refused(["compare", a, b, "-o", table])
+        assert str(table) in msg and str(table.with_suffix(".png")) in msg
+        assert path.stat().st_mtime_ns == stamp
+    assert run("compare", a, b, "-o", table, "--no-plot", "--plot-format", "pdf").exit_code == 2  # the table alone
+    only_fig = tmp_path / "cmp" / "fig.png"
+    assert run("compare", a, b, "-o", tmp_path / "cmp" / "t2.csv", "--plot", only_fig).exit_code == 0
+    assert str(only_fig) in _refused(["compare", a, b, "-o", tmp_path / "cmp" / "t3.csv", "--plot", only_fig])
+    assert run("compare", a, b, "-o", table, "--overwrite").exit_code == 0
+
+    cka_csv, cka_png = tmp_path / "cka.csv", tmp_path / "cka.png"
+    assert run("cka", a, b, "--out", cka_csv, "--plot", cka_png).exit_code == 0
+    assert str(cka_png) in _refused(["cka", a, b, "--plot", cka_png])
+    assert str(cka_csv) in _refused(["cka", a, b, "--out", cka_csv])
+    assert run("cka", a, b, "--out", cka_csv, "--plot", cka_png, "--overwrite").exit_code == 0
+    assert run("cka", a, b).exit_code == 0  # printing only: nothing to refuse

@@ -127,3 +127,29 @@ def test_too_few_images_for_an_image_bootstrap(tmp_path):
     ok = run("compare", a, "--reference", tmp_path / "ref.npy", "--bootstrap", "subjects", "--n-bootstrap", "10",
              "-o", tmp_path / "x.csv")  # fmt: skip
     assert ok.exit_code == 0, ok.output
+
+
+def test_inference_outputs_are_not_replaced_without_overwrite(setup, tmp_path):
+    """Every file compare's inference writes (table, pairwise, bootstrap samples, each figure format) is checked
+    before any work; a clash with any one of them is an error naming it; --overwrite replaces them."""
+    a, b, subj = setup
+    out = tmp_path / "cmp.csv"
+    args = ["compare", a, b, "--reference", subj, "--bootstrap", "images", "--test", "pairwise", "--n-bootstrap", 20]
+    args += ["--plot-format", "png,pdf", "-o", out]
+    assert run(*args).exit_code == 0
+    written = [out, tmp_path / "cmp_pairwise.csv", tmp_path / "cmp_bootstrap.csv", out.with_suffix(".png")]
+    written.append(out.with_suffix(".pdf"))
+    for path in written:
+        assert path.is_file()
+    keep = {p: p.read_bytes() for p in written}
+    for path in written[1:]:
+        for p in written:
+            if p != path:
+                p.unlink()  # only this one is still there
+        r = run(*args)
+        assert r.exit_code == 2 and str(path) in r.output and "--overwrite" in r.output, r.output
+        assert path.read_bytes() == keep[path] and not out.exists()
+        for p in written:
+            if p != path:
+                p.write_bytes(keep[p])
+    assert run(*args, "--overwrite").exit_code == 0

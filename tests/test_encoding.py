@@ -263,7 +263,8 @@ def test_cli_end_to_end_tables_figure_and_values(tmp_path):
     args = ["encode", str(folder), str(tmp_path / "resp.npz"), "--axes", "repetitions,images,targets", "-o", str(out)]
     again = CliRunner().invoke(main, [*args, "--folds", "2"])
     assert again.exit_code == 2 and len(again.output.strip().splitlines()) == 1
-    assert "already holds layers.csv" in again.output and "--overwrite" in again.output
+    assert f"{out / 'layers.csv'}" in again.output and "already exist" in again.output
+    assert "--overwrite" in again.output
     assert (out / "layers.csv").read_bytes() == before  # nothing replaced without consent
     assert run(*args, "--folds", 2, "--overwrite").exit_code == 0
     assert (out / "layers.csv").read_bytes() != before

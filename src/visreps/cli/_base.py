@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
@@ -85,3 +85,24 @@ def go_offline(offline: bool) -> None:
         from ..cache import set_offline
 
         set_offline(True)
+
+
+def overwrite_option(f: F) -> F:
+    """``--overwrite``: replace the result files of an earlier run of the same command."""
+    return click.option("--overwrite", is_flag=True, help="Replace result files that an earlier run wrote.")(f)
+
+
+def refuse_to_replace(paths: Iterable[Any], overwrite: bool) -> None:
+    """Checked before any work: files this command is about to write that exist already are an error, unless
+    ``--overwrite`` (nothing is replaced without consent)."""
+    from pathlib import Path
+
+    from ..errors import VisrepsError
+
+    held = list(dict.fromkeys(str(p) for p in paths if Path(p).exists()))
+    if held and not overwrite:
+        what = "exists" if len(held) == 1 else "exist"
+        raise VisrepsError(
+            f"{', '.join(held)} already {what}; choose another --out (or --plot), or add --overwrite to replace"
+            f" {'it' if len(held) == 1 else 'them'}"
+        )

@@ -13,7 +13,7 @@ from typing import Any, TypedDict, TypeVar
 
 import click
 
-from ._base import split_list
+from ._base import overwrite_option, refuse_to_replace, split_list
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -125,6 +125,7 @@ def _save_rdm(rdm: Any, path: Path, fmt: str) -> None:
 @click.option("--cluster", is_flag=True, help="Order the plotted conditions by hierarchical clustering.")
 @_plot_options
 @_block_size_option
+@overwrite_option
 def rsa(
     folder: str,
     layers: str | None,
@@ -140,6 +141,7 @@ def rsa(
     dpi: int,
     block_size: int | None,
     device: str,
+    overwrite: bool,
 ) -> None:
     """RDM of each layer in FOLDER (an output folder of `visreps extract`): a file and a plot per layer.
 
@@ -154,11 +156,15 @@ def rsa(
         raise click.BadParameter("--sigma is the bandwidth of --method gaussian", param_hint="--sigma")
     res = load_features(folder, split_list(layers), mmap=True)
     outdir = Path(out) if out else Path(folder) / "rsa"
+    stems = {layer: outdir / f"rdm_{layer_filename(layer, 'npy')[:-4]}_{method}" for layer in res.layers}
+    exts = (fmt,) if no_plot else (fmt, plot_format)
+    planned = [p.with_name(f"{p.name}.{ext}") for p in stems.values() for ext in exts]
+    refuse_to_replace(planned, overwrite)
     outdir.mkdir(parents=True, exist_ok=True)
     labels = list(res.manifest["path"]) if len(res.manifest) <= 60 else None
     for layer in res.layers:
         rdm = compute_rdm(res[layer], method, sigma=sigma, block_size=block_size, device=device)
-        stem = f"rdm_{layer_filename(layer, 'npy')[:-4]}_{method}"
+        stem = stems[layer].name
         path = outdir / f"{stem}.{fmt}"
         _save_rdm(rdm, path, fmt)
         msg = f"{layer}: {rdm.shape[0]}×{rdm.shape[1]} RDM → {path}"
@@ -287,6 +293,7 @@ def rsa(
 @click.option("--random", "random_init", is_flag=True, help="Model ids: random (seeded) weights instead of pretrained.")
 @_plot_options
 @_block_size_option
+@overwrite_option
 def compare(
     sources: tuple[str, ...],
     layers: str | None,
@@ -317,6 +324,7 @@ def compare(
     dpi: int,
     block_size: int | None,
     device: str,
+    overwrite: bool,
 ) -> None:
     """Correlate the RDMs of several output folders / layers: a table (CSV) and a heatmap.
 
@@ -351,7 +359,12 @@ def compare(
     )
     table = Path(out)
     formats = _plot_formats(plot_format)
-    if reference is not None and (factors or noise_ceiling or test or _several_subjects(reference, reference_key)):
+    inference = reference is not None and bool(
+        factors or noise_ceiling or test or _several_subjects(reference, reference_key)
+    )
+    planned = _compare_outputs(table, formats, plot_path, no_plot, inference, n_legacy, factors, test)
+    refuse_to_replace(planned, overwrite)
+    if inference:
         _compare_inference(srcs, common, table, formats, n_legacy, factors, click.get_current_context().params)
         return
     table.parent.mkdir(parents=True, exist_ok=True)
@@ -378,7 +391,7 @@ def compare(
             click.echo(df.drop(columns=["label"]).round(4).to_string(index=False))
     msg = f"table → {table}"
     if not no_plot:
-        ppath = Path(plot_path) if plot_path else table.with_suffix("." + formats[0])
+        ppath = _plot_paths(table, formats, plot_path, inference=False)[0]
         title = f"{df.attrs.get('method')} correlation of {rdm_method} RDMs ({df.attrs.get('n_conditions')} images)"
         if reference is None:
             plot_comparison(df, ppath, cmap=cmap, dpi=dpi, title=title)
@@ -401,6 +414,35 @@ class _InferenceOptions(TypedDict):
     alpha: float
     ci: float
     seed: int
+
+
+def _plot_paths(table: Path, formats: list[str], plot_path: str | None, *, inference: bool) -> list[Path]:
+    """The figures of ``compare``: --plot, else the table's name with the (first, or with inference every) format."""
+    if plot_path:
+        return [Path(plot_path)]
+    return [table.with_suffix("." + f) for f in (formats if inference else formats[:1])]
+
+
+def _compare_outputs(
+    table: Path,
+    formats: list[str],
+    plot_path: str | None,
+    no_plot: bool,
+    inference: bool,
+    n_legacy: int,
+    factors: tuple[str, ...],
+    test: str | None,
+) -> list[Path]:
+    """Every file ``compare`` may write with these options (checked for earlier results before any work)."""
+    paths = [table]
+    if inference:
+        if test and "pairwise" in test:
+            paths.append(table.with_name(table.stem + "_pairwise.csv"))
+        if factors or n_legacy:
+            paths.append(table.with_name(table.stem + "_bootstrap.csv"))
+    if not no_plot:
+        paths += _plot_paths(table, formats, plot_path, inference=inference)
+    return paths
 
 
 def _parse_bootstrap(value: str | None) -> tuple[int, tuple[str, ...]]:
@@ -485,7 +527,7 @@ def _compare_inference(
             click.echo(res.pairwise.round(4).to_string(index=False))
     msg = "tables → " + ", ".join(map(str, written))
     if not p["no_plot"]:
-        paths = [Path(p["plot_path"])] if p["plot_path"] else [table.with_suffix("." + f) for f in formats]
+        paths = _plot_paths(table, formats, p["plot_path"], inference=True)
         plural = "s" if attrs["n_subjects"] > 1 else ""
         title = f"{attrs['rdm_method']} RDMs vs {Path(reference).name}: {attrs['n_conditions']} images, "
         title += f"{attrs['n_subjects']} subject{plural}"
@@ -524,6 +566,7 @@ class _pd_display:
 )
 @_plot_options
 @_block_size_option
+@overwrite_option
 def cka(
     a: str,
     b: str | None,
@@ -538,6 +581,7 @@ def cka(
     dpi: int,
     block_size: int | None,
     device: str,
+    overwrite: bool,
 ) -> None:
     """CKA between the layers of output folders A and B (or among A's layers if B is omitted).
 
@@ -550,6 +594,7 @@ def cka(
 
     if sigma is not None and kernel != "rbf":
         raise click.BadParameter("--sigma is the bandwidth of --kernel rbf", param_hint="--sigma")
+    refuse_to_replace([p for p in (out, plot_path) if p], overwrite)
     src_a, la = _parse_source(a)
     la = la or split_list(layers_a)
     if b is None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ._base import split_list
+from ._base import overwrite_option, refuse_to_replace, split_list
 
 PLOT_FORMATS = ("png", "pdf", "svg", "jpg")
 
@@ -133,7 +133,7 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
 @click.option("--plot-format", type=click.Choice(PLOT_FORMATS), default="png", show_default=True)
 @click.option("--no-plot", is_flag=True)
 @click.option("--dpi", type=click.IntRange(min=10), default=200, show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace the result files of an earlier run in OUT.")
+@overwrite_option
 def encode(paths: tuple[str, ...], **kw: Any) -> None:
     """Predict brain/behavioural RESPONSES from every layer of FOLDER(s): cross-validated encoding models.
 
@@ -151,11 +151,7 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
         raise VisrepsError("give at least one FOLDER and then the RESPONSES file: visreps encode FOLDER RESPONSES")
     *folders, responses_path = paths
     out = Path(kw["out"])
-    held = [n for n in (*RESULT_FILES, f"encoding.{kw['plot_format']}") if (out / n).exists()]
-    if held and not kw["overwrite"]:  # checked before any work: nothing is replaced without consent
-        raise VisrepsError(
-            f"{out} already holds {', '.join(held)}; choose another --out, or add --overwrite to replace them"
-        )
+    refuse_to_replace([out / n for n in (*RESULT_FILES, f"encoding.{kw['plot_format']}")], kw["overwrite"])
     srcs, layer_map = _sources(folders, kw["layers"])
     resp = load_responses(responses_path, key=kw["key"], axes=kw["axes"], images=kw["order"])
     groups = None
