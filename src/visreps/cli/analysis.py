@@ -337,10 +337,6 @@ def compare(
     OUT (one row per layer), OUT_pairwise.csv, OUT_bootstrap.csv (the samples), all at full
     precision, and the figure (bars or a layer-depth curve with the noise-ceiling band).
     """
-    from ..errors import VisrepsError
-    from ..plotting import plot_comparison, plot_reference_comparison
-    from ..workflows import compare_features, compare_to_reference
-
     srcs, layer_map = _sources_and_layers(sources, layers)
     n_legacy, factors = _parse_bootstrap(bootstrap)
     if (bootstrap or noise_ceiling or test) and reference is None:
@@ -357,16 +353,25 @@ def compare(
         work_dir=work_dir,
         extract_options=extract_options,
     )
-    table = Path(out)
-    formats = _plot_formats(plot_format)
+    table, formats, params = Path(out), _plot_formats(plot_format), click.get_current_context().params
     inference = reference is not None and bool(
         factors or noise_ceiling or test or _several_subjects(reference, reference_key)
     )
-    planned = _compare_outputs(table, formats, plot_path, no_plot, inference, n_legacy, factors, test)
-    refuse_to_replace(planned, overwrite)
+    refuse_to_replace(_compare_outputs(table, formats, params, inference, n_legacy, factors), overwrite)
     if inference:
-        _compare_inference(srcs, common, table, formats, n_legacy, factors, click.get_current_context().params)
-        return
+        return _compare_inference(srcs, common, table, formats, n_legacy, factors, params)
+    _compare_plain(srcs, common, table, formats, n_legacy, params)
+
+
+def _compare_plain(
+    srcs: list[str], common: _CompareOptions, table: Path, formats: list[str], n_legacy: int, p: dict[str, Any]
+) -> None:
+    """``compare`` without inference: layers with each other (heatmap) or with one reference RDM (bars)."""
+    from ..errors import VisrepsError
+    from ..plotting import plot_comparison, plot_reference_comparison
+    from ..workflows import compare_features, compare_to_reference
+
+    reference = p["reference"]
     table.parent.mkdir(parents=True, exist_ok=True)
     if reference is None:
         df = compare_features(srcs, **common)
@@ -379,24 +384,26 @@ def compare(
         df = compare_to_reference(
             srcs,
             reference,
-            reference_key=reference_key,
-            reference_order=reference_order,
+            reference_key=p["reference_key"],
+            reference_order=p["reference_order"],
             n_bootstrap=n_legacy,
-            ci=ci,
-            seed=seed,
+            ci=p["ci"],
+            seed=p["seed"],
             **common,
         )
         df.to_csv(table, index=False, float_format="%.6g")
         with _pd_display():
             click.echo(df.drop(columns=["label"]).round(4).to_string(index=False))
     msg = f"table → {table}"
-    if not no_plot:
-        ppath = _plot_paths(table, formats, plot_path, inference=False)[0]
-        title = f"{df.attrs.get('method')} correlation of {rdm_method} RDMs ({df.attrs.get('n_conditions')} images)"
+    if not p["no_plot"]:
+        ppath = _plot_paths(table, formats, p["plot_path"], inference=False)[0]
+        title = (
+            f"{df.attrs.get('method')} correlation of {p['rdm_method']} RDMs ({df.attrs.get('n_conditions')} images)"
+        )
         if reference is None:
-            plot_comparison(df, ppath, cmap=cmap, dpi=dpi, title=title)
+            plot_comparison(df, ppath, cmap=p["cmap"], dpi=p["dpi"], title=title)
         else:
-            plot_reference_comparison(df, ppath, dpi=dpi, title=title + f" with {Path(reference).name}")
+            plot_reference_comparison(df, ppath, dpi=p["dpi"], title=title + f" with {Path(reference).name}")
         msg += f", figure → {ppath}"
     click.echo(msg)
 
@@ -424,24 +431,17 @@ def _plot_paths(table: Path, formats: list[str], plot_path: str | None, *, infer
 
 
 def _compare_outputs(
-    table: Path,
-    formats: list[str],
-    plot_path: str | None,
-    no_plot: bool,
-    inference: bool,
-    n_legacy: int,
-    factors: tuple[str, ...],
-    test: str | None,
+    table: Path, formats: list[str], p: dict[str, Any], inference: bool, n_legacy: int, factors: tuple[str, ...]
 ) -> list[Path]:
     """Every file ``compare`` may write with these options (checked for earlier results before any work)."""
     paths = [table]
     if inference:
-        if test and "pairwise" in test:
+        if p["test"] and "pairwise" in p["test"]:
             paths.append(table.with_name(table.stem + "_pairwise.csv"))
         if factors or n_legacy:
             paths.append(table.with_name(table.stem + "_bootstrap.csv"))
-    if not no_plot:
-        paths += _plot_paths(table, formats, plot_path, inference=inference)
+    if not p["no_plot"]:
+        paths += _plot_paths(table, formats, p["plot_path"], inference=inference)
     return paths
 
 
