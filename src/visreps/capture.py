@@ -3,7 +3,9 @@
 How a forward pass is captured:
 
 1. A dry run on one blank image counts how often each requested module runs per forward pass
-   (recurrent modules run several times) and records its output shape (:func:`plan_layers`).
+   (recurrent modules run several times) and records its output shape (:func:`plan_layers`). A
+   PyTorch model makes it on the meta device, where nothing is computed; a model that cannot run
+   there (an operation without a meta kernel, a branch on a value) makes it for real.
 2. During extraction, forward hooks copy each requested output (after tuple selection and
    pooling/flattening, :mod:`visreps.pooling`) to the host. Once every requested module has run
    as often as the dry run said, the hook raises an internal signal that ends the forward pass:
@@ -159,13 +161,14 @@ class Capture:
 
         return hook
 
-    def run(self, x):
-        """Run one forward pass; returns the captured outputs (and keeps the model's own in ``.result``)."""
+    def run(self, x, forward: Any = None):
+        """Run one forward pass; returns the captured outputs (and keeps the model's own in ``.result``).
+        ``forward`` replaces ``self.module`` as the callable that takes ``x`` (the meta dry run's)."""
         self.counts = {}
         self.outputs = {}
         self.result = None
         try:
-            self.result = self.module(x)
+            self.result = (forward or self.module)(x)
         except _StopForward:
             pass
         return self.outputs
@@ -219,7 +222,8 @@ def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> 
     cap = make_capture(lm, specs, stop_early=False, dry_run=True)
     with cap, torch.inference_mode():
         try:
-            cap.run(x)
+            if not (isinstance(cap, Capture) and meta_dry_run(cap, x)):
+                cap.run(x)
         except VisrepsError:
             raise
         except Exception as e:
@@ -255,6 +259,37 @@ def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> 
         if all(v is not None for v in seen):  # the torch dry run records them (an adapter's may not run the model)
             spec.shapes = {k: tuple(v[0][1:]) for k, v in zip(spec.keys, seen) if v is not None}
     return specs
+
+
+#: below this many parameters the real dry run is as fast as the meta one (about 0.03 s here), so it is made for real
+META_MIN_PARAMETERS = 10_000_000
+
+
+def meta_dry_run(cap: Capture, x: Any) -> bool:
+    """The dry run of a torch model on the meta device: every parameter and buffer, and the blank batch,
+    replaced by meta tensors (:func:`torch.func.functional_call`), so the hooks see each call and each
+    output shape while nothing is computed (a ViT-B/16 at 224 px: 0.07 s instead of 0.23 s on 2 cores). Models
+    under :data:`META_MIN_PARAMETERS` parameters run for real (as fast, and nothing to gain).
+
+    Returns False, with the capture reset, when the model cannot run that way (an operation without a
+    meta kernel, a branch on a tensor's value, a tensor kept outside the parameters and buffers); the
+    caller then makes the dry run for real, which also gives any genuine error its usual message.
+    """
+    import torch
+    from torch.func import functional_call
+
+    module = cap.module
+    if not isinstance(x, torch.Tensor) or sum(p.numel() for p in module.parameters()) < META_MIN_PARAMETERS:
+        return False
+    state = {name: torch.empty_like(t, device="meta") for name, t in module.named_parameters()}
+    state.update((name, torch.empty_like(t, device="meta")) for name, t in module.named_buffers())
+    try:
+        cap.run(x.to("meta"), forward=lambda inp: functional_call(module, state, (inp,)))
+    except Exception:  # noqa: BLE001 - any failure on meta means: run it for real
+        cap.counts, cap.outputs, cap.result = {}, {}, None
+        return False
+    cap.result = None  # meta tensors: nothing to keep
+    return True
 
 
 def dry_shapes(lm, specs: list[LayerSpec]) -> dict[str, tuple]:
