@@ -95,6 +95,27 @@ def test_streamed_memmap_folder_equals_in_memory(tmp_path):
     assert streamed.images == PATHS
 
 
+def test_gram_on_a_torch_device_equals_numpy(tmp_path):
+    """device=: the Gram matrix accumulated by torch (here a torch.device("cpu"): the code path a GPU takes) gives
+    the numpy/BLAS result, for ridge, PLS and banded ridge; the device is recorded."""
+    import torch
+
+    X, Y = problem(n=len(PATHS), p=90, seed=4)
+    folder = make_output_folder(tmp_path / "f", "m", {"a": X[:, :60], "b": X[:, 60:]})
+    for method in ("ridge", "pls", "banded"):
+        kw = dict(alphas=ALPHAS, folds=3, block_size=11, return_predictions=True, method=method, solver="kernel")
+        if method == "banded":
+            kw.update(n_iter=3)
+        on_numpy = encode(folder, Y, device="cpu", **kw)
+        on_torch = encode(folder, Y, device=torch.device("cpu"), **kw)
+        assert on_torch.predictions.keys() == on_numpy.predictions.keys()
+        for label, pred in on_numpy.predictions.items():
+            np.testing.assert_allclose(on_torch.predictions[label], pred, rtol=1e-9, atol=1e-9)
+        assert on_numpy.info["device"] == "cpu" and on_torch.info["device"] == "cpu"
+    with pytest.raises(VisrepsError, match="device 'gpu0' is not valid; use auto, cpu, cuda"):
+        encode(X, Y, device="gpu0")
+
+
 @pytest.mark.parametrize("p", [120, 15])
 def test_pls_equals_sklearn_on_raw_features(p):
     from sklearn.cross_decomposition import PLSRegression

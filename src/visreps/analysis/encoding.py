@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import VisrepsError
-from ._source import FeatureSource, stream_gram
+from ._source import FeatureSource, resolve_device, stream_gram
 from .responses import Responses, as_responses, clean_targets, load_responses, match_images
 
 if TYPE_CHECKING:
@@ -271,20 +271,29 @@ def _kernel_spectrum(Kc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return Q[:, 1:], np.maximum(lam[1:], 0.0)
 
 
-def layer_design(features: Any, rows: np.ndarray, *, solver: str = "auto", block_size: int | None = None, name: str):
+def layer_design(
+    features: Any,
+    rows: np.ndarray,
+    *,
+    solver: str = "auto",
+    block_size: int | None = None,
+    name: str,
+    device: Any = "cpu",
+):
     """The design of one layer for the response rows ``rows`` (feature row of each response row).
 
     ``solver="auto"``: the kernel form when the layer has at least as many features as images,
     else the primal form. The kernel is streamed (:func:`visreps.analysis._source.stream_gram`,
     features centred by their overall means, which leaves every fold's centring exact and keeps
-    the sums well conditioned); the primal form reads the layer into memory (float64).
+    the sums well conditioned), its products on ``device`` (``"cpu"``: numpy/BLAS; a CUDA device:
+    torch, float64); the primal form reads the layer into memory (float64).
     """
     src = FeatureSource(features, name=name)
     kind = solver if solver != "auto" else ("kernel" if src.p >= len(rows) else "primal")
     if kind == "kernel":
         if block_size is None:  # smaller blocks than the RDMs' 128 MB: the targets need memory too
             block_size = max(1, min(src.p, _STREAM_BLOCK_BYTES // (8 * src.n)))
-        K = stream_gram(src, center="columns", block_size=block_size, device="cpu")["G"]
+        K = stream_gram(src, center="columns", block_size=block_size, device=device)["G"]
         return KernelDesign(np.ascontiguousarray(K[np.ix_(rows, rows)]))
     X = src.cols(0, src.p)
     return PrimalDesign(np.ascontiguousarray(X[rows] - X.mean(axis=0)))
@@ -514,6 +523,7 @@ def encode(
     axes: str | Sequence[str] | None = None,
     solver: str = "auto",
     block_size: int | None = None,
+    device: Any = "auto",
     return_predictions: bool = False,
 ) -> EncodingResult:
     """Cross-validated encoding models from each layer to every response target (see the module documentation).
@@ -541,6 +551,10 @@ def encode(
         solver: ``auto`` (kernel form when features ≥ images, else primal), ``kernel`` or ``primal``.
         block_size: features per block when streaming the Gram matrix (default: float64 blocks of ≈32 MB,
             ``32 MB / (8 · images)`` features; two are in memory at a time).
+        device: where the Gram matrix of each layer (the ``images² × features`` products, most of the
+            work) is accumulated: ``"auto"`` (default: CUDA via torch when a GPU is available, else
+            numpy/BLAS), ``"cpu"``, ``"cuda"``/``"cuda:N"`` or a ``torch.device``; always float64. The
+            fold solves (``images × images``) run on the CPU.
         return_predictions: keep the out-of-fold predictions of every layer.
 
     Returns:
@@ -573,7 +587,8 @@ def encode(
     opts: dict[str, Any] = dict(
         alphas=alpha_arr, inner=inner, inner_folds=int(inner_folds), n_components=int(n_components)
     )
-    opts.update(n_iter=int(n_iter), seed=seed, solver=solver, block_size=block_size)
+    dev = resolve_device(device)  # a bad device is an error before any work
+    opts.update(n_iter=int(n_iter), seed=seed, solver=solver, block_size=block_size, device=dev or "cpu")
     fits = _fit_all(method, sets, rows_of, Y, fold_of, constant, opts)
     result = _tables(fits, Y, labels, fold_of, rho, alpha_arr)
     result.images, result.dropped = images, dropped
@@ -590,6 +605,7 @@ def encode(
         solvers={f["label"]: f["solver"] for f in fits},
         responses=str(resp.source) if resp.source else None,
         n_components=opts["n_components"] if method == "pls" else None,
+        device="cpu" if dev is None else str(dev),
     )
     return result
 
@@ -657,13 +673,17 @@ def _fit_all(
         if len(sets) < 2:
             raise VisrepsError("method='banded' needs at least 2 layers (the bands); give more layers or folders")
         designs = [
-            layer_design(s.features, rows, solver="kernel", block_size=opts["block_size"], name=s.label)
+            layer_design(
+                s.features, rows, solver="kernel", block_size=opts["block_size"], name=s.label, device=opts["device"]
+            )
             for s, rows in zip(sets, rows_of)
         ]
         return [_banded(sets, designs, Yl, live, Y.shape[1], fold_of, n_folds, opts)]
     fits = []
     for s, rows in zip(sets, rows_of):
-        d = layer_design(s.features, rows, solver=opts["solver"], block_size=opts["block_size"], name=s.label)
+        d = layer_design(
+            s.features, rows, solver=opts["solver"], block_size=opts["block_size"], name=s.label, device=opts["device"]
+        )
         pred, chosen = _cross_validate(lambda tr, te, d=d: _one_fold(method, d, tr, te, Yl, opts), fold_of, Yl.shape)
         fit = {"label": s.label, "model": s.model, "layer": s.layer, "solver": d.kind}
         fit.update(_full(pred, chosen, live, Y.shape[1], n_folds))

@@ -128,6 +128,12 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
 )
 @click.option("--block-size", type=click.IntRange(min=1), default=None, help="Features per streamed block.")
 @click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Where each layer's Gram matrix is computed: auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
+)
+@click.option(
     "--out", "-o", type=click.Path(file_okay=False), default="encoding", show_default=True, help="Folder for results."
 )
 @click.option("--plot-format", type=click.Choice(PLOT_FORMATS), default="png", show_default=True)
@@ -178,6 +184,7 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
             nan=kw["nan"],
             solver=kw["solver"],
             block_size=kw["block_size"],
+            device=kw["device"],
         )
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
