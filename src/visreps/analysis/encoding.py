@@ -587,27 +587,33 @@ def encode(
     opts: dict[str, Any] = dict(
         alphas=alpha_arr, inner=inner, inner_folds=int(inner_folds), n_components=int(n_components)
     )
-    dev = resolve_device(device)  # a bad device is an error before any work
-    opts.update(n_iter=int(n_iter), seed=seed, solver=solver, block_size=block_size, device=dev or "cpu")
+    opts.update(n_iter=int(n_iter), seed=seed, solver=solver, block_size=block_size)
+    opts["device"] = resolve_device(device) or "cpu"  # a bad device is an error before any work
     fits = _fit_all(method, sets, rows_of, Y, fold_of, constant, opts)
     result = _tables(fits, Y, labels, fold_of, rho, alpha_arr)
     result.images, result.dropped = images, dropped
     result.constant = [labels[t] for t in np.flatnonzero(constant)]
     if return_predictions:
         result.predictions = {f["label"]: f["pred"] for f in fits}
-    result.info.update(
-        {k: v for k, v in opts.items() if k in ("inner", "inner_folds", "seed", "solver")},
-        method=method,
-        alphas=alpha_arr.tolist(),
-        n_folds=int(fold_of.max()) + 1,
-        n_images=int(Y.shape[0]),
-        n_targets=len(labels),
-        solvers={f["label"]: f["solver"] for f in fits},
-        responses=str(resp.source) if resp.source else None,
-        n_components=opts["n_components"] if method == "pls" else None,
-        device="cpu" if dev is None else str(dev),
-    )
+    result.info.update(_run_info(method, opts, alpha_arr, fold_of, Y.shape[0], len(labels), fits, resp))
     return result
+
+
+def _run_info(method, opts, alphas, fold_of, n_images, n_targets, fits, resp) -> dict[str, Any]:
+    """``EncodingResult.info``: the options and sizes of the run."""
+    dev = opts["device"]
+    return {
+        **{k: v for k, v in opts.items() if k in ("inner", "inner_folds", "seed", "solver")},
+        "method": method,
+        "alphas": alphas.tolist(),
+        "n_folds": int(fold_of.max()) + 1,
+        "n_images": int(n_images),
+        "n_targets": n_targets,
+        "solvers": {f["label"]: f["solver"] for f in fits},
+        "responses": str(resp.source) if resp.source else None,
+        "n_components": opts["n_components"] if method == "pls" else None,
+        "device": dev if isinstance(dev, str) else str(dev),
+    }
 
 
 def _match(sets: list[FeatureSet], resp: Responses) -> tuple[list[np.ndarray], list[str] | None]:
