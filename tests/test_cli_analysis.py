@@ -212,7 +212,8 @@ def test_analysis_commands_never_replace_results_without_overwrite(folders, tmp_
     before = rdm.read_bytes()
     np.save(rdm, np.zeros(3))  # a changed file must stay as it is
     changed = rdm.read_bytes()
-    assert str(rsa_out / "rdm_classifier.4_correlation.npy") in _refused(["rsa", a, "-o", rsa_out])
+    msg = _refused(["rsa", a, "-o", rsa_out])
+    assert str(rsa_out / "rdm_classifier.4_correlation.npy") in msg and "choose another --out," in msg
     assert rdm.read_bytes() == changed
     # other layers or another method plan other names: no conflict
     assert run("rsa", a, "-o", rsa_out, "--method", "cosine").exit_code == 0
@@ -224,7 +225,7 @@ def test_analysis_commands_never_replace_results_without_overwrite(folders, tmp_
     for path in (table, table.with_suffix(".png")):
         stamp = path.stat().st_mtime_ns
         msg = _refused(["compare", a, b, "-o", table])
-        assert str(table) in msg and str(table.with_suffix(".png")) in msg
+        assert str(table) in msg and str(table.with_suffix(".png")) in msg and "choose another --out/--plot" in msg
         assert path.stat().st_mtime_ns == stamp
     assert run("compare", a, b, "-o", table, "--no-plot", "--plot-format", "pdf").exit_code == 2  # the table alone
     only_fig = tmp_path / "cmp" / "fig.png"

@@ -289,6 +289,14 @@ def test_cli_end_to_end_tables_figure_and_values(tmp_path):
     assert (out / "layers.csv").read_bytes() == before  # nothing replaced without consent
     assert run(*args, "--folds", 2, "--overwrite").exit_code == 0
     assert (out / "layers.csv").read_bytes() != before
+    # only what this run would write counts: with --no-plot the earlier figure is no clash (tables elsewhere)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "encoding.png").write_bytes(b"a figure of the user's")
+    no_plot = ["encode", str(folder), str(tmp_path / "resp.npz"), "--axes", "repetitions,images,targets"]
+    assert run(*no_plot, "-o", str(other), "--folds", 2, "--no-plot").exit_code == 0
+    assert (other / "encoding.png").read_bytes() == b"a figure of the user's"
+    assert run(*no_plot, "-o", str(other), "--folds", 2).exit_code == 2  # with the figure: refused
 
 
 def test_cli_groups_nan_drop_and_pls(tmp_path):

@@ -92,9 +92,9 @@ def overwrite_option(f: F) -> F:
     return click.option("--overwrite", is_flag=True, help="Replace result files that an earlier run wrote.")(f)
 
 
-def refuse_to_replace(paths: Iterable[Any], overwrite: bool) -> None:
+def refuse_to_replace(paths: Iterable[Any], overwrite: bool, options: str = "--out") -> None:
     """Checked before any work: files this command is about to write that exist already are an error, unless
-    ``--overwrite`` (nothing is replaced without consent)."""
+    ``--overwrite`` (nothing is replaced without consent). ``options``: those that name the files."""
     from pathlib import Path
 
     from ..errors import VisrepsError
@@ -103,6 +103,6 @@ def refuse_to_replace(paths: Iterable[Any], overwrite: bool) -> None:
     if held and not overwrite:
         what = "exists" if len(held) == 1 else "exist"
         raise VisrepsError(
-            f"{', '.join(held)} already {what}; choose another --out (or --plot), or add --overwrite to replace"
+            f"{', '.join(held)} already {what}; choose another {options}, or add --overwrite to replace"
             f" {'it' if len(held) == 1 else 'them'}"
         )

@@ -357,7 +357,7 @@ def compare(
     inference = reference is not None and bool(
         factors or noise_ceiling or test or _several_subjects(reference, reference_key)
     )
-    refuse_to_replace(_compare_outputs(table, formats, params, inference, n_legacy, factors), overwrite)
+    refuse_to_replace(_compare_outputs(table, formats, params, inference, n_legacy, factors), overwrite, "--out/--plot")
     if inference:
         return _compare_inference(srcs, common, table, formats, n_legacy, factors, params)
     _compare_plain(srcs, common, table, formats, n_legacy, params)
@@ -594,7 +594,7 @@ def cka(
 
     if sigma is not None and kernel != "rbf":
         raise click.BadParameter("--sigma is the bandwidth of --kernel rbf", param_hint="--sigma")
-    refuse_to_replace([p for p in (out, plot_path) if p], overwrite)
+    refuse_to_replace([p for p in (out, plot_path) if p], overwrite, "--out/--plot")
     src_a, la = _parse_source(a)
     la = la or split_list(layers_a)
     if b is None:

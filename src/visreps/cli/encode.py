@@ -157,7 +157,8 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
         raise VisrepsError("give at least one FOLDER and then the RESPONSES file: visreps encode FOLDER RESPONSES")
     *folders, responses_path = paths
     out = Path(kw["out"])
-    refuse_to_replace([out / n for n in (*RESULT_FILES, f"encoding.{kw['plot_format']}")], kw["overwrite"])
+    figure = () if kw["no_plot"] else (f"encoding.{kw['plot_format']}",)
+    refuse_to_replace([out / n for n in (*RESULT_FILES, *figure)], kw["overwrite"])
     srcs, layer_map = _sources(folders, kw["layers"])
     resp = load_responses(responses_path, key=kw["key"], axes=kw["axes"], images=kw["order"])
     groups = None
