@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 
 from ..errors import VisrepsError
+from ._source import pick_variable
 from .rsa import (
     RDMCorrelation,
     check_comparison,
@@ -160,26 +161,9 @@ def as_rdm(arr: Any, *, name: str = "RDM") -> np.ndarray:
 def _pick_variable(
     variables: Mapping[str, Any], key: str | None, path: Path, ndims: tuple[int, ...] = (1, 2), what: str = "matrix"
 ) -> np.ndarray:
-    """The variable ``key`` of a file, else its only numeric array of ``ndims`` dimensions (one name each way)."""
-    if key is not None:
-        if key not in variables:
-            raise VisrepsError(f"{str(path)!r} has no variable {key!r}; it has: {', '.join(variables) or '(none)'}")
-        return np.asarray(variables[key])
-    cands = {}
-    for k, v in variables.items():
-        try:
-            a = np.asarray(v)
-        except Exception:  # noqa: BLE001
-            continue
-        if a.dtype.kind in "biuf" and a.ndim in ndims and a.size > 1:
-            cands[k] = a
-    if len(cands) == 1:
-        return next(iter(cands.values()))
-    plural = "matrices" if what == "matrix" else f"{what}s"
-    if not cands:
-        raise VisrepsError(f"{str(path)!r} holds no numeric {what} (variables: {', '.join(variables) or '(none)'})")
-    raise VisrepsError(
-        f"{str(path)!r} holds several {plural} ({', '.join(cands)}); choose one with key=... (CLI: --reference-key)"
+    """The variable ``key`` of a reference file, else its only numeric array of ``ndims`` dimensions."""
+    return pick_variable(
+        variables, key, path, keep=lambda _, a: a.ndim in ndims, what=what, option="--reference-key", shapes=False
     )
 
 

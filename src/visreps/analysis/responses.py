@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VisrepsError
+from ._source import pick_variable
 
 #: the axes a response array may have, in the order :class:`Responses` keeps them
 AXES = ("subjects", "repetitions", "images", "targets")
@@ -287,7 +288,7 @@ def load_responses(
             raise VisrepsError(f"cannot read {str(p)!r} as a numeric .npy array: {e}") from None
     else:
         variables = _read_variables(p, suffix)
-        arr = _pick(variables, key, p)
+        arr = pick_variable(variables, key, p, keep=lambda name, _: name.lower() not in NAME_VARIABLES)
         names = _names_in(variables, arr, axes)
     res = as_responses(arr, axes=axes, targets=targets, source=p, where=where)
     if images is not None:
@@ -332,25 +333,6 @@ def _read_h5(p: Path, transpose: bool) -> dict[str, Any]:
 
         f.visititems(visit)
     return out
-
-
-def _is_numeric(v: Any) -> bool:
-    a = np.asarray(v)
-    return a.dtype.kind in "biuf" and a.size > 1
-
-
-def _pick(variables: Mapping[str, Any], key: str | None, p: Path) -> np.ndarray:
-    if key is not None:
-        if key not in variables:
-            raise VisrepsError(f"{str(p)!r} has no variable {key!r}; it has: {', '.join(variables) or '(none)'}")
-        return np.asarray(variables[key])
-    cands = {k: np.asarray(v) for k, v in variables.items() if _is_numeric(v) and k.lower() not in NAME_VARIABLES}
-    if len(cands) == 1:
-        return next(iter(cands.values()))
-    if not cands:
-        raise VisrepsError(f"{str(p)!r} holds no numeric array (variables: {', '.join(variables) or '(none)'})")
-    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in cands.items())
-    raise VisrepsError(f"{str(p)!r} holds several arrays ({shapes}); choose one with key=... (CLI: --key)")
 
 
 def _as_names(v: Any) -> list[str] | None:
