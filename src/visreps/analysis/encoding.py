@@ -118,6 +118,52 @@ class EncodingResult:
     predictions: dict[str, np.ndarray] | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    def table_writers(self) -> dict[str, Callable[[Any], None]]:
+        """The tables :meth:`save` writes: file name → a function writing that table to a path (full precision).
+
+        ``layers.csv``, ``targets.csv``, ``folds.csv``, ``fold_of_image.csv`` (``image, fold``) and, banded
+        only, ``band_weights.csv``."""
+        import pandas as pd
+
+        full = "%.17g"
+        images = self.images if self.images is not None else list(range(len(self.fold_of)))
+        out: dict[str, Callable[[Any], None]] = {
+            "layers.csv": lambda p: self.layers.to_csv(p, index=False, float_format=full),
+            "targets.csv": lambda p: self.targets.to_csv(p, index=False, float_format=full),
+            "folds.csv": lambda p: self.folds.to_csv(p, index=False, float_format=full),
+            "fold_of_image.csv": lambda p: pd.DataFrame({"image": images, "fold": self.fold_of}).to_csv(p, index=False),
+        }
+        bands = self.band_weights
+        if bands is not None:
+            out["band_weights.csv"] = lambda p: bands.to_csv(p, index=False, float_format=full)
+        return out
+
+    def save(
+        self, folder: str | os.PathLike, *, overwrite: bool = False, inputs: Sequence[str | os.PathLike] = ()
+    ) -> list[Any]:
+        """Write the tables (:meth:`table_writers`) into ``folder`` as one transaction (:mod:`visreps.outputs`).
+
+        Every file is checked before the first is written: none may be the responses file of the run
+        or one of ``inputs``; existing ones are an error unless ``overwrite``, which also removes the
+        other files of the earlier run it replaces (e.g. a banded run's ``band_weights.csv``). The
+        tables are written under partial names and renamed together at the end. Returns their paths.
+
+        Raises:
+            VisrepsError: a clash as above, or a file that cannot be written (named).
+        """
+        from pathlib import Path
+
+        from ..outputs import OutputPlan
+
+        writers = self.table_writers()
+        plan = OutputPlan(overwrite=overwrite, options="folder", command="visreps.analysis.encode(...).save")
+        plan.add(*(Path(folder) / name for name in writers))
+        plan.add_inputs(self.info.get("responses"), what="responses file").add_inputs(*inputs)
+        with plan.check():
+            for name, write in writers.items():
+                plan.write(Path(folder) / name, write)
+        return plan.files
+
     def __repr__(self) -> str:
         return (
             f"EncodingResult({self.info.get('method')}, {len(self.layers)} layer(s), {len(self.target_labels)} "
@@ -596,7 +642,37 @@ def encode(
     if return_predictions:
         result.predictions = {f["label"]: f["pred"] for f in fits}
     result.info.update(_run_info(method, opts, alpha_arr, fold_of, Y.shape[0], len(labels), fits, resp))
+    if method == "ridge":
+        _warn_grid_ends(result.targets, alpha_arr)
     return result
+
+
+#: :func:`encode` warns when the chosen ridge penalty is at an end of the grid for at least this share of fits
+GRID_END_SHARE = 0.1
+
+
+def _warn_grid_ends(targets: pd.DataFrame, alphas: np.ndarray) -> None:
+    """One warning, with the counts, when many targets' chosen alpha (median over folds) is the grid's smallest or
+    largest: the best penalty may lie outside the grid, which ``--alphas`` (``alphas=``) widens."""
+    if len(np.unique(alphas)) < 2:
+        return
+    a = targets["alpha"].to_numpy(dtype=np.float64)
+    a = a[np.isfinite(a)]
+    lo, hi = float(alphas.min()), float(alphas.max())
+    n_lo, n_hi = int(np.sum(a == lo)), int(np.sum(a == hi))
+    if not len(a) or (n_lo + n_hi) < GRID_END_SHARE * len(a):
+        return
+    new_lo, new_hi = (lo / 1e3 if n_lo else lo), (hi * 1e3 if n_hi else hi)
+    decades = np.arange(np.floor(np.log10(new_lo)), np.ceil(np.log10(new_hi)) + 1)
+    wider = ",".join(f"{10.0**d:g}" for d in decades)
+    warnings.warn(
+        f"the chosen ridge penalty is at an end of the alpha grid for {n_lo + n_hi} of {len(a)} (layer, target) "
+        f"fits ({n_lo} at the smallest, {lo:g}; {n_hi} at the largest, {hi:g}; median over folds, the alpha column "
+        f"of targets.csv): the best penalty may lie outside the grid; widen it with --alphas (alphas=), "
+        f"e.g. --alphas {wider}",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _run_info(method, opts, alphas, fold_of, n_images, n_targets, fits, resp) -> dict[str, Any]:

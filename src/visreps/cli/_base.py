@@ -94,15 +94,78 @@ def overwrite_option(f: F) -> F:
 
 def refuse_to_replace(paths: Iterable[Any], overwrite: bool, options: str = "--out") -> None:
     """Checked before any work: files this command is about to write that exist already are an error, unless
-    ``--overwrite`` (nothing is replaced without consent). ``options``: those that name the files."""
+    ``--overwrite`` (nothing is replaced without consent). ``options``: those that name the files.
+
+    Kept for callers of before; the analysis commands plan their files with :func:`plan_outputs`."""
+    plan_outputs(paths, overwrite, options)
+
+
+def plan_outputs(
+    paths: Iterable[Any], overwrite: bool, options: str = "--out", inputs: Iterable[Any] = (), trees: Iterable[Any] = ()
+) -> Any:
+    """The checked :class:`visreps.outputs.OutputPlan` of every file a command will write (before any work).
+
+    ``inputs``: files the command reads (never written over, even with ``--overwrite``); ``trees``:
+    folders whose existing files are all inputs (an image folder). Raises ``VisrepsError``."""
+    from ..outputs import OutputPlan
+
+    plan = OutputPlan(overwrite=overwrite, options=options, command=command_line())
+    plan.add(*paths).add_inputs(*inputs).add_inputs(*trees, what="input folder", tree=True)
+    return plan.check()
+
+
+def folder_inputs(folder: Any) -> list[Any]:
+    """The files of an output folder that an analysis reads: its record, manifest and layer files (and
+    ``folder`` itself when it is a file, e.g. a responses file); nothing when it is no path."""
+    from pathlib import Path
+
+    p = Path(str(folder)).expanduser()
+    if not p.is_dir():
+        return [p] if p.exists() else []
+    from ..storage import MANIFEST, METADATA, owned_files
+
+    try:
+        names = owned_files(p)
+    except Exception:  # noqa: BLE001 - a damaged record: the analysis names it; the two known files still count
+        names = set()
+    return [p / n for n in sorted(names | {METADATA, MANIFEST})]
+
+
+def check_figure_path(path: Any, option: str) -> None:
+    """A figure file's name ends with a format of :data:`visreps.plotting.FORMATS` (checked before any work)."""
     from pathlib import Path
 
     from ..errors import VisrepsError
+    from ..plotting import FORMATS
 
-    held = list(dict.fromkeys(str(p) for p in paths if Path(p).exists()))
-    if held and not overwrite:
-        what = "exists" if len(held) == 1 else "exist"
+    ext = Path(str(path)).suffix.lower().lstrip(".")
+    if ext not in FORMATS:
         raise VisrepsError(
-            f"{', '.join(held)} already {what}; choose another {options}, or add --overwrite to replace"
-            f" {'it' if len(held) == 1 else 'them'}"
+            f"{option} {str(path)!r}: {f'format {ext!r}' if ext else 'no format'} is not a figure format; end the "
+            f"name with one of {', '.join('.' + f for f in FORMATS)}"
         )
+
+
+def figure_formats(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> list[str]:
+    """``--plot-format png[,pdf]``: figure formats of :data:`visreps.plotting.FORMATS` (click callback)."""
+    from ..plotting import FORMATS
+
+    formats = [f.lower().lstrip(".") for f in split_list(value) or ["png"]]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)}: use {', '.join(FORMATS)}", param_hint="--plot-format")
+    return list(dict.fromkeys(formats))
+
+
+def figure_format(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> str:
+    """``--plot-format FMT``: one figure format of :data:`visreps.plotting.FORMATS` (click callback)."""
+    formats = figure_formats(ctx, param, value)
+    if len(formats) > 1:
+        raise click.BadParameter(f"{value!r}: give one format, e.g. png", param_hint="--plot-format")
+    return formats[0]
+
+
+def echo_replaced(plan: Any) -> None:
+    """Say which files of an earlier run an ``--overwrite`` run removed (or kept, changed since)."""
+    if plan.summary():
+        click.echo(plan.summary())

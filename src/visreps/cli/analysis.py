@@ -13,13 +13,23 @@ from typing import Any, TypedDict, TypeVar
 
 import click
 
-from ._base import overwrite_option, refuse_to_replace, split_list
+from ._base import (
+    check_figure_path,
+    echo_replaced,
+    figure_format,
+    figure_formats,
+    folder_inputs,
+    overwrite_option,
+    plan_outputs,
+    split_list,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 RDM_METHODS = ("correlation", "cosine", "euclidean", "sqeuclidean", "gaussian")
 COMPARE_METHODS = ("pearson", "spearman", "kendall", "tau_a")
 RDM_FILE_FORMATS = ("npy", "csv", "txt", "mat")
+#: kept for callers of before; the formats accepted are those of :data:`visreps.plotting.FORMATS`
 PLOT_FORMATS = ("png", "pdf", "svg", "jpg")
 
 
@@ -119,7 +129,13 @@ def _save_rdm(rdm: Any, path: Path, fmt: str) -> None:
     show_default=True,
     help="File format of the RDMs.",
 )
-@click.option("--plot-format", type=click.Choice(PLOT_FORMATS), default="png", show_default=True)
+@click.option(
+    "--plot-format",
+    default="png",
+    show_default=True,
+    callback=figure_format,
+    help="Figure format: png, pdf, svg, jpg, … (any of visreps.plotting.FORMATS).",
+)
 @click.option("--no-plot", is_flag=True, help="Only write the RDM files.")
 @click.option("--rank", is_flag=True, help="Plot ranks of the dissimilarities instead of their values.")
 @click.option("--cluster", is_flag=True, help="Order the plotted conditions by hierarchical clustering.")
@@ -159,29 +175,26 @@ def rsa(
     stems = {layer: outdir / f"rdm_{layer_filename(layer, 'npy')[:-4]}_{method}" for layer in res.layers}
     exts = (fmt,) if no_plot else (fmt, plot_format)
     planned = [p.with_name(f"{p.name}.{ext}") for p in stems.values() for ext in exts]
-    refuse_to_replace(planned, overwrite)
-    outdir.mkdir(parents=True, exist_ok=True)
+    plan = plan_outputs(planned, overwrite, inputs=folder_inputs(folder))
     labels = list(res.manifest["path"]) if len(res.manifest) <= 60 else None
-    for layer in res.layers:
-        rdm = compute_rdm(res[layer], method, sigma=sigma, block_size=block_size, device=device)
-        stem = stems[layer].name
-        path = outdir / f"{stem}.{fmt}"
-        _save_rdm(rdm, path, fmt)
-        msg = f"{layer}: {rdm.shape[0]}×{rdm.shape[1]} RDM → {path}"
-        if not no_plot:
-            ppath = outdir / f"{stem}.{plot_format}"
-            plot_rdm(
-                rdm,
-                ppath,
-                rank=rank,
-                order="cluster" if cluster else None,
-                labels=labels,
-                cmap=cmap,
-                dpi=dpi,
-                title=f"{res.model} {layer} ({method})",
-            )
-            msg += f", {ppath}"
+    done = []
+    with plan:  # each file under a partial name; all renamed when every layer is done
+        for layer in res.layers:
+            rdm = compute_rdm(res[layer], method, sigma=sigma, block_size=block_size, device=device)
+            stem = stems[layer].name
+            path = outdir / f"{stem}.{fmt}"
+            plan.write(path, lambda p: _save_rdm(rdm, p, fmt))  # noqa: B023 - called at once
+            msg = f"{layer}: {rdm.shape[0]}×{rdm.shape[1]} RDM → {path}"
+            if not no_plot:
+                ppath = outdir / f"{stem}.{plot_format}"
+                title = f"{res.model} {layer} ({method})"
+                kwargs = dict(rank=rank, order="cluster" if cluster else None, labels=labels, cmap=cmap, dpi=dpi)
+                plan.write(ppath, lambda p: plot_rdm(rdm, p, title=title, **kwargs))  # noqa: B023
+                msg += f", {ppath}"
+            done.append(msg)
+    for msg in done:  # said once the files are under their final names
         click.echo(msg)
+    echo_replaced(plan)
 
 
 @click.command()
@@ -354,17 +367,32 @@ def compare(
         extract_options=extract_options,
     )
     table, formats, params = Path(out), _plot_formats(plot_format), click.get_current_context().params
+    if plot_path and not no_plot:
+        check_figure_path(plot_path, "--plot")
     inference = reference is not None and bool(
         factors or noise_ceiling or test or _several_subjects(reference, reference_key)
     )
-    refuse_to_replace(_compare_outputs(table, formats, params, inference, n_legacy, factors), overwrite, "--out/--plot")
+    planned = _compare_outputs(table, formats, params, inference, n_legacy, factors)
+    inputs = [reference_order, *(f for src in srcs for f in folder_inputs(src))]
+    trees = [images, work_dir]
+    if reference is not None:
+        (trees if Path(reference).is_dir() else inputs).append(reference)
+    plan = plan_outputs(planned, overwrite, "--out/--plot", inputs=inputs, trees=trees)
     if inference:
-        return _compare_inference(srcs, common, table, formats, n_legacy, factors, params)
-    _compare_plain(srcs, common, table, formats, n_legacy, params)
+        _compare_inference(srcs, common, table, formats, n_legacy, factors, params, plan)
+    else:
+        _compare_plain(srcs, common, table, formats, n_legacy, params, plan)
+    echo_replaced(plan)
 
 
 def _compare_plain(
-    srcs: list[str], common: _CompareOptions, table: Path, formats: list[str], n_legacy: int, p: dict[str, Any]
+    srcs: list[str],
+    common: _CompareOptions,
+    table: Path,
+    formats: list[str],
+    n_legacy: int,
+    p: dict[str, Any],
+    plan: Any,
 ) -> None:
     """``compare`` without inference: layers with each other (heatmap) or with one reference RDM (bars)."""
     from ..errors import VisrepsError
@@ -372,12 +400,10 @@ def _compare_plain(
     from ..workflows import compare_features, compare_to_reference
 
     reference = p["reference"]
-    table.parent.mkdir(parents=True, exist_ok=True)
     if reference is None:
         df = compare_features(srcs, **common)
         if df.shape[0] < 2:
             raise VisrepsError("only one layer to compare; give several folders or layers, or a --reference RDM")
-        df.to_csv(table, float_format="%.6g")
         with _pd_display():
             click.echo(df.round(3).to_string())
     else:
@@ -391,20 +417,22 @@ def _compare_plain(
             seed=p["seed"],
             **common,
         )
-        df.to_csv(table, index=False, float_format="%.6g")
         with _pd_display():
             click.echo(df.drop(columns=["label"]).round(4).to_string(index=False))
     msg = f"table → {table}"
-    if not p["no_plot"]:
-        ppath = _plot_paths(table, formats, p["plot_path"], inference=False)[0]
-        title = (
-            f"{df.attrs.get('method')} correlation of {p['rdm_method']} RDMs ({df.attrs.get('n_conditions')} images)"
-        )
-        if reference is None:
-            plot_comparison(df, ppath, cmap=p["cmap"], dpi=p["dpi"], title=title)
-        else:
-            plot_reference_comparison(df, ppath, dpi=p["dpi"], title=title + f" with {Path(reference).name}")
-        msg += f", figure → {ppath}"
+    with plan:  # under partial names, renamed together at the end
+        plan.write(table, lambda path: df.to_csv(path, index=reference is None, float_format="%.6g"))
+        if not p["no_plot"]:
+            ppath = _plot_paths(table, formats, p["plot_path"], inference=False)[0]
+            title = (
+                f"{df.attrs.get('method')} correlation of {p['rdm_method']} RDMs ({df.attrs.get('n_conditions')} images)"
+            )
+            if reference is None:
+                plan.write(ppath, lambda path: plot_comparison(df, path, cmap=p["cmap"], dpi=p["dpi"], title=title))
+            else:
+                title += f" with {Path(reference).name}"
+                plan.write(ppath, lambda path: plot_reference_comparison(df, path, dpi=p["dpi"], title=title))
+            msg += f", figure → {ppath}"
     click.echo(msg)
 
 
@@ -457,11 +485,8 @@ def _parse_bootstrap(value: str | None) -> tuple[int, tuple[str, ...]]:
 
 
 def _plot_formats(value: str) -> list[str]:
-    formats = [f.lower().lstrip(".") for f in split_list(value) or ["png"]]
-    bad = [f for f in formats if f not in PLOT_FORMATS]
-    if bad:
-        raise click.BadParameter(f"{', '.join(bad)}: use {', '.join(PLOT_FORMATS)}", param_hint="--plot-format")
-    return formats
+    """``--plot-format png,pdf``: formats of :data:`visreps.plotting.FORMATS`."""
+    return figure_formats(None, None, value)
 
 
 def _several_subjects(reference: str, key: str | None) -> bool:
@@ -485,6 +510,7 @@ def _compare_inference(
     n_legacy: int,
     factors: tuple[str, ...],
     params: dict[str, Any],
+    plan: Any,
 ) -> None:
     """``compare`` with per-subject references: noise ceiling, bootstrap, tests; tables and the figure."""
     from ..plotting import plot_model_comparison
@@ -507,15 +533,6 @@ def _compare_inference(
     res = rsa_inference(
         srcs, reference, reference_key=p["reference_key"], reference_order=p["reference_order"], **common, **inference
     )
-    table.parent.mkdir(parents=True, exist_ok=True)
-    res.table.to_csv(table, index=False)
-    written = [table]
-    if res.pairwise is not None:
-        written.append(table.with_name(table.stem + "_pairwise.csv"))
-        res.pairwise.to_csv(written[-1], index=False)
-    if res.bootstrap is not None:
-        written.append(table.with_name(table.stem + "_bootstrap.csv"))
-        res.samples().to_csv(written[-1])
     attrs = res.table.attrs
     with _pd_display():
         shown = [c for c in res.table.columns if c not in ("reference", "label", "n_valid_samples")]
@@ -525,16 +542,31 @@ def _compare_inference(
             click.echo(f"noise ceiling ({len(attrs['subjects'])} subjects): lower {nc.lower:.4f}, upper {nc.upper:.4f}")
         if res.pairwise is not None:
             click.echo(res.pairwise.round(4).to_string(index=False))
-    msg = "tables → " + ", ".join(map(str, written))
-    if not p["no_plot"]:
-        paths = _plot_paths(table, formats, p["plot_path"], inference=True)
-        plural = "s" if attrs["n_subjects"] > 1 else ""
-        title = f"{attrs['rdm_method']} RDMs vs {Path(reference).name}: {attrs['n_conditions']} images, "
-        title += f"{attrs['n_subjects']} subject{plural}"
-        for path in paths:
-            plot_model_comparison(res, path, kind=p["figure"], title=title, dpi=p["dpi"])
-        msg += ", figure → " + ", ".join(map(str, paths))
+    with plan:  # under partial names, renamed together at the end
+        written = _inference_tables(res, table, plan)
+        msg = "tables → " + ", ".join(map(str, written))
+        if not p["no_plot"]:
+            paths = _plot_paths(table, formats, p["plot_path"], inference=True)
+            plural = "s" if attrs["n_subjects"] > 1 else ""
+            title = f"{attrs['rdm_method']} RDMs vs {Path(reference).name}: {attrs['n_conditions']} images, "
+            title += f"{attrs['n_subjects']} subject{plural}"
+            for path in paths:
+                plan.write(path, lambda out: plot_model_comparison(res, out, kind=p["figure"], title=title, dpi=p["dpi"]))
+            msg += ", figure → " + ", ".join(map(str, paths))
     click.echo(msg)
+
+
+def _inference_tables(res: Any, table: Path, plan: Any) -> list[Path]:
+    """The tables of ``compare``'s inference: OUT, OUT_pairwise.csv, OUT_bootstrap.csv (those the run has)."""
+    plan.write(table, lambda out: res.table.to_csv(out, index=False))
+    written = [table]
+    if res.pairwise is not None:
+        written.append(table.with_name(table.stem + "_pairwise.csv"))
+        plan.write(written[-1], lambda out: res.pairwise.to_csv(out, index=False))
+    if res.bootstrap is not None:
+        written.append(table.with_name(table.stem + "_bootstrap.csv"))
+        plan.write(written[-1], lambda out: res.samples().to_csv(out))
+    return written
 
 
 class _pd_display:
@@ -594,7 +626,8 @@ def cka(
 
     if sigma is not None and kernel != "rbf":
         raise click.BadParameter("--sigma is the bandwidth of --kernel rbf", param_hint="--sigma")
-    refuse_to_replace([p for p in (out, plot_path) if p], overwrite, "--out/--plot")
+    if plot_path:
+        check_figure_path(plot_path, "--plot")
     src_a, la = _parse_source(a)
     la = la or split_list(layers_a)
     if b is None:
@@ -602,6 +635,8 @@ def cka(
     else:
         src_b, lb = _parse_source(b)
         lb = lb or split_list(layers_b)
+    inputs = [*folder_inputs(src_a), *folder_inputs(src_b)]
+    plan = plan_outputs([p for p in (out, plot_path) if p], overwrite, "--out/--plot", inputs=inputs)
     df = cka_table(
         src_a,
         src_b,
@@ -620,18 +655,17 @@ def cka(
         with _pd_display():
             click.echo(f"{df.attrs['method']}: rows {name_a}, columns {name_b}")
             click.echo(df.round(4).to_string())
+    if not plan.files:
+        return
+    title = f"{df.attrs['method']}: {name_a} (rows) vs {name_b} (columns)"
+    with plan:  # under partial names, renamed together at the end
+        if out:
+            plan.write(out, lambda p: df.to_csv(p, float_format="%.6g"))
+        if plot_path:
+            kwargs = dict(cmap=cmap, dpi=dpi, colorbar_label=df.attrs["method"], vmin=None, title=title)
+            plan.write(plot_path, lambda p: plot_comparison(df, p, **kwargs))
+    echo_replaced(plan)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out, float_format="%.6g")
         click.echo(f"table → {out}")
     if plot_path:
-        plot_comparison(
-            df,
-            plot_path,
-            cmap=cmap,
-            dpi=dpi,
-            colorbar_label=df.attrs["method"],
-            vmin=None,
-            title=f"{df.attrs['method']}: {name_a} (rows) vs {name_b} (columns)",
-        )
         click.echo(f"figure → {plot_path}")

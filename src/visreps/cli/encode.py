@@ -12,8 +12,9 @@ from typing import Any
 
 import click
 
-from ._base import overwrite_option, refuse_to_replace, split_list
+from ._base import echo_replaced, figure_format, folder_inputs, overwrite_option, plan_outputs, split_list
 
+#: kept for callers of before; the formats accepted are those of :data:`visreps.plotting.FORMATS`
 PLOT_FORMATS = ("png", "pdf", "svg", "jpg")
 
 
@@ -136,7 +137,13 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
 @click.option(
     "--out", "-o", type=click.Path(file_okay=False), default="encoding", show_default=True, help="Folder for results."
 )
-@click.option("--plot-format", type=click.Choice(PLOT_FORMATS), default="png", show_default=True)
+@click.option(
+    "--plot-format",
+    default="png",
+    show_default=True,
+    callback=figure_format,
+    help="Figure format: png, pdf, svg, jpg, … (any of visreps.plotting.FORMATS).",
+)
 @click.option("--no-plot", is_flag=True)
 @click.option("--dpi", type=click.IntRange(min=10), default=200, show_default=True)
 @overwrite_option
@@ -157,9 +164,12 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
         raise VisrepsError("give at least one FOLDER and then the RESPONSES file: visreps encode FOLDER RESPONSES")
     *folders, responses_path = paths
     out = Path(kw["out"])
-    figure = () if kw["no_plot"] else (f"encoding.{kw['plot_format']}",)
-    refuse_to_replace([out / n for n in (*RESULT_FILES, *figure)], kw["overwrite"])
+    alphas = _alphas(kw["alphas"]) or DEFAULT_ALPHAS
     srcs, layer_map = _sources(folders, kw["layers"])
+    tables = [n for n in RESULT_FILES if n != "band_weights.csv" or kw["method"] == "banded"]
+    figure = () if kw["no_plot"] else (f"encoding.{kw['plot_format']}",)
+    inputs = [responses_path, kw["groups"], kw["order"], *(f for src in srcs for f in folder_inputs(src))]
+    plan = plan_outputs([out / n for n in (*tables, *figure)], kw["overwrite"], inputs=inputs)
     resp = load_responses(responses_path, key=kw["key"], axes=kw["axes"], images=kw["order"])
     groups = None
     if kw["groups"]:
@@ -172,7 +182,7 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
             resp,
             layers=layer_map,
             method=kw["method"],
-            alphas=_alphas(kw["alphas"]) or DEFAULT_ALPHAS,
+            alphas=alphas,
             folds=kw["folds"],
             groups=groups,
             inner=kw["inner"],
@@ -189,7 +199,8 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
         )
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
-    _write(res, Path(kw["out"]), kw)
+    _summary(res)
+    _write(res, out, plan, kw)
 
 
 #: the tables `visreps encode` writes into --out (besides the figure)
@@ -218,35 +229,40 @@ def _manifest_paths(folder: str) -> list[str] | None:
         return None
 
 
-def _write(res: Any, out: Path, kw: dict[str, Any]) -> None:
+def _summary(res: Any) -> None:
+    """The layers' scores on the terminal, with what r_mean and r_pooled_mean are."""
     import pandas as pd
 
-    from ..plotting import plot_encoding
-
-    out.mkdir(parents=True, exist_ok=True)
-    full = "%.17g"
-    res.layers.to_csv(out / "layers.csv", index=False, float_format=full)
-    res.targets.to_csv(out / "targets.csv", index=False, float_format=full)
-    res.folds.to_csv(out / "folds.csv", index=False, float_format=full)
-    images = res.images if res.images is not None else list(range(len(res.fold_of)))
-    pd.DataFrame({"image": images, "fold": res.fold_of}).to_csv(out / "fold_of_image.csv", index=False)
-    written = ["layers.csv", "targets.csv", "folds.csv", "fold_of_image.csv"]
-    if res.band_weights is not None:
-        res.band_weights.to_csv(out / "band_weights.csv", index=False, float_format=full)
-        written.append("band_weights.csv")
     if res.dropped:
         click.echo(f"dropped {len(res.dropped)} target(s) with NaN values: {', '.join(res.dropped[:10])}")
     if res.constant:
         click.echo(f"{len(res.constant)} constant target(s) have NaN scores: {', '.join(res.constant[:10])}")
-    cols = [
-        c for c in ("label", "n_targets", "r_mean", "r_sem", "r2_mean", "r_ceiled_mean", "ceiling_r") if c in res.layers
-    ]
+    cols = ("label", "n_targets", "r_mean", "r_sem", "r_pooled_mean", "r2_mean", "r_ceiled_mean", "ceiling_r")
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 200):
-        click.echo(res.layers[cols].round(4).to_string(index=False))
-    if not kw["no_plot"]:
-        name = f"encoding.{kw['plot_format']}"
-        info = res.info
-        title = f"{info['method']}, {info['n_folds']}-fold CV: {info['n_targets']} targets, {info['n_images']} images"
-        plot_encoding(res.layers, out / name, dpi=kw["dpi"], title=title)
-        written.append(name)
-    click.echo(f"results → {out}: {', '.join(written)}")
+        click.echo(res.layers[[c for c in cols if c in res.layers]].round(4).to_string(index=False))
+    click.echo(R_NOTE)
+
+
+#: printed under the summary: the two mean correlations it shows
+R_NOTE = (
+    "r_mean: each target's r on each held-out fold, averaged over folds, then over targets; r_pooled_mean: each "
+    "target's r over all out-of-fold predictions at once, then averaged over targets (steadier with few images "
+    "per fold; it differs from r_mean when the folds' predictions differ in mean or scale)"
+)
+
+
+def _write(res: Any, out: Path, plan: Any, kw: dict[str, Any]) -> None:
+    """Every planned file under a partial name, then all renamed together (see visreps.outputs)."""
+    from ..plotting import plot_encoding
+
+    writers = res.table_writers()
+    with plan:
+        for name, write in writers.items():
+            plan.write(out / name, write)
+        if not kw["no_plot"]:
+            info = res.info
+            title = f"{info['method']}, {info['n_folds']}-fold CV: {info['n_targets']} targets, {info['n_images']} images"
+            figure = out / f"encoding.{kw['plot_format']}"
+            plan.write(figure, lambda p: plot_encoding(res.layers, p, dpi=kw["dpi"], title=title))
+    echo_replaced(plan)
+    click.echo(f"results → {out}: {', '.join(p.name for p in plan.files)}")
