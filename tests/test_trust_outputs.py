@@ -321,7 +321,10 @@ def test_overwrite_keeps_a_stale_file_changed_since_and_other_runs(setup, tmp_pa
     assert (out / "rdm_l2_correlation.png").read_bytes() == b"edited by hand" and "kept" in r.output
     assert {"rdm_l1_cosine.npy", "rdm_l2_cosine.npy"} <= set(names)  # the cosine run is not replaced
     runs = json.loads((out / RECORD).read_text())["runs"]
-    assert [sorted(x["files"]) for x in runs] == [["rdm_l1_cosine.npy", "rdm_l2_cosine.npy"], ["rdm_l1_correlation.npy"]]
+    assert [sorted(x["files"]) for x in runs] == [
+        ["rdm_l1_cosine.npy", "rdm_l2_cosine.npy"],
+        ["rdm_l1_correlation.npy"],
+    ]
 
 
 def test_save_python_api_is_a_transaction(setup, tmp_path):

@@ -200,7 +200,9 @@ class OutputPlan:
         seen: dict[Any, Path] = {}
         for p in self.files:
             if p.name == RECORD:
-                raise VisrepsError(f"{str(p)!r}: {RECORD} is the name of visreps' record; choose another {self.options}")
+                raise VisrepsError(
+                    f"{str(p)!r}: {RECORD} is the name of visreps' record; choose another {self.options}"
+                )
             keys = [k for k in (_key(p), _ident(p)) if k is not None]
             for k in keys:
                 if k in seen:
@@ -241,7 +243,9 @@ class OutputPlan:
                 break
             probe = probe.parent
         if not probe.is_dir():
-            raise VisrepsError(f"{str(probe)!r} is not a folder, so {str(folder)!r} cannot be created; choose another {self.options}")
+            raise VisrepsError(
+                f"{str(probe)!r} is not a folder, so {str(folder)!r} cannot be created; choose another {self.options}"
+            )
         if not os.access(probe, os.W_OK | os.X_OK):
             raise VisrepsError(f"cannot write into {str(probe)!r} (permission denied); choose another {self.options}")
 
@@ -396,4 +400,3 @@ class OutputPlan:
         if self.kept:
             out.append("kept " + ", ".join(str(p) for p in self.kept) + " (changed since the earlier run wrote it)")
         return "; ".join(out)
-

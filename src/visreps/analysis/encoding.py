@@ -668,7 +668,8 @@ def _warn_grid_ends(targets: pd.DataFrame, alphas: np.ndarray) -> None:
     warnings.warn(
         f"the chosen ridge penalty is at an end of the alpha grid for {n_lo + n_hi} of {len(a)} (layer, target) "
         f"fits ({n_lo} at the smallest, {lo:g}; {n_hi} at the largest, {hi:g}; median over folds, the alpha column "
-        f"of targets.csv; a target without signal picks the largest): the best penalty may lie outside the grid; widen it with --alphas (alphas=), "
+        "of targets.csv; a target without signal picks the largest): the best penalty may lie outside the grid; "
+        "widen it with --alphas (alphas=), "
         f"e.g. --alphas {wider}",
         UserWarning,
         stacklevel=3,

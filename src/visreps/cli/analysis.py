@@ -188,8 +188,8 @@ def rsa(
             if not no_plot:
                 ppath = outdir / f"{stem}.{plot_format}"
                 title = f"{res.model} {layer} ({method})"
-                kwargs = dict(rank=rank, order="cluster" if cluster else None, labels=labels, cmap=cmap, dpi=dpi)
-                plan.write(ppath, lambda p: plot_rdm(rdm, p, title=title, **kwargs))  # noqa: B023
+                kwargs: dict[str, Any] = dict(rank=rank, order="cluster" if cluster else None, labels=labels, cmap=cmap)
+                plan.write(ppath, lambda p: plot_rdm(rdm, p, title=title, dpi=dpi, **kwargs))  # noqa: B023
                 msg += f", {ppath}"
             done.append(msg)
     for msg in done:  # said once the files are under their final names
@@ -424,9 +424,8 @@ def _compare_plain(
         plan.write(table, lambda path: df.to_csv(path, index=reference is None, float_format="%.6g"))
         if not p["no_plot"]:
             ppath = _plot_paths(table, formats, p["plot_path"], inference=False)[0]
-            title = (
-                f"{df.attrs.get('method')} correlation of {p['rdm_method']} RDMs ({df.attrs.get('n_conditions')} images)"
-            )
+            n = df.attrs.get("n_conditions")
+            title = f"{df.attrs.get('method')} correlation of {p['rdm_method']} RDMs ({n} images)"
             if reference is None:
                 plan.write(ppath, lambda path: plot_comparison(df, path, cmap=p["cmap"], dpi=p["dpi"], title=title))
             else:
@@ -551,7 +550,9 @@ def _compare_inference(
             title = f"{attrs['rdm_method']} RDMs vs {Path(reference).name}: {attrs['n_conditions']} images, "
             title += f"{attrs['n_subjects']} subject{plural}"
             for path in paths:
-                plan.write(path, lambda out: plot_model_comparison(res, out, kind=p["figure"], title=title, dpi=p["dpi"]))
+                plan.write(
+                    path, lambda out: plot_model_comparison(res, out, kind=p["figure"], title=title, dpi=p["dpi"])
+                )
             msg += ", figure → " + ", ".join(map(str, paths))
     click.echo(msg)
 
@@ -662,7 +663,7 @@ def cka(
         if out:
             plan.write(out, lambda p: df.to_csv(p, float_format="%.6g"))
         if plot_path:
-            kwargs = dict(cmap=cmap, dpi=dpi, colorbar_label=df.attrs["method"], vmin=None, title=title)
+            kwargs: dict[str, Any] = dict(cmap=cmap, dpi=dpi, colorbar_label=df.attrs["method"], vmin=None, title=title)
             plan.write(plot_path, lambda p: plot_comparison(df, p, **kwargs))
     echo_replaced(plan)
     if out:

@@ -261,7 +261,9 @@ def _write(res: Any, out: Path, plan: Any, kw: dict[str, Any]) -> None:
             plan.write(out / name, write)
         if not kw["no_plot"]:
             info = res.info
-            title = f"{info['method']}, {info['n_folds']}-fold CV: {info['n_targets']} targets, {info['n_images']} images"
+            title = (
+                f"{info['method']}, {info['n_folds']}-fold CV: {info['n_targets']} targets, {info['n_images']} images"
+            )
             figure = out / f"encoding.{kw['plot_format']}"
             plan.write(figure, lambda p: plot_encoding(res.layers, p, dpi=kw["dpi"], title=title))
     echo_replaced(plan)
