@@ -74,7 +74,7 @@ def test_encode_never_writes_over_its_responses_file(setup):
     before = resp.read_bytes()
     for extra in ([], ["--overwrite"]):
         r = run(*encode_args(a, resp, resp.parent, *extra))
-        one_line_error(r, resp, "is an input of this run", "choose another --out")
+        one_line_error(r, resp, "is an input of this run (the responses file)", "choose another --out")
         assert resp.read_bytes() == before and files_in(resp.parent) == ["targets.csv"]
 
 
@@ -105,6 +105,24 @@ def test_compare_and_cka_never_write_over_their_folders_or_reference(setup, tmp_
     one_line_error(run("compare", a, "--reference", ref, "--plot", ref.with_suffix(".png"), "--out", ref,
                        "--overwrite"), ref, "input")  # fmt: skip
     assert manifest.read_bytes() == before and np.load(ref).shape == (12, 12)
+
+
+def test_files_of_an_image_or_reference_folder_are_inputs(setup, tmp_path):
+    """Every existing file under --images or a --reference folder counts as an input (checked before extracting)."""
+    a, _, _ = setup
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "cat.png").write_bytes(b"an image")
+    r = run(
+        "compare", "torchvision:alexnet", "--images", images, "--out", images / "cat.png", "--no-plot", "--overwrite"
+    )
+    one_line_error(r, images / "cat.png", f"a file of the input folder '{images}'")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    np.save(refs / "s1.npy", squareform_rdm(12))
+    r = run("compare", a, "--reference", refs, "--out", refs / "s1.npy", "--no-plot", "--overwrite")
+    one_line_error(r, refs / "s1.npy", "is an input of this run")
+    assert (images / "cat.png").read_bytes() == b"an image" and np.load(refs / "s1.npy").shape == (12, 12)
 
 
 def squareform_rdm(n, seed=0):

@@ -227,13 +227,19 @@ class OutputPlan:
             hit = keys.get(_key(p)) or keys.get(_ident(p) or ())
             if hit is None and os.path.lexists(p):
                 rp = _key(p)
-                hit = next(((t, what) for k, t, what in trees if rp.startswith(k.rstrip(os.sep) + os.sep)), None)
+                tree = next(((t, what) for k, t, what in trees if rp.startswith(k.rstrip(os.sep) + os.sep)), None)
+                hit = None if tree is None else (p, f"a file of the {tree[1]} {str(tree[0])!r}")
             if hit is not None:
                 src, what = hit
-                same = "" if str(src) == str(p) else f" ({what} {str(src)!r} is the same file)"
+                if os.path.abspath(src) != os.path.abspath(p):
+                    what = (
+                        f"{what}: {str(src)!r} is the same file"
+                        if what != "input"
+                        else f"the same file as {str(src)!r}"
+                    )
                 raise VisrepsError(
-                    f"{str(p)!r} is an input of this run{same or f' (the {what})'}; visreps never writes over its "
-                    f"inputs, with or without --overwrite: choose another {self.options}"
+                    f"{str(p)!r} is an input of this run{'' if what == 'input' else f' ({what})'}; visreps never "
+                    f"writes over its inputs, with or without --overwrite: choose another {self.options}"
                 )
 
     def _writable(self, folder: Path) -> None:

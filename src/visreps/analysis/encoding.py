@@ -158,7 +158,7 @@ class EncodingResult:
         writers = self.table_writers()
         plan = OutputPlan(overwrite=overwrite, options="folder", command="visreps.analysis.encode(...).save")
         plan.add(*(Path(folder) / name for name in writers))
-        plan.add_inputs(self.info.get("responses"), what="responses file").add_inputs(*inputs)
+        plan.add_inputs(self.info.get("responses"), what="the responses file").add_inputs(*inputs)
         with plan.check():
             for name, write in writers.items():
                 plan.write(Path(folder) / name, write)
@@ -628,7 +628,7 @@ def encode(
     Y, reps, labels, dropped, keep = clean_targets(Y, reps, labels, nan=nan, images=resp.images)
     rho = _ceiling_of(ceiling, reps, n_flat, keep, ceiling_splits, seed)
     fold_of = make_folds(Y.shape[0], folds, groups=_groups(groups, resp), seed=seed)
-    _check_folds(fold_of)
+    _check_folds(fold_of, int(inner_folds) if method == "banded" or inner == "kfold" else None)
     constant = _constant_targets(Y, labels)
     opts: dict[str, Any] = dict(
         alphas=alpha_arr, inner=inner, inner_folds=int(inner_folds), n_components=int(n_components)
@@ -713,13 +713,20 @@ def _groups(groups: Any, resp: Responses) -> Any:
     return g
 
 
-def _check_folds(fold_of: np.ndarray) -> None:
+def _check_folds(fold_of: np.ndarray, inner_folds: int | None = None) -> None:
+    """Every outer fold has images, every training set 3 or more (and at least ``inner_folds``, when inner folds
+    split it: banded ridge, ``inner="kfold"``)."""
     sizes = np.bincount(fold_of)
     n = len(fold_of)
     if (sizes == 0).any():
         raise VisrepsError("a fold has no images; use fewer folds")
     if (n - sizes).min() < 3:
         raise VisrepsError(f"a training set would have {(n - sizes).min()} images; use more images or fewer folds")
+    if inner_folds is not None and (n - sizes).min() < inner_folds:
+        raise VisrepsError(
+            f"inner_folds={inner_folds} (--inner-folds) is more than the {(n - sizes).min()} training images of an "
+            "outer fold; lower --inner-folds, or use fewer --folds"
+        )
     if sizes.min() < 3:
         warnings.warn(
             f"a test fold has only {sizes.min()} image(s): its Pearson r is ±1 or NaN; use fewer folds, or read "

@@ -105,30 +105,34 @@ def plan_outputs(
 ) -> Any:
     """The checked :class:`visreps.outputs.OutputPlan` of every file a command will write (before any work).
 
-    ``inputs``: files the command reads (never written over, even with ``--overwrite``); ``trees``:
-    folders whose existing files are all inputs (an image folder). Raises ``VisrepsError``."""
+    ``inputs``: files the command reads, each a path or ``(path, what)`` (never written over, even with
+    ``--overwrite``); ``trees``: folders whose existing files are all inputs (an image folder).
+    Raises ``VisrepsError``."""
     from ..outputs import OutputPlan
 
     plan = OutputPlan(overwrite=overwrite, options=options, command=command_line())
-    plan.add(*paths).add_inputs(*inputs).add_inputs(*trees, what="input folder", tree=True)
+    plan.add(*paths).add_inputs(*trees, what="input folder", tree=True)
+    for item in inputs:
+        path, what = item if isinstance(item, tuple) else (item, "input")
+        plan.add_inputs(path, what=what)
     return plan.check()
 
 
-def folder_inputs(folder: Any) -> list[Any]:
+def folder_inputs(folder: Any) -> list[tuple[Any, str]]:
     """The files of an output folder that an analysis reads: its record, manifest and layer files (and
     ``folder`` itself when it is a file, e.g. a responses file); nothing when it is no path."""
     from pathlib import Path
 
     p = Path(str(folder)).expanduser()
     if not p.is_dir():
-        return [p] if p.exists() else []
+        return [(p, "input")] if p.exists() else []
     from ..storage import MANIFEST, METADATA, owned_files
 
     try:
         names = owned_files(p)
     except Exception:  # noqa: BLE001 - a damaged record: the analysis names it; the two known files still count
         names = set()
-    return [p / n for n in sorted(names | {METADATA, MANIFEST})]
+    return [(p / n, f"feature folder {str(p)!r}") for n in sorted(names | {METADATA, MANIFEST})]
 
 
 def check_figure_path(path: Any, option: str) -> None:

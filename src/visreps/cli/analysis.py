@@ -373,10 +373,14 @@ def compare(
         factors or noise_ceiling or test or _several_subjects(reference, reference_key)
     )
     planned = _compare_outputs(table, formats, params, inference, n_legacy, factors)
-    inputs = [reference_order, *(f for src in srcs for f in folder_inputs(src))]
+    inputs: list[Any] = [(reference_order, "the --reference-order file")]
+    inputs += [f for src in srcs for f in folder_inputs(src)]
     trees = [images, work_dir]
     if reference is not None:
-        (trees if Path(reference).is_dir() else inputs).append(reference)
+        if Path(reference).is_dir():
+            trees.append(reference)
+        else:
+            inputs.append((reference, "the --reference file"))
     plan = plan_outputs(planned, overwrite, "--out/--plot", inputs=inputs, trees=trees)
     if inference:
         _compare_inference(srcs, common, table, formats, n_legacy, factors, params, plan)

@@ -168,7 +168,12 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     srcs, layer_map = _sources(folders, kw["layers"])
     tables = [n for n in RESULT_FILES if n != "band_weights.csv" or kw["method"] == "banded"]
     figure = () if kw["no_plot"] else (f"encoding.{kw['plot_format']}",)
-    inputs = [responses_path, kw["groups"], kw["order"], *(f for src in srcs for f in folder_inputs(src))]
+    inputs = [
+        (responses_path, "the responses file"),
+        (kw["groups"], "the --groups file"),
+        (kw["order"], "the --order file"),
+    ]
+    inputs += [f for src in srcs for f in folder_inputs(src)]
     plan = plan_outputs([out / n for n in (*tables, *figure)], kw["overwrite"], inputs=inputs)
     resp = load_responses(responses_path, key=kw["key"], axes=kw["axes"], images=kw["order"])
     groups = None
