@@ -393,3 +393,19 @@ def test_encode_summary_explains_r_mean_and_r_pooled_mean(setup, tmp_path):
     assert "r_pooled_mean" in r.output and "r_mean" in r.output
     assert "r_pooled_mean: each target's r over all out-of-fold predictions at once" in r.output
     assert r.output.count("end of the alpha grid") == 1 and "warning:" in r.output
+
+
+def test_a_file_appearing_during_the_work_is_not_replaced(tmp_path):
+    plan = OutputPlan().add(tmp_path / "t.csv").check()
+    with pytest.raises(VisrepsError, match="appeared while this run worked"):
+        with plan:
+            plan.write(tmp_path / "t.csv", lambda p: p.write_text("ours"))
+            (tmp_path / "t.csv").write_text("another run's")
+    assert files_in(tmp_path) == ["t.csv"] and (tmp_path / "t.csv").read_text() == "another run's"
+
+
+def test_more_inner_folds_than_training_images_is_one_line(setup, tmp_path):
+    a, _, resp = setup
+    r = run(*encode_args(a, resp, tmp_path / "o", "--method", "banded", "--folds", 4, "--inner-folds", 10))
+    one_line_error(r, "inner_folds=10 (--inner-folds) is more than the 9 training images", "lower --inner-folds")
+    assert not (tmp_path / "o").exists()

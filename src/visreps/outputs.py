@@ -151,6 +151,7 @@ class OutputPlan:
         self._created: list[Path] = []
         self._records: dict[Path, list[dict[str, Any]]] = {}
         self._stale: list[tuple[Path, dict[str, Any]]] = []
+        self._held: set[Path] = set()
         self._checked = False
         self._done = False
 
@@ -193,6 +194,7 @@ class OutputPlan:
                 f"--overwrite to replace {'it' if len(held) == 1 else 'them'}"
             )
         self._plan_replaced()
+        self._held = set(held)
         self._checked = True
         return self
 
@@ -354,6 +356,13 @@ class OutputPlan:
         if missing:
             self.abort()
             raise VisrepsError(f"internal error: {str(missing[0])!r} was planned but not written")
+        appeared = [p for p in self.files if p not in self._held and os.path.lexists(p)]
+        if appeared and not self.overwrite:
+            self.abort()
+            raise VisrepsError(
+                f"{str(appeared[0])!r} appeared while this run worked (another run writing there?); nothing was "
+                f"replaced: choose another {self.options}, or add --overwrite"
+            )
         with _signals_held():
             try:
                 self._remove_stale()
