@@ -409,3 +409,15 @@ def test_more_inner_folds_than_training_images_is_one_line(setup, tmp_path):
     r = run(*encode_args(a, resp, tmp_path / "o", "--method", "banded", "--folds", 4, "--inner-folds", 10))
     one_line_error(r, "inner_folds=10 (--inner-folds) is more than the 9 training images", "lower --inner-folds")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_replaced_runs_file_that_is_an_input_now_is_kept(tmp_path):
+    """--overwrite removes the replaced run's other files, but never one this run reads."""
+    with OutputPlan().add(tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv") as plan:
+        for name in ("a.csv", "b.csv", "c.csv"):
+            plan.write(tmp_path / name, lambda p: p.write_text("1\n"))
+    again = OutputPlan(overwrite=True).add(tmp_path / "a.csv").add_inputs(tmp_path / "sub" / ".." / "b.csv")
+    with again:
+        again.write(tmp_path / "a.csv", lambda p: p.write_text("2\n"))
+    assert files_in(tmp_path) == [RECORD, "a.csv", "b.csv"] and again.removed == [tmp_path / "c.csv"]
+    assert recorded_files(tmp_path) == ["a.csv", "b.csv"]  # b.csv stays the earlier run's own

@@ -59,6 +59,11 @@ def _key(path: Path) -> str:
     return os.path.realpath(path)
 
 
+def _folder(path: Path) -> Path:
+    """The folder of ``path`` with symlinks resolved (one record per folder, however it is named)."""
+    return Path(os.path.realpath(path.parent))
+
+
 def _ident(path: Path) -> tuple[int, int] | None:
     """``(device, inode)`` of an existing file (hard links share it), else ``None``."""
     try:
@@ -217,13 +222,18 @@ class OutputPlan:
             for k in keys:
                 seen[k] = p
 
-    def _not_inputs(self) -> None:
+    def _input_keys(self) -> dict[Any, tuple[Path, str]]:
+        """Resolved path and ``(device, inode)`` of every input file → the input as given and what it is."""
         keys: dict[Any, tuple[Path, str]] = {}
         for p, what in self.inputs:
             keys[_key(p)] = (p, what)
             ident = _ident(p)
             if ident is not None:
                 keys[ident] = (p, what)
+        return keys
+
+    def _not_inputs(self) -> None:
+        keys = self._input_keys()
         trees = [(_key(t), t, what) for t, what in self.trees]
         for p in self.files:
             hit = keys.get(_key(p)) or keys.get(_ident(p) or ())
@@ -260,9 +270,10 @@ class OutputPlan:
     def _plan_replaced(self) -> None:
         """The earlier runs this one replaces, and (with ``overwrite``) their files it does not write again."""
         self._records, self._stale = {}, []
+        inputs = self._input_keys()
         by_folder: dict[Path, set[str]] = {}
         for p in self.files:
-            by_folder.setdefault(p.parent, set()).add(p.name)
+            by_folder.setdefault(_folder(p), set()).add(p.name)
         for folder, names in by_folder.items():
             runs = _read_record(folder) if folder.is_dir() else []
             kept_runs = []
@@ -270,12 +281,14 @@ class OutputPlan:
                 files = {n: v for n, v in run["files"].items() if _plain(n)}
                 if not names & set(files):
                     kept_runs.append(run)
-                elif self.overwrite:  # replaced as a whole: its other files go
-                    self._stale += [(folder / n, v) for n, v in files.items() if n not in names]
-                else:  # nothing removed without --overwrite: the earlier run keeps its other names
-                    rest = {n: v for n, v in files.items() if n not in names}
-                    if rest:
-                        kept_runs.append({**run, "files": rest})
+                    continue
+                rest = {n: v for n, v in files.items() if n not in names}
+                if self.overwrite:  # replaced as a whole: its other files go, except the inputs of this run
+                    gone = {n for n in rest if _key(folder / n) not in inputs and _ident(folder / n) not in inputs}
+                    self._stale += [(folder / n, rest[n]) for n in sorted(gone)]
+                    rest = {n: v for n, v in rest.items() if n not in gone}
+                if rest:  # the earlier run keeps its other names (nothing removed without --overwrite)
+                    kept_runs.append({**run, "files": rest})
             self._records[folder] = kept_runs
 
     # ------------------------------------------------------------------ writing
@@ -398,7 +411,7 @@ class OutputPlan:
         for folder, runs in self._records.items():
             files = {}
             for p in self.files:
-                if p.parent == folder:
+                if _folder(p) == folder:
                     st = self._partials[p].stat()  # a rename keeps size and mtime
                     files[p.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
             run = {"id": run_id, "command": command, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
