@@ -271,7 +271,7 @@ def rsa(
     "--plot-format",
     default="png",
     show_default=True,
-    help="Comma-separated figure formats (png,pdf,svg,jpg) when --plot is not given.",
+    help="Comma-separated figure formats (png, pdf, svg, jpg, …: visreps.plotting.FORMATS) when --plot is not given.",
 )
 @click.option("--ci", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and permutations.")
