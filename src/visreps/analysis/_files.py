@@ -467,3 +467,34 @@ def numbers_to_rows(numbers: list[int], paths: list[str] | None, n: int, where: 
                     "paths or file names) as text"
                 )
     return numbers
+
+
+# --------------------------------------------------------------------------- group files
+
+
+def read_groups(path: str | Any, names: list[Any] | None, n: int) -> list[str]:
+    """A group label per response row from a groups file.
+
+    The file holds one group per line in response-row order, or ``image,group`` lines (comma or tab;
+    an ``image,group`` header is skipped) matched to ``names``, the rows' images, by path or file name.
+    """
+    what = f"groups file {str(path)!r}"
+    lines = read_lines(path, "groups file")
+    split = [[c.strip() for c in ln.replace("\t", ",").split(",")] for ln in lines]
+    if split and all(len(c) == 2 for c in split):
+        if split[0][0].lower() in (*NAME_VARIABLES, "group") and len(split) == n + 1:
+            split = split[1:]
+        table = {c[0]: c[1] for c in split}
+        by_name = {Path(k).name: v for k, v in table.items()}
+        if names is None:
+            raise VisrepsError(f"{what} names images, but the responses' rows have no image names")
+        keys = [str(m) for m in names]
+        missing = [m for m in keys if m not in table and Path(m).name not in by_name]
+        if missing:
+            raise VisrepsError(f"{what} gives no group for {len(missing)} image(s), e.g. {missing[:3]}")
+        return [table[m] if m in table else by_name[Path(m).name] for m in keys]
+    if any(len(c) != 1 for c in split):
+        raise VisrepsError(f"{what}: give one group per line, or 'image,group' on every line")
+    if len(lines) != n:
+        raise VisrepsError(f"{what} has {len(lines)} lines but the responses have {n} images")
+    return lines
