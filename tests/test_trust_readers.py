@@ -146,7 +146,9 @@ def test_v73_mat_with_images_cell_array_in_another_order_is_matched_by_name(fold
     assert r_of(encode(path, tmp_path / "shuffled.mat", **kw)) == expect
     # positional reading (the old behaviour) scores the shuffled rows near zero
     assert abs(r_of(encode(path, Y[PERM], **kw))) < 0.3
-    res = cli("encode", f"{path}::avgpool", tmp_path / "shuffled.mat", "--folds", 4, "--out", tmp_path / "o", "--no-plot")
+    res = cli(
+        "encode", f"{path}::avgpool", tmp_path / "shuffled.mat", "--folds", 4, "--out", tmp_path / "o", "--no-plot"
+    )
     assert res.exit_code == 0, res.output
     assert pd.read_csv(tmp_path / "o" / "layers.csv")["r_mean"].iloc[0] == pytest.approx(expect, abs=1e-12)
 
@@ -191,7 +193,9 @@ def test_integer_image_numbers_are_refused_when_file_names_are_other_numbers(tmp
         encode(path, tmp_path / "r.npz", folds=4)
     # names as text are matched as always
     np.savez(tmp_path / "named.npz", responses=responses_of(X), images=np.array(paths))
-    assert r_of(encode(path, tmp_path / "named.npz", folds=4)) == pytest.approx(r_of(encode(path, responses_of(X), folds=4)))
+    assert r_of(encode(path, tmp_path / "named.npz", folds=4)) == pytest.approx(
+        r_of(encode(path, responses_of(X), folds=4))
+    )
 
 
 def test_an_images_variable_that_names_nothing_is_an_error_not_ignored(tmp_path):
@@ -236,11 +240,21 @@ def test_reference_csv_with_names_in_another_order_is_matched(folder, tmp_path):
     for name in ("inorder.csv", "shuffled.csv"):
         df = compare_to_reference(path, tmp_path / name)
         assert df["r"].iloc[0] == pytest.approx(expect, abs=1e-10), name
-        res = cli("compare", f"{path}::avgpool", "--reference", tmp_path / name, "--out", tmp_path / f"{name}.out.csv", "--no-plot")
+        res = cli(
+            "compare",
+            f"{path}::avgpool",
+            "--reference",
+            tmp_path / name,
+            "--out",
+            tmp_path / f"{name}.out.csv",
+            "--no-plot",
+        )
         assert res.exit_code == 0, res.output
         assert pd.read_csv(tmp_path / f"{name}.out.csv")["r"].iloc[0] == pytest.approx(expect, abs=1e-6)
     # header only (no first column) and an npz 'images' variable name conditions too
-    pd.DataFrame(R[np.ix_(PERM, PERM)], columns=shuffled).to_csv(tmp_path / "header.csv", index=False, float_format="%.17g")
+    pd.DataFrame(R[np.ix_(PERM, PERM)], columns=shuffled).to_csv(
+        tmp_path / "header.csv", index=False, float_format="%.17g"
+    )
     np.savez(tmp_path / "ref.npz", rdm=R[np.ix_(PERM, PERM)], images=np.array(shuffled))
     for name in ("header.csv", "ref.npz"):
         assert compare_to_reference(path, tmp_path / name)["r"].iloc[0] == pytest.approx(expect, abs=1e-10), name
@@ -251,7 +265,10 @@ def test_reference_names_that_disagree_with_the_manifest_are_refused(folder, tmp
     R = reference_of(X)
     wrong = [f"stim{i}.jpg" for i in range(N)]
     pd.DataFrame(R, index=wrong, columns=wrong).to_csv(tmp_path / "ref.csv")
-    with pytest.raises(VisrepsError, match=r"reference 'ref' name 40 image\(s\) that are not in the features' manifest, e\.g\. \['stim0.jpg'"):
+    with pytest.raises(
+        VisrepsError,
+        match=r"reference 'ref' name 40 image\(s\) that are not in the features' manifest, e\.g\. \['stim0.jpg'",
+    ):
         compare_to_reference(path, tmp_path / "ref.csv")
     res = cli("compare", path, "--reference", tmp_path / "ref.csv", "--out", tmp_path / "t.csv", "--no-plot")
     one_line_error(res, "stim0.jpg", "manifest")
@@ -308,7 +325,16 @@ def test_two_reference_options_are_refused(folder, tmp_path):
     path, X = folder
     np.save(tmp_path / "a.npy", reference_of(X))
     np.save(tmp_path / "b.npy", reference_of(X, seed=4))
-    res = cli("compare", path, "--reference", tmp_path / "a.npy", "--reference", tmp_path / "b.npy", "--out", tmp_path / "t.csv")
+    res = cli(
+        "compare",
+        path,
+        "--reference",
+        tmp_path / "a.npy",
+        "--reference",
+        tmp_path / "b.npy",
+        "--out",
+        tmp_path / "t.csv",
+    )
     one_line_error(res, "--reference", "given 2 times", "give it once")
     assert not (tmp_path / "t.csv").exists()
     res = cli("compare", path, "-r", tmp_path / "a.npy", "--reference-order", "x.txt", "--reference-order", "y.txt")
@@ -416,7 +442,15 @@ def test_struct_array_of_rdms_loads_as_subjects_with_sessions_averaged(folder, t
     write_mat73(tmp_path / "v73.mat", {"RDMs": {"RDM": cells}})
     np.testing.assert_allclose(load_reference_rdms(tmp_path / "v73.mat")[0], stack, rtol=0, atol=1e-15)
     # one command
-    res = cli("compare", f"{path}::avgpool", "--reference", tmp_path / "92_brainRDMs.mat", "--out", tmp_path / "t.csv", "--no-plot")
+    res = cli(
+        "compare",
+        f"{path}::avgpool",
+        "--reference",
+        tmp_path / "92_brainRDMs.mat",
+        "--out",
+        tmp_path / "t.csv",
+        "--no-plot",
+    )
     assert res.exit_code == 0, res.output
     table = pd.read_csv(tmp_path / "t.csv")
     model = pdist(X, "correlation")

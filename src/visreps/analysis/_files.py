@@ -463,8 +463,8 @@ def numbers_to_rows(numbers: list[int], paths: list[str] | None, n: int, where: 
             if any(by_stem.get(x, -1) != x for x in numbers):
                 raise VisrepsError(
                     f"{where} give image numbers, and the images are named by numbers too, differently (e.g. row "
-                    f"{numbers[0]} is {paths[numbers[0]]!r}); it is not clear which is meant: name the images (manifest "
-                    "paths or file names) as text"
+                    f"{numbers[0]} is {paths[numbers[0]]!r}); it is not clear which is meant: name the images "
+                    "(manifest paths or file names) as text"
                 )
     return numbers
 

@@ -171,8 +171,8 @@ def _read_rsatoolbox(p: Path) -> FileArray:
 
     with h5py.File(p, "r") as f:
         d = np.asarray(f["dissimilarities"], dtype=np.float64)
-        pattern = f.get("pattern_descriptors")
-        desc = {k: pattern[k][()] for k in pattern if isinstance(pattern[k], h5py.Dataset)} if pattern else {}
+        pattern: Any = f.get("pattern_descriptors")
+        desc = {k: v[()] for k, v in pattern.items() if isinstance(v, h5py.Dataset)} if pattern is not None else {}
     d = d[None] if d.ndim == 1 else d
     stack = np.stack([squareform(v) for v in d])
     names = None
@@ -238,7 +238,9 @@ def _check_diagonal(a: np.ndarray, name: str, scale: float) -> None:
             "it is a similarity matrix (e.g. correlations or similarity judgements). Pass dissimilarities: 1 − S for "
             "similarities of at most 1 (numpy: np.save('rdm.npy', 1 - S)), or max(S) − S"
         )
-    warnings.warn(f"{name} has non-zero entries on its diagonal; they are ignored (only pairs i < j are used)", stacklevel=4)
+    warnings.warn(
+        f"{name} has non-zero entries on its diagonal; they are ignored (only pairs i < j are used)", stacklevel=4
+    )
 
 
 # --------------------------------------------------------------------------- collecting feature sets
@@ -829,6 +831,7 @@ def compare_to_reference(
 
 
 # --------------------------------------------------------------------------- per-subject references and inference
+
 
 def load_reference_rdms(
     reference: Any, *, key: str | None = None, sessions: str = "mean"

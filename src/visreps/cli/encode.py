@@ -146,10 +146,10 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     resp = load_responses(responses_path, key=kw["key"], axes=kw["axes"], images=kw["order"])
     groups = None
     if kw["groups"]:
-        names = resp.images if resp.images is not None else _manifest_paths(srcs[0])
-        if names is not None and resp.images is not None and all(isinstance(x, int) for x in names):
-            paths = _manifest_paths(srcs[0])  # image numbers: 0-based manifest rows
-            names = [paths[i] if paths is not None and 0 <= i < len(paths) else str(i) for i in names]
+        names: list[Any] | None = resp.images if resp.images is not None else _manifest_paths(srcs[0])
+        manifest = _manifest_paths(srcs[0])
+        if names is not None and manifest is not None and all(isinstance(x, int) for x in names):
+            names = [manifest[int(i)] if 0 <= int(i) < len(manifest) else str(i) for i in names]  # 0-based rows
         groups = read_groups(kw["groups"], names, resp.n_images)
     with warnings.catch_warnings(record=True) as caught:  # shown as "warning: ..." lines, not Python's format
         warnings.simplefilter("always")
