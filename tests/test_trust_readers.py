@@ -177,6 +177,9 @@ def test_npz_with_integer_image_numbers_is_matched_as_0_based_rows(folder, tmp_p
     assert res.exit_code == 0, res.output
     fold_of = pd.read_csv(tmp_path / "o" / "fold_of_image.csv")
     assert list(fold_of["image"]) == [PATHS[i] for i in PERM]  # written as manifest paths
+    # a table's `image` column of whole numbers: the same rule
+    pd.DataFrame({"image": PERM, "v": Y[PERM, 0]}).to_csv(tmp_path / "numbers.csv", index=False)
+    assert load_responses(tmp_path / "numbers.csv").images == PERM.tolist()
     # 1-based numbers (MATLAB's) are refused with the way out
     np.savez(tmp_path / "one_based.npz", responses=Y[PERM], images=PERM + 1)
     with pytest.raises(VisrepsError, match=r"image numbers 1 … 40.*0-based rows 0 … 39.*subtract 1"):
@@ -452,6 +455,7 @@ def test_struct_array_of_rdms_loads_as_subjects_with_sessions_averaged(folder, t
         "--no-plot",
     )
     assert res.exit_code == 0, res.output
+    assert "reference 92_brainRDMs.mat: 4 subjects, mean of 2 sessions each" in res.stdout
     table = pd.read_csv(tmp_path / "t.csv")
     model = pdist(X, "correlation")
     expect = np.mean([stats.pearsonr(model, squareform(r, checks=False)).statistic for r in stack])

@@ -209,7 +209,9 @@ def read_table(path: Path, *, layout: str = "") -> FileArray:
                 f"{str(path)!r}: line {line}, column {j + 1} holds {cells[bad]!r}, not a number; {layout}".rstrip("; ")
             )
     values = df.iloc[:, cols].apply(lambda s: pd.to_numeric(s.str.strip().replace("", None), errors="coerce"))
-    names = [str(x).strip() for x in df.iloc[:, name_col]] if name_col is not None else None
+    names: list[Any] | None = [str(x).strip() for x in df.iloc[:, name_col]] if name_col is not None else None
+    if names and all(x.isdigit() for x in names):  # a column headed `image` of whole numbers: image numbers
+        names = [int(x) for x in names]
     columns = [header[j] or str(k) for k, j in enumerate(cols)] if header is not None else None
     return FileArray(values.to_numpy(np.float64), names=names, columns=columns, source=path)
 

@@ -188,7 +188,11 @@ def as_responses(
         targets: a name per target.
     """
     if isinstance(obj, Responses):
-        return obj if images is None else replace(obj, images=read_order(images, obj.n_images, where))
+        if images is None:
+            return obj
+        res = replace(obj)
+        _set_images(res, obj.images, images, where)  # names it already has must agree
+        return res
     row_names: list[Any] | None = None
     if _is_pandas(obj):
         obj, row_names, frame_targets = _from_frame(obj, where)

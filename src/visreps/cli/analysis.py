@@ -496,7 +496,11 @@ def _several_subjects(reference: str, key: str | None) -> bool:
         return True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return load_reference_rdms(reference, key=key)[0].shape[0] > 1
+        stack, names = load_reference_rdms(reference, key=key)
+    averaged = [nm for nm in names if nm.endswith(" sessions)")]
+    if averaged:  # a struct array RDMs(subject, session): say what was done with the sessions
+        click.echo(f"reference {Path(reference).name}: {len(names)} subjects, {averaged[0].split('(', 1)[1][:-1]} each")
+    return stack.shape[0] > 1
 
 
 def _compare_inference(
