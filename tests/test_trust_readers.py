@@ -162,6 +162,24 @@ def test_v73_candidates_never_list_internal_refs(tmp_path):
     assert r.images == NAMES[:4] and r.data.shape == (4, 3)
 
 
+def test_v73_char_matrix_h5_nested_names_and_latin1_tables(tmp_path):
+    names = ["a.png", "bb.png", "c.png"]
+    path = write_mat73(tmp_path / "char.mat", {"resp": np.arange(6.0).reshape(3, 2)})
+    with h5py.File(path, "r+") as f:  # a 3 × 6 MATLAB char matrix, rows padded with blanks
+        codes = np.array([[ord(c) for c in n.ljust(6)] for n in names], dtype=np.uint16)
+        ds = f.create_dataset("images", data=codes.T)
+        ds.attrs["MATLAB_class"] = np.bytes_("char")
+    r = load_responses(path)
+    assert r.images == names
+    np.testing.assert_array_equal(r.data, np.arange(6.0).reshape(3, 2))
+    with h5py.File(tmp_path / "nested.h5", "w") as f:
+        f["session1/resp"] = np.ones((3, 2))
+        f["session1/images"] = np.array(names, dtype="S")
+    assert load_responses(tmp_path / "nested.h5").images == names
+    (tmp_path / "latin1.csv").write_bytes("image,x\ncaf\u00e9.png,1\nb.png,2\n".encode("latin-1"))
+    assert load_responses(tmp_path / "latin1.csv").images == ["caf\u00e9.png", "b.png"]
+
+
 # --------------------------------------------------------------------------- finding 5: integer image numbers
 
 

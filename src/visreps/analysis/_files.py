@@ -24,7 +24,6 @@ the same for every kind of file (documented for users in ``docs/files.md``):
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,13 +171,19 @@ def read_table(path: Path, *, layout: str = "") -> FileArray:
     import pandas as pd
 
     sep = _SEPARATORS.get(path.suffix.lower(), r"[\s,;]+")
-    text = read_text(path, "table")
-    try:
-        df = pd.read_csv(
-            io.StringIO(text), sep=sep, header=None, engine="python", dtype=str, skip_blank_lines=True, comment="#"
-        )
-    except Exception as e:  # noqa: BLE001 - whatever pandas says, name the file
-        raise VisrepsError(f"cannot read {str(path)!r} as a table: {e}") from None
+    df = None
+    for encoding in ("utf-8-sig", "latin-1"):  # see decode_text; pandas reads the file in chunks
+        try:
+            df = pd.read_csv(
+                path, sep=sep, header=None, engine="python", dtype=str, skip_blank_lines=True, comment="#",
+                encoding=encoding,
+            )  # fmt: skip
+            break
+        except UnicodeDecodeError:
+            continue
+        except Exception as e:  # noqa: BLE001 - whatever pandas says, name the file
+            raise VisrepsError(f"cannot read {str(path)!r} as a table: {e}") from None
+    assert df is not None  # Latin-1 decodes every byte
     df = df.dropna(axis=1, how="all")
     if df.empty:
         raise VisrepsError(f"{str(path)!r} is empty")
