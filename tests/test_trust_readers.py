@@ -443,18 +443,20 @@ def struct_array(rdms: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_struct_array_of_rdms_loads_as_subjects_with_sessions_averaged(folder, tmp_path):
-    path, X = folder
+def test_struct_array_of_rdms_loads_as_subjects_with_sessions_averaged(tmp_path):
+    """The layout of the 92-image data's 92_brainRDMs.mat: RDMs(subject, session).RDM, 4 × 2, 92 × 92."""
+    n = 92
+    path, X = make_folder(tmp_path / "feats92", paths=[f"im{i:02d}.png" for i in range(n)])
     rdms = brain_rdms(X)
     savemat(tmp_path / "92_brainRDMs.mat", {"RDMs": struct_array(rdms)})
     stack, names = load_reference_rdms(tmp_path / "92_brainRDMs.mat")
-    assert stack.shape == (4, N, N)
+    assert stack.shape == (4, n, n)
     np.testing.assert_allclose(stack, rdms.mean(axis=1), rtol=0, atol=1e-15)
     assert names[0] == "92_brainRDMs[0] (mean of 2 sessions)"
     for key in ("RDM", "RDMs.RDM", "RDMs"):
         np.testing.assert_array_equal(load_reference_rdms(tmp_path / "92_brainRDMs.mat", key=key)[0], stack)
     kept, names = load_reference_rdms(tmp_path / "92_brainRDMs.mat", sessions="keep")
-    np.testing.assert_array_equal(kept, rdms.reshape(8, N, N))
+    np.testing.assert_array_equal(kept, rdms.reshape(8, n, n))
     assert names[:2] == ["92_brainRDMs[0, session 0]", "92_brainRDMs[0, session 1]"]
     # the same struct array in a v7.3 file
     cells = np.empty((4, 2), dtype=object)
