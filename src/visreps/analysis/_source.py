@@ -345,38 +345,3 @@ def stream_gram(
     if col_means is not None:
         out["col_means"] = col_means
     return out
-
-
-def pick_variable(
-    variables: Any,
-    key: str | None,
-    path: Path,
-    *,
-    keep: Callable[[str, np.ndarray], bool] = lambda name, a: True,
-    what: str = "array",
-    option: str = "--key",
-    shapes: bool = True,
-) -> np.ndarray:
-    """The variable ``key`` of a file (npz, mat, hdf5), else its only numeric array (more than one value) that
-    ``keep(name, array)`` accepts. A missing ``key``, no candidate or several are errors naming the file, its
-    variables (candidates with their shapes unless ``shapes=False``) and the option that chooses one (``option``,
-    on the CLI)."""
-    if key is not None:
-        if key not in variables:
-            raise VisrepsError(f"{str(path)!r} has no variable {key!r}; it has: {', '.join(variables) or '(none)'}")
-        return np.asarray(variables[key])
-    cands = {}
-    for k, v in variables.items():
-        try:
-            a = np.asarray(v)
-        except Exception:  # noqa: BLE001 - a value numpy cannot hold is no candidate
-            continue
-        if a.dtype.kind in "biuf" and a.size > 1 and keep(k, a):
-            cands[k] = a
-    if len(cands) == 1:
-        return next(iter(cands.values()))
-    if not cands:
-        raise VisrepsError(f"{str(path)!r} holds no numeric {what} (variables: {', '.join(variables) or '(none)'})")
-    plural = "matrices" if what == "matrix" else f"{what}s"
-    listed = ", ".join(f"{k} {tuple(v.shape)}" if shapes else k for k, v in cands.items())
-    raise VisrepsError(f"{str(path)!r} holds several {plural} ({listed}); choose one with key=... (CLI: {option})")

@@ -213,10 +213,10 @@ def fetch_transform(t: GLocalTransform) -> tuple[Path, str]:
     from ..cache import offline
 
     path = t.path
-    what = f"the gLocal transform of {t.model} / {t.module}"
+    what = f"gLocal transform of {t.model} / {t.module}"
     if not path.is_file():
         reason = "offline mode is on" if offline() else "the download failed"
-        msg = f"{what} is not in the cache ({reason}): download {t.url} and place it at {path}"
+        msg = f"the {what} is not in the cache ({reason}): download {t.url} and place it at {path}"
         if offline():
             raise WeightsError(msg)
         import urllib.request

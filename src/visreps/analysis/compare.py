@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 
 from ..errors import VisrepsError
-from ._source import pick_variable
+from ._files import FileArray, check_file, read_array
 from .rsa import (
     RDMCorrelation,
     check_comparison,
@@ -52,6 +52,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 REFERENCE_SUFFIXES = (".npy", ".npz", ".mat", ".csv", ".tsv", ".txt", ".dat")
+#: formats of reference RDMs and per-subject stacks: :data:`REFERENCE_SUFFIXES` plus HDF5 (also rsatoolbox's
+#: ``RDMs.save(path, file_type="hdf5")``)
+STACK_SUFFIXES = (*REFERENCE_SUFFIXES, ".h5", ".hdf5")
+SESSIONS = ("mean", "keep")
+_REF_LAYOUT = (
+    "a reference RDM file holds one row of numbers per condition; cells that are not numbers may only be a header "
+    "row and a first column of condition names"
+)
 
 #: the manifest column holding each image's content hash: hex BLAKE2b, 16-byte digest, of the file's bytes
 HASH_COLUMN = "blake2b"
@@ -83,48 +91,105 @@ class FeatureSet:
 def load_reference_rdm(path: str | os.PathLike, *, key: str | None = None) -> np.ndarray:
     """Read a reference RDM (brain or behaviour) from a file, as a square float64 matrix.
 
-    Formats: ``.npy`` (square matrix or condensed vector), ``.npz`` and ``.mat`` (MATLAB, also
-    v7.3/HDF5; the one 2-D numeric variable, or the one named ``key``), ``.csv`` (comma separated;
-    a header row and/or a first column of condition names are skipped), ``.tsv``, ``.txt``/``.dat``
-    (whitespace, comma or tab separated numbers). A condensed vector (length ``n(n−1)/2``, the
-    ``pdist`` order) is expanded to the square form.
+    Formats: ``.npy`` (square matrix or condensed vector), ``.npz``, ``.mat`` (MATLAB v5 or v7.3)
+    and ``.h5``/``.hdf5`` (the one 2-D numeric variable, or the one named ``key``; a struct's field
+    as ``struct.field``; rsatoolbox's ``RDMs.save(..., file_type="hdf5")`` holding one RDM),
+    ``.csv`` (comma separated; a header row and/or a first column of condition names),
+    ``.tsv``, ``.txt``/``.dat`` (whitespace, comma or tab separated numbers). A condensed vector
+    (length ``n(n−1)/2``, the ``pdist`` order) is expanded to the square form. The reading rules
+    (encodings, names) are those of ``docs/files.md``; the condition names a file holds are matched
+    to the features' manifest by :func:`compare_to_reference` (this function returns the numbers).
 
-    The entries must be *dissimilarities* (bigger = more different); for a similarity matrix
-    ``S`` (e.g. behavioural similarity judgements) pass ``1 − S``, or the correlations flip sign.
-    Only the upper triangle is used in comparisons; an asymmetric matrix (e.g. a confusion
-    matrix) gives a warning.
+    The entries must be *dissimilarities* (bigger = more different): a matrix whose diagonal holds
+    the largest entry of every row (a similarity matrix ``S``, e.g. correlations or similarity
+    judgements) is refused; pass ``1 − S``. Only the upper triangle is used in comparisons; an
+    asymmetric matrix (e.g. a confusion matrix) gives a warning.
 
     Raises:
         VisrepsError: missing file, unknown format, no or several candidate variables (lists them),
-            non-numeric cells, a shape that is not square or condensed, NaN/inf entries.
+            non-numeric cells, a shape that is not square or condensed, NaN/inf entries, a similarity matrix.
     """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise VisrepsError(f"reference RDM file {str(p)!r} does not exist")
-    suffix = p.suffix.lower()
-    if suffix not in REFERENCE_SUFFIXES:
-        raise VisrepsError(
-            f"reference RDM {str(p)!r}: format {suffix or '(none)'!r} is not supported; "
-            f"use one of {', '.join(REFERENCE_SUFFIXES)}"
-        )
-    if suffix in (".npy", ".npz"):
-        try:
-            if suffix == ".npy":
-                arr = np.load(p, allow_pickle=False)
-            else:
-                with np.load(p, allow_pickle=False) as z:
-                    arr = _pick_variable({k: z[k] for k in z.files}, key, p)
-        except (ValueError, OSError, EOFError) as e:
-            raise VisrepsError(f"cannot read {str(p)!r} as a numeric {suffix} array: {e}") from None
-    elif suffix == ".mat":
-        arr = _load_mat(p, key)
-    else:
-        arr = _load_text(p, suffix)
-    return as_rdm(arr, name=f"reference RDM {p.name!r}")
+    return _read_reference(path, key)[0]
+
+
+def _read_reference(path: str | os.PathLike, key: str | None) -> tuple[np.ndarray, list[Any] | None]:
+    """One reference RDM (square, checked) and the condition names its file holds."""
+    p = check_file(path, STACK_SUFFIXES, "reference RDM")
+    got = _reference_file(p, key, stack=False)
+    if got.values.ndim == 3 and len(got.values) == 1:  # rsatoolbox's file of one RDM
+        got.values = got.values[0]
+    return as_rdm(got.values, name=f"reference RDM {p.name!r}"), got.names
+
+
+def _rdm_shaped(a: np.ndarray, stack: bool) -> bool:
+    """Whether a variable can be an RDM (or, with ``stack``, RDMs of subjects [× sessions])."""
+    if a.ndim in (1, 2):
+        return True
+    return stack and a.ndim in (3, 4) and (a.shape[-1] == a.shape[-2] or (a.ndim == 3 and a.shape[0] == a.shape[1]))
+
+
+def _reference_file(p: Path, key: str | None, *, stack: bool) -> FileArray:
+    """The numbers of a reference file and its condition names (a table's header / first column, an ``images``
+    variable, rsatoolbox's pattern descriptors)."""
+    if p.suffix.lower() in (".h5", ".hdf5") and _is_rsatoolbox(p):
+        return _read_rsatoolbox(p)
+    got = read_array(
+        p,
+        key,
+        keep=lambda _, a: _rdm_shaped(a, stack),
+        what="array" if stack else "matrix",
+        option="--reference-key",
+        shapes=stack,
+        layout=_REF_LAYOUT,
+    )
+    if got.columns is not None:  # a table's header names the conditions too
+        if got.names is not None and got.names != got.columns:
+            raise VisrepsError(
+                f"reference {p.name!r}: its header and its first column name the conditions differently (e.g. "
+                f"{got.columns[:2]} vs {got.names[:2]}); give the same names in the same order, or only one of them"
+            )
+        got.names = got.columns
+    return got
+
+
+def _is_rsatoolbox(p: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(p, "r") as f:
+            return "rsatoolbox_version" in f.attrs and "dissimilarities" in f
+    except OSError as e:
+        raise VisrepsError(f"cannot read {str(p)!r} as an HDF5 file: {e}") from None
+
+
+def _read_rsatoolbox(p: Path) -> FileArray:
+    """rsatoolbox's ``RDMs.save(path, file_type="hdf5")``: condensed ``dissimilarities`` (RDMs × pairs) as a
+    ``(RDMs, n, n)`` stack; a pattern descriptor named ``images``/``stimuli``/``conds``... names the conditions."""
+    import h5py
+
+    from ._files import NAME_VARIABLES, as_names, as_numbers
+
+    with h5py.File(p, "r") as f:
+        d = np.asarray(f["dissimilarities"], dtype=np.float64)
+        pattern: Any = f.get("pattern_descriptors")
+        desc = {k: v[()] for k, v in pattern.items() if isinstance(v, h5py.Dataset)} if pattern is not None else {}
+    d = d[None] if d.ndim == 1 else d
+    stack = np.stack([squareform(v) for v in d])
+    names = None
+    for k, v in desc.items():
+        if k.lower() in (*NAME_VARIABLES, "conds", "conditions", "condition"):
+            names = as_names(v) or as_numbers(v)
+            break
+    return FileArray(stack, names=names, source=p, key="dissimilarities")
 
 
 def as_rdm(arr: Any, *, name: str = "RDM") -> np.ndarray:
-    """Validate a square or condensed RDM and return it square (float64)."""
+    """Validate a square or condensed RDM and return it square (float64).
+
+    Refused: a shape that is neither, NaN/inf entries, a similarity matrix (its diagonal holds the largest
+    entry of every row). Warned: an asymmetric matrix, a diagonal that is not zero (only pairs ``i < j``
+    are used).
+    """
     try:
         a: np.ndarray = np.asarray(arr, dtype=np.float64)  # any shape: it is checked below
     except (TypeError, ValueError) as e:
@@ -153,69 +218,29 @@ def as_rdm(arr: Any, *, name: str = "RDM") -> np.ndarray:
         raise VisrepsError(
             f"{name} has {int(bad.sum())} NaN/inf entries (first at row {i}, column {j}); fill or drop those conditions"
         )
-    if not np.allclose(a, a.T, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(a).max()))):
+    scale = max(1.0, float(np.abs(a).max()))
+    _check_diagonal(a, name, scale)
+    if not np.allclose(a, a.T, rtol=1e-6, atol=1e-9 * scale):
         warnings.warn(f"{name} is not symmetric; only its upper triangle (i < j) is used", stacklevel=3)
     return a
 
 
-def _pick_variable(
-    variables: Mapping[str, Any], key: str | None, path: Path, ndims: tuple[int, ...] = (1, 2), what: str = "matrix"
-) -> np.ndarray:
-    """The variable ``key`` of a reference file, else its only numeric array of ``ndims`` dimensions."""
-    return pick_variable(
-        variables, key, path, keep=lambda _, a: a.ndim in ndims, what=what, option="--reference-key", shapes=False
-    )
-
-
-def _load_mat(path: Path, key: str | None) -> np.ndarray:
-    from scipy.io import loadmat
-
-    try:
-        data = loadmat(path)
-    except NotImplementedError:  # MATLAB v7.3 is HDF5
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            variables = {k: np.asarray(f[k]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-        return _pick_variable(variables, key, path)
-    except Exception as e:  # noqa: BLE001
-        raise VisrepsError(f"cannot read {str(path)!r} as a MATLAB file: {e}") from None
-    return _pick_variable({k: v for k, v in data.items() if not k.startswith("__")}, key, path)
-
-
-def _load_text(path: Path, suffix: str) -> np.ndarray:
-    import pandas as pd
-
-    sep = {".csv": ",", ".tsv": "\t"}.get(suffix, r"[\s,;]+")
-    try:
-        df = pd.read_csv(path, sep=sep, header=None, engine="python", dtype=str, skip_blank_lines=True, comment="#")
-    except Exception as e:  # noqa: BLE001
-        raise VisrepsError(f"cannot read {str(path)!r} as a table of numbers: {e}") from None
-    df = df.dropna(axis=1, how="all")
-    if df.empty:
-        raise VisrepsError(f"{str(path)!r} is empty")
-
-    def is_num(x) -> bool:
-        if x is None or (isinstance(x, float) and np.isnan(x)):
-            return True  # an empty cell
-        try:
-            float(x)
-            return True
-        except (TypeError, ValueError):
-            return False
-
-    first = df.iloc[0].tolist()
-    if not all(is_num(c) for c in first[1:]) or (df.shape[1] == 1 and not is_num(first[0])):
-        df = df.iloc[1:]  # a header row of condition names
-    if df.shape[1] > 1 and not all(is_num(c) for c in df.iloc[:, 0]):
-        df = df.iloc[:, 1:]  # a first column of condition names
-    try:
-        return df.to_numpy(dtype=np.float64)
-    except (TypeError, ValueError):
+def _check_diagonal(a: np.ndarray, name: str, scale: float) -> None:
+    """A dissimilarity matrix has zeros on its diagonal; a similarity matrix its largest entries (refused)."""
+    d = np.diag(a)
+    if np.allclose(d, 0.0, atol=1e-9 * scale):
+        return
+    off = np.where(np.eye(len(a), dtype=bool), -np.inf, a)
+    if (d > 0).all() and (d[:, None] >= off).all() and (d[None, :] >= off).all():
+        shown = f"{d[0]:g}" if np.allclose(d, d[0]) else f"{d.min():g} … {d.max():g}"
         raise VisrepsError(
-            f"{str(path)!r} has cells that are not numbers; a reference RDM file holds one row of numbers per "
-            "condition (optionally a header row and a first column of names)"
-        ) from None
+            f"{name} has {shown} on its diagonal, the largest entry of every row, where a dissimilarity matrix has 0: "
+            "it is a similarity matrix (e.g. correlations or similarity judgements). Pass dissimilarities: 1 − S for "
+            "similarities of at most 1 (numpy: np.save('rdm.npy', 1 - S)), or max(S) − S"
+        )
+    warnings.warn(
+        f"{name} has non-zero entries on its diagonal; they are ignored (only pairs i < j are used)", stacklevel=4
+    )
 
 
 # --------------------------------------------------------------------------- collecting feature sets
@@ -671,34 +696,45 @@ def compare_features(
     return (df, rdms) if return_rdms else df
 
 
-def _reorder_to(sets: list[FeatureSet], reference_order, n: int) -> np.ndarray | None:
-    """Indices that put the (aligned) feature rows into the order of the reference's conditions."""
-    if reference_order is None:
-        return None
-    if isinstance(reference_order, (str, os.PathLike)):
-        lines = Path(reference_order).expanduser().read_text(encoding="utf-8").splitlines()
-        order = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    else:
-        order = [str(x) for x in reference_order]
-    ref_paths = next((s.paths for s in sets if s.paths is not None), None)
-    if ref_paths is None:
-        raise VisrepsError("reference_order needs feature sets with image paths (output folders); arrays have none")
-    if len(order) != n:
-        raise VisrepsError(f"reference_order lists {len(order)} images but the reference RDM has {n} conditions")
-    pos = {p: i for i, p in enumerate(ref_paths)}
-    if not all(o in pos for o in order):
-        base = {}
-        for i, p in enumerate(ref_paths):
-            base.setdefault(Path(p).name, []).append(i)
-        if all(len(v) == 1 for v in base.values()) and all(Path(o).name in base for o in order):
-            pos = {o: base[Path(o).name][0] for o in order}
+def _reorder_to(
+    sets: list[FeatureSet], reference_order, n: int, names: Sequence[Any] | None = None, where: str = "the reference"
+) -> np.ndarray | None:
+    """Indices that put the (aligned) feature rows into the order of the reference's conditions.
+
+    The conditions are named by ``reference_order`` (a list, or a text file with one image per line) or by the
+    reference file itself (``names``); when both name them they must agree. Names are matched to the manifest
+    as responses are (:func:`visreps.analysis.responses.match_images`): every image once, or an error naming
+    examples.
+    """
+    from .responses import match_images, read_order
+
+    order: list[Any] | None = None if names is None else list(names)
+    if reference_order is not None:
+        if isinstance(reference_order, (str, os.PathLike)):
+            given = read_order(reference_order, None, where)
         else:
-            missing = [o for o in order if o not in pos][:3]
-            raise VisrepsError(f"reference_order names images that are not in the features' manifest, e.g. {missing}")
-    idx = np.array([pos[o] if o in pos else pos[Path(o).name] for o in order])
-    if len(set(idx.tolist())) != n:
-        raise VisrepsError("reference_order lists an image twice")
-    return idx
+            given = [str(x) for x in reference_order]
+        if len(given) != n:
+            raise VisrepsError(f"reference_order lists {len(given)} images but the reference RDM has {n} conditions")
+        if order is not None and [str(x) for x in order] != given:
+            i = next(i for i, (a, b) in enumerate(zip(order, given)) if str(a) != b)
+            raise VisrepsError(
+                f"{where} names its conditions, and reference_order (CLI: --reference-order) disagrees (row {i}: "
+                f"{order[i]!r} in the reference, {given[i]!r} in the order); leave out the order: the file's names "
+                "are used"
+            )
+        order = given
+    if order is None:
+        return None
+    ref_paths = next((s.paths for s in sets if s.paths is not None), None)
+    numbers = all(isinstance(x, (int, np.integer)) for x in order)
+    if ref_paths is None and not numbers:
+        raise VisrepsError(
+            f"{where}: its conditions are named by images, but the features are arrays without image paths; pass "
+            "output folders (their manifests name the images)"
+        )
+    idx = match_images(order, ref_paths, n_rows=len(order), n_features=n, where=where, features="the features")
+    return None if np.array_equal(idx, np.arange(n)) else idx
 
 
 def load_references(reference: Any, *, key: str | None = None) -> dict[str, np.ndarray]:
@@ -707,6 +743,11 @@ def load_references(reference: Any, *, key: str | None = None) -> dict[str, np.n
     ``reference`` is a square RDM / condensed vector (named ``reference``), a file (see
     :func:`load_reference_rdm`; named by its stem) or a dict name → either.
     """
+    return {name: rdm for name, (rdm, _) in _references(reference, key).items()}
+
+
+def _references(reference: Any, key: str | None) -> dict[str, tuple[np.ndarray, list[Any] | None]]:
+    """:func:`load_references` with the condition names each file holds."""
     if isinstance(reference, Mapping):
         refs = {str(k): v for k, v in reference.items()}
     else:
@@ -714,9 +755,9 @@ def load_references(reference: Any, *, key: str | None = None) -> dict[str, np.n
     loaded = {}
     for name, r in refs.items():
         if isinstance(r, (str, os.PathLike)):
-            loaded[name] = load_reference_rdm(r, key=key)
+            loaded[name] = _read_reference(r, key)
         else:
-            loaded[name] = as_rdm(r, name=f"reference RDM {name!r}")
+            loaded[name] = (as_rdm(r, name=f"reference RDM {name!r}"), None)
     return loaded
 
 
@@ -760,22 +801,23 @@ def compare_to_reference(
 
     rdm_method = check_method(rdm_method)
     method = check_comparison(method)
-    loaded = load_references(reference, key=reference_key)
+    loaded = _references(reference, reference_key)
     sets = collect_features(sources, layers=layers)
     n_feat = len(sets[0].paths) if sets[0].paths is not None else sets[0].n
-    for name, r in loaded.items():
+    idx: dict[str, np.ndarray | None] = {}
+    for name, (r, names) in loaded.items():
         if r.shape[0] != n_feat:
             raise VisrepsError(
                 f"reference RDM {name!r} has {r.shape[0]} conditions but the features have {n_feat} images; "
                 "the reference must describe the same images (see reference_order)"
             )
-    idx = _reorder_to(sets, reference_order, n_feat)
+        idx[name] = _reorder_to(sets, reference_order, n_feat, names, f"reference {name!r}")
     rows = []
     for s in sets:
-        rdm = _rdm_of(s, rdm_method, sigma=sigma, block_size=block_size, device=device)
-        if idx is not None:
-            rdm = rdm[np.ix_(idx, idx)]
-        for name, ref in loaded.items():
+        features_rdm = _rdm_of(s, rdm_method, sigma=sigma, block_size=block_size, device=device)
+        for name, (ref, _) in loaded.items():
+            order = idx[name]
+            rdm = features_rdm if order is None else features_rdm[np.ix_(order, order)]
             res: RDMCorrelation = correlate_rdms(rdm, ref, method, n_bootstrap=n_bootstrap, ci=ci, seed=seed)
             row = {"reference": name, "model": s.model, "layer": s.layer, "label": s.label, "r": float(res)}
             if n_bootstrap:
@@ -790,74 +832,47 @@ def compare_to_reference(
 
 # --------------------------------------------------------------------------- per-subject references and inference
 
-#: formats of per-subject reference stacks: those of :func:`load_reference_rdm` plus HDF5
-STACK_SUFFIXES = (*REFERENCE_SUFFIXES, ".h5", ".hdf5")
 
-
-def _stack_candidates(variables: Mapping[str, Any], key: str | None, path: Path) -> np.ndarray:
-    return _pick_variable(variables, key, path, ndims=(1, 2, 3), what="array")
-
-
-def _read_stack_file(p: Path, key: str | None) -> tuple[np.ndarray, bool]:
-    """The array of a reference file (2-D or 3-D) and whether it is MATLAB-ordered (subjects last)."""
-    suffix = p.suffix.lower()
-    if suffix == ".npy":
-        try:
-            return np.load(p, allow_pickle=False), False
-        except (ValueError, OSError, EOFError) as e:
-            raise VisrepsError(f"cannot read {str(p)!r} as a numeric .npy array: {e}") from None
-    if suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                return _stack_candidates({k: z[k] for k in z.files}, key, p), False
-        except (ValueError, OSError, EOFError) as e:
-            raise VisrepsError(f"cannot read {str(p)!r} as a numeric .npz archive: {e}") from None
-    if suffix in (".h5", ".hdf5"):
-        import h5py
-
-        try:
-            with h5py.File(p, "r") as f:
-                variables = {k: np.asarray(f[k]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-        except OSError as e:
-            raise VisrepsError(f"cannot read {str(p)!r} as an HDF5 file: {e}") from None
-        return _stack_candidates(variables, key, p), False
-    if suffix == ".mat":
-        from scipy.io import loadmat
-
-        try:
-            data = loadmat(p)
-            variables = {k: v for k, v in data.items() if not k.startswith("__")}
-        except NotImplementedError:  # v7.3 = HDF5; h5py shows MATLAB arrays transposed
-            import h5py
-
-            with h5py.File(p, "r") as f:
-                variables = {k: np.asarray(f[k]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-        except Exception as e:  # noqa: BLE001
-            raise VisrepsError(f"cannot read {str(p)!r} as a MATLAB file: {e}") from None
-        return _stack_candidates(variables, key, p), True
-    return load_reference_rdm(p, key=key), False
-
-
-def load_reference_rdms(reference: Any, *, key: str | None = None) -> tuple[np.ndarray, list[str]]:
+def load_reference_rdms(
+    reference: Any, *, key: str | None = None, sessions: str = "mean"
+) -> tuple[np.ndarray, list[str]]:
     """Reference RDMs of one or several subjects, as a ``(subjects, n, n)`` float64 stack and subject names.
 
     ``reference`` is:
 
     * a file holding a stack: ``.npy`` / ``.npz`` / ``.h5``/``.hdf5`` shaped ``(subjects, n, n)``; ``.mat``
       shaped ``(n, n, subjects)`` as MATLAB stores it (``(subjects, n, n)`` is recognised too when
-      ``subjects != n``); in ``.npz``/``.h5``/``.mat`` the one numeric array, or the one named ``key``;
+      ``subjects != n``); in ``.npz``/``.h5``/``.mat`` the one numeric array, or the one named ``key``.
+      An ``(n, n, subjects)`` array in a ``.npy``/``.npz``/``.h5`` file is refused with the way out
+      (``np.moveaxis(a, -1, 0)``): only MATLAB files are read subjects-last;
+    * a MATLAB struct array of RDMs, ``RDMs(subject, session).RDM`` as in the 92-image data's
+      ``92_brainRDMs.mat`` (v5 or v7.3): the field is found (the one square numeric field) or named by
+      ``key`` (``"RDM"`` or ``"RDMs.RDM"``); a second struct axis is sessions, averaged per subject
+      (``sessions="mean"``, the subject names say so) or kept as subjects of their own (``"keep"``);
+    * rsatoolbox's saved RDMs (``rdms.save(path, file_type="hdf5")``): one subject per RDM;
     * a file holding one RDM (any format of :func:`load_reference_rdm`): one subject;
     * a folder of per-subject files (every file with a suffix of ``STACK_SUFFIXES``, in name order;
       each one RDM, or a stack whose subjects are added in order);
     * an array ``(subjects, n, n)``, one RDM, or a list of RDMs.
 
-    Every subject's RDM is checked as :func:`load_reference_rdm` checks one (square, finite; a
-    condensed vector is expanded). Subjects are named by file stem (``<stem>[i]`` inside a stack file).
+    Every subject's RDM is checked as :func:`load_reference_rdm` checks one (square, finite, not a
+    similarity matrix; a condensed vector is expanded). Subjects are named by file stem (``<stem>[i]``
+    inside a stack file).
 
     Raises:
         VisrepsError: a missing path, an empty folder, subjects with different numbers of conditions
             (naming them), and everything :func:`load_reference_rdm` rejects.
     """
+    stack, names, _ = _load_reference_stack(reference, key, sessions)
+    return stack, names
+
+
+def _load_reference_stack(
+    reference: Any, key: str | None, sessions: str = "mean"
+) -> tuple[np.ndarray, list[str], list[Any] | None]:
+    """:func:`load_reference_rdms` and the condition names the file(s) hold (``None``: none)."""
+    if sessions not in SESSIONS:
+        raise VisrepsError(f"sessions={sessions!r} is not known; use 'mean' (average per subject) or 'keep'")
     if isinstance(reference, (str, os.PathLike)):
         p = Path(reference).expanduser()
         if p.is_dir():
@@ -867,33 +882,76 @@ def load_reference_rdms(reference: Any, *, key: str | None = None) -> tuple[np.n
                     f"reference folder {str(p)!r} holds no RDM files ({', '.join(STACK_SUFFIXES)}); put one file per "
                     "subject there"
                 )
-            parts = [load_reference_rdms(f, key=key) for f in files]
-            rdms = [r for stack, _ in parts for r in stack]
-            names = [nm for _, nms in parts for nm in nms]
-            return _stack(rdms, names, f"reference folder {str(p)!r}")
-        if not p.is_file():
+            parts = [_load_reference_stack(f, key, sessions) for f in files]
+            rdms = [r for stack, _, _ in parts for r in stack]
+            names = [nm for _, nms, _ in parts for nm in nms]
+            return (*_stack(rdms, names, f"reference folder {str(p)!r}"), _same_conditions(files, parts))
+        if not p.exists():
             raise VisrepsError(f"reference RDM file or folder {str(p)!r} does not exist")
-        if p.suffix.lower() not in STACK_SUFFIXES:
-            raise VisrepsError(
-                f"reference {str(p)!r}: format {p.suffix or '(none)'!r} is not supported; use one of "
-                f"{', '.join(STACK_SUFFIXES)}, or a folder of such files"
-            )
-        arr, matlab = _read_stack_file(p, key)
-        arr = np.asarray(arr)
-        if arr.ndim == 3:
-            if matlab and arr.shape[0] == arr.shape[1]:
-                arr = np.moveaxis(arr, -1, 0)
-            names = [f"{p.stem}[{i}]" for i in range(arr.shape[0])]
-            return _stack(list(arr), names, f"reference {p.name!r}")
-        return _stack([arr], [p.stem], f"reference {p.name!r}")
+        p = check_file(p, STACK_SUFFIXES, "reference")
+        got = _reference_file(p, key, stack=True)
+        rdms, names = _subjects_of(got, p, sessions)
+        return (*_stack(rdms, names, f"reference {p.name!r}"), got.names)
     if isinstance(reference, Mapping):
-        return _stack(list(reference.values()), [str(k) for k in reference], "reference")
+        return (*_stack(list(reference.values()), [str(k) for k in reference], "reference"), None)
     arr = np.asarray(reference, dtype=np.float64)
     if arr.ndim == 3:
-        return _stack(list(arr), [f"subject {i}" for i in range(len(arr))], "reference")
+        return (*_stack(list(arr), [f"subject {i}" for i in range(len(arr))], "reference"), None)
     if isinstance(reference, (list, tuple)) and arr.ndim == 2 and len(reference) > 1 and arr.shape[0] != arr.shape[1]:
-        return _stack(list(arr), [f"subject {i}" for i in range(len(arr))], "reference")
-    return _stack([arr], ["reference"], "reference")
+        return (*_stack(list(arr), [f"subject {i}" for i in range(len(arr))], "reference"), None)
+    return (*_stack([arr], ["reference"], "reference"), None)
+
+
+def _subjects_of(got: FileArray, p: Path, sessions: str) -> tuple[list[Any], list[str]]:
+    """The subjects' RDMs of one reference file, and their names."""
+    arr = np.asarray(got.values)
+    what = f"reference {p.name!r}" + (f" ({got.key})" if got.key else "")
+    if got.struct_axes == 2:  # RDMs(subject, session).RDM
+        n_sub, n_ses = arr.shape[:2]
+        if sessions == "mean":
+            names = [f"{p.stem}[{i}] (mean of {n_ses} sessions)" for i in range(n_sub)]
+            return list(arr.astype(np.float64).mean(axis=1)), names
+        return list(arr.reshape(n_sub * n_ses, *arr.shape[2:])), [
+            f"{p.stem}[{i}, session {j}]" for i in range(n_sub) for j in range(n_ses)
+        ]
+    if arr.ndim == 4:
+        raise VisrepsError(
+            f"{what} has 4 axes {tuple(arr.shape)}; give (subjects, n, n), or a MATLAB struct array RDMs(subject, "
+            "session) whose field holds each n × n RDM"
+        )
+    if arr.ndim == 3:
+        if got.matlab and got.struct_axes == 0 and arr.shape[0] == arr.shape[1]:
+            arr = np.moveaxis(arr, -1, 0)  # MATLAB's n × n × subjects
+        elif arr.shape[0] == arr.shape[1] != arr.shape[2]:
+            raise VisrepsError(
+                f"{what} has shape {tuple(arr.shape)}: n × n × subjects, MATLAB's order; visreps reads stacks as "
+                "(subjects, n, n) from .npy/.npz/.h5 files: save np.moveaxis(a, -1, 0) (or store it in a .mat file)"
+            )
+        return list(arr), [f"{p.stem}[{i}]" for i in range(arr.shape[0])]
+    if got.struct_axes == 1 and arr.ndim == 2 and arr.shape[0] != arr.shape[1]:  # condensed RDMs of subjects
+        return list(arr), [f"{p.stem}[{i}]" for i in range(arr.shape[0])]
+    return [arr], [p.stem]
+
+
+def _same_conditions(files: list[Path], parts: list[tuple[Any, Any, list[Any] | None]]) -> list[Any] | None:
+    """The condition names of a folder of reference files: those its files name, which must agree."""
+    named = [(f, c) for f, (_, _, c) in zip(files, parts) if c is not None]
+    if not named:
+        return None
+    f0, c0 = named[0]
+    for f, c in named[1:]:
+        if [str(x) for x in c] != [str(x) for x in c0]:
+            raise VisrepsError(
+                f"reference files {f0.name!r} and {f.name!r} name their conditions differently; every subject's RDM "
+                "must describe the same images in the same order"
+            )
+    if len(named) != len(files):
+        unnamed = [f.name for f, (_, _, c) in zip(files, parts) if c is None]
+        raise VisrepsError(
+            f"reference folder: {f0.name!r} names its conditions but {unnamed[:3]} do not; name them in every file "
+            "(or in none, and give --reference-order)"
+        )
+    return c0
 
 
 def _stack(rdms: list[Any], names: list[str], where: str) -> tuple[np.ndarray, list[str]]:
@@ -931,6 +989,7 @@ def rsa_inference(
     seed: int | None = 0,
     reference_key: str | None = None,
     reference_order: Sequence[str] | str | os.PathLike | None = None,
+    reference_sessions: str = "mean",
     sigma: float | None = None,
     block_size: int | None = None,
     device: Any = "auto",
@@ -948,6 +1007,8 @@ def rsa_inference(
     Args:
         sources: as in :func:`compare_features`.
         reference: see :func:`load_reference_rdms`.
+        reference_sessions: a struct array's sessions: ``"mean"`` per subject or ``"keep"`` (see
+            :func:`load_reference_rdms`).
         noise_ceiling, bootstrap, n_bootstrap, test, test_type, n_permutations, correction, alpha, ci, seed:
             see :func:`visreps.analysis.inference.rdm_inference`.
         Other arguments as in :func:`compare_to_reference`.
@@ -962,7 +1023,7 @@ def rsa_inference(
     method = check_comparison(method)
     check_bootstrap(bootstrap)
     check_tests(test)
-    stack, names = load_reference_rdms(reference, key=reference_key)
+    stack, names, conditions = _load_reference_stack(reference, reference_key, reference_sessions)
     ref_name = Path(reference).stem if isinstance(reference, (str, os.PathLike)) else "reference"
     sets = collect_features(sources, layers=layers)
     n_feat = len(sets[0].paths) if sets[0].paths is not None else sets[0].n
@@ -971,7 +1032,7 @@ def rsa_inference(
             f"reference {ref_name!r} has {stack.shape[1]} conditions but the features have {n_feat} images; "
             "the reference must describe the same images (see reference_order)"
         )
-    idx = _reorder_to(sets, reference_order, n_feat)
+    idx = _reorder_to(sets, reference_order, n_feat, conditions, f"reference {ref_name!r}")
     rdms = {}
     for s in sets:
         rdm = _rdm_of(s, rdm_method, sigma=sigma, block_size=block_size, device=device)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VisrepsError
-from ._source import pick_variable
+from ._files import NAME_VARIABLES, check_file, numbers_to_rows, read_array, read_lines
 
 #: the axes a response array may have, in the order :class:`Responses` keeps them
 AXES = ("subjects", "repetitions", "images", "targets")
@@ -49,8 +49,8 @@ _AXIS_ALIASES = {
     "channels": "targets",
 }
 RESPONSE_SUFFIXES = (".npy", ".npz", ".mat", ".h5", ".hdf5", ".csv", ".tsv", ".txt")
-#: variables of npz/mat/hdf5 files (and table columns) that name the image of each row
-NAME_VARIABLES = ("images", "image", "paths", "path", "stimuli", "stimulus", "filenames", "filename", "file")
+__all__ = ["AXES", "NAME_VARIABLES", "Responses", "as_responses", "load_responses", "match_images", "read_order"]
+_TABLE_LAYOUT = "a responses table has one row per image: an optional column of image names, then one number per target"
 NAN_POLICIES = ("error", "drop")
 
 
@@ -62,8 +62,9 @@ class Responses:
         data: float64 array whose axes are ``axes`` (always in the order of :data:`AXES`:
             ``subjects``, ``repetitions``, ``images``, ``targets``; the first two when present).
         axes: the axis names of ``data``.
-        images: the image of every row (``images`` axis), as the file wrote it; ``None`` when the
-            file names no images (rows then follow the features' manifest order).
+        images: the image of every row (``images`` axis), as the file wrote it: names, or whole
+            numbers that are 0-based manifest rows; ``None`` when the file names no images (rows
+            then follow the features' manifest order).
         targets: a name per target (a table's header, else ``"0"``, ``"1"``, ...).
         source: the file read (``None`` for arrays).
         dropped: labels of targets dropped for NaN values (see :meth:`flat` and ``nan="drop"``).
@@ -71,7 +72,7 @@ class Responses:
 
     data: np.ndarray
     axes: tuple[str, ...]
-    images: list[str] | None = None
+    images: list[Any] | None = None
     targets: list[str] = field(default_factory=list)
     source: Path | None = None
     dropped: list[str] = field(default_factory=list)
@@ -187,7 +188,15 @@ def as_responses(
         targets: a name per target.
     """
     if isinstance(obj, Responses):
-        return obj if images is None else replace(obj, images=read_order(images, obj.n_images, where))
+        if images is None:
+            return obj
+        res = replace(obj)
+        _set_images(res, obj.images, images, where)  # names it already has must agree
+        return res
+    row_names: list[Any] | None = None
+    if _is_pandas(obj):
+        obj, row_names, frame_targets = _from_frame(obj, where)
+        targets = frame_targets if targets is None else targets
     try:
         a = np.asarray(obj, dtype=np.float64)  # no copy of float64 input: responses are never written to
     except (TypeError, ValueError) as e:
@@ -203,9 +212,40 @@ def as_responses(
     res = Responses(data=a, axes=ordered, targets=list(targets) if targets is not None else [], source=source)
     if targets is not None and len(res.targets) != res.n_targets:
         raise VisrepsError(f"{where}: {len(res.targets)} target names for {res.n_targets} targets")
-    if images is not None:
-        res.images = read_order(images, res.n_images, where)
+    _set_images(res, row_names, images, where)
     return res
+
+
+def _is_pandas(obj: Any) -> bool:
+    return type(obj).__module__.startswith("pandas") and hasattr(obj, "index") and hasattr(obj, "to_numpy")
+
+
+def _from_frame(df: Any, where: str) -> tuple[np.ndarray, list[Any] | None, list[str] | None]:
+    """A DataFrame's (or Series') numbers, the images its index or image column names, and its column names.
+
+    An index that is not the default ``0 … n−1`` names the rows (text: image names; integers: 0-based image
+    numbers); else a column named ``image``, ``path``, ``stimulus``, ... does (and is not a target).
+    """
+    import pandas as pd
+
+    frame = df.to_frame() if isinstance(df, pd.Series) else df
+    names: list[Any] | None = None
+    idx = frame.index
+    if not (isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1):
+        values = list(idx)
+        names = [int(x) for x in values] if pd.api.types.is_integer_dtype(idx.dtype) else [str(x) for x in values]
+    else:
+        col = next((c for c in frame.columns if str(c).lower() in NAME_VARIABLES), None)
+        if col is not None:
+            names = [str(x) for x in frame[col]]
+            frame = frame.drop(columns=[col])
+    bad = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c].dtype)]
+    if bad:
+        raise VisrepsError(
+            f"{where}: the column(s) {bad[:3]} are not numbers; a responses DataFrame has one row per image (named by "
+            "its index or an 'image' column) and one numeric column per target"
+        )
+    return frame.to_numpy(dtype=np.float64), names, [str(c) for c in frame.columns]
 
 
 def read_order(images: Sequence[str] | str | os.PathLike, n: int | None = None, where: str = "responses") -> list[str]:
@@ -214,8 +254,7 @@ def read_order(images: Sequence[str] | str | os.PathLike, n: int | None = None, 
         p = Path(images).expanduser()
         if not p.is_file():
             raise VisrepsError(f"order file {str(p)!r} does not exist (one image path per line)")
-        lines = p.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-        names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        names = read_lines(p, "order file")
         what = f"order file {str(p)!r}"
     else:
         names = [str(x) for x in images]
@@ -240,10 +279,11 @@ def load_responses(
     Formats:
 
     * ``.npy``: the array.
-    * ``.npz``, ``.mat`` (also MATLAB v7.3, read with h5py and transposed to MATLAB's order),
-      ``.h5``/``.hdf5``: the one numeric array of at least 1 dimension, or the variable/dataset
-      ``key``. A string variable named ``images`` (or ``paths``, ``stimuli``, ``filenames``, ...)
-      with one entry per row names the images.
+    * ``.npz``, ``.mat`` (v5, and v7.3 decoded as MATLAB wrote it: cell arrays, ``char``, structs),
+      ``.h5``/``.hdf5`` (nested datasets named ``group/name``): the one numeric array of at least 1
+      dimension, or the variable/dataset ``key``. A variable named ``images`` (or ``paths``,
+      ``stimuli``, ``filenames``, ...) with one entry per row names the images: text, or whole
+      numbers that are 0-based manifest rows (see ``docs/files.md``).
     * ``.csv``, ``.tsv``, ``.txt`` (whitespace or comma separated): one row per image. A column of
       image names (a non-numeric first column, or a column headed ``image``, ``path``,
       ``stimulus``, ``filename``, ...) names the rows; every other column is a target, named by
@@ -254,8 +294,9 @@ def load_responses(
         key: the variable/dataset of an npz/mat/hdf5 file holding the responses.
         axes: names of the array's axes in order, e.g. ``"subjects,repetitions,images,targets"``
             (aliases: trials/reps, stimuli, voxels/neurons/units); default ``images,targets``.
-        images: the image of every row (a list or an order file, one image path per line);
-            overrides names found in the file.
+        images: the image of every row (a list or an order file, one image path per line), for
+            files that name no images; for a file that does, it must list the same names in the
+            same order (else an error: names are never replaced).
 
     Returns:
         :class:`Responses`. NaN values are kept; :func:`visreps.analysis.encode` drops or
@@ -265,155 +306,32 @@ def load_responses(
         VisrepsError: a missing file, an unknown format, no or several candidate arrays (named),
             non-numeric cells, axes that do not fit the array's shape.
     """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise VisrepsError(f"responses file {str(p)!r} does not exist")
-    suffix = p.suffix.lower()
-    if suffix not in RESPONSE_SUFFIXES:
-        raise VisrepsError(
-            f"responses file {str(p)!r}: format {suffix or '(none)'!r} is not supported; "
-            f"use one of {', '.join(RESPONSE_SUFFIXES)}"
-        )
+    p = check_file(path, RESPONSE_SUFFIXES, "responses")
     where = f"responses in {p.name!r}"
-    names: list[str] | None = None
-    targets: list[str] | None = None
-    if suffix in (".csv", ".tsv", ".txt"):
-        if axes is not None and len(parse_axes(axes, len(str(axes).split(",")))) > 2:
+    if p.suffix.lower() in (".csv", ".tsv", ".txt") and axes is not None:
+        if len(parse_axes(axes, len(str(axes).split(",")))) > 2:
             raise VisrepsError(f"{where}: a table holds images × targets only; store more axes in .npy/.npz/.mat/.h5")
-        arr, names, targets = _read_table(p, suffix)
-    elif suffix == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise VisrepsError(f"cannot read {str(p)!r} as a numeric .npy array: {e}") from None
-    else:
-        variables = _read_variables(p, suffix)
-        arr = pick_variable(variables, key, p, keep=lambda name, _: name.lower() not in NAME_VARIABLES)
-        names = _names_in(variables, arr, axes)
-    res = as_responses(arr, axes=axes, targets=targets, source=p, where=where)
-    if images is not None:
-        res.images = read_order(images, res.n_images, where)
-    elif names is not None:
-        if len(names) != res.n_images:
-            raise VisrepsError(f"{where}: {len(names)} image names for {res.n_images} rows")
-        res.images = names
+    got = read_array(p, key, layout=_TABLE_LAYOUT)
+    res = as_responses(got.values, axes=axes, targets=got.columns, source=p, where=where)
+    _set_images(res, got.names, images, where)
     return res
 
 
-def _read_variables(p: Path, suffix: str) -> dict[str, Any]:
-    try:
-        if suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        if suffix == ".mat":
-            from scipy.io import loadmat
-
-            try:
-                data = loadmat(p)
-                return {k: v for k, v in data.items() if not k.startswith("__")}
-            except NotImplementedError:  # MATLAB v7.3 is HDF5
-                return _read_h5(p, transpose=True)
-        return _read_h5(p, transpose=False)
-    except VisrepsError:
-        raise
-    except Exception as e:  # noqa: BLE001 - whatever the reader says, name the file
-        raise VisrepsError(f"cannot read {str(p)!r} as a {suffix} file: {e}") from None
-
-
-def _read_h5(p: Path, transpose: bool) -> dict[str, Any]:
-    import h5py
-
-    out: dict[str, Any] = {}
-    with h5py.File(p, "r") as f:
-
-        def visit(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset):
-                v = obj[()]
-                out[name] = v.T if transpose and isinstance(v, np.ndarray) else v
-
-        f.visititems(visit)
-    return out
-
-
-def _as_names(v: Any) -> list[str] | None:
-    """A list of strings from a string/bytes array or a MATLAB cell array of strings, else ``None``."""
-    a = np.asarray(v)
-    if a.dtype.kind in "US":
-        a = a.ravel()
-        return [x.decode("utf-8", "surrogateescape") if isinstance(x, bytes) else str(x) for x in a]
-    if a.dtype == object:
-        out = []
-        for x in a.ravel():
-            x = np.asarray(x).ravel()
-            if x.dtype.kind not in "US" or x.size != 1:
-                return None
-            s = x[0]
-            out.append(s.decode("utf-8", "surrogateescape") if isinstance(s, bytes) else str(s))
-        return out
-    return None
-
-
-def _names_in(variables: Mapping[str, Any], arr: np.ndarray, axes: Any) -> list[str] | None:
-    for k, v in variables.items():
-        if k.lower().rsplit("/", 1)[-1] in NAME_VARIABLES:
-            names = _as_names(v)
-            if names is not None:
-                return [n.strip() for n in names]
-    return None
-
-
-def _read_table(p: Path, suffix: str) -> tuple[np.ndarray, list[str] | None, list[str] | None]:
-    import pandas as pd
-
-    sep = {".csv": ",", ".tsv": "\t"}.get(suffix, r"[\s,;]+")
-    try:
-        df = pd.read_csv(p, sep=sep, header=None, engine="python", dtype=str, skip_blank_lines=True, comment="#")
-    except Exception as e:  # noqa: BLE001
-        raise VisrepsError(f"cannot read {str(p)!r} as a table: {e}") from None
-    df = df.dropna(axis=1, how="all")
-    if df.empty:
-        raise VisrepsError(f"responses file {str(p)!r} is empty")
-
-    def num(x: Any) -> bool:
-        if x is None or (isinstance(x, float) and np.isnan(x)) or str(x).strip() == "":
-            return True
-        try:
-            float(x)
-            return True
-        except ValueError:
-            return False
-
-    header: list[str] | None = None
-    name_col: int | None = None
-    first = [str(x).strip() if isinstance(x, str) else "" for x in df.iloc[0].tolist()]
-    body = df.iloc[1:]
-    # a header row: a cell of the first row after the first column is not a number (the first column may hold
-    # image names), or the first cell is text above a column of numbers
-    text_after_first = any(not num(c) for c in first[1:])
-    if len(df) > 1 and (text_after_first or (not num(first[0]) and all(num(x) for x in body.iloc[:, 0]))):
-        header = first
-        df = body
-    for j in range(df.shape[1]):
-        named = header is not None and header[j].lower() in NAME_VARIABLES
-        if named or (j == 0 and not all(num(x) for x in df.iloc[:, 0])):
-            name_col = j
-            break
-    names = [str(x).strip() for x in df.iloc[:, name_col]] if name_col is not None else None
-    cols = [j for j in range(df.shape[1]) if j != name_col]
-    if not cols:
-        raise VisrepsError(f"responses file {str(p)!r} has a column of image names but no numbers")
-    values = df.iloc[:, cols]
-    for j, c in zip(cols, values.columns):
-        bad = [i for i, x in enumerate(values[c].tolist()) if not num(x)]
-        if bad:
-            row = bad[0] + (2 if header is not None else 1)
-            raise VisrepsError(
-                f"{str(p)!r}: line {row}, column {j + 1} holds {values[c].iloc[bad[0]]!r}, not a number; a responses "
-                "table has one row per image: an optional column of image names, then one number per target"
-            )
-    arr = values.apply(lambda s: pd.to_numeric(s.str.strip().replace("", None), errors="coerce")).to_numpy(np.float64)
-    targets = [header[j] or str(k) for k, j in enumerate(cols)] if header is not None else None
-    return arr, names, targets
+def _set_images(res: Responses, names: list[Any] | None, images: Any, where: str) -> None:
+    """The rows' images: those the file names, or those of ``images``; both must agree (never one dropped)."""
+    if names is not None and len(names) != res.n_images:
+        raise VisrepsError(f"{where}: {len(names)} image names for {res.n_images} rows")
+    if images is None:
+        res.images = names
+        return
+    given = read_order(images, res.n_images, where)
+    if names is not None and [str(x) for x in names] != given:
+        i = next(i for i, (a, b) in enumerate(zip(names, given)) if str(a) != b)
+        raise VisrepsError(
+            f"{where} name their images, and the order given (images=..., CLI: --order) disagrees (row {i}: "
+            f"{names[i]!r} in the file, {given[i]!r} in the order); leave out the order: the file's names are used"
+        )
+    res.images = given
 
 
 # --------------------------------------------------------------------------- matching rows
@@ -433,7 +351,9 @@ def match_images(
     Rules (those of ``compare --reference``): with image names, each must name exactly one
     manifest path, either equal to it or, when the manifest's file names are unique, equal to its
     file name (``a/b/cat.jpg`` matches ``cat.jpg``); every image of the manifest must be named
-    once. Without names, the responses must have one row per feature row, in manifest order.
+    once. Whole numbers (``int``) are 0-based manifest rows (feature rows without a manifest); numbers
+    ``1 … n`` are refused (subtract 1), and so are numbers when the image files are named by other
+    numbers. Without names, the responses must have one row per feature row, in manifest order.
 
     Args:
         names: the responses' image names (``None``: manifest order).
@@ -456,6 +376,11 @@ def match_images(
             )
         return np.arange(n_features)
     names = list(names)
+    if names and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in names):
+        rows = numbers_to_rows([int(x) for x in names], None if paths is None else list(paths), n_features, where)
+        if paths is None:
+            return _check_numbers(rows, n_features, where, features)
+        names = [paths[i] for i in rows]
     if paths is None:
         raise VisrepsError(
             f"{where} name their images, but {features} have no manifest (arrays); pass output folders, or "
@@ -508,6 +433,16 @@ def match_images(
             "Responses and features must hold the same images (extract the features from exactly those images)"
         )
     return idx
+
+
+def _check_numbers(rows: list[int], n: int, where: str, features: str) -> np.ndarray:
+    """Image numbers of features without a manifest: each row once, all of them."""
+    if len(set(rows)) != len(rows):
+        twice = sorted({x for x in rows if rows.count(x) > 1})
+        raise VisrepsError(f"{where} give the image number(s) {twice[:3]} more than once; give each image once")
+    if len(rows) != n:
+        raise VisrepsError(f"{where} have {len(rows)} images but {features} have {n}; give every image once")
+    return np.asarray(rows, dtype=np.intp)
 
 
 # --------------------------------------------------------------------------- NaN and constant targets

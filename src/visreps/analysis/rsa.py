@@ -468,7 +468,7 @@ def correlate_rdms(
     Args:
         a, b: square RDMs (``n × n``) or condensed vectors, for the same conditions in the same order.
         method: ``pearson`` (default), ``spearman``, ``kendall`` (tau-b; ``tau_b`` also accepted) or ``tau_a``.
-        n_bootstrap: bootstrap resamples for a confidence interval (0: none).
+        n_bootstrap: bootstrap resamples for a confidence interval (0: none; 1 is refused).
         ci: interval level in (0, 1).
         seed: seed of the resampling.
 
@@ -478,6 +478,8 @@ def correlate_rdms(
     method = check_comparison(method)
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 0:
         raise VisrepsError(f"n_bootstrap must be an integer >= 0, got {n_bootstrap!r}")
+    if n_bootstrap == 1:
+        raise VisrepsError("n_bootstrap=1: one resample gives no interval; use 0 (none) or at least 2 (1000 is usual)")
     if n_bootstrap and not (isinstance(ci, (int, float)) and not isinstance(ci, bool) and 0 < ci < 1):
         raise VisrepsError(f"ci must be a level between 0 and 1 (e.g. 0.95), got {ci!r}")
     x, y, n = _vector_pair(a, b)

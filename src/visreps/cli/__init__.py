@@ -37,6 +37,10 @@ def _usage_line(e: click.UsageError) -> _Error:
     return _Error(f"{message} Run `{path} --help` for usage.")
 
 
+def _warning_line(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
 class VisrepsGroup(click.Group):
     """The ``visreps`` group: a :class:`VisrepsError` (and a missing file, or memory) becomes one line on
     stderr with exit code 2, and so does a usage error (bad option, missing argument), which points at
@@ -51,8 +55,12 @@ class VisrepsGroup(click.Group):
             raise _usage_line(e) from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        import warnings
+
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # a warning is one line ("warning: ..."), not Python's file:line format
+                warnings.showwarning = _warning_line
+                return super().invoke(ctx)
         except _NO_ARGS_IS_HELP:
             raise
         except click.UsageError as e:  # a command's options and arguments, or an unknown command

@@ -55,6 +55,16 @@ def _sources_and_layers(args: tuple[str, ...], layers_opt: str | None) -> tuple[
     return sources, (per or None)
 
 
+def _once(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str | None:
+    """An option given at most once: a second one would silently replace the first (``multiple=True`` collects
+    them so that this can refuse)."""
+    if len(value) > 1:
+        opt = param.opts[0]
+        hint = " (compare with each in turn, one command per reference)" if opt == "--reference" else ""
+        raise click.BadParameter(f"given {len(value)} times ({', '.join(value)}); give it once{hint}", param_hint=opt)
+    return value[0] if value else None
+
+
 class _CompareOptions(TypedDict):
     """The arguments ``compare`` passes both to ``compare_features`` and to ``compare_to_reference``."""
 
@@ -209,16 +219,24 @@ def rsa(
     "--reference",
     "-r",
     type=click.Path(),
-    default=None,
+    multiple=True,
+    callback=_once,
     help="Reference RDM (brain/behaviour): a file (.npy, .mat, .csv, .txt, .h5; a (subjects, n, n) stack gives "
     "one RDM per subject) or a folder of per-subject files; compares each layer with it.",
 )
-@click.option("--reference-key", default=None, help="Variable of a .mat/.npz reference holding the RDM.")
+@click.option(
+    "--reference-key",
+    multiple=True,
+    callback=_once,
+    help="Variable of a .mat/.npz/.h5 reference holding the RDM(s); a struct's field (RDM or RDMs.RDM).",
+)
 @click.option(
     "--reference-order",
     type=click.Path(dir_okay=False),
-    default=None,
-    help="Text file: the image paths of the reference's rows, one per line (default: manifest order).",
+    multiple=True,
+    callback=_once,
+    help="Text file: the image paths of the reference's rows, one per line (default: the names the reference "
+    "file holds, else manifest order).",
 )
 @click.option("--rdm-method", type=click.Choice(RDM_METHODS), default="correlation", show_default=True)
 @click.option(
@@ -481,6 +499,10 @@ def _parse_bootstrap(value: str | None) -> tuple[int, tuple[str, ...]]:
     if value is None or value.strip() == "":
         return 0, ()
     if value.strip().isdigit():
+        if int(value) < 2:
+            raise click.BadParameter(
+                f"{value.strip()} resample gives no interval; give at least 2 (1000 is usual)", param_hint="--bootstrap"
+            )
         return int(value), ()
     from ..analysis.inference import check_bootstrap
 
@@ -502,7 +524,11 @@ def _several_subjects(reference: str, key: str | None) -> bool:
         return True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return load_reference_rdms(reference, key=key)[0].shape[0] > 1
+        stack, names = load_reference_rdms(reference, key=key)
+    averaged = [nm for nm in names if nm.endswith(" sessions)")]
+    if averaged:  # a struct array RDMs(subject, session): say what was done with the sessions
+        click.echo(f"reference {Path(reference).name}: {len(names)} subjects, {averaged[0].split('(', 1)[1][:-1]} each")
+    return stack.shape[0] > 1
 
 
 def _compare_inference(

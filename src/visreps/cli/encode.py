@@ -37,28 +37,11 @@ def _alphas(value: str | None) -> list[float] | None:
 
 
 def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
-    """``--groups FILE``: one group label per line in response-row order, or ``image,group`` lines matched by name."""
-    from ..errors import VisrepsError
+    """``--groups FILE``: one group label per line in response-row order, or ``image,group`` lines matched by name
+    (read by :func:`visreps.analysis._files.read_groups`: UTF-8, else Latin-1)."""
+    from ..analysis._files import read_groups as read
 
-    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    split = [[c.strip() for c in ln.replace("\t", ",").split(",")] for ln in lines]
-    if all(len(c) == 2 for c in split) and split:
-        if split[0][0].lower() in ("image", "path", "file", "filename", "stimulus") and len(split) == n + 1:
-            split = split[1:]
-        table = {c[0]: c[1] for c in split}
-        by_name = {Path(k).name: v for k, v in table.items()}
-        if names is None:
-            raise VisrepsError(f"groups file {path!r} names images, but the responses' rows have no image names")
-        missing = [m for m in names if m not in table and Path(m).name not in by_name]
-        if missing:
-            raise VisrepsError(f"groups file {path!r} gives no group for {len(missing)} image(s), e.g. {missing[:3]}")
-        return [table[m] if m in table else by_name[Path(m).name] for m in names]
-    if any(len(c) != 1 for c in split):
-        raise VisrepsError(f"groups file {path!r}: give one group per line, or 'image,group' on every line")
-    if len(lines) != n:
-        raise VisrepsError(f"groups file {path!r} has {len(lines)} lines but the responses have {n} images")
-    return lines
+    return read(path, names, n)
 
 
 @click.command()
@@ -178,7 +161,10 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     resp = load_responses(responses_path, key=kw["key"], axes=kw["axes"], images=kw["order"])
     groups = None
     if kw["groups"]:
-        names = resp.images if resp.images is not None else _manifest_paths(srcs[0])
+        names: list[Any] | None = resp.images if resp.images is not None else _manifest_paths(srcs[0])
+        manifest = _manifest_paths(srcs[0])
+        if names is not None and manifest is not None and all(isinstance(x, int) for x in names):
+            names = [manifest[int(i)] if 0 <= int(i) < len(manifest) else str(i) for i in names]  # 0-based rows
         groups = read_groups(kw["groups"], names, resp.n_images)
     with warnings.catch_warnings(record=True) as caught:  # shown as "warning: ..." lines, not Python's format
         warnings.simplefilter("always")
