@@ -1,4 +1,4 @@
-"""THINGSvision 2.x's API on visreps' engine: scripts run by changing ``thingsvision`` to ``visreps.compat.thingsvision``.
+"""THINGSvision 2.x's API on visreps' engine: scripts run with ``thingsvision`` → ``visreps.compat.thingsvision``.
 
 .. code-block:: python
 

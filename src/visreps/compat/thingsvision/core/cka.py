@@ -25,7 +25,7 @@ class CKA:
     ``HSIC(K, L) / √(HSIC(K, K) · HSIC(L, L))`` with ``K``, ``L`` the centred kernel matrices of
     the rows; ``linear``: ``K = X Xᵀ``; ``rbf``: ``K_ij = exp(−‖x_i − x_j‖² / (2σ²))`` with
     ``σ = sigma`` (2.7.3's default is 1.0), or for ``sigma=None`` the square root of the median
-    non-zero squared distance, per matrix; ``unbiased``: the unbiased HSIC estimator.
+    non-zero squared distance, per matrix (``torch``: the lower middle value, as ``torch.median``); ``unbiased``: the unbiased HSIC estimator.
     """
 
     def __init__(self, backend: str, m: int, kernel: str, unbiased: bool, sigma: float | None, device: Any) -> None:
@@ -36,9 +36,7 @@ class CKA:
         self.sigma = sigma
         self.device = device
 
-    def _sigma(self, X: np.ndarray) -> float | None:
-        if self.kernel != "rbf":
-            return None
+    def _sigma(self, X: np.ndarray) -> float:
         if self.sigma is not None:
             return float(self.sigma)
         from ....analysis import compute_rdm
@@ -47,6 +45,8 @@ class CKA:
         nonzero = sq[sq != 0]
         if not nonzero.size:
             raise VisrepsError("all rows are identical, so the RBF bandwidth (median distance) is 0; pass sigma")
+        if self.backend == "torch":  # torch.median, as 2.7.3's torch backend: the lower of the two middle values
+            return math.sqrt(float(np.sort(nonzero)[(nonzero.size - 1) // 2]))
         return math.sqrt(float(np.median(nonzero)))
 
     def compare(self, X: Any, Y: Any) -> Any:

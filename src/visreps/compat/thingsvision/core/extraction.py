@@ -15,7 +15,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -172,12 +172,14 @@ class Extractor:
             te = self.model_parameters["token_extraction"]
             if te not in TOKEN_EXTRACTIONS:
                 raise VisrepsError(
-                    f"model_parameters['token_extraction'] = {te!r} is not valid; use one of {', '.join(TOKEN_EXTRACTIONS)}"
+                    f"model_parameters['token_extraction'] = {te!r} is not valid; "
+                    f"use one of {', '.join(TOKEN_EXTRACTIONS)}"
                 )
             self.token_extraction = te
         elif self.model_parameters.get("extract_cls_token"):
             warnings.warn(
-                "model_parameters['extract_cls_token'] is deprecated (THINGSvision 2.6.2); use token_extraction='cls_token'",
+                "model_parameters['extract_cls_token'] is deprecated (THINGSvision 2.6.2); "
+                "use token_extraction='cls_token'",
                 DeprecationWarning,
                 stacklevel=3,
             )
@@ -232,6 +234,11 @@ class Extractor:
                     UserWarning,
                     stacklevel=2,
                 )
+            if self.source == "timm" and not self.pretrained:  # timm's own config, as 2.7.3 (visreps: ImageNet's)
+                from timm.data.config import resolve_data_config
+
+                prep = Preprocessing.from_timm_config(resolve_data_config({}, model=self.model))
+                return _mark(self.lm.driver.build_transform(prep), prep)
             return _mark(self.lm.transform, self.lm.preprocessing)
         prep = Preprocessing(resize=resize_dim, crop=crop_dim if apply_center_crop else None)
         return _mark(self.lm.driver.build_transform(prep), prep)
@@ -401,10 +408,11 @@ class Extractor:
     def _hook_chunks(self, batches: Iterable[Any], layers: list[str], pool: str, step: int | None) -> Iterator:
         import torch
 
-        from ....capture import LayerSpec, make_capture
+        from ....capture import Capture, LayerSpec, make_capture
 
         lm = self.lm
-        forward = (lambda x: self.forward_fn(self, x)) if self.forward_fn is not None else None  # noqa: E731
+        fn = self.forward_fn
+        forward = None if fn is None else (lambda x: fn(self, x))
         specs = [LayerSpec(m, pool) for m in layers]
         cap = None
         rows: dict[str, list] = {m: [] for m in layers}
@@ -416,11 +424,11 @@ class Extractor:
                 with torch.inference_mode():
                     if cap is None:
                         _plan_on(lm, specs, x, forward)
-                        cap = make_capture(lm, specs)
+                        cap = cast(Capture, make_capture(lm, specs))  # a torch model: forward hooks
                         cap.__enter__()
                     outs = cap.run(x, forward)
                 for m in layers:
-                    rows[m].append(outs[m].numpy())
+                    rows[m].append(np.asarray(outs[m]))
                 n += len(x)
                 if step is not None and done % step == 0:
                     yield n, {m: np.concatenate(rows[m]) for m in layers}
@@ -469,9 +477,9 @@ class Extractor:
 
 def _plan_on(lm: LoadedModel, specs: list, x: Any, forward: Any) -> None:
     """How often each module runs per pass, from a dry run on the first real batch (``specs`` filled in)."""
-    from ....capture import make_capture
+    from ....capture import Capture, make_capture
 
-    cap = make_capture(lm, specs, stop_early=False, dry_run=True)
+    cap = cast(Capture, make_capture(lm, specs, stop_early=False, dry_run=True))  # a torch model: forward hooks
     with cap:
         cap.run(x, forward)
     for spec in specs:
@@ -513,9 +521,7 @@ def _save(arr: Any, path: Path, ext: str) -> None:
                 np.save(f, np.asarray(arr))
 
 
-def _load(
-    mid: str, *, pretrained: bool, device: str, weights: str | None, preprocessing: Any = None
-) -> LoadedModel:
+def _load(mid: str, *, pretrained: bool, device: str, weights: str | None, preprocessing: Any = None) -> LoadedModel:
     from ....models import load_model
 
     return load_model(mid, pretrained=pretrained, weights=weights, seed=0, device=device, preprocessing=preprocessing)
@@ -542,7 +548,9 @@ def get_extractor(
     warn_once("visreps.compat.thingsvision.get_extractor")
     params = dict(model_parameters or {})
     if source == "vissl":
-        warnings.warn('The source "vissl" is deprecated. Use the source "ssl" instead.', DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            'The source "vissl" is deprecated. Use the source "ssl" instead.', DeprecationWarning, stacklevel=2
+        )
     mid = model_id(model_name, source, params)
     dev = _device(device)
     path = _model_path(model_path)
@@ -583,7 +591,10 @@ def get_extractor_from_model(
     dev = _device(device)
     lm = load_model(model, device=dev if backend == "pt" else "cpu")
     if (backend == "pt") != (lm.backend == "torch"):
-        raise VisrepsError(f"backend={backend!r} does not fit a {type(model).__name__}; use backend='{'pt' if lm.backend == 'torch' else 'tf'}'")
+        raise VisrepsError(
+            f"backend={backend!r} does not fit a {type(model).__name__}; "
+            f"use backend='{'pt' if lm.backend == 'torch' else 'tf'}'"
+        )
     return Extractor(
         lm,
         model_name="custom",

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,7 @@ class DataLoader:
     (``torch.Tensor`` for ``pt``, ``numpy`` arrays for ``tf``); the last batch may be smaller.
     """
 
-    def __init__(self, dataset: Sequence[Any], batch_size: int, backend: str) -> None:
+    def __init__(self, dataset: Any, batch_size: int, backend: str) -> None:
         warn_once("visreps.compat.thingsvision.utils.data.DataLoader")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise VisrepsError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -166,16 +166,19 @@ def merge_features(root: str, file_format: str) -> np.ndarray:
         if not path.is_file():
             raise VisrepsError(f"{str(path)!r} does not exist; split_features(..., 'hdf5') writes it")
         with h5py.File(path, "r") as f:
-            keys = sorted((k for k in f if re.fullmatch(r"features_\d+", k)), key=lambda k: int(k.split("_")[1]))
+            keys = sorted((str(k) for k in f.keys() if re.fullmatch(r"features_\d+", str(k))), key=_number)
             if not keys:
                 raise VisrepsError(f"{str(path)!r} holds no features_NN datasets")
-            return np.concatenate([f[k][()] for k in keys])
-    found = sorted(
-        ((int(m.group(1)), name) for name in os.listdir(folder) if (m := re.fullmatch(rf"features_(\d+)\.{fmt}", name))),
-    )
+            return np.concatenate([np.asarray(cast(Any, f[k])[()]) for k in keys])
+    found = sorted((_number(n), n) for n in os.listdir(folder) if re.fullmatch(rf"features_\d+\.{fmt}", n))
     if not found:
         raise VisrepsError(f"no features_NN.{fmt} files in {str(root)!r}; split_features writes them")
     return np.concatenate([_read(folder / name, fmt) for _, name in found])
+
+
+def _number(name: str) -> int:
+    """The split number of ``features_NN`` (``.ext``)."""
+    return int(name.split("_")[1].split(".")[0])
 
 
 def _read(path: Path, fmt: str) -> np.ndarray:
