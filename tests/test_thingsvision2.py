@@ -140,9 +140,16 @@ def _same(a, b):
 @pytest.mark.slow
 def test_issue_script_alexnet(tv, vr, images, tmp_path):
     a, b, ea, eb = _both(
-        tv, vr, images, tmp_path, model_name="alexnet", source="torchvision", module_names=["features.10"],
-        flatten_acts=True, output_type="ndarray",
-    )  # fmt: skip
+        tv,
+        vr,
+        images,
+        tmp_path,
+        model_name="alexnet",
+        source="torchvision",
+        module_names=["features.10"],
+        flatten_acts=True,
+        output_type="ndarray",
+    )
     assert b.shape == (5, 256 * 13 * 13)
     _same(a, b)
     assert eb.get_module_names() == ea.get_module_names()
@@ -152,16 +159,25 @@ def test_issue_script_alexnet(tv, vr, images, tmp_path):
     # the saved files: the same bytes
     tv.save_features(a, out_path=str(tmp_path / "tv"), file_format="npy")
     vr.save_features(b, out_path=str(tmp_path / "vr"), file_format="npy")
-    np.testing.assert_allclose(np.load(tmp_path / "vr" / "features.npy"), np.load(tmp_path / "tv" / "features.npy"),
-                               rtol=RTOL, atol=ATOL)  # fmt: skip
+    np.testing.assert_allclose(
+        np.load(tmp_path / "vr" / "features.npy"), np.load(tmp_path / "tv" / "features.npy"), rtol=RTOL, atol=ATOL
+    )
 
 
 @pytest.mark.slow
 def test_several_modules_resnet18_tensor_and_unflattened(tv, vr, images, tmp_path):
     a, b, *_ = _both(
-        tv, vr, images, tmp_path, model_name="resnet18", source="torchvision",
-        module_names=["layer3.1", "avgpool", "fc"], flatten_acts=False, output_type="tensor", batch_size=3,
-    )  # fmt: skip
+        tv,
+        vr,
+        images,
+        tmp_path,
+        model_name="resnet18",
+        source="torchvision",
+        module_names=["layer3.1", "avgpool", "fc"],
+        flatten_acts=False,
+        output_type="tensor",
+        batch_size=3,
+    )
     assert isinstance(b, dict) and tuple(b["layer3.1"].shape) == (5, 256, 14, 14) and tuple(b["fc"].shape) == (5, 1000)
     assert all(isinstance(v, torch.Tensor) for v in b.values())
     _same({k: v.numpy() for k, v in a.items()}, {k: v.numpy() for k, v in b.items()})
@@ -171,9 +187,15 @@ def test_several_modules_resnet18_tensor_and_unflattened(tv, vr, images, tmp_pat
 def test_vit_b_16(tv, vr, images, tmp_path):
     layer = "encoder.layers.encoder_layer_11"
     a, b, ea, eb = _both(
-        tv, vr, images, tmp_path, model_name="vit_b_16", source="torchvision",
-        module_names=[layer, f"{layer}.self_attention", "heads"], flatten_acts=True,
-    )  # fmt: skip
+        tv,
+        vr,
+        images,
+        tmp_path,
+        model_name="vit_b_16",
+        source="torchvision",
+        module_names=[layer, f"{layer}.self_attention", "heads"],
+        flatten_acts=True,
+    )
     assert b[layer].shape == (5, 197 * 768) and b[f"{layer}.self_attention"].shape == (5, 197 * 768)
     _same(a, b)
 
@@ -278,9 +300,19 @@ def _files(folder):
 @pytest.mark.slow
 def test_streaming_one_module_same_files(tv, vr, images, tmp_path):
     for name, api in (("tv", tv), ("vr", vr)):
-        _script(api, images / "flat", tmp_path / name,
-                model_name="alexnet", source="torchvision", module_names=["classifier.4"], flatten_acts=True,
-                output_dir=str(tmp_path / name / "feats"), batch_size=2, step_size=2, file_name_suffix="_val")  # fmt: skip
+        _script(
+            api,
+            images / "flat",
+            tmp_path / name,
+            model_name="alexnet",
+            source="torchvision",
+            module_names=["classifier.4"],
+            flatten_acts=True,
+            output_dir=str(tmp_path / name / "feats"),
+            batch_size=2,
+            step_size=2,
+            file_name_suffix="_val",
+        )
     a, b = _files(tmp_path / "tv" / "feats"), _files(tmp_path / "vr" / "feats")
     assert list(b) == ["classifier.4/features_val_0-4.npy", "classifier.4/features_val_4-5.npy"]
     assert list(a) == list(b)
@@ -292,9 +324,18 @@ def test_streaming_one_module_same_files(tv, vr, images, tmp_path):
 def test_streaming_several_modules_fixes_file_names(tv, vr, images, tmp_path):
     """2.7.3 names every module's files after the first with the end row twice; the shim names the rows."""
     for name, api in (("tv", tv), ("vr", vr)):
-        _script(api, images / "flat", tmp_path / name, model_name="alexnet", source="torchvision",
-                module_names=["features.12", "classifier.4"], flatten_acts=True,
-                output_dir=str(tmp_path / name / "feats"), batch_size=2, step_size=1)  # fmt: skip
+        _script(
+            api,
+            images / "flat",
+            tmp_path / name,
+            model_name="alexnet",
+            source="torchvision",
+            module_names=["features.12", "classifier.4"],
+            flatten_acts=True,
+            output_dir=str(tmp_path / name / "feats"),
+            batch_size=2,
+            step_size=1,
+        )
     a, b = _files(tmp_path / "tv" / "feats"), _files(tmp_path / "vr" / "feats")
     assert "classifier.4/features_2-2.npy" in a  # the 2.7.3 bug
     assert list(b) == [f"{m}/features_{r}.npy" for m in ("classifier.4", "features.12") for r in ("0-2", "2-4", "4-5")]
@@ -302,17 +343,35 @@ def test_streaming_several_modules_fixes_file_names(tv, vr, images, tmp_path):
         if name in a and name.startswith("features.12"):
             np.testing.assert_allclose(np.load(b[name]), np.load(a[name]), rtol=RTOL, atol=ATOL)
     joined = np.concatenate([np.load(b[f"classifier.4/features_{r}.npy"]) for r in ("0-2", "2-4", "4-5")])
-    full = _script(vr, images / "flat", tmp_path / "x", model_name="alexnet", source="torchvision",
-                   module_names=["classifier.4"], flatten_acts=True)[0]  # fmt: skip
+    full = _script(
+        vr,
+        images / "flat",
+        tmp_path / "x",
+        model_name="alexnet",
+        source="torchvision",
+        module_names=["classifier.4"],
+        flatten_acts=True,
+    )[0]
     np.testing.assert_allclose(joined, full, rtol=RTOL, atol=ATOL)  # across batch sizes: float tolerance
 
 
 @pytest.mark.slow
 def test_streaming_save_in_one_file_tensor(tv, vr, images, tmp_path):
     for name, api in (("tv", tv), ("vr", vr)):
-        _script(api, images / "flat", tmp_path / name, model_name="alexnet", source="torchvision",
-                module_names=["classifier.4"], flatten_acts=True, output_type="tensor",
-                output_dir=str(tmp_path / name / "feats"), batch_size=2, step_size=2, save_in_one_file=True)  # fmt: skip
+        _script(
+            api,
+            images / "flat",
+            tmp_path / name,
+            model_name="alexnet",
+            source="torchvision",
+            module_names=["classifier.4"],
+            flatten_acts=True,
+            output_type="tensor",
+            output_dir=str(tmp_path / name / "feats"),
+            batch_size=2,
+            step_size=2,
+            save_in_one_file=True,
+        )
     a, b = _files(tmp_path / "tv" / "feats"), _files(tmp_path / "vr" / "feats")
     assert list(a) == list(b) == ["classifier.4/features.pt"]
     ta, tb = torch.load(a["classifier.4/features.pt"]), torch.load(b["classifier.4/features.pt"])
@@ -330,10 +389,12 @@ def test_class_dataset_file_names(tv, vr, images, tmp_path):
     assert ds_b.samples == ds_a.samples
     assert (tmp_path / "vr" / "file_names.txt").read_text() == (tmp_path / "tv" / "file_names.txt").read_text()
     assert ds_b.classes == ds_a.classes == ["cat", "dog"] and ds_b.cls_to_idx == ds_a.cls_to_idx
-    ds_a = tv.ImageDataset(root=str(images / "classes"), out_path=str(tmp_path / "tv"), backend="pt",
-                           class_names=["dog", "cat"])  # fmt: skip
-    ds_b = vr.ImageDataset(root=str(images / "classes"), out_path=str(tmp_path / "vr"), backend="pt",
-                           class_names=["dog", "cat"])  # fmt: skip
+    ds_a = tv.ImageDataset(
+        root=str(images / "classes"), out_path=str(tmp_path / "tv"), backend="pt", class_names=["dog", "cat"]
+    )
+    ds_b = vr.ImageDataset(
+        root=str(images / "classes"), out_path=str(tmp_path / "vr"), backend="pt", class_names=["dog", "cat"]
+    )
     assert ds_b.samples == ds_a.samples and ds_b.samples[0].endswith(os.path.join("dog", "x.png"))
 
 
@@ -396,7 +457,7 @@ def test_split_and_merge_round_trip(tmp_path, fmt):
 def test_save_features_mat_and_txt_refusal(tmp_path):
     from scipy.io import loadmat
 
-    from visreps.compat.thingsvision.utils.storing import save_features
+    from visreps.compat.thingsvision.utils.storing import save_features, split_features
 
     (tmp_path / "file_names.txt").write_text("a.jpg\nb.png\n")
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
@@ -404,8 +465,11 @@ def test_save_features_mat_and_txt_refusal(tmp_path):
     m = loadmat(tmp_path / "features.mat")
     np.testing.assert_array_equal(m["features"], x)
     assert [str(np.asarray(s).ravel()[0]) for s in m["file_names"].ravel()] == ["a", "b"]
+    with pytest.warns(UserWarning, match="txt holds 2-D arrays only"):  # as 2.7.3: nothing written
+        save_features(np.zeros((2, 3, 4, 4), np.float32), str(tmp_path / "x"), "txt")
+    assert not (tmp_path / "x" / "features.txt").exists()
     with pytest.raises(VisrepsError, match="cannot be saved as txt"):
-        save_features(np.zeros((2, 3, 4, 4), np.float32), str(tmp_path), "txt")
+        split_features(str(tmp_path), np.zeros((2, 3, 4, 4), np.float32), "txt", 2)
 
 
 # --------------------------------------------------------------------------- RSA and CKA
@@ -453,8 +517,9 @@ def test_get_cka(tv, vr, feats, backend, kernel, sigma, unbiased):
     x, y = feats
     x, y = x / 4.0, y / 8.0  # distances near 1, so that the RBF kernel with sigma=1 is not the identity
     args = dict(backend=backend, m=12, kernel=kernel, unbiased=unbiased, sigma=sigma, device="cpu")
-    a = tv.get_cka(**args).compare(torch.from_numpy(x) if backend == "torch" else x.copy(),
-                                   torch.from_numpy(y) if backend == "torch" else y.copy())  # fmt: skip
+    a = tv.get_cka(**args).compare(
+        torch.from_numpy(x) if backend == "torch" else x.copy(), torch.from_numpy(y) if backend == "torch" else y.copy()
+    )
     b = vr.get_cka(**args).compare(
         torch.from_numpy(x) if backend == "torch" else x, torch.from_numpy(y) if backend == "torch" else y
     )
@@ -496,11 +561,21 @@ def test_errors_are_one_line(vr, images, tmp_path):
     with pytest.raises(VisrepsError, match="output_type 'list'"):
         e.extract_features(batches=[x], module_name="fc", output_type="list")
     with pytest.raises(VisrepsError, match="model_path .* does not exist"):
-        vr.get_extractor(model_name="alexnet", source="torchvision", device="cpu", pretrained=False,
-                         model_path=str(tmp_path / "missing.pt"))  # fmt: skip
+        vr.get_extractor(
+            model_name="alexnet",
+            source="torchvision",
+            device="cpu",
+            pretrained=False,
+            model_path=str(tmp_path / "missing.pt"),
+        )
     with pytest.raises(VisrepsError, match="token_extraction"):
-        vr.get_extractor(model_name="alexnet", source="torchvision", device="cpu", pretrained=False,
-                         model_parameters={"token_extraction": "mean"})  # fmt: skip
+        vr.get_extractor(
+            model_name="alexnet",
+            source="torchvision",
+            device="cpu",
+            pretrained=False,
+            model_parameters={"token_extraction": "mean"},
+        )
 
 
 def test_model_path_state_dict(vr, images, tmp_path):
@@ -510,8 +585,9 @@ def test_model_path_state_dict(vr, images, tmp_path):
     torch.manual_seed(7)
     net = torchvision.models.alexnet(weights=None).eval()
     torch.save(net.state_dict(), tmp_path / "w.pt")
-    e = vr.get_extractor(model_name="alexnet", source="torchvision", device="cpu", pretrained=False,
-                         model_path=str(tmp_path / "w.pt"))  # fmt: skip
+    e = vr.get_extractor(
+        model_name="alexnet", source="torchvision", device="cpu", pretrained=False, model_path=str(tmp_path / "w.pt")
+    )
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     got = e.extract_features(batches=[x], module_name="classifier.6")
     with torch.no_grad():

@@ -24,12 +24,7 @@ native API (docs/thingsvision.md).
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-
-from ._warn import warn_once
-from .core.extraction import Extractor, get_extractor, get_extractor_from_model
+from .core.extraction import Extractor, center_features, get_extractor, get_extractor_from_model, normalize_features
 
 __all__ = [
     "Extractor",
@@ -42,19 +37,3 @@ __all__ = [
 
 #: the THINGSvision release whose API this package reproduces
 __version__ = "2.7.3"
-
-
-def center_features(X: Any) -> Any:
-    """Subtract the column means in place and return ``X`` (2.x); maps to ``visreps.analysis.center_features``."""
-    warn_once("visreps.compat.thingsvision.center_features")
-    X -= X.mean(axis=0)
-    return X
-
-
-def normalize_features(X: Any) -> Any:
-    """Divide every row by its L2 norm in place and return ``X`` (2.x); maps to
-    ``visreps.analysis.normalize_features``. Fixed: an all-zero row stays zero (2.7.3 gave NaN)."""
-    warn_once("visreps.compat.thingsvision.normalize_features")
-    norms = np.linalg.norm(X, axis=1)[:, np.newaxis]
-    X /= np.where(norms == 0, 1, norms)
-    return X

@@ -25,7 +25,8 @@ class CKA:
     ``HSIC(K, L) / √(HSIC(K, K) · HSIC(L, L))`` with ``K``, ``L`` the centred kernel matrices of
     the rows; ``linear``: ``K = X Xᵀ``; ``rbf``: ``K_ij = exp(−‖x_i − x_j‖² / (2σ²))`` with
     ``σ = sigma`` (2.7.3's default is 1.0), or for ``sigma=None`` the square root of the median
-    non-zero squared distance, per matrix (``torch``: the lower middle value, as ``torch.median``); ``unbiased``: the unbiased HSIC estimator.
+    non-zero squared distance, per matrix (``torch``: the lower middle value, as ``torch.median``);
+    ``unbiased``: the unbiased HSIC estimator.
     """
 
     def __init__(self, backend: str, m: int, kernel: str, unbiased: bool, sigma: float | None, device: Any) -> None:

@@ -26,7 +26,16 @@ from .._warn import warn_once
 if TYPE_CHECKING:
     from ....models import LoadedModel
 
-__all__ = ["Extractor", "SOURCES", "TOKEN_EXTRACTIONS", "get_extractor", "get_extractor_from_model", "model_id"]
+__all__ = [
+    "Extractor",
+    "SOURCES",
+    "TOKEN_EXTRACTIONS",
+    "center_features",
+    "get_extractor",
+    "get_extractor_from_model",
+    "model_id",
+    "normalize_features",
+]
 
 SOURCES = ("torchvision", "timm", "keras", "ssl", "custom", "vissl")
 TOKEN_EXTRACTIONS = ("cls_token", "avg_pool", "cls_token+avg_pool")
@@ -605,3 +614,19 @@ def get_extractor_from_model(
         forward_fn=forward_fn,
         flatten_fn=flatten_fn,
     )
+
+
+def center_features(X: Any) -> Any:
+    """Subtract the column means in place and return ``X`` (2.x); maps to ``visreps.analysis.center_features``."""
+    warn_once("visreps.compat.thingsvision.center_features")
+    X -= X.mean(axis=0)
+    return X
+
+
+def normalize_features(X: Any) -> Any:
+    """Divide every row by its L2 norm in place and return ``X`` (2.x); maps to
+    ``visreps.analysis.normalize_features``. Fixed: an all-zero row stays zero (2.7.3 gave NaN)."""
+    warn_once("visreps.compat.thingsvision.normalize_features")
+    norms = np.linalg.norm(X, axis=1)[:, np.newaxis]
+    X /= np.where(norms == 0, 1, norms)
+    return X

@@ -100,17 +100,24 @@ def save_features(features: Any, out_path: str, file_format: str, n_splits: int 
     (variable ``features``, rows = images, plus ``file_names`` when ``file_names.txt`` is in the
     folder). If memory runs out, the rows are split into ``n_splits`` files (:func:`split_features`).
 
-    Changed from 2.7.3: ``txt`` of a 3-D or 4-D array is an error (2.7.3 printed a message and
-    wrote nothing); ``.mat`` holds ``features`` and ``file_names`` (2.7.3 wrote one variable per
+    ``txt`` of a 3-D or 4-D array writes nothing and warns (2.7.3 printed a message).
+    Changed from 2.7.3: ``.mat`` holds ``features`` and ``file_names`` (2.7.3 wrote one variable per
     image, named after the file, which dropped names MATLAB cannot use and which its own
     ``merge_features`` could not read).
     """
     warn_once("visreps.compat.thingsvision.utils.storing.save_features")
-    fmt = _check_format(file_format)
-    _check_txt(features, fmt)
-    if fmt == "pt" and not hasattr(features, "detach"):
-        import warnings
+    import warnings
 
+    fmt = _check_format(file_format)
+    if fmt == "txt" and len(np.shape(features)) > 2:  # as 2.7.3: nothing written, and said so
+        warnings.warn(
+            f"features of shape {tuple(np.shape(features))} were not saved: txt holds 2-D arrays only; use "
+            "file_format='npy', 'hdf5', 'mat' or 'pt', or extract with flatten_acts=True",
+            UserWarning,
+            stacklevel=2,
+        )
+        return
+    if fmt == "pt" and not hasattr(features, "detach"):
         warnings.warn(
             f"Expected features to be of type <torch.Tensor> but got {type(features)}; converting them", stacklevel=2
         )
