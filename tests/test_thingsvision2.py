@@ -202,14 +202,15 @@ def test_vit_b_16(tv, vr, images, tmp_path):
 
 @pytest.mark.slow
 def test_timm_model_and_token_extraction(tv, vr, images, tmp_path):
-    model = dict(model_name="vit_tiny_patch16_224", source="timm")
+    """timm's ``test_vit`` (6 blocks, 64 dims, 160 px: 100 patches and a class token), timm's own transforms."""
+    model = dict(model_name="test_vit", source="timm")
     a, b, ea, eb = _both(
         tv, vr, images, tmp_path, **model, module_names=["blocks.5", "norm", "head"], flatten_acts=True
     )
-    assert b["blocks.5"].shape == (5, 197 * 192) and b["head"].shape == (5, 1000)
+    assert b["blocks.5"].shape == (5, 101 * 64) and b["head"].shape == (5, 1000)
     _same(a, b)
     assert eb.get_module_names() == ea.get_module_names()
-    for mode, dim in [("cls_token", 192), ("avg_pool", 192), ("cls_token+avg_pool", 384)]:
+    for mode, dim in [("cls_token", 64), ("avg_pool", 64), ("cls_token+avg_pool", 128)]:
         params = {"token_extraction": mode}
         a = _script(tv, images / "flat", tmp_path / "tv", **model, module_names=["blocks.5"], model_parameters=params)[
             0
