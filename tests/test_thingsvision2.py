@@ -605,3 +605,22 @@ def test_warns_once_per_session(vr):
         vr.compute_rdm(np.eye(3), "euclidean")
     msgs = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
     assert len(msgs) == 1 and "visreps.extract" in msgs[0] and "get_extractor_from_model" in msgs[0]
+
+
+@pytest.mark.slow
+def test_keras_model_from_model_hand_set(vr):
+    """A Keras image model of hand-set weights: a 1×1 convolution whose two maps are relu(r + g + b) and relu(r − b)."""
+    keras = pytest.importorskip("keras")
+    import visreps.compat.thingsvision.utils.data as data
+
+    conv = keras.layers.Conv2D(2, 1, activation="relu", use_bias=False, name="mix")
+    model = keras.Sequential([keras.Input((4, 4, 3)), conv, keras.layers.GlobalAveragePooling2D(name="gap")])
+    conv.set_weights([np.array([[1.0, 1.0], [1.0, 0.0], [1.0, -1.0]], np.float32).reshape(1, 1, 3, 2)])
+    extractor = vr.get_extractor_from_model(model, device="cpu", backend="tf")
+    assert extractor.get_backend() == "tf" and {"mix", "gap"} <= set(extractor.get_module_names())
+    x = np.random.default_rng(0).standard_normal((3, 4, 4, 3)).astype(np.float32)
+    batches = data.DataLoader(dataset=list(x), batch_size=2, backend="tf")
+    got = extractor.extract_features(batches=batches, module_names=["mix", "gap"], flatten_acts=False)
+    mix = np.maximum(np.stack([x.sum(-1), x[..., 0] - x[..., 2]], -1), 0)
+    np.testing.assert_allclose(got["mix"], mix, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["gap"], mix.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)

@@ -364,10 +364,6 @@ class Extractor:
 
         if isinstance(batches, DataLoader) and isinstance(batches.dataset, ImageDataset) and self.forward_fn is None:
             return self._engine_chunks(batches, layers, pool, step)
-        if self.lm.backend != "torch":
-            raise VisrepsError(
-                "a Keras extractor takes the DataLoader of an ImageDataset (utils.data), which carries the images"
-            )
         return self._hook_chunks(batches, layers, pool, step)
 
     def _engine_chunks(self, loader: Any, layers: list[str], pool: str, step: int | None) -> Iterator[tuple[int, dict]]:
@@ -417,7 +413,7 @@ class Extractor:
     def _hook_chunks(self, batches: Iterable[Any], layers: list[str], pool: str, step: int | None) -> Iterator:
         import torch
 
-        from ....capture import Capture, LayerSpec, make_capture
+        from ....capture import LayerSpec, make_capture
 
         lm = self.lm
         fn = self.forward_fn
@@ -429,13 +425,13 @@ class Extractor:
         try:
             for done, batch in enumerate(batches, 1):
                 x = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
-                x = torch.as_tensor(x).to(lm.device)
+                x = torch.as_tensor(x).to(lm.device) if lm.backend == "torch" else np.asarray(x)
                 with torch.inference_mode():
                     if cap is None:
                         _plan_on(lm, specs, x, forward)
-                        cap = cast(Capture, make_capture(lm, specs))  # a torch model: forward hooks
+                        cap = make_capture(lm, specs)
                         cap.__enter__()
-                    outs = cap.run(x, forward)
+                    outs = _run(cap, x, forward)
                 for m in layers:
                     rows[m].append(np.asarray(outs[m]))
                 n += len(x)
@@ -486,17 +482,26 @@ class Extractor:
 
 def _plan_on(lm: LoadedModel, specs: list, x: Any, forward: Any) -> None:
     """How often each module runs per pass, from a dry run on the first real batch (``specs`` filled in)."""
-    from ....capture import Capture, make_capture
+    from ....capture import make_capture
 
-    cap = cast(Capture, make_capture(lm, specs, stop_early=False, dry_run=True))  # a torch model: forward hooks
+    cap = make_capture(lm, specs, stop_early=False, dry_run=True)
     with cap:
-        cap.run(x, forward)
+        _run(cap, x, forward)
     for spec in specs:
         calls = cap.counts.get(spec.module, 0)
         if calls == 0:
             raise VisrepsError(f"module {spec.module!r} never runs in the model's forward pass; choose another module")
         spec.calls = calls
         spec.keys = (spec.module,)
+
+
+def _run(cap: Any, x: Any, forward: Any) -> dict[str, Any]:
+    """One forward pass through a capture (torch hooks, or a Keras adapter's); ``forward`` replaces the module's."""
+    from ....capture import Capture
+
+    if forward is None:
+        return cap.run(x)
+    return cast(Capture, cap).run(x, forward)  # forward_fn: PyTorch models only (get_extractor_from_model)
 
 
 def _batch_size(batches: Any) -> tuple[int, Any]:
