@@ -624,3 +624,17 @@ def test_keras_model_from_model_hand_set(vr):
     mix = np.maximum(np.stack([x.sum(-1), x[..., 0] - x[..., 2]], -1), 0)
     np.testing.assert_allclose(got["mix"], mix, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["gap"], mix.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+
+
+def test_assigning_model_extracts_from_it(vr):
+    """2.x scripts swap ``extractor.model``; the shim then extracts from the new network."""
+    e = vr.get_extractor_from_model(model=_Tiny(), device="cpu", backend="pt")
+    other = _Tiny()
+    with torch.no_grad():
+        other.fc.bias.add_(1.0)
+    e.model = other
+    assert e.model is other and e.lm.module is other
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    got = e.extract_features(batches=[x], module_name="fc")
+    with torch.no_grad():
+        np.testing.assert_allclose(got, other(x).numpy(), rtol=1e-6, atol=1e-6)

@@ -167,7 +167,6 @@ class Extractor:
         flatten_fn: Callable | None = None,
     ) -> None:
         self.lm = lm
-        self.model = lm.module
         self.model_name = model_name
         self.source = source
         self.device = device
@@ -195,6 +194,20 @@ class Extractor:
             self.token_extraction = "cls_token"
 
     # ------------------------------------------------------------------ model
+
+    @property
+    def model(self) -> Any:
+        """The network (``lm.module``); assigning another ``torch.nn.Module`` or ``keras.Model`` extracts from it."""
+        return self.lm.module
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        from ....models import load_model
+
+        if value is self.lm.module:
+            return
+        is_torch = callable(getattr(value, "parameters", None))
+        self.lm = load_model(value, device=self.device if is_torch else "cpu")
 
     def get_backend(self) -> str:
         """``pt`` (PyTorch) or ``tf`` (Keras); visreps: ``lm.backend`` (``torch`` / ``keras``)."""
