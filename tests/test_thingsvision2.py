@@ -28,7 +28,7 @@ RTOL = 1e-4
 def tv():
     """THINGSvision 2.7.3 (torch and timm imported first: TensorFlow first makes triton's import crash)."""
     import timm  # noqa: F401
-    import torch._dynamo  # noqa: F401  (imports triton, which crashes when TensorFlow came first)
+    import torch._dynamo  # imports triton, which crashes when TensorFlow came first
     import torchvision  # noqa: F401
 
     if not hasattr(np, "AxisError"):  # thingsvision 2.7.3 reads numpy.AxisError, gone in numpy 2 (test-only)
