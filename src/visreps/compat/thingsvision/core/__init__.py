@@ -1,0 +1,1 @@
+"""``thingsvision.core``: :mod:`.extraction`, :mod:`.rsa` and :mod:`.cka`."""

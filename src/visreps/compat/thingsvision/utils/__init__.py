@@ -1,0 +1,1 @@
+"""``thingsvision.utils``: :mod:`.data` (images and batches) and :mod:`.storing` (feature files)."""
