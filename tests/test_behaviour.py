@@ -121,7 +121,9 @@ def test_names_choice_column_and_per_triplet_table(folder, tmp_path):
     np.save(tmp_path / "t.npy", idx)
     (tmp_path / "t.txt").write_text("\n".join(" ".join(r) for r in names))
     for f in ("t.npy", "t.txt"):
-        np.testing.assert_allclose(odd_one_out(folder, tmp_path / f, n_bootstrap=0).table["accuracy"], by_index.table["accuracy"])
+        np.testing.assert_allclose(
+            odd_one_out(folder, tmp_path / f, n_bootstrap=0).table["accuracy"], by_index.table["accuracy"]
+        )
 
 
 def test_strict_matching_errors(folder, tmp_path):
@@ -129,7 +131,9 @@ def test_strict_matching_errors(folder, tmp_path):
     with pytest.raises(VisrepsError, match=r"not in the manifest.*nothere\.png"):
         odd_one_out(folder, tmp_path / "bad.txt")
     (tmp_path / "amb.txt").write_text("img00.png c/x.png x.png\n")
-    amb = make_output_folder(tmp_path / "amb", "m", {"x": np.ones((3, 2))}, paths=["a/img00.png", "b/img00.png", "c/x.png"])
+    amb = make_output_folder(
+        tmp_path / "amb", "m", {"x": np.ones((3, 2))}, paths=["a/img00.png", "b/img00.png", "c/x.png"]
+    )
     with pytest.raises(VisrepsError, match="match several manifest paths"):
         odd_one_out(amb, tmp_path / "amb.txt")
     with pytest.raises(VisrepsError, match=r"outside 0\.\.11"):
@@ -161,3 +165,59 @@ def test_ceiling_in_table(folder):
     assert res.table.loc[0, "ceiling"] == pytest.approx(2 / 3)
     assert res.table.loc[0, "n_repeated"] == 1
     assert {"layer", "accuracy", "ci_low", "ci_high", "n_triplets"} <= set(res.table.columns)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def run_cli(*args):
+    from click.testing import CliRunner
+
+    from visreps.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_odd_one_out_tables_figure_and_refusals(folder, tmp_path):
+    trip = all_triplets(12, seed=4, m=30)
+    np.save(tmp_path / "t.npy", np.vstack([trip, trip[:5]]))  # 5 repeated triplets: a ceiling
+    out, per = tmp_path / "res" / "ooo.csv", tmp_path / "per.csv"
+    r = run_cli(
+        "odd-one-out",
+        folder,
+        tmp_path / "t.npy",
+        "--layers",
+        "fc",
+        "--out",
+        out,
+        "--per-triplet",
+        per,
+        "--similarity",
+        "cosine",
+        "--n-bootstrap",
+        "200",
+    )
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out)
+    expect = odd_one_out(folder, tmp_path / "t.npy", layers=["fc"], similarity="cosine", n_bootstrap=200).table
+    assert list(df["layer"]) == ["fc"] and df.loc[0, "similarity"] == "cosine"
+    assert df.loc[0, "accuracy"] == expect.loc[0, "accuracy"]  # full precision: equal floats
+    assert df.loc[0, "ci_low"] == expect.loc[0, "ci_low"] and df.loc[0, "ceiling"] == 1.0
+    assert len(pd.read_csv(per)) == 35
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert not list(tmp_path.rglob("*.partial"))
+    again = run_cli("odd-one-out", folder, tmp_path / "t.npy", "--out", out)
+    assert again.exit_code == 2 and "already exist" in again.output and "--overwrite" in again.output
+    same = run_cli(
+        "odd-one-out",
+        folder,
+        tmp_path / "t.npy",
+        "--out",
+        tmp_path / "x.csv",
+        "--per-triplet",
+        tmp_path / "t.npy",
+        "--overwrite",
+    )
+    assert same.exit_code == 2 and "is an input of this command" in same.output
+    bad = run_cli("odd-one-out", folder, tmp_path / "nothere.csv", "--out", tmp_path / "y.csv")
+    assert bad.exit_code == 2 and "does not exist" in bad.output and "Traceback" not in bad.output

@@ -61,20 +61,38 @@ def test_scores_equal_frrsa_reference(measure, preprocess):
     target = rdm if measure == "sqeuclidean" else -rdm  # dot: similarities
     target_measure = "euclidean" if measure == "sqeuclidean" else "pearson_sim"
     score, split_scores, chosen = ref.frrsa_nonnegative(
-        target.copy(), X.T.copy(), preprocess, [measure, target_measure], cv=[3, 1], hyperparams=HYPER3,
-        random_state=4, tol=1e-12,
+        target.copy(),
+        X.T.copy(),
+        preprocess,
+        [measure, target_measure],
+        cv=[3, 1],
+        hyperparams=HYPER3,
+        random_state=4,
+        tol=1e-12,
     )
     clip = (0.0, None) if measure == "sqeuclidean" else None
     res = feature_reweighted_rsa(
-        {"net": X}, target, measure=measure, preprocess=preprocess, outer_folds=3, repeats=1,
-        hyperparams=HYPER3, clip=clip, seed=4,
+        {"net": X},
+        target,
+        measure=measure,
+        preprocess=preprocess,
+        outer_folds=3,
+        repeats=1,
+        hyperparams=HYPER3,
+        clip=clip,
+        seed=4,
     )
     np.testing.assert_allclose(res.splits["alpha"], chosen)
     np.testing.assert_allclose(res.splits["r"], split_scores, atol=1e-5)
     assert res.table.loc[0, "r"] == pytest.approx(score, abs=1e-5)
     if measure == "sqeuclidean":  # with frrsa's own solver tolerance (lbfgs, tol=1e-3): close
         score_default, *_ = ref.frrsa_nonnegative(
-            target.copy(), X.T.copy(), preprocess, [measure, target_measure], cv=[3, 1], hyperparams=HYPER3,
+            target.copy(),
+            X.T.copy(),
+            preprocess,
+            [measure, target_measure],
+            cv=[3, 1],
+            hyperparams=HYPER3,
             random_state=4,
         )
         assert res.table.loc[0, "r"] == pytest.approx(score_default, abs=1e-2)
@@ -129,3 +147,39 @@ def test_weighted_rsa_equals_rsatoolbox(method):
         pred = rsa.model.ModelWeighted("w", model_rdms.subsample_pattern("index", te)).predict_rdm(th)
         r_folds.append(rsa.rdm.compare(pred, data.subsample_pattern("index", te), method=method).mean())
     np.testing.assert_allclose(info["r_folds"], r_folds, atol=1e-8)
+
+
+def test_cli_frrsa_and_weighted(tmp_path):
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from test_analysis_compare import make_output_folder
+    from visreps.cli import main
+
+    X, rdm = toy(n=12)
+    paths = [f"img{i:02d}.png" for i in range(12)]
+    folder = make_output_folder(tmp_path / "net", "m", {"fc": X, "fc2": X[:, :3]}, paths=paths)
+    np.save(tmp_path / "ref.npy", rdm)
+    out = tmp_path / "fr.csv"
+    args = ["frrsa", folder, "--reference", tmp_path / "ref.npy", "--folds", "3", "--repeats", "1", "--out", out]
+    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out)
+    direct = feature_reweighted_rsa(folder, rdm, outer_folds=3, repeats=1).table
+    np.testing.assert_array_equal(df["r"], direct["r"])
+    assert (tmp_path / "fr_splits.csv").exists() and (tmp_path / "fr.png").exists()
+    args = [
+        "frrsa",
+        folder,
+        "--reference",
+        tmp_path / "ref.npy",
+        "--weighted",
+        "--folds",
+        "3",
+        "--out",
+        tmp_path / "w.csv",
+    ]
+    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    w = pd.read_csv(tmp_path / "w.csv")
+    assert list(w.columns) == ["label", "weight", "r_fit", "r_cv"] and len(w) == 2

@@ -85,3 +85,26 @@ def test_needs_two_to_four_sets():
         variance_partitioning({"A": sets["A"]}, Y)
     with pytest.raises(VisrepsError, match="scale must be one of"):
         variance_partitioning(sets, Y, scale="zscore")
+
+
+def test_cli_partition(tmp_path):
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from test_analysis_compare import PATHS, make_output_folder
+    from visreps.cli import main
+
+    sets, Y = data(2, n=12)
+    folder = make_output_folder(tmp_path / "net", "m", {"A": sets["A"], "B": sets["B"]})
+    pd.DataFrame(Y, index=pd.Index(PATHS, name="image"), columns=["t0", "t1", "t2", "t3"]).to_csv(tmp_path / "resp.csv")
+    out = tmp_path / "vp.csv"
+    args = ["partition", folder, "--responses", tmp_path / "resp.csv", "--folds", "3", "--out", out]
+    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    parts = pd.read_csv(out)
+    assert set(parts["part"]) == {"unique m/A", "unique m/B", "shared m/A+m/B"}
+    subsets = pd.read_csv(tmp_path / "vp_subsets.csv")
+    full = subsets[subsets["subset"] == "m/A+m/B"].set_index("target")["r2"]
+    total = parts.groupby("target")["r2"].sum()
+    np.testing.assert_allclose(total.loc[full.index], full, atol=1e-12)
+    assert (tmp_path / "vp_summary.csv").exists() and (tmp_path / "vp.png").stat().st_size > 1000

@@ -114,3 +114,31 @@ def test_bad_stacks_named(tmp_path):
     assert load_time_rdms(tmp_path / "r.npz").times[-1] == 2.0 * (T - 1)
     with pytest.raises(VisrepsError, match="method must be one of"):
         time_resolved_rsa(np.zeros((N, 3)), np.zeros((T, N, N)), method="kendall")
+
+
+def test_cli_time_rsa(tmp_path):
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from visreps.cli import main
+
+    X, rdms = planted()
+    folder = make_output_folder(tmp_path / "net", "m", {"fc": X, "conv": X[:, ::-1] ** 2})
+    np.savez(tmp_path / "meg.npz", rdms=rdms, times=np.arange(T) * 0.02 - 0.1)
+    out = tmp_path / "t.csv"
+    args = ["time-rsa", folder, tmp_path / "meg.npz", "--out", out, "--n-bootstrap", "50", "--n-permutations", "50"]
+    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    tc = pd.read_csv(out)
+    assert len(tc) == 2 * T and set(tc.columns) >= {"layer", "time", "r", "ci_low", "ci_high", "significant"}
+    fc = tc[tc["layer"] == "fc"]
+    assert fc["significant"].to_numpy()[10:20].all()
+    assert fc["time"].iloc[1] == pytest.approx(-0.08)
+    peaks = pd.read_csv(tmp_path / "t_peaks.csv")
+    assert set(peaks["layer"]) == {"fc", "conv"}
+    assert (tmp_path / "t_clusters.csv").exists() and (tmp_path / "t.png").stat().st_size > 1000
+    bad = np.moveaxis(rdms[0], 0, -1)  # (n, n, time)
+    np.save(tmp_path / "bad.npy", bad)
+    args = ["time-rsa", folder, tmp_path / "bad.npy", "--out", tmp_path / "b.csv"]
+    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 2 and "put time (and subjects) first" in r.output

@@ -227,7 +227,9 @@ def load_triplets(triplets: Any) -> Triplets:
         if suffix == ".npy":
             items = read_triplet_array(p)
             return Triplets(items, np.full(len(items), 2), p)
-        raise VisrepsError(f"{where}: format {suffix or '(none)'!r} is not supported; use {', '.join(TRIPLET_SUFFIXES)}")
+        raise VisrepsError(
+            f"{where}: format {suffix or '(none)'!r} is not supported; use {', '.join(TRIPLET_SUFFIXES)}"
+        )
     if isinstance(triplets, pd.DataFrame):
         cols = [c for c in triplets.columns if c != CHOICE_COLUMN]
         if len(cols) != 3:
@@ -331,7 +333,9 @@ def triplet_similarities(features: Any, rows: np.ndarray, similarity: str = "dot
         B = np.asarray(src.arr[used, c0 : min(c0 + w, src.p)], dtype=np.float64)
         if not np.isfinite(B).all():
             bad = used[~np.isfinite(B).all(axis=1)]
-            raise VisrepsError(f"{name} contains NaN or infinite values (rows {bad[:5].tolist()}); check the extraction")
+            raise VisrepsError(
+                f"{name} contains NaN or infinite values (rows {bad[:5].tolist()}); check the extraction"
+            )
         sq += np.einsum("ij,ij->i", B, B)
         if gram is not None:
             gram += B @ B.T

@@ -150,9 +150,9 @@ def _adjust_folds(n: int, k: int) -> int:
 def _splits(n: int, k: int, reps: int, seed: int | None):
     from sklearn.model_selection import ShuffleSplit
 
-    return list(ShuffleSplit(n_splits=k * reps, test_size=1 / k, train_size=1 - 1 / k, random_state=seed).split(
-        np.arange(n)
-    ))
+    return list(
+        ShuffleSplit(n_splits=k * reps, test_size=1 / k, train_size=1 - 1 / k, random_state=seed).split(np.arange(n))
+    )
 
 
 def frrsa_target(
@@ -172,7 +172,10 @@ def frrsa_target(
     for tr, te in _splits(n, _adjust_folds(n, outer[0]), outer[1], seed):
         k_in = _adjust_folds(len(tr), inner[0])
         inner_scores = np.array(
-            [_fit_predict(P, y_all, n, tr[a], tr[b], hyperparams, score, clip) for a, b in _splits(len(tr), k_in, inner[1], seed)]
+            [
+                _fit_predict(P, y_all, n, tr[a], tr[b], hyperparams, score, clip)
+                for a, b in _splits(len(tr), k_in, inner[1], seed)
+            ]
         )
         mean = np.nan_to_num(inner_scores.mean(axis=0), nan=-np.inf)  # frrsa's argmax would pick a NaN
         best = hyperparams[int(np.argmax(mean))]
@@ -280,20 +283,40 @@ def feature_reweighted_rsa(
         w = np.zeros((len(Y), X.shape[1]))
         for t, y in enumerate(Y):
             sc, ch = frrsa_target(
-                P, y, n, hyperparams=alphas, outer=(outer_folds, repeats), inner=(inner_folds, inner_repeats),
-                score=score, clip=clip, seed=seed,
+                P,
+                y,
+                n,
+                hyperparams=alphas,
+                outer=(outer_folds, repeats),
+                inner=(inner_folds, inner_repeats),
+                score=score,
+                clip=clip,
+                seed=seed,
             )
             ident = {"label": s.label, "model": s.model, "layer": s.layer, "reference": ref_names[t]}
             r = float(np.tanh(np.nanmean(np.arctanh(np.clip(sc, -1 + 1e-15, 1 - 1e-15)))))
-            rows.append({**ident, "r": r, "r_classical": _score(y, classical, score), "n_channels": X.shape[1],
-                         "n_splits": len(sc), "alpha": float(np.median(ch))})
+            rows.append(
+                {
+                    **ident,
+                    "r": r,
+                    "r_classical": _score(y, classical, score),
+                    "n_channels": X.shape[1],
+                    "n_splits": len(sc),
+                    "alpha": float(np.median(ch)),
+                }
+            )
             split_rows.append(pd.DataFrame({**ident, "split": np.arange(len(sc)), "r": sc, "alpha": ch}))
             Z, _ = _standardise(P, P[:0])
             w[t] = nonnegative_ridge(Z, y - y.mean(), float(np.mean(ch)))
         weights[s.label] = w
     info = {"measure": measure, "preprocess": preprocess, "outer": [outer_folds, repeats], "score": score}
-    info.update(inner=[inner_folds, inner_repeats], hyperparams=alphas.tolist(), seed=seed, n_images=n,
-                clip=None if clip is None else list(clip))
+    info.update(
+        inner=[inner_folds, inner_repeats],
+        hyperparams=alphas.tolist(),
+        seed=seed,
+        n_images=n,
+        clip=None if clip is None else list(clip),
+    )
     out = FRRSAResult(pd.DataFrame(rows), pd.concat(split_rows, ignore_index=True), weights, info)
     out.table.attrs.update(info)
     return out

@@ -175,8 +175,15 @@ def variance_partitioning(
     names = [s.label for s in sets]
     parts = partition_from_r2(r2, k)
     part_rows = [
-        pd.DataFrame({"target": labels, "part": part_name(T, names), "sets": "+".join(names[i] for i in T),
-                      "n_sets": len(T), "r2": v})
+        pd.DataFrame(
+            {
+                "target": labels,
+                "part": part_name(T, names),
+                "sets": "+".join(names[i] for i in T),
+                "n_sets": len(T),
+                "r2": v,
+            }
+        )
         for T, v in parts.items()
     ]
     subset_rows = [

@@ -121,7 +121,9 @@ def as_time_rdms(arr: Any, *, name: str = "the reference") -> np.ndarray:
     if a.ndim not in (3, 4) or a.shape[-1] != a.shape[-2]:
         hint = ""
         if a.ndim in (3, 4) and a.shape[0] == a.shape[1]:
-            hint = "; it looks like (n, n, ...): put time (and subjects) first, e.g. np.moveaxis(rdms, (0, 1), (-2, -1))"
+            hint = (
+                "; it looks like (n, n, ...): put time (and subjects) first, e.g. np.moveaxis(rdms, (0, 1), (-2, -1))"
+            )
         raise VisrepsError(
             f"{name} must be RDMs over time, shaped (time, n, n) or (subjects, time, n, n); got {a.shape}{hint}"
         )
@@ -304,9 +306,7 @@ def time_resolved_rsa(
 
     _check(method, n_bootstrap, ci, tail, n_permutations)
     ref = (
-        reference
-        if isinstance(reference, TimeRDMs)
-        else load_time_rdms(reference, times=times, key=key, images=order)
+        reference if isinstance(reference, TimeRDMs) else load_time_rdms(reference, times=times, key=key, images=order)
     )
     sets = collect_features(features, layers=layers)
     first = next((s for s in sets if s.paths is not None), sets[0])
@@ -357,7 +357,13 @@ def _clusters(r, times, n_permutations, threshold, tail, seed, alpha) -> tuple[n
     ):
         at = np.flatnonzero(mask)
         found.append(
-            {"cluster": k, "start": float(times[at[0]]), "stop": float(times[at[-1]]), "p_value": p, "significant": p < alpha}
+            {
+                "cluster": k,
+                "start": float(times[at[0]]),
+                "stop": float(times[at[-1]]),
+                "p_value": p,
+                "significant": p < alpha,
+            }
         )
         if p < alpha:
             sig |= mask
