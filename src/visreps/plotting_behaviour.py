@@ -112,17 +112,19 @@ def plot_frrsa(
 ) -> Figure:
     """Feature-reweighted vs classical RSA per layer (and per reference): paired bars."""
     df = _table(result, "table", {"label", "r", "r_classical"}, "visreps.analysis.feature_reweighted_rsa")
-    df = df.groupby(["label"], sort=False)[["r", "r_classical"]].mean().reset_index()
+    labels = list(dict.fromkeys(df["label"]))  # one pair of bars per layer: the mean over references
+    r = np.array([df.loc[df["label"] == lab, "r"].mean() for lab in labels], dtype=np.float64)
+    rc = np.array([df.loc[df["label"] == lab, "r_classical"].mean() for lab in labels], dtype=np.float64)
     if figsize is None:
-        figsize = (max(4.0, 1.4 + 0.6 * len(df)), 4.0)
+        figsize = (max(4.0, 1.4 + 0.6 * len(labels)), 4.0)
     fig = _figure(figsize)
     ax = fig.add_subplot()
-    x = np.arange(len(df))
-    ax.bar(x - 0.2, df["r_classical"], width=0.4, color="0.6", label="classical (all pairs)")
-    ax.bar(x + 0.2, df["r"], width=0.4, color="tab:orange", label="feature-reweighted (held-out pairs)")
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, rc, width=0.4, color="0.6", label="classical (all pairs)")
+    ax.bar(x + 0.2, r, width=0.4, color="tab:orange", label="feature-reweighted (held-out pairs)")
     ax.axhline(0, color="black", linewidth=0.8)
-    rot = len(df) > 3
-    ax.set_xticks(x, labels=list(df["label"]), rotation=45 if rot else 0, ha="right" if rot else "center")
+    rot = len(labels) > 3
+    ax.set_xticks(x, labels=labels, rotation=45 if rot else 0, ha="right" if rot else "center")
     ax.set_ylabel("correlation with the reference RDM")
     ax.legend(fontsize=8)
     if title:
@@ -215,14 +217,14 @@ def plot_timecourse(
     span = max(hi_all - lo_all, 1e-6)
     for k, lab in enumerate(labels):
         sub = df[df["label"] == lab]
-        t = sub["time"].to_numpy(dtype=np.float64)
+        t = np.asarray(sub["time"], dtype=np.float64)
         colour = colours(k % 10)
         ax.plot(t, sub["r"], color=colour, linewidth=1.5, label=lab)
         if "ci_low" in sub and np.isfinite(sub["ci_low"]).any():
             ax.fill_between(t, sub["ci_low"], sub["ci_high"], color=colour, alpha=0.2, linewidth=0)
         if "significant" in sub and sub["significant"].any():
             y = lo_all - span * (0.05 + 0.04 * k)
-            sig = sub["significant"].to_numpy(dtype=bool)
+            sig = np.asarray(sub["significant"], dtype=bool)
             ax.plot(t, np.where(sig, y, np.nan), color=colour, linewidth=4, solid_capstyle="butt")
     ax.axhline(0, color="black", linewidth=0.8)
     unit = f" ({time_unit})" if time_unit else ""

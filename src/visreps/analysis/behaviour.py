@@ -453,7 +453,7 @@ def odd_one_out(
             if n_bootstrap
             else (float("nan"), float("nan"))
         )
-        row = {"label": s.label, "model": s.model, "layer": s.layer, "similarity": similarity}
+        row: dict[str, Any] = {"label": s.label, "model": s.model, "layer": s.layer, "similarity": similarity}
         row.update(n_triplets=trip.n, accuracy=acc, ci_low=lo, ci_high=hi, n_undecided=int((model < 0).sum()))
         if n_rep:
             row.update(ceiling=ceiling, n_repeated=n_rep, accuracy_repeated=float(agree[repeated].mean()))

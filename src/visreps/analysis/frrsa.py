@@ -119,11 +119,15 @@ def nonnegative_ridge(Z: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def _score(y: np.ndarray, pred: np.ndarray, score: str) -> float:
-    from scipy.stats import pearsonr, spearmanr
-
+    """Pearson r (or Spearman ρ: Pearson r of the ranks, ties averaged); NaN when either is constant."""
     if np.ptp(pred) == 0 or np.ptp(y) == 0:
         return float("nan")
-    return float((pearsonr if score == "pearson" else spearmanr)(y, pred)[0])
+    if score == "spearman":
+        from scipy.stats import rankdata
+
+        y, pred = rankdata(y), rankdata(pred)
+    yc, pc = y - y.mean(), pred - pred.mean()
+    return float(np.clip(yc @ pc / np.sqrt((yc @ yc) * (pc @ pc)), -1.0, 1.0))
 
 
 def _fit_predict(P, y_all, n, tr, te, alphas, score, clip) -> np.ndarray:
@@ -247,79 +251,76 @@ def feature_reweighted_rsa(
     """
     import pandas as pd
 
-    from .compare import collect_features, load_reference_rdms
-    from .responses import match_images, read_order
+    from .compare import collect_features
 
     _check_frrsa(measure, score, outer_folds, repeats, inner_folds, inner_repeats)
     alphas = np.sort(np.atleast_1d(np.asarray(hyperparams, dtype=np.float64)))
     if alphas.size == 0 or (alphas < 0).any() or not np.isfinite(alphas).all():
         raise VisrepsError(f"hyperparams must be non-negative numbers, got {hyperparams!r}")
-    if isinstance(reference, (str, os.PathLike)):
-        stack, ref_names = load_reference_rdms(reference, key=key)
-    else:
-        a = np.asarray(reference, dtype=np.float64)
-        stack, ref_names = (a[None] if a.ndim == 2 else a), None
-    ref_names = ref_names or [str(i) for i in range(len(stack))]
+    stack, ref_names = _reference_stack(reference, key)
     n = stack.shape[-1]
     if n < 9:
         raise VisrepsError(f"feature-reweighted RSA needs at least 9 images (as frrsa), the reference has {n}")
     sets = collect_features(features, layers=layers)
-    first = next((s for s in sets if s.paths is not None), sets[0])
-    names = None if order is None else read_order(order, n, where="the reference")
-    idx = match_images(names, first.paths, n_rows=n, n_features=first.n, where="the reference")
+    rows_of = reference_rows(sets, n, order)
     iu = np.triu_indices(n, 1)
     Y = stack[:, iu[0], iu[1]]
+    opts = {"hyperparams": alphas, "outer": (outer_folds, repeats), "inner": (inner_folds, inner_repeats)}
+    opts.update(score=score, clip=clip, seed=seed)
     rows, split_rows, weights = [], [], {}
-    for s in sets:
-        rows_s = idx if s.order is None or s is first else s.order[idx]
+    for s, rows_s in zip(sets, rows_of):
         X = _channels(np.asarray(s.features)[rows_s], s.label)
         if len(iu[0]) * X.shape[1] * 8 > _PAIR_BYTES:
             raise VisrepsError(
-                f"{s.label}: {X.shape[1]} channels × {len(iu[0])} image pairs would take more than 2 GB; pool the layer "
-                "(extract with --pool avg) or use fewer images"
+                f"{s.label}: {X.shape[1]} channels × {len(iu[0])} image pairs would take more than 2 GB; pool "
+                "the layer (extract with --pool avg) or use fewer images"
             )
         P = pair_features(_preprocess(X, measure) if preprocess else X, measure)
-        classical = P.sum(axis=1)
-        w = np.zeros((len(Y), X.shape[1]))
+        weights[s.label] = np.zeros((len(Y), X.shape[1]))
         for t, y in enumerate(Y):
-            sc, ch = frrsa_target(
-                P,
-                y,
-                n,
-                hyperparams=alphas,
-                outer=(outer_folds, repeats),
-                inner=(inner_folds, inner_repeats),
-                score=score,
-                clip=clip,
-                seed=seed,
-            )
             ident = {"label": s.label, "model": s.model, "layer": s.layer, "reference": ref_names[t]}
-            r = float(np.tanh(np.nanmean(np.arctanh(np.clip(sc, -1 + 1e-15, 1 - 1e-15)))))
-            rows.append(
-                {
-                    **ident,
-                    "r": r,
-                    "r_classical": _score(y, classical, score),
-                    "n_channels": X.shape[1],
-                    "n_splits": len(sc),
-                    "alpha": float(np.median(ch)),
-                }
-            )
-            split_rows.append(pd.DataFrame({**ident, "split": np.arange(len(sc)), "r": sc, "alpha": ch}))
-            Z, _ = _standardise(P, P[:0])
-            w[t] = nonnegative_ridge(Z, y - y.mean(), float(np.mean(ch)))
-        weights[s.label] = w
+            row, splits, weights[s.label][t] = _frrsa_one(P, y, n, opts)
+            rows.append({**ident, **row})
+            split_rows.append(pd.DataFrame({**ident, **splits}))
     info = {"measure": measure, "preprocess": preprocess, "outer": [outer_folds, repeats], "score": score}
-    info.update(
-        inner=[inner_folds, inner_repeats],
-        hyperparams=alphas.tolist(),
-        seed=seed,
-        n_images=n,
-        clip=None if clip is None else list(clip),
-    )
+    info.update(inner=[inner_folds, inner_repeats], hyperparams=alphas.tolist(), seed=seed, n_images=n)
+    info["clip"] = None if clip is None else list(clip)
     out = FRRSAResult(pd.DataFrame(rows), pd.concat(split_rows, ignore_index=True), weights, info)
     out.table.attrs.update(info)
     return out
+
+
+def _reference_stack(reference: Any, key: str | None) -> tuple[np.ndarray, list[str]]:
+    """The reference RDM(s) as ``(subjects, n, n)`` and their names (files: as ``compare --reference``)."""
+    from .compare import as_rdm, load_reference_rdms
+
+    if isinstance(reference, (str, os.PathLike)):
+        stack, names = load_reference_rdms(reference, key=key)
+        return stack, list(names)
+    a = np.asarray(reference, dtype=np.float64)
+    stack = np.stack([as_rdm(r, name=f"reference RDM {i}") for i, r in enumerate(a[None] if a.ndim == 2 else a)])
+    return stack, [str(i) for i in range(len(stack))]
+
+
+def reference_rows(sets: list[Any], n: int, order: Any) -> list[np.ndarray]:
+    """The feature row of every reference row, for every set (``order``: the reference's images)."""
+    from .responses import match_images, read_order
+
+    first = next((s for s in sets if s.paths is not None), sets[0])
+    names = None if order is None else read_order(order, n, where="the reference")
+    idx = match_images(names, first.paths, n_rows=n, n_features=first.n, where="the reference")
+    return [idx if s.order is None or s is first else s.order[idx] for s in sets]
+
+
+def _frrsa_one(P: np.ndarray, y: np.ndarray, n: int, opts: dict[str, Any]):
+    """One layer and one reference: the table row, the per-split columns and the weights of a fit on all images."""
+    sc, ch = frrsa_target(P, y, n, **opts)
+    r = float(np.tanh(np.nanmean(np.arctanh(np.clip(sc, -1 + 1e-15, 1 - 1e-15)))))
+    row = {"r": r, "r_classical": _score(y, P.sum(axis=1), opts["score"]), "n_channels": P.shape[1]}
+    row.update(n_splits=len(sc), alpha=float(np.median(ch)))
+    Z, _ = _standardise(P, P[:0])
+    w = nonnegative_ridge(Z, y - y.mean(), float(np.mean(ch)))
+    return row, {"split": np.arange(len(sc)), "r": sc, "alpha": ch}, w
 
 
 def _check_frrsa(measure, score, *ints) -> None:

@@ -127,10 +127,9 @@ def variance_partitioning(
     """
     import pandas as pd
 
-    from ._source import FeatureSource, resolve_device, stream_gram
+    from ._source import resolve_device
     from .compare import collect_features
-    from .encoding import DEFAULT_ALPHAS, KernelDesign, _check_alphas, _check_folds, _groups, _match, make_folds
-    from .encoding import ridge_fold as _ridge_fold
+    from .encoding import DEFAULT_ALPHAS, _check_alphas, _check_folds, _groups, _match, make_folds
     from .responses import as_responses, clean_targets, load_responses
 
     if scale not in SCALES:
@@ -152,50 +151,55 @@ def variance_partitioning(
     Y, _, labels, dropped, _ = clean_targets(Y, None, labels, nan=nan, images=resp.images)
     fold_of = make_folds(Y.shape[0], folds, groups=_groups(groups, resp), seed=seed)
     _check_folds(fold_of)
-    dev = resolve_device(device) or "cpu"
-    grams = []
-    for s, rows in zip(sets, rows_of):
-        src = FeatureSource(s.features, name=s.label)
-        K = stream_gram(src, center="columns", block_size=block_size, device=dev)["G"][np.ix_(rows, rows)]
-        if scale == "equal":
-            Kc = K - K.mean(axis=0) - K.mean(axis=1)[:, None] + K.mean()
-            tr = float(np.trace(Kc)) / len(K)
-            K = K / tr if tr > 0 else K
-        grams.append(K)
+    grams = _set_grams(sets, rows_of, scale, block_size, resolve_device(device) or "cpu")
     k = len(sets)
-    r2 = {}
-    n_folds = int(fold_of.max()) + 1
-    for S in subsets_of(k):
-        design = KernelDesign(np.sum([grams[i] for i in S], axis=0))
-        pred = np.empty(Y.shape)
-        for f in range(n_folds):
-            te, tr = np.flatnonzero(fold_of == f), np.flatnonzero(fold_of != f)
-            pred[te], _ = _ridge_fold(design, tr, te, Y, alpha_arr, "loo", 5)
-        r2[S] = _pooled_r2(Y, pred)
+    r2 = {S: _subset_r2(np.sum([grams[i] for i in S], axis=0), Y, fold_of, alpha_arr) for S in subsets_of(k)}
     names = [s.label for s in sets]
     parts = partition_from_r2(r2, k)
     part_rows = [
         pd.DataFrame(
-            {
-                "target": labels,
-                "part": part_name(T, names),
-                "sets": "+".join(names[i] for i in T),
-                "n_sets": len(T),
-                "r2": v,
-            }
-        )
+            {"target": labels, "part": part_name(T, names), "sets": "+".join(names[i] for i in T), "n_sets": len(T)}
+        ).assign(r2=v)
         for T, v in parts.items()
     ]
     subset_rows = [
         pd.DataFrame({"target": labels, "subset": "+".join(names[i] for i in S), "r2": v}) for S, v in r2.items()
     ]
     parts_df = pd.concat(part_rows, ignore_index=True)
-    info = {"n_folds": n_folds, "alphas": alpha_arr.tolist(), "scale": scale, "seed": seed}
+    info = {"n_folds": int(fold_of.max()) + 1, "alphas": alpha_arr.tolist(), "scale": scale, "seed": seed}
     info.update(n_images=int(Y.shape[0]), n_targets=len(labels), dropped=dropped, sets=names)
     out = PartitionResult(parts_df, pd.concat(subset_rows, ignore_index=True), _summary(parts_df), names, info)
     for df in (out.parts, out.subsets, out.summary):
         df.attrs.update(info)
     return out
+
+
+def _set_grams(sets, rows_of, scale: str, block_size: int | None, device: Any) -> list[np.ndarray]:
+    """Each set's Gram matrix of column-centred features (response row order), scaled with ``scale="equal"``."""
+    from ._source import FeatureSource, stream_gram
+
+    grams = []
+    for s, rows in zip(sets, rows_of):
+        src = FeatureSource(s.features, name=s.label)
+        K = stream_gram(src, center="columns", block_size=block_size, device=device)["G"][np.ix_(rows, rows)]
+        if scale == "equal":
+            Kc = K - K.mean(axis=0) - K.mean(axis=1)[:, None] + K.mean()
+            tr = float(np.trace(Kc)) / len(K)
+            K = K / tr if tr > 0 else K
+        grams.append(K)
+    return grams
+
+
+def _subset_r2(K: np.ndarray, Y: np.ndarray, fold_of: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Pooled out-of-fold R² per target of ridge on the joint kernel ``K`` (alpha per target by LOO)."""
+    from .encoding import KernelDesign, ridge_fold
+
+    design = KernelDesign(K)
+    pred = np.empty(Y.shape)
+    for f in range(int(fold_of.max()) + 1):
+        te, tr = np.flatnonzero(fold_of == f), np.flatnonzero(fold_of != f)
+        pred[te], _ = ridge_fold(design, tr, te, Y, alphas, "loo", 5)
+    return _pooled_r2(Y, pred)
 
 
 def _summary(parts: pd.DataFrame) -> pd.DataFrame:

@@ -91,10 +91,7 @@ def read_time_rdm_file(path: Path, key: str | None) -> tuple[np.ndarray, np.ndar
     elif suffix == ".mat":
         variables = _read_mat(path)
     else:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            variables = {k: f[k][()] for k in f if isinstance(f[k], h5py.Dataset)}
+        variables = _read_h5(path, transpose=False)
     arr = pick_variable(variables, key, path, keep=lambda name, a: a.ndim in (3, 4), what="RDM stack")
     times = variables.get("times")
     return arr, None if times is None else np.asarray(times, dtype=np.float64).ravel()
@@ -106,10 +103,20 @@ def _read_mat(path: Path) -> dict[str, Any]:
     try:
         return {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
     except NotImplementedError:  # v7.3: HDF5, axes reversed
-        import h5py
+        return _read_h5(path, transpose=True)
 
-        with h5py.File(path, "r") as f:
-            return {k: np.asarray(f[k][()]).T for k in f if isinstance(f[k], h5py.Dataset)}
+
+def _read_h5(path: Path, transpose: bool) -> dict[str, Any]:
+    import h5py
+
+    out: dict[str, Any] = {}
+    with h5py.File(path, "r") as f:
+        for k in f:
+            ds = f[k]
+            if isinstance(ds, h5py.Dataset):
+                a = np.asarray(ds[()])
+                out[str(k)] = a.T if transpose else a
+    return out
 
 
 def as_time_rdms(arr: Any, *, name: str = "the reference") -> np.ndarray:

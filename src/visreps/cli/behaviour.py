@@ -220,7 +220,8 @@ def _read_times(value: str | None) -> Any:
 @click.option(
     "--times",
     default=None,
-    help="The time of every point: a text file (one per line) or START:STEP (default: the file's `times`, else 0, 1, ...).",
+    help="The time of every point: a text file (one per line) or START:STEP "
+    "(default: the file's `times`, else 0, 1, ...).",
 )
 @click.option("--time-unit", default="", help="Unit of the times, for the figure's axis (e.g. s, ms).")
 @click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file: the image of every RDM row.")
@@ -416,20 +417,13 @@ def _weighted(sources: tuple[str, ...], p: dict[str, Any]) -> Any:
     import numpy as np
 
     from ..analysis.compare import collect_features, load_reference_rdms
-    from ..analysis.frrsa import weighted_rsa
-    from ..analysis.responses import match_images, read_order
+    from ..analysis.frrsa import reference_rows, weighted_rsa
     from ..analysis.rsa import compute_rdm
 
     stack, _ = load_reference_rdms(p["reference"], key=p["reference_key"])
-    n = stack.shape[-1]
     sets = collect_features(list(sources), layers=split_list(p["layers"]))
-    first = next((s for s in sets if s.paths is not None), sets[0])
-    names = None if p["order"] is None else read_order(p["order"], n, where="the reference")
-    idx = match_images(names, first.paths, n_rows=n, n_features=first.n, where="the reference")
-    rdms = {}
-    for s in sets:
-        rows = idx if s.order is None or s is first else s.order[idx]
-        rdms[s.label] = compute_rdm(s.features, "correlation")[np.ix_(rows, rows)]
+    rows_of = reference_rows(sets, stack.shape[-1], p["order"])
+    rdms = {s.label: compute_rdm(s.features, "correlation")[np.ix_(r, r)] for s, r in zip(sets, rows_of)}
     df, info = weighted_rsa(rdms, stack, folds=p["folds"], seed=p["seed"])
     df["r_fit"] = info["r_fit"]
     df["r_cv"] = info["r_cv"]
