@@ -102,9 +102,9 @@ def test_cli_partition(tmp_path):
     r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     parts = pd.read_csv(out)
-    assert set(parts["part"]) == {"unique m/A", "unique m/B", "shared m/A+m/B"}
+    assert set(parts["part"]) == {"unique A", "unique B", "shared A+B"}
     subsets = pd.read_csv(tmp_path / "vp_subsets.csv")
-    full = subsets[subsets["subset"] == "m/A+m/B"].set_index("target")["r2"]
+    full = subsets[subsets["subset"] == "A+B"].set_index("target")["r2"]
     total = parts.groupby("target")["r2"].sum()
     np.testing.assert_allclose(total.loc[full.index], full, atol=1e-12)
     assert (tmp_path / "vp_summary.csv").exists() and (tmp_path / "vp.png").stat().st_size > 1000

@@ -154,7 +154,7 @@ def variance_partitioning(
     grams = _set_grams(sets, rows_of, scale, block_size, resolve_device(device) or "cpu")
     k = len(sets)
     r2 = {S: _subset_r2(np.sum([grams[i] for i in S], axis=0), Y, fold_of, alpha_arr) for S in subsets_of(k)}
-    names = [s.label for s in sets]
+    names = _set_names(sets)
     parts = partition_from_r2(r2, k)
     part_rows = [
         pd.DataFrame(
@@ -172,6 +172,14 @@ def variance_partitioning(
     for df in (out.parts, out.subsets, out.summary):
         df.attrs.update(info)
     return out
+
+
+def _set_names(sets) -> list[str]:
+    """The sets' layer names when they are layers of one model (short part names), else their labels."""
+    layers = [s.layer for s in sets]
+    if len({s.model for s in sets}) == 1 and all(layers) and len(set(layers)) == len(layers):
+        return layers
+    return [s.label for s in sets]
 
 
 def _set_grams(sets, rows_of, scale: str, block_size: int | None, device: Any) -> list[np.ndarray]:
