@@ -221,3 +221,9 @@ def test_cli_odd_one_out_tables_figure_and_refusals(folder, tmp_path):
     assert same.exit_code == 2 and "is an input of this command" in same.output
     bad = run_cli("odd-one-out", folder, tmp_path / "nothere.csv", "--out", tmp_path / "y.csv")
     assert bad.exit_code == 2 and "does not exist" in bad.output and "Traceback" not in bad.output
+
+
+def test_headerless_csv_is_refused(tmp_path):
+    (tmp_path / "t.csv").write_text("a.jpg,b.jpg,c.jpg\nd.jpg,e.jpg,f.jpg\n")
+    with pytest.raises(VisrepsError, match="looks like a triplet, not a header"):
+        load_triplets(tmp_path / "t.csv")

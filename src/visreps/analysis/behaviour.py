@@ -38,14 +38,13 @@ from ..errors import VisrepsError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .compare import FeatureSet
-
 SIMILARITIES = ("dot", "cosine")
 #: the column of a triplet table that names the human's odd one out
 CHOICE_COLUMN = "choice"
 TRIPLET_SUFFIXES = (".csv", ".tsv", ".txt", ".npy")
 #: at most this many distinct images: one Gram matrix over them; more: per-triplet products
 _GRAM_LIMIT = 8192
+_IMAGE_SUFFIXES = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"))
 _BLOCK_BYTES = 64 * 2**20
 
 
@@ -79,17 +78,28 @@ class OddOneOutResult:
             ``accuracy``, ``ci_low``, ``ci_high``, ``n_undecided`` (ties: no choice), and with repeated
             triplets ``ceiling``, ``n_repeated`` (triplets shown at least twice), ``accuracy_repeated``
             (the layer's accuracy on their responses).
-        per_triplet: one row per (layer, triplet): ``label``, ``triplet`` (row of the file),
-            ``image_1``..``image_3``, ``human``, ``model`` (the images chosen; empty when undecided),
-            ``agree`` (1/0).
         choices: label → the model's odd one out per triplet (position 0–2, ``-1`` undecided).
+        odd: the human's odd one out per triplet (position 0–2).
+        images: ``(m, 3)`` the triplets' images (manifest paths, or row indices for arrays).
         info: similarity, n_bootstrap, ci, seed, source, choice_from.
     """
 
     table: pd.DataFrame
-    per_triplet: pd.DataFrame
     choices: dict[str, np.ndarray] = field(default_factory=dict)
+    odd: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    images: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=object), repr=False)
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_triplet(self) -> pd.DataFrame:
+        """One row per (layer, triplet): ``label``, ``layer``, ``triplet`` (row of the file), ``image_1``..
+        ``image_3``, ``human``, ``model`` (the images chosen; empty when undecided), ``agree`` (1/0).
+        Built on demand (it has layers × triplets rows)."""
+        import pandas as pd
+
+        layers = dict(zip(self.table["label"], self.table["layer"]))
+        parts = [_per_triplet(lab, layers[lab], self.images, self.odd, m) for lab, m in self.choices.items()]
+        return pd.concat(parts, ignore_index=True)
 
 
 # --------------------------------------------------------------------------- reading triplet files
@@ -114,6 +124,12 @@ def read_triplet_table(path: Path) -> tuple[list[list[str]], list[str] | None]:
         raise VisrepsError(
             f"triplet file {str(path)!r}: the first line must be a header naming three image columns and "
             f"optionally '{CHOICE_COLUMN}' (got {header[:5]}); e.g. image1,image2,image3,{CHOICE_COLUMN}"
+        )
+    named = [h for h in header if h != CHOICE_COLUMN]
+    if all(Path(h).suffix.lower() in _IMAGE_SUFFIXES for h in named):
+        raise VisrepsError(
+            f"triplet file {str(path)!r}: the first line {header} looks like a triplet, not a header; add a header "
+            f"line naming the columns, e.g. image1,image2,image3 (and {CHOICE_COLUMN}), or use a .txt file"
         )
     if len(header) == 4 and CHOICE_COLUMN not in header:
         raise VisrepsError(
@@ -440,8 +456,7 @@ def odd_one_out(
         )
     ceiling, n_rep, repeated = noise_ceiling(rows, trip.odd)
     rng = np.random.default_rng(seed)
-    table_rows, per, choices = [], [], {}
-    names = _image_names(rows, ref.paths)
+    table_rows, choices = [], {}
     for s in sets:
         srows = rows if s.order is None or s is ref else s.order[rows]
         model = choices_from_similarities(*triplet_similarities(s.features, srows, similarity, name=s.label))
@@ -458,12 +473,11 @@ def odd_one_out(
         if n_rep:
             row.update(ceiling=ceiling, n_repeated=n_rep, accuracy_repeated=float(agree[repeated].mean()))
         table_rows.append(row)
-        per.append(_per_triplet(s, names, trip.odd, model, agree))
     info = {"similarity": similarity, "n_bootstrap": int(n_bootstrap), "ci": float(ci), "seed": seed}
     info.update(source=str(trip.source) if trip.source else None, choice_from=trip.choice_from)
     table = pd.DataFrame(table_rows)
     table.attrs.update(info)
-    return OddOneOutResult(table, pd.concat(per, ignore_index=True), choices, info)
+    return OddOneOutResult(table, choices, trip.odd, _image_names(rows, ref.paths), info)
 
 
 def _image_names(rows: np.ndarray, paths: Sequence[str] | None) -> np.ndarray:
@@ -472,22 +486,21 @@ def _image_names(rows: np.ndarray, paths: Sequence[str] | None) -> np.ndarray:
     return np.asarray(paths, dtype=object)[rows]
 
 
-def _per_triplet(s: FeatureSet, names: np.ndarray, odd: np.ndarray, model: np.ndarray, agree: np.ndarray):
+def _per_triplet(label: str, layer: str, names: np.ndarray, odd: np.ndarray, model: np.ndarray):
     import pandas as pd
 
-    m = len(odd)
-    idx = np.arange(m)
+    idx = np.arange(len(odd))
     chosen = np.where(model >= 0, names[idx, np.maximum(model, 0)], "")
     return pd.DataFrame(
         {
-            "label": s.label,
-            "layer": s.layer,
+            "label": label,
+            "layer": layer,
             "triplet": idx,
             "image_1": names[:, 0],
             "image_2": names[:, 1],
             "image_3": names[:, 2],
             "human": names[idx, odd],
             "model": chosen,
-            "agree": agree.astype(np.int64),
+            "agree": (model == odd).astype(np.int64),
         }
     )

@@ -8,7 +8,7 @@ with ``s`` the positions of an N-D layer (one per channel for a flat layer: the 
 The reference's pairs are predicted as ``ŷ = Σ_c β_c z_c + ȳ`` with ``z_c`` the channel's pair
 values standardised over the training pairs (mean 0, SD 1, ``ddof=0``; as ``StandardScaler``),
 ``ȳ`` the training pairs' mean and non-negative ``β`` minimising ``‖y − ȳ − Zβ‖² + α‖β‖²``
-(solved exactly as the non-negative least squares problem ``[Z; √α I] β ≈ [y − ȳ; 0]``).
+(solved exactly as a non-negative least-squares problem of size channels × channels, from ``ZᵀZ + αI``).
 
 Cross-validation is over **images**: ``repeats × outer_folds`` random splits
 (``sklearn.model_selection.ShuffleSplit(test_size=1/outer_folds, random_state=seed)``, as frrsa's
@@ -109,13 +109,22 @@ def _standardise(Z_tr: np.ndarray, Z_te: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def nonnegative_ridge(Z: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    """``argmin_{β ≥ 0} ‖y − Zβ‖² + α‖β‖²`` (exact: NNLS of the augmented system)."""
+    """``argmin_{β ≥ 0} ‖y − Zβ‖² + α‖β‖²`` (exact; see :func:`nonnegative_ridge_gram`)."""
+    return nonnegative_ridge_gram(Z.T @ Z, Z.T @ y, alpha)
+
+
+def nonnegative_ridge_gram(G: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
+    """Non-negative ridge from ``G = ZᵀZ`` and ``b = Zᵀy``: with ``G + αI = L Lᵀ`` (Cholesky),
+    ``‖y − Zβ‖² + α‖β‖² = ‖Lᵀβ − L⁻¹b‖² + const``, so ``β`` is the non-negative least-squares solution
+    of the ``p × p`` system ``Lᵀβ ≈ L⁻¹b`` (``scipy.optimize.nnls``), whatever the number of pairs."""
+    from scipy.linalg import cholesky, solve_triangular
     from scipy.optimize import nnls
 
-    p = Z.shape[1]
-    A = np.vstack([Z, np.sqrt(alpha) * np.eye(p)])
-    b = np.concatenate([y, np.zeros(p)])
-    return nnls(A, b, maxiter=50 * max(p, 10))[0]
+    p = G.shape[0]
+    A = G + (alpha + 1e-12 * max(float(np.trace(G)) / max(p, 1), 1.0)) * np.eye(p)  # jitter: α = 0 stays solvable
+    L = cholesky(A, lower=True, check_finite=False)
+    rhs = solve_triangular(L, b, lower=True, check_finite=False)
+    return nnls(np.ascontiguousarray(L.T), rhs, maxiter=50 * max(p, 10))[0]
 
 
 def _score(y: np.ndarray, pred: np.ndarray, score: str) -> float:
@@ -136,9 +145,10 @@ def _fit_predict(P, y_all, n, tr, te, alphas, score, clip) -> np.ndarray:
     Z_tr, Z_te = _standardise(P[ptr], P[pte])
     y_tr, y_te = y_all[ptr], y_all[pte]
     mu = y_tr.mean()
+    G, b = Z_tr.T @ Z_tr, Z_tr.T @ (y_tr - mu)
     out = np.empty(len(alphas))
     for k, a in enumerate(alphas):
-        pred = Z_te @ nonnegative_ridge(Z_tr, y_tr - mu, a) + mu
+        pred = Z_te @ nonnegative_ridge_gram(G, b, a) + mu
         if clip is not None:
             pred = np.clip(pred, clip[0], clip[1])
         out[k] = _score(y_te, pred, score)
