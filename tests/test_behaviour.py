@@ -227,3 +227,23 @@ def test_headerless_csv_is_refused(tmp_path):
     (tmp_path / "t.csv").write_text("a.jpg,b.jpg,c.jpg\nd.jpg,e.jpg,f.jpg\n")
     with pytest.raises(VisrepsError, match="looks like a triplet, not a header"):
         load_triplets(tmp_path / "t.csv")
+
+
+@pytest.mark.parametrize(
+    "cmd, options",
+    [
+        (
+            "odd-one-out",
+            ["--layers", "--similarity", "--per-triplet", "--n-bootstrap", "--out", "--plot", "--overwrite"],
+        ),
+        ("time-rsa", ["--times", "--order", "--method", "--n-permutations", "--threshold", "--tail", "--out"]),
+        ("partition", ["--responses", "--layers", "--folds", "--scale", "--out", "--no-plot"]),
+        ("frrsa", ["--reference", "--measure", "--no-preprocess", "--folds", "--repeats", "--weighted", "--out"]),
+    ],
+)
+def test_commands_registered_with_their_options(cmd, options):
+    r = run_cli(cmd, "--help")
+    assert r.exit_code == 0, r.output
+    listed = {w.rstrip(",") for ln in r.output.splitlines() if ln.lstrip().startswith("-") for w in ln.split()}
+    assert not [o for o in options if o not in listed], r.output
+    assert cmd in run_cli("--help").output
