@@ -326,15 +326,9 @@ def time_resolved_rsa(
     for s in sets:
         rows_s = idx if s.order is None or s is first else s.order[idx]
         rdm = compute_rdm(s.features, rdm_method, block_size=block_size, device=device)[np.ix_(rows_s, rows_s)]
-        r = timecourse(rdm, ref.rdms, method)
-        per_subject[s.label] = r
+        r = per_subject[s.label] = timecourse(rdm, ref.rdms, method)
         mean = np.nanmean(r, axis=0)
-        if n_bootstrap == 0:
-            boot = np.empty((0, len(mean)))
-        elif boot_subjects is not None:
-            boot = np.stack([np.nanmean(r[b], axis=0) for b in boot_subjects])
-        else:
-            boot = _image_bootstrap(rdm, ref.rdms, method, n_bootstrap, rng)
+        boot = _bootstrap_curves(r, rdm, ref.rdms, method, n_bootstrap, boot_subjects, rng)
         sig, found = _clusters(r, ref.times, n_permutations, threshold, tail, seed, alpha)
         ident = {"label": s.label, "model": s.model, "layer": s.layer}
         rows.append(_course_table(ident, ref.times, mean, boot, ci, sig))
@@ -352,6 +346,15 @@ def time_resolved_rsa(
     for df in (out.timecourse, out.peaks, out.clusters):
         df.attrs.update(info)
     return out
+
+
+def _bootstrap_curves(r, rdm, rdms, method, n_bootstrap, boot_subjects, rng) -> np.ndarray:
+    """Bootstrap mean curves ``(n_bootstrap, time)``: subjects resampled (``boot_subjects``), else images."""
+    if n_bootstrap == 0:
+        return np.empty((0, r.shape[1]))
+    if boot_subjects is not None:
+        return np.stack([np.nanmean(r[b], axis=0) for b in boot_subjects])
+    return _image_bootstrap(rdm, rdms, method, n_bootstrap, rng)
 
 
 def _clusters(r, times, n_permutations, threshold, tail, seed, alpha) -> tuple[np.ndarray, list[dict[str, Any]]]:
