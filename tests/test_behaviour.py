@@ -247,3 +247,32 @@ def test_commands_registered_with_their_options(cmd, options):
     listed = {w.rstrip(",") for ln in r.output.splitlines() if ln.lstrip().startswith("-") for w in ln.split()}
     assert not [o for o in options if o not in listed], r.output
     assert cmd in run_cli("--help").output
+
+
+def test_per_triplet_products_equal_the_gram_path(monkeypatch):
+    """Many distinct images: the products are summed per triplet, block by block; the same similarities."""
+    import visreps.analysis.behaviour as beh
+
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((20, 9))
+    rows = all_triplets(20, m=60)
+    gram = beh.triplet_similarities(X, rows, "cosine")
+    monkeypatch.setattr(beh, "_GRAM_LIMIT", 2)
+    monkeypatch.setattr(beh, "_BLOCK_BYTES", 8 * 20 * 4)  # blocks of 4 columns
+    direct = beh.triplet_similarities(X, rows, "cosine")
+    for a, b in zip(gram, direct):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    np.testing.assert_allclose(direct[0], np.einsum("ij,ij->i", Xn[rows[:, 0]], Xn[rows[:, 1]]), atol=1e-12)
+
+
+def test_folders_in_another_order_are_aligned_by_name(tmp_path):
+    """A second folder holding the same images in another row order gives the same accuracy (rows matched by path)."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((12, 5))
+    perm = rng.permutation(12)
+    a = make_output_folder(tmp_path / "a", "m1", {"fc": X})
+    b = make_output_folder(tmp_path / "b", "m2", {"fc": X[perm]}, paths=[PATHS[i] for i in perm])
+    res = odd_one_out([a, b], all_triplets(12, m=50), n_bootstrap=0)
+    assert res.table.loc[0, "accuracy"] == res.table.loc[1, "accuracy"]
+    np.testing.assert_array_equal(*res.choices.values())
