@@ -276,3 +276,21 @@ def test_folders_in_another_order_are_aligned_by_name(tmp_path):
     res = odd_one_out([a, b], all_triplets(12, m=50), n_bootstrap=0)
     assert res.table.loc[0, "accuracy"] == res.table.loc[1, "accuracy"]
     np.testing.assert_array_equal(*res.choices.values())
+
+
+def test_figures_return_figures_and_name_bad_tables(tmp_path):
+    from visreps.plotting_behaviour import plot_frrsa, plot_odd_one_out, plot_partition, plot_timecourse
+
+    res = odd_one_out(np.random.default_rng(0).standard_normal((6, 3)), all_triplets(6), n_bootstrap=20)
+    fig = plot_odd_one_out(res, tmp_path / "o.svg")
+    assert fig.axes and (tmp_path / "o.svg").read_text().startswith("<?xml")
+    for plot, what in (
+        (plot_frrsa, "feature_reweighted_rsa"),
+        (plot_partition, "variance_partitioning"),
+        (plot_timecourse, "time_resolved_rsa"),
+        (plot_odd_one_out, "odd_one_out"),
+    ):
+        with pytest.raises(VisrepsError, match=what):
+            plot(pd.DataFrame({"x": [1]}))
+    with pytest.raises(VisrepsError, match="format 'bmp' is not supported"):
+        plot_odd_one_out(res, tmp_path / "o.bmp")

@@ -90,11 +90,12 @@ def plot_odd_one_out(
         c = float(df["ceiling"].dropna().iloc[0])
         ax.axhline(c, color="0.2", linestyle="--", linewidth=1, label=f"noise ceiling ({c:.3f})")
     ax.set_xticks(x, labels=labels, rotation=45 if len(df) > 3 else 0, ha="right" if len(df) > 3 else "center")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.16)  # the legend sits above 1
+    ax.set_yticks(np.linspace(0, 1, 6))
     sim = df["similarity"].iloc[0] if "similarity" in df else "dot"
     ci = (getattr(df, "attrs", {}) or {}).get("ci")
     ax.set_ylabel(f"odd-one-out accuracy ({sim})" + (f", {round(100 * ci)}% bootstrap CI" if ci else ""))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", ncols=2, frameon=False)
     if title:
         ax.set_title(title)
     _save(fig, out, dpi, format)
@@ -116,7 +117,7 @@ def plot_frrsa(
     r = np.array([df.loc[df["label"] == lab, "r"].mean() for lab in labels], dtype=np.float64)
     rc = np.array([df.loc[df["label"] == lab, "r_classical"].mean() for lab in labels], dtype=np.float64)
     if figsize is None:
-        figsize = (max(4.0, 1.4 + 0.6 * len(labels)), 4.0)
+        figsize = (max(4.5, 1.4 + 0.6 * len(labels)), 4.0)
     fig = _figure(figsize)
     ax = fig.add_subplot()
     x = np.arange(len(labels))
@@ -126,7 +127,10 @@ def plot_frrsa(
     rot = len(labels) > 3
     ax.set_xticks(x, labels=labels, rotation=45 if rot else 0, ha="right" if rot else "center")
     ax.set_ylabel("correlation with the reference RDM")
-    ax.legend(fontsize=8)
+    top = float(np.nanmax(np.concatenate([r, rc, [0.0]])))
+    bottom = float(np.nanmin(np.concatenate([r, rc, [0.0]])))
+    ax.set_ylim(bottom * 1.1, top + 0.35 * max(top - bottom, 1e-3))  # room for the legend
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
     if title:
         ax.set_title(title)
     _save(fig, out, dpi, format)
