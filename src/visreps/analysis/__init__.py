@@ -9,6 +9,7 @@ model ids first and then calls these functions.
 from __future__ import annotations
 
 from .align import align
+from .behaviour import OddOneOutResult, Triplets, load_triplets, odd_one_out
 from .ceilings import NoiseCeiling, rdm_noise_ceiling, split_half_reliability
 from .cka import KERNELS, cka, cka_from_grams, cka_table, gram_matrix, hsic
 from .compare import (
@@ -24,7 +25,9 @@ from .compare import (
     rsa_inference,
 )
 from .encoding import EncodingResult, encode, make_folds
+from .frrsa import FRRSAResult, feature_reweighted_rsa, weighted_rsa
 from .inference import RSAInference, correct_pvalues, permutation_test, rdm_inference
+from .partition import PartitionResult, variance_partitioning
 from .responses import Responses, load_responses, match_images
 from .rsa import (
     COMPARISONS,
@@ -39,6 +42,7 @@ from .rsa import (
     squareform,
     upper_triangle,
 )
+from .timeseries import TimeRDMs, TimeRSAResult, load_time_rdms, time_resolved_rsa
 from .transforms import (
     PCA,
     IncrementalPCA,
@@ -100,4 +104,18 @@ __all__ = [
     "rdm_noise_ceiling",
     "rsa_inference",
     "split_half_reliability",
+    # behaviour and time
+    "FRRSAResult",
+    "OddOneOutResult",
+    "PartitionResult",
+    "TimeRDMs",
+    "TimeRSAResult",
+    "Triplets",
+    "feature_reweighted_rsa",
+    "load_time_rdms",
+    "load_triplets",
+    "odd_one_out",
+    "time_resolved_rsa",
+    "variance_partitioning",
+    "weighted_rsa",
 ]

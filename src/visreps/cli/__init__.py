@@ -14,7 +14,7 @@ from typing import IO, Any
 import click
 
 from ..errors import ExtractionInterrupted, VisrepsError
-from . import align, analysis, encode, extract, folders, models, text
+from . import align, analysis, behaviour, encode, extract, folders, models, text
 
 __all__ = ["VisrepsGroup", "main"]
 
@@ -106,6 +106,7 @@ for _command in (
     analysis.cka,
     align.align,
     encode.encode,
+    *behaviour.COMMANDS,
 ):
     main.add_command(_command)
 del _command

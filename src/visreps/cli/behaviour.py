@@ -1,0 +1,434 @@
+"""The behaviour and time commands of the ``visreps`` CLI: ``odd-one-out``, ``frrsa``, ``partition``, ``time-rsa``.
+
+Every command plans all the files it writes before any work (an existing file is an error without
+``--overwrite``; an input file, or a file inside an input folder, is never an output), writes each
+under a partial name (``.<name>.partial``) and renames it when complete. Tables are CSV at full
+precision. Heavy modules are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ._base import overwrite_option, refuse_to_replace, split_list
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg")
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def _outputs_options(default_out: str) -> Callable[[F], F]:
+    def deco(f: F) -> F:
+        f = overwrite_option(f)
+        f = click.option(
+            "--dpi", type=click.IntRange(min=10), default=200, show_default=True, help="Resolution of PNG/JPG figures."
+        )(f)
+        f = click.option("--no-plot", is_flag=True, help="Only write the tables.")(f)
+        f = click.option(
+            "--plot",
+            "plot_path",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Figure file (.png/.pdf/.svg/.jpg; default: the table's name with .png).",
+        )(f)
+        f = click.option(
+            "--out",
+            "-o",
+            type=click.Path(dir_okay=False),
+            default=default_out,
+            show_default=True,
+            help="CSV table to write (full precision).",
+        )(f)
+        return f
+
+    return deco
+
+
+def _sibling(table: Path, suffix: str) -> Path:
+    return table.with_name(f"{table.stem}_{suffix}.csv")
+
+
+def _figure_path(table: Path, plot_path: str | None, no_plot: bool) -> Path | None:
+    if no_plot:
+        return None
+    p = Path(plot_path) if plot_path else table.with_suffix(".png")
+    fmt = p.suffix.lower().lstrip(".")
+    if fmt not in PLOT_FORMATS:
+        raise click.BadParameter(f"{p}: end the figure's name with one of .png, .pdf, .svg, .jpg", param_hint="--plot")
+    return p
+
+
+def plan_outputs(outputs: Iterable[Path | None], inputs: Iterable[Any], overwrite: bool, options: str) -> list[Path]:
+    """Check every output before any work: no input file (nor a file inside an input folder) is an output,
+    no two outputs are one file, and existing files are replaced only with ``--overwrite``."""
+    from ..errors import VisrepsError
+
+    outs = [Path(p) for p in outputs if p is not None]
+    resolved = [p.expanduser().resolve() for p in outs]
+    if len(set(resolved)) != len(resolved):
+        raise VisrepsError(f"two outputs are one file ({', '.join(map(str, outs))}); choose different {options}")
+    for item in inputs:
+        if item is None:
+            continue
+        src = Path(item).expanduser().resolve()
+        for p, r in zip(outs, resolved):
+            if r == src or (src.is_dir() and r.parent == src and r.exists()):
+                raise VisrepsError(f"{p} is an input of this command; choose another {options}")
+    refuse_to_replace(outs, overwrite, options)
+    return outs
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
+def write_table(df: Any, path: Path) -> None:
+    """The table as CSV at full precision, under a partial name, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _partial(path)
+    try:
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_figure(plot: Callable[..., Any], result: Any, path: Path, **kw: Any) -> None:
+    """Draw with ``plot(result, partial_path, format=...)`` and rename the file when complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _partial(path)
+    try:
+        plot(result, tmp, format=path.suffix.lstrip("."), **kw)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _echo_table(df: Any, drop: Iterable[str] = ()) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 60):
+        click.echo(df.drop(columns=[c for c in drop if c in df.columns]).round(4).to_string(index=False))
+
+
+def _layers_option(f: F) -> F:
+    return click.option("--layers", "-l", default=None, help="Comma-separated layers (default: every layer).")(f)
+
+
+# --------------------------------------------------------------------------- odd-one-out
+
+
+@click.command("odd-one-out")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("triplets", type=click.Path(dir_okay=False))
+@_layers_option
+@click.option(
+    "--similarity",
+    type=click.Choice(["dot", "cosine"]),
+    default="dot",
+    show_default=True,
+    help="Pair similarity: dot product (as gLocal) or cosine; the odd one out is left by the most similar pair.",
+)
+@click.option("--per-triplet", type=click.Path(dir_okay=False), default=None, help="CSV of every triplet's choices.")
+@click.option("--n-bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, help="Triplet resamples.")
+@click.option("--ci", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@_outputs_options("odd_one_out.csv")
+def odd_one_out(
+    folder: str,
+    triplets: str,
+    layers: str | None,
+    similarity: str,
+    per_triplet: str | None,
+    n_bootstrap: int,
+    ci: float,
+    seed: int,
+    out: str,
+    plot_path: str | None,
+    no_plot: bool,
+    dpi: int,
+    overwrite: bool,
+) -> None:
+    """Odd-one-out accuracy of every layer of FOLDER on the human choices in TRIPLETS.
+
+    TRIPLETS: a CSV/TSV with a header (three image columns and optionally a `choice` column naming
+    the odd one out), a TXT (three per line) or an NPY (m × 3 manifest indices). Without `choice`
+    the odd one out is the last of the three. Images are manifest paths, unique file names, or
+    0-based manifest indices. Writes OUT (one row per layer: accuracy, ci_low, ci_high, ceiling
+    with repeated triplets) and a bar chart.
+    """
+    from ..analysis.behaviour import odd_one_out as run
+    from ..plotting_behaviour import plot_odd_one_out
+
+    table = Path(out)
+    fig = _figure_path(table, plot_path, no_plot)
+    extra = Path(per_triplet) if per_triplet else None
+    plan_outputs([table, extra, fig], [folder, triplets], overwrite, "--out/--plot/--per-triplet")
+    res = run(
+        folder, triplets, layers=split_list(layers), similarity=similarity, n_bootstrap=n_bootstrap, ci=ci, seed=seed
+    )
+    write_table(res.table, table)
+    if extra is not None:
+        write_table(res.per_triplet, extra)
+    _echo_table(res.table, drop=("label", "model"))
+    msg = f"table → {table}" + (f", per triplet → {extra}" if extra else "")
+    if fig is not None:
+        n = int(res.table["n_triplets"].iloc[0])
+        write_figure(plot_odd_one_out, res, fig, dpi=dpi, title=f"odd-one-out: {n} triplets ({similarity})")
+        msg += f", figure → {fig}"
+    click.echo(msg)
+
+
+# --------------------------------------------------------------------------- time-resolved RSA
+
+
+def _read_times(value: str | None) -> Any:
+    """``--times``: a text file with one time per line, or ``START:STEP`` (e.g. ``-0.1:0.01``)."""
+    import numpy as np
+
+    from ..errors import VisrepsError
+
+    if value is None:
+        return None
+    if Path(value).is_file():
+        try:
+            return np.loadtxt(value, dtype=np.float64, ndmin=1)
+        except ValueError as e:
+            raise VisrepsError(f"--times {value!r}: one number per line is needed ({e})") from None
+    start, sep, step = value.partition(":")
+    if sep:
+        try:
+            return ("range", float(start), float(step))
+        except ValueError:
+            pass
+    raise VisrepsError(f"--times {value!r} is neither a file of times nor START:STEP (e.g. -0.1:0.01)")
+
+
+@click.command("time-rsa")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("reference", type=click.Path(dir_okay=False))
+@_layers_option
+@click.option("--reference-key", default=None, help="Variable of a .npz/.mat/.h5 reference holding the RDM stack.")
+@click.option(
+    "--times",
+    default=None,
+    help="The time of every point: a text file (one per line) or START:STEP "
+    "(default: the file's `times`, else 0, 1, ...).",
+)
+@click.option("--time-unit", default="", help="Unit of the times, for the figure's axis (e.g. s, ms).")
+@click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file: the image of every RDM row.")
+@click.option(
+    "--rdm-method",
+    type=click.Choice(["correlation", "cosine", "euclidean", "sqeuclidean"]),
+    default="correlation",
+    show_default=True,
+)
+@click.option("--method", "-m", type=click.Choice(["spearman", "pearson"]), default="spearman", show_default=True)
+@click.option("--n-bootstrap", type=click.IntRange(min=0), default=1000, show_default=True)
+@click.option("--n-permutations", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--threshold", type=float, default=None, help="Cluster-forming t threshold (default: MNE's, p = 0.05).")
+@click.option("--tail", type=click.Choice(["1", "0", "-1"]), default="1", show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
+@click.option("--ci", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_outputs_options("time_rsa.csv")
+def time_rsa(folder: str, reference: str, **p: Any) -> None:
+    """Time-resolved RSA: every layer's RDM against REFERENCE RDMs over time (MEG/EEG).
+
+    REFERENCE: (time, n, n) or (subjects, time, n, n) RDMs in a .npy/.npz/.mat/.h5 file. Writes OUT
+    (one row per layer and time: r, ci_low, ci_high, significant), OUT_peaks.csv (peak latency with
+    its bootstrap interval), OUT_clusters.csv (clusters of MNE's permutation test, with 2+ subjects)
+    and the figure.
+    """
+    import numpy as np
+
+    from ..analysis.timeseries import load_time_rdms, time_resolved_rsa
+    from ..plotting_behaviour import plot_timecourse
+
+    table = Path(p["out"])
+    fig = _figure_path(table, p["plot_path"], p["no_plot"])
+    peaks, clusters = _sibling(table, "peaks"), _sibling(table, "clusters")
+    plan_outputs([table, peaks, clusters, fig], [folder, reference, p["order"]], p["overwrite"], "--out/--plot")
+    times = _read_times(p["times"])
+    ref = load_time_rdms(
+        reference, key=p["reference_key"], images=p["order"], times=None if isinstance(times, tuple) else times
+    )
+    if isinstance(times, tuple):
+        ref.times = times[1] + times[2] * np.arange(len(ref.times))
+    res = time_resolved_rsa(
+        folder,
+        ref,
+        layers=split_list(p["layers"]),
+        rdm_method=p["rdm_method"],
+        method=p["method"],
+        n_bootstrap=p["n_bootstrap"],
+        ci=p["ci"],
+        n_permutations=p["n_permutations"],
+        threshold=p["threshold"],
+        tail=int(p["tail"]),
+        alpha=p["alpha"],
+        seed=p["seed"],
+    )
+    for df, path in ((res.timecourse, table), (res.peaks, peaks), (res.clusters, clusters)):
+        write_table(df, path)
+    _echo_table(res.peaks, drop=("label", "model"))
+    if res.info["n_subjects"] < 2:
+        click.echo("one subject: no cluster test over time (it needs RDMs of 2+ subjects)")
+    msg = f"tables → {table}, {peaks}, {clusters}"
+    if fig is not None:
+        title = f"{ref.n_subjects} subject(s), {res.info['n_images']} images, {p['rdm_method']} RDMs"
+        write_figure(plot_timecourse, res, fig, dpi=p["dpi"], time_unit=p["time_unit"], title=title)
+        msg += f", figure → {fig}"
+    click.echo(msg)
+
+
+# --------------------------------------------------------------------------- variance partitioning
+
+
+@click.command("partition")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--responses", "-r", type=click.Path(dir_okay=False), required=True, help="Response file (as encode).")
+@_layers_option
+@click.option("--key", default=None, help="Variable of a .mat/.npz/.h5 response file.")
+@click.option("--axes", default=None, help="Axis names of an N-D response array (as encode).")
+@click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file: the image of every row.")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True)
+@click.option(
+    "--scale",
+    type=click.Choice(["equal", "none"]),
+    default="equal",
+    show_default=True,
+    help="equal: every feature set scaled to unit mean squared centred row norm before joining.",
+)
+@click.option("--nan", type=click.Choice(["error", "drop"]), default="error", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds.")
+@_outputs_options("partition.csv")
+def partition(sources: tuple[str, ...], **p: Any) -> None:
+    """Variance partitioning of 2-4 feature sets (each chosen layer of SOURCES is one set) in encoding models.
+
+    Writes OUT (one row per target and part: unique and shared R²), OUT_subsets.csv (the held-out
+    R² of every subset model), OUT_summary.csv (mean, median, SEM per part) and stacked bars.
+    """
+    from ..analysis.partition import variance_partitioning
+    from ..plotting_behaviour import plot_partition
+
+    table = Path(p["out"])
+    fig = _figure_path(table, p["plot_path"], p["no_plot"])
+    subsets, summary = _sibling(table, "subsets"), _sibling(table, "summary")
+    plan_outputs([table, subsets, summary, fig], [*sources, p["responses"], p["order"]], p["overwrite"], "--out/--plot")
+    res = variance_partitioning(
+        list(sources),
+        p["responses"],
+        layers=split_list(p["layers"]),
+        folds=p["folds"],
+        seed=p["seed"],
+        scale=p["scale"],
+        nan=p["nan"],
+        order=p["order"],
+        key=p["key"],
+        axes=p["axes"],
+    )
+    for df, path in ((res.parts, table), (res.subsets, subsets), (res.summary, summary)):
+        write_table(df, path)
+    _echo_table(res.summary)
+    msg = f"tables → {table}, {subsets}, {summary}"
+    if fig is not None:
+        write_figure(plot_partition, res, fig, dpi=p["dpi"], title=f"variance partitioning: {', '.join(res.sets)}")
+        msg += f", figure → {fig}"
+    click.echo(msg)
+
+
+# --------------------------------------------------------------------------- reweighted RSA
+
+
+@click.command("frrsa")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--reference", "-r", type=click.Path(), required=True, help="Reference RDM(s) (as compare --reference).")
+@_layers_option
+@click.option("--reference-key", default=None, help="Variable of a .mat/.npz/.h5 reference.")
+@click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file: the image of every RDM row.")
+@click.option(
+    "--measure",
+    type=click.Choice(["sqeuclidean", "dot"]),
+    default="sqeuclidean",
+    show_default=True,
+    help="Per-channel matrix: sqeuclidean (for dissimilarities) or dot (for similarities).",
+)
+@click.option("--no-preprocess", is_flag=True, help="Do not z-score/L2-normalise each image's pattern first.")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Outer folds.")
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True, help="Outer repeats.")
+@click.option("--weighted", is_flag=True, help="Instead: weighted RSA, one non-negative weight per layer (rsatoolbox).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_outputs_options("frrsa.csv")
+def frrsa(sources: tuple[str, ...], **p: Any) -> None:
+    """Feature-reweighted RSA of every layer of SOURCES against --reference (Kaniuth & Hebart 2022).
+
+    Writes OUT (one row per layer and reference RDM: r reweighted and cross-validated, r_classical),
+    OUT_splits.csv and the figure. With --weighted: weighted RSA of the layers together (one weight
+    per layer, fitted and cross-validated over images), OUT with the weights and scores.
+    """
+    from ..plotting_behaviour import plot_frrsa
+
+    table = Path(p["out"])
+    fig = None if p["weighted"] else _figure_path(table, p["plot_path"], p["no_plot"])
+    splits = None if p["weighted"] else _sibling(table, "splits")
+    plan_outputs([table, splits, fig], [*sources, p["reference"], p["order"]], p["overwrite"], "--out/--plot")
+    if p["weighted"]:
+        df = _weighted(sources, p)
+        write_table(df, table)
+        _echo_table(df)
+        click.echo(f"table → {table}")
+        return
+    from ..analysis.frrsa import feature_reweighted_rsa
+
+    res = feature_reweighted_rsa(
+        list(sources),
+        p["reference"],
+        layers=split_list(p["layers"]),
+        measure=p["measure"],
+        preprocess=not p["no_preprocess"],
+        outer_folds=p["folds"],
+        repeats=p["repeats"],
+        seed=p["seed"],
+        key=p["reference_key"],
+        order=p["order"],
+    )
+    write_table(res.table, table)
+    assert splits is not None
+    write_table(res.splits, splits)
+    _echo_table(res.table, drop=("label", "model"))
+    msg = f"tables → {table}, {splits}"
+    if fig is not None:
+        write_figure(plot_frrsa, res, fig, dpi=p["dpi"], title=f"feature-reweighted RSA ({p['measure']})")
+        msg += f", figure → {fig}"
+    click.echo(msg)
+
+
+def _weighted(sources: tuple[str, ...], p: dict[str, Any]) -> Any:
+    """``frrsa --weighted``: the layers' correlation RDMs weighted together (rsatoolbox's fit_regress_nn)."""
+    import numpy as np
+
+    from ..analysis.compare import collect_features, load_reference_rdms
+    from ..analysis.frrsa import reference_rows, weighted_rsa
+    from ..analysis.rsa import compute_rdm
+
+    stack, _ = load_reference_rdms(p["reference"], key=p["reference_key"])
+    sets = collect_features(list(sources), layers=split_list(p["layers"]))
+    rows_of = reference_rows(sets, stack.shape[-1], p["order"])
+    rdms = {s.label: compute_rdm(s.features, "correlation")[np.ix_(r, r)] for s, r in zip(sets, rows_of)}
+    df, info = weighted_rsa(rdms, stack, folds=p["folds"], seed=p["seed"])
+    df["r_fit"] = info["r_fit"]
+    df["r_cv"] = info["r_cv"]
+    return df
+
+
+#: the commands of this module, in the order ``visreps --help`` lists them
+COMMANDS = (odd_one_out, frrsa, partition, time_rsa)
