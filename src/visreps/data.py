@@ -254,10 +254,14 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.items)
 
+    def read(self, item: ImageItem):
+        """``(image, digest)`` of one item (:func:`read_image`; other sources override it)."""
+        return read_image(item.absolute(self.root))
+
     def __getitem__(self, i: int):
         item = self.items[i]
         try:
-            img, digest = read_image(item.absolute(self.root))
+            img, digest = self.read(item)
         except ImageError as e:
             return i, None, str(e), b""
         try:

@@ -58,7 +58,9 @@ def import_ray():
 # --------------------------------------------------------------------------- remote functions
 
 
-def _decode_batch(batch: Mapping[str, np.ndarray], *, root: str, transform, input_shape: tuple) -> dict:
+def _decode_batch(
+    batch: Mapping[str, np.ndarray], *, root: str, transform, input_shape: tuple, source: Any = None
+) -> dict:
     """Ray task: read and preprocess the images of one block.
 
     Returns ``i`` (image positions), ``x`` (float32 inputs; zeros for unreadable images) and
@@ -67,7 +69,8 @@ def _decode_batch(batch: Mapping[str, np.ndarray], *, root: str, transform, inpu
     from .data import DIGEST_SIZE, ImageDataset, ImageItem
 
     paths = [str(p) for p in batch["path"]]
-    dataset = ImageDataset(root, [ImageItem(p, "") for p in paths], transform)
+    its = [ImageItem(p, "") for p in paths]
+    dataset = ImageDataset(root, its, transform) if source is None else source.dataset(its, transform)
     xs: list = []
     errs: list[str] = []
     digests = np.zeros((len(paths), DIGEST_SIZE), np.uint8)
@@ -475,7 +478,12 @@ def ray_batches(ray, plan: dict, actor_spec: dict):
                 batch_size=None,
                 batch_format="numpy",
                 num_cpus=plan["decode_cpus"],
-                fn_kwargs={"root": str(job.root), "transform": job.lm.transform, "input_shape": input_shape},
+                fn_kwargs={
+                    "root": str(job.root),
+                    "transform": job.lm.transform,
+                    "input_shape": input_shape,
+                    "source": job.source,
+                },
             )
             ds = ds.map_batches(
                 _Extractor,

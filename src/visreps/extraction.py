@@ -109,6 +109,7 @@ class Job:
     start: int = 0  # first image index of this job in ``items`` (shards)
     stop: int = 0
     kind: str = "images"  # or "texts" (visreps.text): no content hashes, no image metadata
+    source: Any = None  # the image source (visreps.image_sources) the dataset reads through
     unit: str = "img"  # of the progress bar
 
 
@@ -222,19 +223,22 @@ def prepare(
     shard: str | tuple[int, int] | None = None,
     command: str | None = None,
     allow_pickle: bool = False,
+    images_key: str | None = None,
 ) -> Job:
     """Validate the arguments, load the model, find the images, plan the layers and build the metadata.
 
     ``allow_pickle`` is :func:`~visreps.models.load_model`'s opt-in to unpickling a whole model file.
     """
-    from .data import default_workers, find_images
+    from .data import default_workers
+    from .image_sources import open_source
     from .models import load_model
     from .storage import check_format
 
     _check_options(batch_size, num_workers, precision, top_k)
     fmt = check_format(format)
     shard_ = parse_shard(shard)
-    items = find_images(images, order=order)
+    source = open_source(images, images_key=images_key)
+    items = source.items(order)
     start, stop = (0, len(items)) if shard_ is None else shard_bounds(len(items), *shard_)
     if stop <= start:
         raise VisrepsError(f"shard {shard!r} of {len(items)} images is empty; use fewer shards")
@@ -257,7 +261,7 @@ def prepare(
     )
     batch_size = find_batch_size(lm, specs) if batch_size == "auto" else int(batch_size)
     n = stop - start
-    root = Path(images).expanduser().resolve()
+    root = source.root
     workers = default_workers(n, batch_size) if num_workers is None else num_workers
     options = {
         "batch_size": batch_size,
@@ -270,10 +274,12 @@ def prepare(
         "top_k": top_k,
     }
     metadata = _run_metadata(lm, items, root, order, layers, specs, shapes, fmt, n, options, command)
+    if source.describe() is not None:
+        metadata["images"]["source"] = source.describe()
     if shard_ is not None:
         metadata["shard"] = {"index": shard_[0], "count": shard_[1], "start": start, "stop": stop}
     return Job(lm, items, root, specs, keys, shapes, metadata, fmt, batch_size, workers, precision, cl, top_k,
-               skip_bad_images, start, stop)  # fmt: skip
+               skip_bad_images, start, stop, source=source)  # fmt: skip
 
 
 def _check_resumable(sink, metadata: dict) -> dict:
@@ -376,7 +382,9 @@ def local_batches(job: Job, items: Sequence):
     from .data import ImageDataset, make_loader
 
     lm = job.lm
-    dataset = ImageDataset(job.root, items, lm.transform)
+    dataset = (
+        ImageDataset(job.root, items, lm.transform) if job.source is None else job.source.dataset(items, lm.transform)
+    )
     loader = make_loader(
         dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=lm.device.type == "cuda"
     )
@@ -740,13 +748,17 @@ def extract(
     command: str | None = None,
     allow_pickle: bool = False,
     engine: Any = "local",
+    images_key: str | None = None,
 ):
     """Extract the activations of one or more layers for every image in a folder.
 
     Args:
         model: a model id (``"timm:efficientnet_lite0"``), a ``torch.nn.Module`` or a
             :class:`~visreps.models.LoadedModel` (then ``pretrained/weights/seed`` are ignored).
-        images: the image folder (flat or with class subfolders).
+        images: the image folder (flat or with class subfolders), an HDF5 (``.h5``/``.hdf5``) or
+            ``.npy`` file holding one ``N × H × W × 3`` uint8 image array, a ``.txt`` file listing
+            image paths (absolute, or relative to the list's folder), or one image file
+            (see :mod:`visreps.image_sources` for the manifest's row names).
         layers: module names (``["features.2", "classifier.1"]`` or ``"features.2,classifier.1"``);
             ``name@tK`` takes time step K of a recurrent module.
         out: output folder; ``None`` keeps the arrays in memory.
@@ -781,6 +793,7 @@ def extract(
         engine: ``"local"`` (this process; images decoded in ``num_workers`` processes) or a
             :class:`visreps.distributed.RayEngine` that spreads the run over a Ray cluster; the
             output is the same.
+        images_key: which array of an HDF5 file holding several (``"imgBrick"``).
 
     Returns:
         :class:`~visreps.storage.Features`: ``result[layer]`` is an array with one row per image,

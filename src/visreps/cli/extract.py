@@ -13,7 +13,7 @@ POOLS = ("flatten", "none", "avg", "max", "cls", "patch_mean")
 
 @click.command()
 @click.argument("model")
-@click.argument("images", type=click.Path(file_okay=False))
+@click.argument("images", type=click.Path())
 @click.option(
     "--layers",
     "-l",
@@ -60,6 +60,12 @@ POOLS = ("flatten", "none", "avg", "max", "cls", "patch_mean")
     type=click.Path(dir_okay=False),
     default=None,
     help="Text file of relative image paths: these images, in this order.",
+)
+@click.option(
+    "--images-key",
+    default=None,
+    metavar="KEY",
+    help="Which array of an HDF5 IMAGES file holding several (e.g. imgBrick).",
 )
 @click.option(
     "--skip-bad-images", is_flag=True, help="Skip unreadable images (recorded in metadata.json) instead of stopping."
@@ -116,6 +122,8 @@ def extract(
     """Extract layer activations of MODEL for every image in IMAGES into --out.
 
     MODEL is an id such as torchvision:alexnet, timm:resnet50 or timm:tf_efficientnet_lite0.
+    IMAGES is a folder of images, an HDF5 (.h5/.hdf5) or .npy file holding one N x H x W x 3 uint8
+    image array, a .txt list of image paths, or one image file.
     """
     from ..errors import VisrepsError
     from ..extraction import extract as run
