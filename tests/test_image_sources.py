@@ -205,3 +205,38 @@ def test_shards_of_an_npy_source_merge_to_the_whole(tiny_net, small_prep, tmp_pa
     np.testing.assert_array_equal(np.asarray(merged["7"]), full["7"])
     assert merged.paths == [f"stimuli.npy/{i}" for i in range(N)]
     assert [r[3] for r in _manifest(tmp_path / "merged")] == [_digest(a) for a in pixels]
+
+
+def test_source_travels_to_other_processes(tmp_path, pixels, small_prep):
+    """Pickled (Ray tasks, spawned workers) without its open file; the Ray decoder reads through it."""
+    import pickle
+
+    from visreps.distributed import _decode_batch
+
+    src = open_source(_h5(tmp_path / "s.h5", imgBrick=pixels))
+    src.read(src.items()[0])  # opened here
+    copy = pickle.loads(pickle.dumps(src))
+    assert copy._handle is None
+    np.testing.assert_array_equal(np.asarray(copy.read(copy.items()[4])[0]), pixels[4])
+    tf = small_prep.build()
+    batch = {"i": np.array([0, 1]), "path": np.array(["imgBrick/2", "imgBrick/0"], dtype=object)}
+    out = _decode_batch(batch, root=str(src.root), transform=tf, input_shape=(3, 16, 16), source=copy)
+    assert out["err"].tolist() == ["", ""]
+    np.testing.assert_array_equal(out["x"][0], tf(Image.fromarray(pixels[2])).numpy())
+    assert out["hash"][1].tobytes().hex() == _digest(pixels[0])
+
+
+def test_cli_extracts_an_hdf5_array_with_images_key(tiny_net, tmp_path, pixels):
+    import torch
+
+    src = _h5(tmp_path / "nsd.hdf5", imgBrick=pixels, labels=np.arange(N))
+    model_file = tmp_path / "net.pt"
+    torch.save(tiny_net, model_file)
+    out = tmp_path / "cli"
+    args = ["extract", f"file:{model_file}", str(src), "--images-key", "imgBrick", "-l", "7", "--out", str(out)]
+    r = CliRunner().invoke(main, [*args, "--allow-pickle", "-q", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    res = visreps.load_features(out)
+    api = visreps.extract(tiny_net, src, images_key="imgBrick", layers=["7"], progress=False, num_workers=0)
+    assert res.paths == [f"imgBrick/{i}" for i in range(N)]
+    np.testing.assert_allclose(np.asarray(res["7"]), api["7"], rtol=1e-5, atol=1e-6)
