@@ -77,16 +77,17 @@ def test_array_gives_the_same_features_as_the_folder(kind, tiny_net, small_prep,
 
 def test_array_is_read_by_index_not_loaded_whole(tmp_path, pixels):
     src = open_source(_h5(tmp_path / "s.h5", imgBrick=pixels))
-    assert isinstance(src, ArraySource) and src._handle is None  # closed after the checks
+    assert isinstance(src, ArraySource)
+    assert src._handle is None  # closed after the checks
     img, digest = src.read(src.items()[3])
-    assert isinstance(src._handle[1], h5py.Dataset)  # an open dataset, not an array in memory
+    assert isinstance(src._array(), h5py.Dataset)  # an open dataset, not an array in memory
     np.testing.assert_array_equal(np.asarray(img), pixels[3])
     assert digest.hex() == _digest(pixels[3])
     npy = tmp_path / "s.npy"
     np.save(npy, pixels)
     s2 = open_source(npy)
-    s2.read(s2.items()[0])
-    assert isinstance(s2._handle[1], np.memmap)
+    assert isinstance(s2, ArraySource)
+    assert isinstance(s2._array(), np.memmap)
 
 
 def test_list_file_and_single_image(tiny_net, small_prep, tmp_path, pixels, folder):
@@ -214,6 +215,7 @@ def test_source_travels_to_other_processes(tmp_path, pixels, small_prep):
     from visreps.distributed import _decode_batch
 
     src = open_source(_h5(tmp_path / "s.h5", imgBrick=pixels))
+    assert isinstance(src, ArraySource)
     src.read(src.items()[0])  # opened here
     copy = pickle.loads(pickle.dumps(src))
     assert copy._handle is None
