@@ -165,6 +165,23 @@ def test_ray_resumes_a_run_interrupted_in_single_process(ray_local, photos, tiny
     assert res.paths == full.paths
 
 
+def test_ray_reads_an_hdf5_image_array(ray_local, tiny_net, small_prep, tmp_path):
+    """An HDF5 image array (issue 24): Ray tasks open the file themselves; rows and hashes as single-process."""
+    import h5py
+
+    from visreps.distributed import extract_ray
+
+    pixels = np.random.default_rng(5).integers(0, 256, size=(6, 30, 40, 3), dtype=np.uint8)
+    with h5py.File(tmp_path / "stimuli.h5", "w") as f:
+        f["imgBrick"] = pixels
+    kw = dict(layers=["7"], preprocessing=small_prep, batch_size=4, progress=False)
+    local = visreps.extract(tiny_net, tmp_path / "stimuli.h5", out=tmp_path / "local", **kw)
+    remote = extract_ray(tiny_net, tmp_path / "stimuli.h5", out=tmp_path / "ray", num_actors=1, **kw)
+    assert remote.paths == local.paths == [f"imgBrick/{i}" for i in range(6)]
+    _close(remote["7"], local["7"])
+    assert (tmp_path / "ray" / "manifest.csv").read_text() == (tmp_path / "local" / "manifest.csv").read_text()
+
+
 def test_actor_errors_come_back_as_one_clean_error(ray_local, photos, tmp_path):
     """An error inside an actor (here: images of different sizes without a crop) is a VisrepsError with its message."""
     from visreps.distributed import extract_ray
