@@ -36,8 +36,13 @@ __all__ = [
 
 
 def short_name(model_id: str) -> str:
-    """The model id without its ``source:`` prefix (``torchvision:alexnet`` → ``alexnet``)."""
-    return str(model_id).split(":", 1)[1] if ":" in str(model_id) else str(model_id)
+    """The model id without its ``source:`` prefix (``torchvision:alexnet`` → ``alexnet``).
+
+    A name of one or two characters says nothing alone (``cornet:s``, ``cornet:z``): the id is kept.
+    """
+    model_id = str(model_id)
+    name = model_id.split(":", 1)[1] if ":" in model_id else model_id
+    return name if len(name) > 2 else model_id
 
 
 def weights_text(kind: str = "pretrained", *, seed: int | None = None, weights_name: str | None = None) -> str:
