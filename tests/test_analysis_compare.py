@@ -260,7 +260,7 @@ def test_model_ids_are_extracted_once_into_work_dir(tmp_path, monkeypatch):
     assert visreps.compare_features is workflows.compare_features  # what user code calls
     work = tmp_path / "work"
     df = workflows.compare_features(["fake:a", "fake:b"], layers=["l1"], images=images, work_dir=work)
-    assert list(df.index) == ["a/l1", "b/l1"] and len(calls) == 2
+    assert list(df.index) == ["fake:a/l1", "fake:b/l1"] and len(calls) == 2
     workflows.compare_features(["fake:a", "fake:b"], layers=["l1"], images=images, work_dir=work)
     assert len(calls) == 2  # reused
     workflows.compare_features(["fake:a"], layers=["l1", "l22"], images=images, work_dir=work)
@@ -278,8 +278,8 @@ def test_model_ids_are_extracted_once_into_work_dir(tmp_path, monkeypatch):
     assert list(df.index) == ["a1/l1", "a2/l22"]
     # a single model id, and model ids mixed with a folder, in a dict and a list
     assert list(workflows.compare_features("fake:a", layers=["l1", "l22"], images=images, work_dir=work).index) == [
-        "a/l1",
-        "a/l22",
+        "fake:a/l1",
+        "fake:a/l22",
     ]
     folder = make_output_folder(tmp_path / "f", "m", {"x": feats(7)})
     df = workflows.compare_features({"mine": folder, "a": "fake:a"}, layers={"a": ["l1"]}, images=images, work_dir=work)

@@ -23,7 +23,6 @@ One style for every figure:
 from __future__ import annotations
 
 import os
-import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,7 +184,7 @@ def _size(width: Any, figsize: Any, default_w: float, height: float) -> tuple[fl
 
 
 def _wrap(text: str, width: int) -> str:
-    """Long text broken into lines of at most ``width`` characters, at spaces or after ``/`` (inside a word if needed)."""
+    """Text broken into lines of at most ``width`` characters, at spaces or after ``/`` (in a word if need be)."""
     text = str(text)
     if len(text) <= width or "\n" in text:
         return text
@@ -1247,7 +1246,8 @@ def plot_encoding(
             _outside_legend(fig, ax, handles, shown, owned)
         if title:
             ax.set_title(_wrap(title, _chars(fig.get_figwidth() * 0.8, 9)))
-        info = getattr(table, "info", {}) or {}
+        info = getattr(table, "info", None)
+        info = info if isinstance(info, Mapping) else {}
         lines = [f"Encoding: held-out {kinds.get(score, score)} per layer, mean ± SEM over targets."]
         if info.get("n_images"):
             lines.append(f"{info['n_images']} images.")

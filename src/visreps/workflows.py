@@ -286,7 +286,7 @@ def _extract_model_ids(sources: Any, layers: Layers, images, work_dir, extract_o
         for label, src in items
     ]
     if isinstance(sources, Mapping):
-        return dict(done)
+        return {k: src for k, (_, src) in zip(sources, done)}
     return [src for _, src in done]
 
 

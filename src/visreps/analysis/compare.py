@@ -356,8 +356,10 @@ def source_items(sources: Any) -> list[tuple[str | None, Any]]:
         or _is_feature_sets(sources)
     ):
         return [(None, sources)]
-    if isinstance(sources, Mapping):
-        return [(str(k), v) for k, v in sources.items()]
+    if isinstance(sources, Mapping):  # a key that is the source itself (a path as given) names nothing
+        return [
+            (None if isinstance(v, (str, os.PathLike)) and str(k) == str(v) else str(k), v) for k, v in sources.items()
+        ]
     return [(None, s) for s in sources]
 
 

@@ -106,3 +106,64 @@ def refuse_to_replace(paths: Iterable[Any], overwrite: bool, options: str = "--o
             f"{', '.join(held)} already {what}; choose another {options}, or add --overwrite to replace"
             f" {'it' if len(held) == 1 else 'them'}"
         )
+
+
+def figure_options(f: F) -> F:
+    """``--dpi`` (raster figures, default 300) and ``--width single|double`` (a journal's column), for every figure."""
+    f = click.option(
+        "--width",
+        type=click.Choice(["single", "double"]),
+        default=None,
+        help="Figure width: a journal's single (89 mm) or double (183 mm) column (default: sized to the content).",
+    )(f)
+    f = click.option(
+        "--dpi",
+        type=click.IntRange(min=10),
+        default=300,
+        show_default=True,
+        help="Resolution of raster figures (png, tiff, jpg).",
+    )(f)
+    return f
+
+
+def label_option(f: F) -> F:
+    """``--label SOURCE=NAME`` (repeatable): the name a source goes by in tables, legends and titles."""
+    return click.option(
+        "--label",
+        "label",
+        multiple=True,
+        metavar="SOURCE=NAME",
+        help='Name a source in tables and figures (repeatable), e.g. --label runs/alexnet_rand="AlexNet, untrained".',
+    )(f)
+
+
+def plot_formats(value: str | None, option: str = "--plot-format") -> list[str]:
+    """A comma-separated list of figure formats, each one of :data:`visreps.plotting.FIGURE_FORMATS`."""
+    from ..plotting import FIGURE_FORMATS
+
+    aliases = {"tif": "tiff", "jpeg": "jpg"}
+    formats = [aliases.get(x, x) for x in (s.lower().lstrip(".") for s in split_list(value) or ["png"])]
+    bad = [x for x in formats if x not in FIGURE_FORMATS]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)}: use {', '.join(FIGURE_FORMATS)}", param_hint=option)
+    return list(dict.fromkeys(formats))
+
+
+def labelled_sources(sources: list[str], labels: Iterable[str]) -> list[str] | dict[str, str]:
+    """``SOURCES`` with ``--label SOURCE=NAME`` applied: a dict name → source (a source's own key names nothing)."""
+    from ..errors import VisrepsError
+    from ..labels import parse_label_option
+
+    names = parse_label_option(list(labels))
+    if not names:
+        return sources
+    unknown = [s for s in names if s not in sources]
+    if unknown:
+        raise VisrepsError(
+            f"--label names {', '.join(map(repr, unknown))}, not one of the SOURCES ({', '.join(sources)}); "
+            "write the source as given on the command line"
+        )
+    keyed = {names.get(s, s): s for s in sources}
+    if len(keyed) < len(sources):
+        raise VisrepsError("--label gives two sources the same name; every source needs its own")
+    return keyed

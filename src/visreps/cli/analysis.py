@@ -13,14 +13,22 @@ from typing import Any, TypedDict, TypeVar
 
 import click
 
-from ._base import overwrite_option, refuse_to_replace, split_list
+from ._base import (
+    figure_options,
+    label_option,
+    labelled_sources,
+    overwrite_option,
+    plot_formats,
+    refuse_to_replace,
+    split_list,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 RDM_METHODS = ("correlation", "cosine", "euclidean", "sqeuclidean", "gaussian")
 COMPARE_METHODS = ("pearson", "spearman", "kendall", "tau_a")
 RDM_FILE_FORMATS = ("npy", "csv", "txt", "mat")
-PLOT_FORMATS = ("png", "pdf", "svg", "jpg")
+PLOT_FORMATS = ("png", "pdf", "svg", "eps", "tiff", "jpg")  # = visreps.plotting.FIGURE_FORMATS (tested)
 
 
 def _parse_source(arg: str) -> tuple[str, list[str] | None]:
@@ -72,9 +80,7 @@ def _block_size_option(f: F) -> F:
 
 
 def _plot_options(f: F) -> F:
-    f = click.option(
-        "--dpi", type=click.IntRange(min=10), default=200, show_default=True, help="Resolution of PNG/JPG figures."
-    )(f)
+    f = figure_options(f)
     f = click.option("--cmap", default="viridis", show_default=True, help="Matplotlib colormap.")(f)
     return f
 
@@ -119,7 +125,12 @@ def _save_rdm(rdm: Any, path: Path, fmt: str) -> None:
     show_default=True,
     help="File format of the RDMs.",
 )
-@click.option("--plot-format", type=click.Choice(PLOT_FORMATS), default="png", show_default=True)
+@click.option(
+    "--plot-format",
+    default="png",
+    show_default=True,
+    help="Comma-separated figure formats: png, pdf, svg, eps, tiff, jpg.",
+)
 @click.option("--no-plot", is_flag=True, help="Only write the RDM files.")
 @click.option("--rank", is_flag=True, help="Plot ranks of the dissimilarities instead of their values.")
 @click.option("--cluster", is_flag=True, help="Order the plotted conditions by hierarchical clustering.")
@@ -139,6 +150,7 @@ def rsa(
     cluster: bool,
     cmap: str,
     dpi: int,
+    width: str | None,
     block_size: int | None,
     device: str,
     overwrite: bool,
@@ -146,7 +158,7 @@ def rsa(
     """RDM of each layer in FOLDER (an output folder of `visreps extract`): a file and a plot per layer.
 
     Writes OUT/rdm_<layer>_<method>.<format> (square n × n, rows in manifest.csv order) and
-    OUT/rdm_<layer>_<method>.<plot-format>.
+    OUT/rdm_<layer>_<method>.<plot-format> (one per format).
     """
     from ..analysis.rsa import compute_rdm
     from ..plotting import plot_rdm
@@ -154,10 +166,11 @@ def rsa(
 
     if sigma is not None and method != "gaussian":
         raise click.BadParameter("--sigma is the bandwidth of --method gaussian", param_hint="--sigma")
+    formats = plot_formats(plot_format)
     res = load_features(folder, split_list(layers), mmap=True)
     outdir = Path(out) if out else Path(folder) / "rsa"
     stems = {layer: outdir / f"rdm_{layer_filename(layer, 'npy')[:-4]}_{method}" for layer in res.layers}
-    exts = (fmt,) if no_plot else (fmt, plot_format)
+    exts = (fmt,) if no_plot else (fmt, *formats)
     planned = [p.with_name(f"{p.name}.{ext}") for p in stems.values() for ext in exts]
     refuse_to_replace(planned, overwrite)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -169,18 +182,21 @@ def rsa(
         _save_rdm(rdm, path, fmt)
         msg = f"{layer}: {rdm.shape[0]}×{rdm.shape[1]} RDM → {path}"
         if not no_plot:
-            ppath = outdir / f"{stem}.{plot_format}"
-            plot_rdm(
+            from ..labels import label_from_metadata
+            from ..plotting import save_figure
+
+            fig = plot_rdm(
                 rdm,
-                ppath,
                 rank=rank,
                 order="cluster" if cluster else None,
                 labels=labels,
                 cmap=cmap,
-                dpi=dpi,
-                title=f"{res.model} {layer} ({method})",
+                width=width,
+                title=f"RDM of {label_from_metadata(res.metadata)} {layer} ({method})",
             )
-            msg += f", {ppath}"
+            for f in formats:
+                save_figure(fig, outdir / f"{stem}.{f}", dpi=dpi)
+                msg += f", {outdir / f'{stem}.{f}'}"
         click.echo(msg)
 
 
@@ -255,10 +271,17 @@ def rsa(
     help="With --noise-ceiling/--bootstrap FACTORS/--test: bars per layer, or a layer-depth curve per model.",
 )
 @click.option(
+    "--depth",
+    type=click.Choice(["layers", "relative"]),
+    default="layers",
+    show_default=True,
+    help="--figure curve: each model on its own layer names (one panel per model), or all on a relative depth axis.",
+)
+@click.option(
     "--plot-format",
     default="png",
     show_default=True,
-    help="Comma-separated figure formats (png,pdf,svg,jpg) when --plot is not given.",
+    help="Comma-separated figure formats (png, pdf, svg, eps, tiff, jpg) when --plot is not given.",
 )
 @click.option("--ci", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and permutations.")
@@ -275,7 +298,7 @@ def rsa(
     "plot_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Figure file (default: the CSV name with .png).",
+    help="Figure file (.png .pdf .svg .eps .tiff .jpg; default: the CSV name with .png); its caption goes to .txt.",
 )
 @click.option("--no-plot", is_flag=True)
 @click.option(
@@ -291,6 +314,7 @@ def rsa(
     help="Where model ids are extracted to and reused from (default: in memory).",
 )
 @click.option("--random", "random_init", is_flag=True, help="Model ids: random (seeded) weights instead of pretrained.")
+@label_option
 @_plot_options
 @_block_size_option
 @overwrite_option
@@ -311,6 +335,7 @@ def compare(
     n_permutations: int,
     alpha: float,
     figure: str,
+    depth: str,
     plot_format: str,
     ci: float,
     seed: int,
@@ -320,8 +345,10 @@ def compare(
     images: str | None,
     work_dir: str | None,
     random_init: bool,
+    label: tuple[str, ...],
     cmap: str,
     dpi: int,
+    width: str | None,
     block_size: int | None,
     device: str,
     overwrite: bool,
@@ -336,8 +363,17 @@ def compare(
     scores are mean correlations over subjects with noise ceiling, bootstrap intervals and tests:
     OUT (one row per layer), OUT_pairwise.csv, OUT_bootstrap.csv (the samples), all at full
     precision, and the figure (bars or a layer-depth curve with the noise-ceiling band).
+
+    Every table carries `label` (the model with its weights, e.g. "alexnet (random, seed 1)/fc6";
+    rename with --label SOURCE=NAME) and `weights` columns; the figure's caption (images, subjects,
+    bootstrap, test, correction) is written next to it as .txt.
     """
+    from ..plotting import figure_format
+
+    if plot_path:
+        figure_format(plot_path)  # a format no figure can be written in is refused before any work
     srcs, layer_map = _sources_and_layers(sources, layers)
+    named = labelled_sources(srcs, label)
     n_legacy, factors = _parse_bootstrap(bootstrap)
     if (bootstrap or noise_ceiling or test) and reference is None:
         what = "--bootstrap" if bootstrap else "--noise-ceiling" if noise_ceiling else "--test"
@@ -359,12 +395,12 @@ def compare(
     )
     refuse_to_replace(_compare_outputs(table, formats, params, inference, n_legacy, factors), overwrite, "--out/--plot")
     if inference:
-        return _compare_inference(srcs, common, table, formats, n_legacy, factors, params)
-    _compare_plain(srcs, common, table, formats, n_legacy, params)
+        return _compare_inference(named, common, table, formats, n_legacy, factors, params)
+    _compare_plain(named, common, table, formats, n_legacy, params)
 
 
 def _compare_plain(
-    srcs: list[str], common: _CompareOptions, table: Path, formats: list[str], n_legacy: int, p: dict[str, Any]
+    srcs: Any, common: _CompareOptions, table: Path, formats: list[str], n_legacy: int, p: dict[str, Any]
 ) -> None:
     """``compare`` without inference: layers with each other (heatmap) or with one reference RDM (bars)."""
     from ..errors import VisrepsError
@@ -377,7 +413,7 @@ def _compare_plain(
         df = compare_features(srcs, **common)
         if df.shape[0] < 2:
             raise VisrepsError("only one layer to compare; give several folders or layers, or a --reference RDM")
-        df.to_csv(table, float_format="%.6g")
+        df.to_csv(table)  # full precision, as every table
         with _pd_display():
             click.echo(df.round(3).to_string())
     else:
@@ -391,19 +427,18 @@ def _compare_plain(
             seed=p["seed"],
             **common,
         )
-        df.to_csv(table, index=False, float_format="%.6g")
+        df.to_csv(table, index=False)  # full precision, as every table
         with _pd_display():
-            click.echo(df.drop(columns=["label"]).round(4).to_string(index=False))
+            click.echo(_shown(df).round(4).to_string(index=False))
     msg = f"table → {table}"
     if not p["no_plot"]:
         ppath = _plot_paths(table, formats, p["plot_path"], inference=False)[0]
-        title = (
-            f"{df.attrs.get('method')} correlation of {p['rdm_method']} RDMs ({df.attrs.get('n_conditions')} images)"
-        )
+        fig = {"dpi": p["dpi"], "width": p["width"], "caption": True}
         if reference is None:
-            plot_comparison(df, ppath, cmap=p["cmap"], dpi=p["dpi"], title=title)
+            plot_comparison(df, ppath, cmap=p["cmap"], title="RSA: the layers' RDMs compared", **fig)
         else:
-            plot_reference_comparison(df, ppath, dpi=p["dpi"], title=title + f" with {Path(reference).name}")
+            plot_reference_comparison(df, ppath, title="RSA: each layer's RDM vs the reference", **fig)
+            _add_reference_to_caption(ppath, reference)
         msg += f", figure → {ppath}"
     click.echo(msg)
 
@@ -441,7 +476,10 @@ def _compare_outputs(
         if factors or n_legacy:
             paths.append(table.with_name(table.stem + "_bootstrap.csv"))
     if not p["no_plot"]:
-        paths += _plot_paths(table, formats, p["plot_path"], inference=inference)
+        figures = _plot_paths(table, formats, p["plot_path"], inference=inference)
+        from ..plotting import caption_path
+
+        paths += figures + list(dict.fromkeys(caption_path(f) for f in figures))
     return paths
 
 
@@ -457,11 +495,25 @@ def _parse_bootstrap(value: str | None) -> tuple[int, tuple[str, ...]]:
 
 
 def _plot_formats(value: str) -> list[str]:
-    formats = [f.lower().lstrip(".") for f in split_list(value) or ["png"]]
-    bad = [f for f in formats if f not in PLOT_FORMATS]
-    if bad:
-        raise click.BadParameter(f"{', '.join(bad)}: use {', '.join(PLOT_FORMATS)}", param_hint="--plot-format")
-    return formats
+    return plot_formats(value)
+
+
+def _shown(df: Any) -> Any:
+    """The columns of a table printed to the terminal: ``label`` (model, weights, layer) and ``weights`` first."""
+    drop = [c for c in ("model", "layer", "n_valid_samples") if c in df]
+    return df.drop(columns=drop)
+
+
+def _add_reference_to_caption(figure: Path, reference: str) -> None:
+    """The reference's file goes to the caption (never the title)."""
+    from ..plotting import caption_path
+
+    cap = caption_path(figure)
+    if cap.is_file():
+        text = cap.read_text(encoding="utf-8").rstrip()
+        partial = cap.with_name(f".{cap.name}.partial")
+        partial.write_text(f"{text} Reference: {Path(reference).name}.\n", encoding="utf-8")
+        partial.replace(cap)
 
 
 def _several_subjects(reference: str, key: str | None) -> bool:
@@ -478,7 +530,7 @@ def _several_subjects(reference: str, key: str | None) -> bool:
 
 
 def _compare_inference(
-    srcs: list[str],
+    srcs: Any,
     common: _CompareOptions,
     table: Path,
     formats: list[str],
@@ -508,7 +560,7 @@ def _compare_inference(
         srcs, reference, reference_key=p["reference_key"], reference_order=p["reference_order"], **common, **inference
     )
     table.parent.mkdir(parents=True, exist_ok=True)
-    res.table.to_csv(table, index=False)
+    res.table.to_csv(table, index=False)  # full precision
     written = [table]
     if res.pairwise is not None:
         written.append(table.with_name(table.stem + "_pairwise.csv"))
@@ -518,8 +570,7 @@ def _compare_inference(
         res.samples().to_csv(written[-1])
     attrs = res.table.attrs
     with _pd_display():
-        shown = [c for c in res.table.columns if c not in ("reference", "label", "n_valid_samples")]
-        click.echo(res.table[shown].round(4).to_string(index=False))
+        click.echo(_shown(res.table).round(4).to_string(index=False))
         if res.noise_ceiling is not None:
             nc = res.noise_ceiling
             click.echo(f"noise ceiling ({len(attrs['subjects'])} subjects): lower {nc.lower:.4f}, upper {nc.upper:.4f}")
@@ -528,11 +579,14 @@ def _compare_inference(
     msg = "tables → " + ", ".join(map(str, written))
     if not p["no_plot"]:
         paths = _plot_paths(table, formats, p["plot_path"], inference=True)
-        plural = "s" if attrs["n_subjects"] > 1 else ""
-        title = f"{attrs['rdm_method']} RDMs vs {Path(reference).name}: {attrs['n_conditions']} images, "
-        title += f"{attrs['n_subjects']} subject{plural}"
+        fig = plot_model_comparison(
+            res, kind=p["figure"], depth=p["depth"], title="RSA: models vs the reference RDMs", width=p["width"]
+        )
+        from ..plotting import figure_caption, save_figure
+
+        text = f"{figure_caption(fig)} Reference: {Path(reference).name}."
         for path in paths:
-            plot_model_comparison(res, path, kind=p["figure"], title=title, dpi=p["dpi"])
+            save_figure(fig, path, dpi=p["dpi"], caption=text)
         msg += ", figure → " + ", ".join(map(str, paths))
     click.echo(msg)
 
@@ -562,7 +616,11 @@ class _pd_display:
 )
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write the table as CSV.")
 @click.option(
-    "--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a heatmap (.png/.pdf/.svg/.jpg)."
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write a heatmap (.png .pdf .svg .eps .tiff .jpg).",
 )
 @_plot_options
 @_block_size_option
@@ -579,6 +637,7 @@ def cka(
     plot_path: str | None,
     cmap: str,
     dpi: int,
+    width: str | None,
     block_size: int | None,
     device: str,
     overwrite: bool,
@@ -590,8 +649,10 @@ def cka(
     same names with other content are an error), else by path.
     """
     from ..analysis.cka import cka_table
-    from ..plotting import plot_comparison
+    from ..plotting import figure_format, plot_comparison
 
+    if plot_path:
+        figure_format(plot_path)  # before any work
     if sigma is not None and kernel != "rbf":
         raise click.BadParameter("--sigma is the bandwidth of --kernel rbf", param_hint="--sigma")
     refuse_to_replace([p for p in (out, plot_path) if p], overwrite, "--out/--plot")
@@ -622,7 +683,7 @@ def cka(
             click.echo(df.round(4).to_string())
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out, float_format="%.6g")
+        df.to_csv(out)  # full precision
         click.echo(f"table → {out}")
     if plot_path:
         plot_comparison(
@@ -631,6 +692,7 @@ def cka(
             cmap=cmap,
             dpi=dpi,
             colorbar_label=df.attrs["method"],
+            width=width,
             vmin=None,
             title=f"{df.attrs['method']}: {name_a} (rows) vs {name_b} (columns)",
         )

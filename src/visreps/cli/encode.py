@@ -12,9 +12,17 @@ from typing import Any
 
 import click
 
-from ._base import overwrite_option, refuse_to_replace, split_list
+from ._base import (
+    figure_options,
+    label_option,
+    labelled_sources,
+    overwrite_option,
+    plot_formats,
+    refuse_to_replace,
+    split_list,
+)
 
-PLOT_FORMATS = ("png", "pdf", "svg", "jpg")
+PLOT_FORMATS = ("png", "pdf", "svg", "eps", "tiff", "jpg")  # = visreps.plotting.FIGURE_FORMATS (tested)
 
 
 def _alphas(value: str | None) -> list[float] | None:
@@ -136,9 +144,10 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
 @click.option(
     "--out", "-o", type=click.Path(file_okay=False), default="encoding", show_default=True, help="Folder for results."
 )
-@click.option("--plot-format", type=click.Choice(PLOT_FORMATS), default="png", show_default=True)
+@click.option("--plot-format", default="png", show_default=True, help="Comma-separated: png, pdf, svg, eps, tiff, jpg.")
 @click.option("--no-plot", is_flag=True)
-@click.option("--dpi", type=click.IntRange(min=10), default=200, show_default=True)
+@label_option
+@figure_options
 @overwrite_option
 def encode(paths: tuple[str, ...], **kw: Any) -> None:
     """Predict brain/behavioural RESPONSES from every layer of FOLDER(s): cross-validated encoding models.
@@ -146,7 +155,8 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     FOLDER... are output folders of `visreps extract` (FOLDER::layer1,layer2 picks layers);
     RESPONSES is a file of images × targets (.npy .npz .mat .h5 .csv .tsv .txt). Writes to OUT:
     layers.csv (per layer: mean/median/SEM of r and R² over targets), targets.csv (per target),
-    folds.csv (per fold), fold_of_image.csv, band_weights.csv (banded) and encoding.<plot-format>.
+    folds.csv (per fold), fold_of_image.csv, band_weights.csv (banded), encoding.<plot-format> and
+    its caption encoding.txt. Tables carry `label` (model and weights; --label SOURCE=NAME) and `weights`.
     """
     from ..analysis.encoding import DEFAULT_ALPHAS
     from ..analysis.encoding import encode as run_encode
@@ -157,9 +167,11 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
         raise VisrepsError("give at least one FOLDER and then the RESPONSES file: visreps encode FOLDER RESPONSES")
     *folders, responses_path = paths
     out = Path(kw["out"])
-    figure = () if kw["no_plot"] else (f"encoding.{kw['plot_format']}",)
+    kw["plot_format"] = plot_formats(kw["plot_format"])
+    figure = () if kw["no_plot"] else (*(f"encoding.{f}" for f in kw["plot_format"]), "encoding.txt")
     refuse_to_replace([out / n for n in (*RESULT_FILES, *figure)], kw["overwrite"])
     srcs, layer_map = _sources(folders, kw["layers"])
+    named = labelled_sources(srcs, kw["label"])
     resp = load_responses(responses_path, key=kw["key"], axes=kw["axes"], images=kw["order"])
     groups = None
     if kw["groups"]:
@@ -168,7 +180,7 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     with warnings.catch_warnings(record=True) as caught:  # shown as "warning: ..." lines, not Python's format
         warnings.simplefilter("always")
         res = run_encode(
-            srcs,
+            named,
             resp,
             layers=layer_map,
             method=kw["method"],
@@ -239,14 +251,21 @@ def _write(res: Any, out: Path, kw: dict[str, Any]) -> None:
     if res.constant:
         click.echo(f"{len(res.constant)} constant target(s) have NaN scores: {', '.join(res.constant[:10])}")
     cols = [
-        c for c in ("label", "n_targets", "r_mean", "r_sem", "r2_mean", "r_ceiled_mean", "ceiling_r") if c in res.layers
+        c
+        for c in ("label", "weights", "n_targets", "r_mean", "r_sem", "r2_mean", "r_ceiled_mean", "ceiling_r")
+        if c in res.layers
     ]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 200):
         click.echo(res.layers[cols].round(4).to_string(index=False))
     if not kw["no_plot"]:
-        name = f"encoding.{kw['plot_format']}"
+        from ..plotting import figure_caption, save_figure
+
         info = res.info
-        title = f"{info['method']}, {info['n_folds']}-fold CV: {info['n_targets']} targets, {info['n_images']} images"
-        plot_encoding(res.layers, out / name, dpi=kw["dpi"], title=title)
-        written.append(name)
+        fig = plot_encoding(res.layers, title=f"Encoding: {info['method']}, cross-validated", width=kw["width"])
+        text = f"{figure_caption(fig)} {info['n_images']} images, {info['n_targets']} targets, "
+        text += f"{info['n_folds']}-fold cross-validation."
+        for f in kw["plot_format"]:
+            save_figure(fig, out / f"encoding.{f}", dpi=kw["dpi"], caption=text)
+            written.append(f"encoding.{f}")
+        written.append("encoding.txt")
     click.echo(f"results → {out}: {', '.join(written)}")
