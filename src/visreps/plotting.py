@@ -129,7 +129,41 @@ def save_figure(
     return out
 
 
-def _save(fig: Figure, out: Any, dpi: Any, fmt: str | None, caption: bool = False) -> None:
+def _fit(fig: Figure, *, grow_width: bool = False, tries: int = 8) -> None:
+    """Grow the figure until everything drawn lies inside it (long labels, wrapped titles, legends below).
+
+    The height grows (and the width, unless a journal width was asked for) by what sticks out, and the
+    constrained layout is run again; a layout that collapsed for lack of room gets the room it needs.
+    """
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for _ in range(tries):
+        canvas = FigureCanvasAgg(fig)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "constrained_layout not applied": fixed below
+            canvas.draw()
+        bb = fig.get_tightbbox(canvas.get_renderer())
+        w, h = fig.get_size_inches()
+        pad = 0.02
+        over_h = max(0.0, pad - bb.y0) + max(0.0, bb.y1 - h + pad)
+        over_w = max(0.0, pad - bb.x0) + max(0.0, bb.x1 - w + pad)
+        if over_h <= 0 and (over_w <= 0 or not grow_width):
+            if over_w <= 0:
+                return
+            fig.set_figheight(h * 1.15)  # a fixed width that does not fit: more height lets the layout wrap
+            continue
+        fig.set_figheight(min(40.0, h + 1.2 * over_h + 0.1))
+        if grow_width and over_w > 0:
+            fig.set_figwidth(min(40.0, w + 1.2 * over_w + 0.1))
+
+
+def _save(
+    fig: Figure, out: Any, dpi: Any, fmt: str | None, caption: bool = False, *, owned: bool = True, grow: bool = True
+) -> None:
+    if owned:
+        _fit(fig, grow_width=grow)
     text = figure_caption(fig)
     if out is None:
         return
@@ -210,7 +244,15 @@ def _wrap(text: str, width: int) -> str:
 
 def _chars(inches: float, fontsize: float = 8.0) -> int:
     """About how many characters of ``fontsize`` fit in ``inches``."""
-    return max(8, int(inches * 72 / (0.6 * fontsize)))
+    return max(8, int(inches * 72 / (0.7 * fontsize)))
+
+
+def _title(fig: Figure, ax: Axes, title: str, owned: bool) -> None:
+    """The title centred over the whole figure (so it never runs off an edge), or over ``ax`` in a user's figure."""
+    if owned:
+        fig.suptitle(_wrap(title, _chars(fig.get_figwidth() * 0.92, 9)), fontsize=9)
+    else:
+        ax.set_title(_wrap(title, _chars(ax.get_position().width * fig.get_figwidth(), 9)), fontsize=9)
 
 
 def _check_cmap(cmap: Any):
@@ -382,11 +424,12 @@ def _outside_legend(fig: Figure, ax: Axes, handles: list[Any], names: list[str],
     """A legend that sits outside the axes: below the panels on a figure of our own, right of ``ax`` otherwise."""
     if not handles:
         return
-    names = [_wrap(n, 40) for n in names]
     if owned:
-        ncols = max(1, min(len(handles), int(fig.get_figwidth() // 2.0)))
+        ncols = max(1, min(len(handles), int(fig.get_figwidth() // 2.2)))
+        names = [_wrap(n, _chars(fig.get_figwidth() / ncols - 0.45, 7)) for n in names]
         fig.legend(handles, names, loc="outside lower center", ncols=ncols, frameon=False, title=title)
     else:
+        names = [_wrap(n, 30) for n in names]
         ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
 
 
@@ -527,6 +570,7 @@ def plot_rdm(
         categories = None if categories is None else [categories[int(i)] for i in idx]
     cm = _check_cmap(cmap)
     vmin, vmax = _off_diagonal_limits(a, vmin, vmax)
+    owned, grow = ax is None, figure_width(width) is None and figsize is None
     with _style():
         fig, ax = _new_or_given(ax, _size(width, figsize, 6.0, 5.0))
         im = ax.imshow(a, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
@@ -541,12 +585,12 @@ def plot_rdm(
             ax.set_xlabel(f"condition ({n})")
             ax.set_ylabel(f"condition ({n})")
         if title:
-            ax.set_title(_wrap(title, _chars(fig.get_figwidth() * 0.8, 9)))
+            _title(fig, ax, title, owned)
         if colorbar:
             cb = fig.colorbar(im, ax=ax, shrink=0.85)
             cb.set_label("dissimilarity rank (0–1)" if rank else "dissimilarity")
         _set_caption(fig, [f"RDM of {n} conditions{' (ranks)' if rank else ''}."])
-        _save(fig, out, dpi, format, caption)
+        _save(fig, out, dpi, format, caption, owned=owned, grow=grow)
     return fig
 
 
@@ -657,7 +701,7 @@ def plot_rdms(
                 f"{' (ranks)' if rank else ''}{how.get(order, '') if isinstance(order, str) else ''}."
             ],
         )
-        _save(fig, out, dpi, format, caption)
+        _save(fig, out, dpi, format, caption, grow=figure_width(width) is None and figsize is None)
     return fig
 
 
@@ -725,6 +769,7 @@ def plot_comparison(
     cm = _check_cmap(cmap)
     if nr == nc and list(map(str, df.index)) == list(map(str, df.columns)):  # pairwise: skip the self-comparisons
         vmin, vmax = _off_diagonal_limits(vals, vmin, vmax)
+    owned, grow = ax is None, figure_width(width) is None
     with _style():
         fig, ax = _new_or_given(ax, figsize)
         im = ax.imshow(vals, cmap=cm, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
@@ -750,10 +795,10 @@ def plot_comparison(
         cb = fig.colorbar(im, ax=ax, shrink=0.85)
         cb.set_label(colorbar_label)
         if title:
-            ax.set_title(_wrap(title, _chars(fig.get_figwidth() * 0.8, 9)))
+            _title(fig, ax, title, owned)
         if attrs.get("n_conditions"):
             _set_caption(fig, [f"{colorbar_label} over {attrs['n_conditions']} images."])
-        _save(fig, out, dpi, format, caption)
+        _save(fig, out, dpi, format, caption, owned=owned, grow=grow)
     return fig
 
 
@@ -878,7 +923,7 @@ def _draw_bars(ax, df, styles, sources, error, pairwise) -> int:
     return len(pairs)
 
 
-def _draw_curve(ax, df, rows, style, error, depth: str, *, band: bool = True) -> None:
+def _draw_curve(ax, df, rows, style, error, depth: str, *, band: bool = True, source: str = "") -> None:
     """One source's layer-depth curve: line, interval band, filled markers where significant vs 0."""
     r, lo, hi = _intervals(df, error)
     sig = _significance_column(df)
@@ -887,7 +932,7 @@ def _draw_curve(ax, df, rows, style, error, depth: str, *, band: bool = True) ->
     if depth == "relative":
         x = x / max(n - 1, 1)
     edge = style["edgecolor"]
-    ax.plot(x, r[rows], color=edge, linewidth=1.3, linestyle=style["linestyle"], zorder=3)
+    ax.plot(x, r[rows], color=edge, linewidth=1.3, linestyle=style["linestyle"], zorder=3, gid=f"series:{source}")
     if lo is not None and hi is not None and band:
         ax.fill_between(x, lo[rows], hi[rows], color=_lighter(edge, 0.75), linewidth=0, zorder=1)
     elif lo is not None and hi is not None:  # several sources on one axis: whiskers, so no band hides another
@@ -1083,16 +1128,18 @@ def _comparison_figure(
             elif small:
                 rows = np.flatnonzero(np.asarray(src) == only)
                 if len(rows):
-                    _draw_curve(a, df, rows, styles[only], error, depth)
+                    _draw_curve(a, df, rows, styles[only], error, depth, source=only)
                 if ti == 0:
-                    a.set_title(_wrap(names[only], _chars(fig.get_figwidth() / ncols, 8)), fontsize=8)
+                    fs = 8 if ncols < 5 else 7
+                    a.set_title(_wrap(names[only], _chars((fig.get_figwidth() - 0.9) / ncols, fs)), fontsize=fs)
             else:
                 several = len(set(src)) > 1
                 for s in dict.fromkeys(src):
-                    _draw_curve(a, df, np.flatnonzero(np.asarray(src) == s), styles[s], error, depth, band=not several)
+                    rows = np.flatnonzero(np.asarray(src) == s)
+                    _draw_curve(a, df, rows, styles[s], error, depth, band=not several, source=s)
                 if depth == "relative":
                     a.set_xlim(-0.05, 1.05)
-                    a.set_xlabel("relative depth (layer / last layer)")
+                    a.set_xlabel("relative depth\n(layer / last layer)")
             if len(targets) > 1 and not small:
                 a.set_title(_wrap(str(tname), _chars(fig.get_figwidth() / ncols, 8)), fontsize=8)
     df0 = targets[0][1]
@@ -1126,7 +1173,7 @@ def _comparison_figure(
             lines.append(f"{names[s]}: {', '.join(layers)}.")
     _set_caption(fig, lines)
     out, dpi, fmt, caption = save
-    _save(fig, out, dpi, fmt, caption)
+    _save(fig, out, dpi, fmt, caption, owned=owned, grow=figure_width(width) is None and figsize is None)
     return fig
 
 
@@ -1245,7 +1292,7 @@ def plot_encoding(
         if len(handles) > 1 or len(uniq) > 1:
             _outside_legend(fig, ax, handles, shown, owned)
         if title:
-            ax.set_title(_wrap(title, _chars(fig.get_figwidth() * 0.8, 9)))
+            _title(fig, ax, title, owned)
         info = getattr(table, "info", None)
         info = info if isinstance(info, Mapping) else {}
         lines = [f"Encoding: held-out {kinds.get(score, score)} per layer, mean ± SEM over targets."]
@@ -1262,7 +1309,7 @@ def plot_encoding(
         if any(styles[s]["random"] for s in uniq):
             lines.append("Hatched, lighter: random (untrained) weights.")
         _set_caption(fig, lines)
-        _save(fig, out, dpi, format, caption)
+        _save(fig, out, dpi, format, caption, owned=owned, grow=figure_width(width) is None and figsize is None)
     return fig
 
 
