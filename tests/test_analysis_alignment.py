@@ -187,8 +187,12 @@ def test_same_content_under_other_names_is_matched(renamed):
     a, b, X, Y, perm = renamed
     df = compare_features([a, b])
     assert list(df.index) == ["ma (random, seed 0)/l", "ma (random, seed 0)/m", "mb (random, seed 0)/l"]
-    assert df.loc["ma (random, seed 0)/l", "mb (random, seed 0)/l"] == pytest.approx(rsa_r(X, Y), abs=1e-10)  # aligned by hand: Y[i] is image i
-    assert rsa_r(X, Y[perm]) < df.loc["ma (random, seed 0)/l", "mb (random, seed 0)/l"] - 0.2  # what matching rows by position would give
+    assert df.loc["ma (random, seed 0)/l", "mb (random, seed 0)/l"] == pytest.approx(
+        rsa_r(X, Y), abs=1e-10
+    )  # aligned by hand: Y[i] is image i
+    assert (
+        rsa_r(X, Y[perm]) < df.loc["ma (random, seed 0)/l", "mb (random, seed 0)/l"] - 0.2
+    )  # what matching rows by position would give
     assert df.attrs["n_conditions"] == N
     # b as the first folder: a's rows are put in b's order, the same number
     df_ba = compare_features([b, a])
@@ -233,7 +237,8 @@ def test_different_images_by_content_name_their_paths(tmp_path):
     b = make_folder(tmp_path / "b", {"l": feats(1)}, other, hb)
     # the first folder's rows are the common order; "the first" of the message is the folder aligned to it
     pattern = (
-        r"'m \(random, seed 0\) \[a\]/l' and 'm \(random, seed 0\) \[b\]/l' were extracted from different images \(compared by content: 12 vs 12 images; "
+        r"'m \(random, seed 0\) \[a\]/l' and 'm \(random, seed 0\) \[b\]/l' were extracted from different images "
+        r"\(compared by content: 12 vs 12 images; "
         r"e.g. only in the first: \['cls0/img04.png'\], only in the second: \['cls0/pic04.png'\]\)"
     )
     with pytest.raises(VisrepsError, match=pattern):

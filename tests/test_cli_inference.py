@@ -89,7 +89,16 @@ def test_one_rdm_reference_keeps_the_old_output(setup, tmp_path):
     a, _, subj = setup
     out = tmp_path / "old.csv"
     assert run("compare", a, "--reference", subj / "s0.npy", "--bootstrap", "10", "-o", out).exit_code == 0
-    assert list(pd.read_csv(out).columns) == ["reference", "model", "weights", "layer", "label", "r", "ci_low", "ci_high"]
+    assert list(pd.read_csv(out).columns) == [
+        "reference",
+        "model",
+        "weights",
+        "layer",
+        "label",
+        "r",
+        "ci_low",
+        "ci_high",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,10 @@ def test_plot_rdm_options(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(out="x.gif"), r"format 'gif' is not supported; end the file name with one of .png, .pdf, .svg, .eps, .tiff, .jpg"),
+        (
+            dict(out="x.gif"),
+            r"format 'gif' is not supported; end the file name with one of .png, .pdf, .svg, .eps, .tiff, .jpg",
+        ),
         (dict(out="x"), r"format '\(none\)' is not supported"),
         (dict(cmap="viridiss"), "colormap 'viridiss' is not known; did you mean viridis"),
         (dict(order="alphabetical"), "order must be 'cluster', 'category' or a permutation"),

@@ -190,7 +190,7 @@ def _figure(figsize: Any) -> Figure:
 def _style():
     import matplotlib
 
-    return matplotlib.rc_context(_FONT)
+    return matplotlib.rc_context(dict(_FONT))  # type: ignore[arg-type]
 
 
 def _root(ax: Axes) -> Figure:
@@ -594,6 +594,21 @@ def plot_rdm(
     return fig
 
 
+def _square_rdms(items: list[tuple[Any, Any]], rank: bool) -> list[np.ndarray]:
+    """The RDMs as square matrices (ranks with ``rank``), checked: finite, all of one size."""
+    from .analysis.rsa import rank_transform, squareform
+
+    mats: list[np.ndarray] = []
+    for k, r in items:
+        a = squareform(r)
+        if not np.isfinite(a).all():
+            raise VisrepsError(f"RDM {k!r} has NaN/inf entries; it cannot be drawn")
+        if mats and a.shape != mats[0].shape:
+            raise VisrepsError(f"RDM {k!r} has {a.shape[0]} conditions but {items[0][0]!r} has {mats[0].shape[0]}")
+        mats.append(rank_transform(a) if rank else a)
+    return mats
+
+
 def plot_rdms(
     rdms: Mapping[str, Any] | Sequence[Any],
     out: str | os.PathLike | None = None,
@@ -628,21 +643,14 @@ def plot_rdms(
         vmin, vmax: the shared colour limits (default: the smallest and largest off-diagonal entry of all).
         width: ``"single"``, ``"double"`` (default) or inches.
     """
-    from .analysis.rsa import rank_transform, reorder, squareform
+    from .analysis.rsa import reorder, squareform
 
     items = list(rdms.items()) if isinstance(rdms, Mapping) else [(f"RDM {i + 1}", r) for i, r in enumerate(rdms)]
     if not items:
         raise VisrepsError("plot_rdms needs at least one RDM")
     names = [str(k) for k, _ in items]
     titles = _rename(names, labels)
-    mats = []
-    for k, r in items:
-        a = squareform(r)
-        if not np.isfinite(a).all():
-            raise VisrepsError(f"RDM {k!r} has NaN/inf entries; it cannot be drawn")
-        if mats and a.shape != mats[0].shape:
-            raise VisrepsError(f"RDM {k!r} has {a.shape[0]} conditions but {names[0]!r} has {mats[0].shape[0]}")
-        mats.append(rank_transform(a) if rank else a)
+    mats = _square_rdms(items, rank)
     n = mats[0].shape[0]
     if categories is not None and len(categories) != n:
         raise VisrepsError(f"categories has {len(categories)} entries but the RDMs have {n} conditions")
@@ -651,20 +659,9 @@ def plot_rdms(
         mats = [reorder(a, idx) for a in mats]
         categories = None if categories is None else [categories[int(i)] for i in idx]
     lims = [_off_diagonal_limits(a, None, None) for a in mats]
-    lo = (
-        vmin
-        if vmin is not None
-        else min(x[0] for x in lims if x[0] is not None)
-        if any(x[0] is not None for x in lims)
-        else None
-    )
-    hi = (
-        vmax
-        if vmax is not None
-        else max(x[1] for x in lims if x[1] is not None)
-        if any(x[1] is not None for x in lims)
-        else None
-    )
+    lows, highs = [x[0] for x in lims if x[0] is not None], [x[1] for x in lims if x[1] is not None]
+    lo = vmin if vmin is not None else (min(lows) if lows else None)
+    hi = vmax if vmax is not None else (max(highs) if highs else None)
     ncols = int(ncols or min(4, len(mats)))
     if ncols < 1:
         raise VisrepsError(f"ncols must be at least 1, got {ncols}")
@@ -1128,7 +1125,7 @@ def _comparison_figure(
             elif small:
                 rows = np.flatnonzero(np.asarray(src) == only)
                 if len(rows):
-                    _draw_curve(a, df, rows, styles[only], error, depth, source=only)
+                    _draw_curve(a, df, rows, styles[only], error, depth, source=str(only))
                 if ti == 0:
                     fs = 8 if ncols < 5 else 7
                     a.set_title(_wrap(names[only], _chars((fig.get_figwidth() - 0.9) / ncols, fs)), fontsize=fs)
@@ -1275,7 +1272,8 @@ def plot_encoding(
         x = np.arange(len(df))
         mean = df[f"{score}_mean"].to_numpy(dtype=np.float64)
         sem = df[f"{score}_sem"].to_numpy(dtype=np.float64) if f"{score}_sem" in df else None
-        handles, shown = [_patch(styles[s]) for s in uniq], [names[s] for s in uniq]
+        handles: list[Any] = [_patch(styles[s]) for s in uniq]
+        shown = [names[s] for s in uniq]
         band = _encoding_ceiling(ax, df, score, ceiling)
         if band:
             handles.append(_ceiling_patch() if band != "line" else _line_handle())

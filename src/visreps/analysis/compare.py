@@ -804,7 +804,8 @@ def compare_to_reference(
             rdm = rdm[np.ix_(idx, idx)]
         for name, ref in loaded.items():
             res: RDMCorrelation = correlate_rdms(rdm, ref, method, n_bootstrap=n_bootstrap, ci=ci, seed=seed)
-            row = {"reference": name, "model": s.model, "weights": s.weights, "layer": s.layer, "label": s.label}
+            row: dict[str, Any] = {"reference": name, "model": s.model, "weights": s.weights, "layer": s.layer}
+            row["label"] = s.label
             row["r"] = float(res)
             if n_bootstrap:
                 row["ci_low"], row["ci_high"] = res.ci_low, res.ci_high
