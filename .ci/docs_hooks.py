@@ -173,10 +173,35 @@ def on_files(files, config):
     if stale is not None:  # a file left in docs/ by hand: the generated page replaces it
         files.remove(stale)
     files.append(File.generated(config, "catalogue.md", content=catalogue_markdown()))
+    for name, content in figures().items():  # every figure kind, as the code draws it now
+        files.append(File.generated(config, f"figures/{name}", content=content))
     for name, title in PENDING.items():
         if files.get_file_from_path(name) is None:
             files.append(File.generated(config, name, content=f"# {title}\n\nThis page is being written.\n"))
     return files
+
+
+def figures() -> dict[str, bytes]:
+    """The PNGs of docs/figures/make_figures.py, rendered now (nothing rendered is committed)."""
+    import importlib.util
+    import tempfile
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "docs" / "figures" / "make_figures.py"
+    spec = importlib.util.spec_from_file_location("make_figures", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as tmp:
+        return {p.name: p.read_bytes() for p in module.render(tmp)}
+
+
+_ROLE = re.compile(r":(?:func|class|meth|mod|data|attr|obj|exc|py:\w+):(?=<code>|`)")
+
+
+def on_page_content(html, page, config, files):
+    """Docstrings written for Sphinx: ``:func:`x``` shows as ``x`` (no raw role), an escaped ``\\|`` as ``|``."""
+    return _ROLE.sub("", html).replace("<code>~", "<code>").replace("\\|", "|")
 
 
 def on_post_page(output, page, config):

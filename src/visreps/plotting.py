@@ -1118,7 +1118,7 @@ def _comparison_figure(
         panels = [(axes[ti, k], s) for k, s in enumerate(uniq)] if small else [(axes[0, ti], None)]
         for a, only in panels:
             if nc is not None:
-                a.axhspan(nc[0], nc[1], color="0.86", linewidth=0, zorder=0)
+                a.axhspan(nc[0], nc[1], color="0.86", linewidth=0, zorder=0, label="noise ceiling")
             a.axhline(0, color="black", linewidth=0.6, zorder=1)
             if kind == "bars":
                 n_pairs += _draw_bars(a, df, styles, src, error, pw)
