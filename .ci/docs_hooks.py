@@ -62,17 +62,31 @@ def _from_json(models: list[dict]) -> str:
     ]
     for fam, ms in sorted(by_family.items()):
         licences = sorted({str(m.get("weights_licence") or "") for m in ms} - {""})
-        out.append(f"| [{fam}](#{_anchor(fam)}) | {len(ms)} | {_cell(', '.join(licences))} |")
+        out.append(f"| [{fam}]({family_page(fam)}) | {len(ms)} | {_cell(', '.join(licences))} |")
+    return "\n".join(out)
+
+
+def family_page(family: str) -> str:
+    """The catalogue page of one family (one page per family keeps every page small)."""
+    return f"catalogue/{_anchor(family) or 'other'}.md"
+
+
+def family_pages(models: list[dict]) -> dict[str, str]:
+    """``catalogue/<family>.md`` → its page: a table of the family's models."""
+    by_family: dict[str, list[dict]] = defaultdict(list)
+    for m in models:
+        by_family[str(m.get("family") or m["id"].split(":")[0])].append(m)
+    pages = {}
     for fam, ms in sorted(by_family.items()):
-        out += ["", f"## {fam}", ""]
-        rows = ["| " + " | ".join(f.replace("_", " ") for f in FIELDS) + " |", "|" + "---|" * len(FIELDS)]
+        out = [f"# {fam}", "", f"{len(ms)} models; back to the [catalogue](../catalogue.md).", ""]
+        out += ["| " + " | ".join(f.replace("_", " ") for f in FIELDS) + " |", "|" + "---|" * len(FIELDS)]
         for m in sorted(ms, key=lambda m: m["id"]):
             cells = [f"`{m['id']}`", *(_cell(m.get(f)) for f in FIELDS[1:])]
             if m.get("url"):
                 cells[0] = f"[`{m['id']}`]({m['url']})"
-            rows.append("| " + " | ".join(cells) + " |")
-        out += _fold(rows, f"{len(ms)} models") if len(ms) > LONG else rows
-    return "\n".join(out)
+            out.append("| " + " | ".join(cells) + " |")
+        pages[family_page(fam)] = "\n".join(out) + "\n"
+    return pages
 
 
 def _anchor(title: str) -> str:
@@ -173,6 +187,10 @@ def on_files(files, config):
     if stale is not None:  # a file left in docs/ by hand: the generated page replaces it
         files.remove(stale)
     files.append(File.generated(config, "catalogue.md", content=catalogue_markdown()))
+    from mkdocs.structure.files import InclusionLevel
+
+    for name, content in family_pages(_models_json() or []).items():  # linked from the catalogue, not in the nav
+        files.append(File.generated(config, name, content=content, inclusion=InclusionLevel.NOT_IN_NAV))
     for name, content in figures().items():  # every figure kind, as the code draws it now
         files.append(File.generated(config, f"figures/{name}", content=content))
     for name, title in PENDING.items():
