@@ -62,13 +62,20 @@ def _from_json(models: list[dict]) -> str:
     ]
     for fam, ms in sorted(by_family.items()):
         licences = sorted({str(m.get("weights_licence") or "") for m in ms} - {""})
-        out.append(f"| [{fam}]({family_page(fam)}) | {len(ms)} | {_cell(', '.join(licences))} |")
+        parts = -(-len(ms) // PAGE_ROWS)
+        link = f"[{fam}]({family_page(fam)})" + (
+            " (" + ", ".join(f"[part {k + 1}]({family_page(fam, k)})" for k in range(parts)) + ")" if parts > 1 else ""
+        )
+        out.append(f"| {link} | {len(ms)} | {_cell(', '.join(licences))} |")
     return "\n".join(out)
 
 
-def family_page(family: str) -> str:
-    """The catalogue page of one family (one page per family keeps every page small)."""
-    return f"catalogue/{_anchor(family) or 'other'}.md"
+PAGE_ROWS = 250  # models per catalogue page: a family with more gets several pages
+
+
+def family_page(family: str, part: int = 0) -> str:
+    """The catalogue page of one family, or of its ``part``-th 250 models (small pages load fast)."""
+    return f"catalogue/{_anchor(family) or 'other'}{f'-{part + 1}' if part else ''}.md"
 
 
 def family_pages(models: list[dict]) -> dict[str, str]:
@@ -78,14 +85,23 @@ def family_pages(models: list[dict]) -> dict[str, str]:
         by_family[str(m.get("family") or m["id"].split(":")[0])].append(m)
     pages = {}
     for fam, ms in sorted(by_family.items()):
-        out = [f"# {fam}", "", f"{len(ms)} models; back to the [catalogue](../catalogue.md).", ""]
-        out += ["| " + " | ".join(f.replace("_", " ") for f in FIELDS) + " |", "|" + "---|" * len(FIELDS)]
-        for m in sorted(ms, key=lambda m: m["id"]):
-            cells = [f"`{m['id']}`", *(_cell(m.get(f)) for f in FIELDS[1:])]
-            if m.get("url"):
-                cells[0] = f"[`{m['id']}`]({m['url']})"
-            out.append("| " + " | ".join(cells) + " |")
-        pages[family_page(fam)] = "\n".join(out) + "\n"
+        ms = sorted(ms, key=lambda m: m["id"])
+        chunks = [ms[i : i + PAGE_ROWS] for i in range(0, len(ms), PAGE_ROWS)]
+        for k, chunk in enumerate(chunks):
+            part = f" ({k + 1} of {len(chunks)})" if len(chunks) > 1 else ""
+            first = f"{k * PAGE_ROWS + 1}–{k * PAGE_ROWS + len(chunk)} of " if len(chunks) > 1 else ""
+            out = [f"# {fam}{part}", "", f"{first}{len(ms)} models; back to the [catalogue](../catalogue.md).", ""]
+            if len(chunks) > 1:
+                here = posixpath.basename(family_page(fam, k))
+                others = [f"[{j + 1}]({posixpath.basename(family_page(fam, j))})" for j in range(len(chunks)) if j != k]
+                out += [f"Pages: {', '.join(others)} (this is {k + 1}: `{here}`).", ""]
+            out += ["| " + " | ".join(f.replace("_", " ") for f in FIELDS) + " |", "|" + "---|" * len(FIELDS)]
+            for m in chunk:
+                cells = [f"`{m['id']}`", *(_cell(m.get(f)) for f in FIELDS[1:])]
+                if m.get("url"):
+                    cells[0] = f"[`{m['id']}`]({m['url']})"
+                out.append("| " + " | ".join(cells) + " |")
+            pages[family_page(fam, k)] = "\n".join(out) + "\n"
     return pages
 
 
