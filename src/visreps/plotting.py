@@ -639,7 +639,7 @@ def plot_rdms(
         order: ``"category"`` (group the conditions by ``categories``), ``"cluster"`` (hierarchical
             clustering of the first RDM, applied to all so the panels stay comparable) or a permutation.
         rank: show ranks (0–1) of each RDM's dissimilarities, so RDMs of different scales share the colours.
-        ncols: panels per row (default: up to 4).
+        ncols: panels per row (default: up to 4, as many as fit 1.7 inches each in ``width``).
         vmin, vmax: the shared colour limits (default: the smallest and largest off-diagonal entry of all).
         width: ``"single"``, ``"double"`` (default) or inches.
     """
@@ -662,11 +662,11 @@ def plot_rdms(
     lows, highs = [x[0] for x in lims if x[0] is not None], [x[1] for x in lims if x[1] is not None]
     lo = vmin if vmin is not None else (min(lows) if lows else None)
     hi = vmax if vmax is not None else (max(highs) if highs else None)
-    ncols = int(ncols or min(4, len(mats)))
+    w = figure_width(width) or 7.2
+    ncols = int(ncols or min(4, len(mats), max(1, int(w // 1.7))))  # panels of at least 1.7 inches
     if ncols < 1:
         raise VisrepsError(f"ncols must be at least 1, got {ncols}")
     nrows = -(-len(mats) // ncols)
-    w = figure_width(width) or 7.2
     panel = w / (ncols + 0.35)
     size = tuple(figsize) if figsize is not None else (w, panel * nrows + 0.5 + (0.3 if title else 0))
     cm = _check_cmap(cmap)
