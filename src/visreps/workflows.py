@@ -208,10 +208,20 @@ def rsa_inference(
     reference_key: str | None = None,
     rdm_method: str = "correlation",
     method: str = "pearson",
+    noise_ceiling: bool = False,
     bootstrap: Any = None,
+    n_bootstrap: int = 1000,
     test: Any = None,
+    test_type: str = "t",
+    n_permutations: int = 1000,
     correction: str = "fdr",
-    **options: Any,
+    alpha: float = 0.05,
+    ci: float = 0.95,
+    seed: int | None = 0,
+    reference_order: Sequence[str] | str | os.PathLike | None = None,
+    sigma: float | None = None,
+    block_size: int | None = None,
+    device: Any = "auto",
 ) -> Any:
     """Model RDMs against per-subject reference RDMs with noise ceiling, bootstrap and tests:
     :func:`visreps.analysis.compare.rsa_inference` for model ids too.
@@ -231,7 +241,7 @@ def rsa_inference(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stack, _ = _compare.load_reference_rdms(reference, key=reference_key)
-    check_subjects(len(stack), noise_ceiling=bool(options.get("noise_ceiling")), bootstrap=bootstrap)
+    check_subjects(len(stack), noise_ceiling=bool(noise_ceiling), bootstrap=bootstrap)
     sources = _extract_model_ids(sources, layers, images, work_dir, extract_options)
     return _compare.rsa_inference(
         sources,
@@ -240,10 +250,20 @@ def rsa_inference(
         reference_key=reference_key,
         rdm_method=rdm_method,
         method=method,
+        noise_ceiling=noise_ceiling,
         bootstrap=bootstrap,
+        n_bootstrap=n_bootstrap,
         test=test,
+        test_type=test_type,
+        n_permutations=n_permutations,
         correction=correction,
-        **options,
+        alpha=alpha,
+        ci=ci,
+        seed=seed,
+        reference_order=reference_order,
+        sigma=sigma,
+        block_size=block_size,
+        device=device,
     )
 
 
@@ -286,7 +306,7 @@ def _extract_model_ids(sources: Any, layers: Layers, images, work_dir, extract_o
         for label, src in items
     ]
     if isinstance(sources, Mapping):
-        return dict(done)
+        return {k: src for k, (_, src) in zip(sources, done)}
     return [src for _, src in done]
 
 
