@@ -415,7 +415,7 @@ def test_cli_bad_plot_format_fails_before_any_file(seven, tmp_path):
     out = tmp_path / "o"
     r = run("compare", folders[0], folders[1], "--reference", refs["hIT"], "-o", out / "t.csv", "--plot", out / "x.xyz")
     assert r.exit_code == 2
-    assert "format 'xyz' is not supported" in r.output and "Traceback" not in r.output
+    assert "format 'xyz' is not a figure format" in r.output and "Traceback" not in r.output
     assert not out.exists()
     r = run("compare", folders[0], "--plot-format", "png,gif", "-o", out / "t.csv")
     assert r.exit_code == 2 and "gif: use png, pdf, svg, eps, tiff, jpg" in r.output and not out.exists()

@@ -137,18 +137,21 @@ def folder_inputs(folder: Any) -> list[tuple[Any, str]]:
 
 
 def check_figure_path(path: Any, option: str) -> None:
-    """A figure file's name ends with a format of :data:`visreps.plotting.FORMATS` (checked before any work)."""
+    """A figure file's name ends with a format of :data:`visreps.plotting.FIGURE_FORMATS` (checked before any work;
+    ``.tif`` and ``.jpeg`` count as ``.tiff`` and ``.jpg``)."""
     from pathlib import Path
 
     from ..errors import VisrepsError
-    from ..plotting import FORMATS
+    from ..plotting import FIGURE_FORMATS, figure_format
 
-    ext = Path(str(path)).suffix.lower().lstrip(".")
-    if ext not in FORMATS:
+    try:
+        figure_format(path)
+    except VisrepsError:
+        ext = Path(str(path)).suffix.lower().lstrip(".")
         raise VisrepsError(
             f"{option} {str(path)!r}: {f'format {ext!r}' if ext else 'no format'} is not a figure format; end the "
-            f"name with one of {', '.join('.' + f for f in FORMATS)}"
-        )
+            f"name with one of {', '.join('.' + f for f in FIGURE_FORMATS)}"
+        ) from None
 
 
 def figure_formats(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> list[str]:

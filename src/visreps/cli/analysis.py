@@ -391,10 +391,8 @@ def compare(
     rename with --label SOURCE=NAME) and `weights` columns; the figure's caption (images, subjects,
     bootstrap, test, correction) is written next to it as .txt.
     """
-    from ..plotting import figure_format
-
-    if plot_path:
-        figure_format(plot_path)  # a format no figure can be written in is refused before any work
+    if plot_path and not no_plot:
+        check_figure_path(plot_path, "--plot")  # a format no figure can be written in is refused before any work
     srcs, layer_map = _sources_and_layers(sources, layers)
     named = labelled_sources(srcs, label)
     n_legacy, factors = _parse_bootstrap(bootstrap)
@@ -691,10 +689,8 @@ def cka(
     same names with other content are an error), else by path.
     """
     from ..analysis.cka import cka_table
-    from ..plotting import figure_format, plot_comparison
+    from ..plotting import plot_comparison
 
-    if plot_path:
-        figure_format(plot_path)  # before any work
     if sigma is not None and kernel != "rbf":
         raise click.BadParameter("--sigma is the bandwidth of --kernel rbf", param_hint="--sigma")
     if plot_path:
