@@ -267,7 +267,20 @@ def load_transform(path: str | os.PathLike) -> dict[str, np.ndarray]:
     b = arrays.get("bias", np.zeros(W.shape[1]))
     if b.shape != (W.shape[1],):
         raise WeightsError(f"{path}: bias has shape {b.shape}, weights {W.shape}; expected bias ({W.shape[1]},)")
-    return {"weights": W, "bias": b, "mean": arrays["mean"], "std": arrays["std"]}
+    tf = {"weights": W, "bias": b, "mean": arrays["mean"], "std": arrays["std"]}
+    for name, v in tf.items():  # finite or refused: a NaN here would make every feature NaN
+        if not np.isfinite(v).all():
+            bad = int((~np.isfinite(v)).sum())
+            raise WeightsError(
+                f"{path}: variable {name!r} holds {bad} NaN/inf value(s); the transform is damaged: delete it and "
+                "download it again (or give the published file with --transform-file)"
+            )
+    if (tf["std"] <= 0).any():
+        raise WeightsError(
+            f"{path}: variable 'std' is {tf['std'].tolist() if tf['std'].size < 5 else 'not positive'}; "
+            "(X - mean) / std needs std > 0: the transform is damaged: delete it and download it again"
+        )
+    return tf
 
 
 def apply_glocal(X: Any, tf: Mapping[str, np.ndarray], *, what: str = "features") -> np.ndarray:
@@ -307,6 +320,7 @@ def align(
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     transform_file: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> Any:
     """Apply the published gLocal transform of a model's layer: ``Y = ((X − mean) / std) · W + b``.
 
@@ -320,6 +334,8 @@ def align(
         out: the new output folder (default: ``<folder>_gLocal`` next to the input folder).
         overwrite: replace earlier results of visreps in ``out``.
         transform_file: a local copy of the published transform.npz (instead of the cache).
+        force: apply the transform to a folder whose metadata records random weights (the transforms were
+            fitted on the pretrained weights, so that is refused by default); recorded in the metadata.
 
     Returns:
         The transformed (n × d') float64 array, or for a folder its :class:`~visreps.storage.Features`
@@ -340,6 +356,7 @@ def align(
             out=out,
             overwrite=overwrite,
             transform_file=transform_file,
+            force=force,
         )
     if model is None:
         raise VisrepsError("align(array) needs model=... (a visreps id such as 'clip:RN50' or a gLocal model name)")
@@ -359,16 +376,26 @@ def _align_folder(
     out: str | os.PathLike | None,
     overwrite: bool,
     transform_file: str | os.PathLike | None,
+    force: bool = False,
 ) -> Any:
     import json
 
     from ..storage import OutputWriter, load_features
 
+    if not isinstance(force, bool):
+        raise VisrepsError(f"force must be True or False, got {force!r}")
     src = load_features(folder)
     meta_in = src.metadata
     model = model or meta_in.get("model")
     if not model:
         raise VisrepsError(f"{str(folder)!r} records no model; give it with model=... (--model)")
+    weights = meta_in.get("weights") if isinstance(meta_in.get("weights"), dict) else {}
+    if weights.get("kind") == "random" and not force:
+        raise VisrepsError(
+            f"{str(folder)!r} holds features of randomly initialised weights (seed {weights.get('seed')}), but the "
+            "gLocal transforms were fitted on the pretrained weights' features; extract with the pretrained "
+            "weights, or apply it anyway with force=True (--force)"
+        )
     found = find_transform(model, transform=transform)
     wanted = list(layers) if layers is not None else [t.layer for t in found if t.layer in src.features]
     if not wanted:
@@ -403,6 +430,8 @@ def _align_folder(
             "formula": "Y = ((X - mean) / std) @ weights + bias",
             "source": str(folder.resolve()),
         }
+        if weights.get("kind") == "random":
+            record["forced_onto_random_weights"] = True
         plan[lay] = (t, tf, record)
     dest = Path(out).expanduser() if out is not None else folder.with_name(f"{folder.name}_{transform}")
     if dest.resolve() == folder.resolve():
@@ -429,7 +458,8 @@ def _align_folder(
             X = src.features[lay]
             for s in range(0, n, 4096):
                 Y = apply_glocal(np.asarray(X[s : s + 4096]), tf, what=f"layer {lay!r}")
-                writer.write(s, {lay: Y.astype(np.float32)})
+                names = list(src.manifest["path"][s : s + 4096])
+                writer.write(s, {lay: Y.astype(np.float32)}, names=names)
         man = src.manifest
         with_hash = "blake2b" in man
         rows = [
