@@ -315,17 +315,19 @@ def test_12_inf_in_a_later_batch_names_that_image_and_keeps_earlier_rows(tmp_pat
     Image.new("RGB", (24, 20), (255, 255, 255)).save(images / "im3.png")
     out = tmp_path / "inf"
     m = torch.nn.Sequential(OrderedDict(blow=_InfForWhite()))
-    with pytest.raises(VisrepsError, match=r"layer 'blow' gives a non-finite value \(inf\) for image 'im3\.png' \(row 3\)"):
+    with pytest.raises(
+        VisrepsError, match=r"layer 'blow' gives a non-finite value \(inf\) for image 'im3\.png' \(row 3\)"
+    ):
         extract(m, images, out, layers=["blow"], batch_size=2)
     progress = json.loads((out / "progress.partial.json").read_text())
     assert progress["rows"] == 2 and progress["next_image"] == 2  # the first batch is kept: --resume continues
 
 
-def _nan_folder(tmp_path, images, monkeypatch, name="old") -> Path:
+def _nan_folder(tmp_path, images, monkeypatch, name="old", fmt="npy") -> Path:
     """A complete folder holding NaN, as visreps wrote it before each batch was checked."""
     with monkeypatch.context() as m:
         m.setattr(storage, "check_finite", lambda *a, **k: None)
-        extract(net(nan=True), images, tmp_path / name)
+        extract(net(nan=True), images, tmp_path / name, format=fmt)
     return tmp_path / name
 
 
@@ -356,6 +358,9 @@ def test_27_analysis_of_a_nan_layer_names_folder_and_layer(tmp_path, images, mon
     with pytest.raises(VisrepsError) as e:
         visreps.encode(str(folder), str(tmp_path / "resp.npz"), layers=["fc"], folds=2)
     assert f"layer 'fc' of {str(folder)!r}" in one_line(e.value) and "NaN" in str(e.value)
+    h5 = _nan_folder(tmp_path, images, monkeypatch, name="old_h5", fmt="hdf5")  # arrays in memory: no file to name
+    code, out = cli("rsa", h5, "--layers", "fc", "--out", tmp_path / "rsa_h5")
+    assert code == 2 and f"layer 'fc' of {str(h5)!r}" in out and "NaN" in out, out
 
 
 # --------------------------------------------------------------------------- the manifest's hash (13)
@@ -435,7 +440,9 @@ def test_14_align_refuses_random_weights_unless_forced(tmp_path, images):
     code, out = cli("align", folder, "--model", "torchvision:resnet18", "--layers", "avgpool",
                     "--transform-file", tf, "--out", tmp_path / "b")  # fmt: skip
     assert code == 2 and "--force" in out
-    res = align(folder, model="torchvision:resnet18", layer="avgpool", transform_file=tf, out=tmp_path / "c", force=True)
+    res = align(
+        folder, model="torchvision:resnet18", layer="avgpool", transform_file=tf, out=tmp_path / "c", force=True
+    )
     assert res.metadata["transform"]["avgpool"]["forced_onto_random_weights"] is True
     X = np.asarray(visreps.load_features(folder)["avgpool"]).reshape(5, -1).astype(np.float64)
     t = np.load(tf)

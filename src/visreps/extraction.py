@@ -564,7 +564,8 @@ def drive(
         if batch.topk is not None:
             arrays["topk_index"], arrays["topk_prob"] = (np.asarray(t) for t in batch.topk)
         with _uninterruptible():
-            sink.write(row, arrays, names=[items[i].path for i in batch.idx])  # names: for a non-finite error
+            names = [getattr(items[i], "path", items[i]) for i in batch.idx]  # image paths (or texts): for errors
+            sink.write(row, arrays, names=names)
             sink.checkpoint({"next_image": done_after, "rows": row + nrows, "skipped": skipped[:n_skipped]})
             row += nrows
 

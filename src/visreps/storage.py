@@ -449,6 +449,10 @@ def first_nonfinite(arr: Any, *, chunk_bytes: int = 64 * 2**20) -> tuple[int, fl
     step = max(1, chunk_bytes // row_bytes)
     for r0 in range(0, len(arr), step):
         block = np.asarray(arr[r0 : r0 + step])
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = block.sum()
+        if np.isfinite(total):  # one fast pass: NaN and inf propagate; an overflow only costs the exact pass
+            continue
         bad = ~np.isfinite(block.reshape(len(block), -1))
         if bad.any():
             r, c = np.argwhere(bad)[0]

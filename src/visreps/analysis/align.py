@@ -367,6 +367,21 @@ def align(
     return apply_glocal(folder_or_array, load_transform(path), what=f"features of {model}")
 
 
+def _check_weights(folder: Path, meta: dict[str, Any], force: Any) -> dict[str, Any]:
+    """The folder's weights record; random weights are refused unless ``force`` (the transforms were fitted on
+    the pretrained weights' features)."""
+    if not isinstance(force, bool):
+        raise VisrepsError(f"force must be True or False, got {force!r}")
+    weights = meta.get("weights") if isinstance(meta.get("weights"), dict) else {}
+    if weights.get("kind") == "random" and not force:
+        raise VisrepsError(
+            f"{str(folder)!r} holds features of randomly initialised weights (seed {weights.get('seed')}), but the "
+            "gLocal transforms were fitted on the pretrained weights' features; extract with the pretrained "
+            "weights, or apply it anyway with force=True (--force)"
+        )
+    return weights
+
+
 def _align_folder(
     folder: Path,
     *,
@@ -382,20 +397,12 @@ def _align_folder(
 
     from ..storage import OutputWriter, load_features
 
-    if not isinstance(force, bool):
-        raise VisrepsError(f"force must be True or False, got {force!r}")
     src = load_features(folder)
     meta_in = src.metadata
     model = model or meta_in.get("model")
     if not model:
         raise VisrepsError(f"{str(folder)!r} records no model; give it with model=... (--model)")
-    weights = meta_in.get("weights") if isinstance(meta_in.get("weights"), dict) else {}
-    if weights.get("kind") == "random" and not force:
-        raise VisrepsError(
-            f"{str(folder)!r} holds features of randomly initialised weights (seed {weights.get('seed')}), but the "
-            "gLocal transforms were fitted on the pretrained weights' features; extract with the pretrained "
-            "weights, or apply it anyway with force=True (--force)"
-        )
+    weights = _check_weights(folder, meta_in, force)
     found = find_transform(model, transform=transform)
     wanted = list(layers) if layers is not None else [t.layer for t in found if t.layer in src.features]
     if not wanted:

@@ -163,7 +163,8 @@ def rsa(
     outdir.mkdir(parents=True, exist_ok=True)
     labels = list(res.manifest["path"]) if len(res.manifest) <= 60 else None
     for layer in res.layers:
-        rdm = compute_rdm(res[layer], method, sigma=sigma, block_size=block_size, device=device)
+        where = f"layer {layer!r} of {str(folder)!r}"  # names the layer in errors (e.g. NaN)
+        rdm = compute_rdm(res[layer], method, sigma=sigma, block_size=block_size, device=device, name=where)
         stem = stems[layer].name
         path = outdir / f"{stem}.{fmt}"
         _save_rdm(rdm, path, fmt)

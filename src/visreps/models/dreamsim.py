@@ -518,6 +518,7 @@ def _load_weights(module: Any, model_id: str, variant: Variant, found: dict[str,
     adapter, _ = open_checkpoint(paths["adapter"])
     merged = merge_lora(module, dict(adapter), scale, variant.backbones, str(paths["adapter"]))
     record["lora"] = {"r": r, "lora_alpha": alpha, "scale": scale, "layers_merged": merged}
+    record["adapter_sha256"] = verify_sha256(paths["adapter"], None)  # the adapter file actually merged
     if unpickled_any:
         record["allow_pickle"] = True
     return record

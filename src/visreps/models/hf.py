@@ -11,6 +11,11 @@ Ids:
 * ``hf:FOLDER``: a folder written by ``save_pretrained`` (``config.json``, the weights, and
   optionally ``preprocessor_config.json``). An existing folder wins over a Hub id of the same spelling.
 
+Pretrained means loaded: weights the checkpoint lacks are accepted only under :data:`OPTIONAL_PREFIXES`
+(the pooler a classifier checkpoint does not save; listed as ``newly_initialized``); anything else missing
+is a :class:`~visreps.errors.WeightsError`, as are weights of other sizes, a damaged or pickled weights file
+(never unpickled) and a config that is not an image model (BERT: "is a text model"), each in one line.
+
 The Hub cannot be enumerated, so ``hf`` lists no names; any syntactically valid id is accepted.
 
 The module is ``transformers.AutoModel`` of the config (``ViTModel``, ``Dinov2Model``,
@@ -536,7 +541,11 @@ def _check_vision(cfg: Any, where: str) -> None:
         getattr(modeling_auto, n, {})
         for n in ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES")
     ]
-    what = "a text model" if getattr(cfg, "vocab_size", None) or any(kind in t for t in text_types) else "not an image model"
+    what = (
+        "a text model"
+        if getattr(cfg, "vocab_size", None) or any(kind in t for t in text_types)
+        else "not an image model"
+    )
     raise VisrepsError(
         f"{where} (model_type {kind!r}) is {what}: it has no image size or input channels; hf: loads vision "
         "backbones (ViT, DeiT, DINOv2, Swin, ConvNeXt, BEiT, CLIP/SigLIP vision towers, ...); for CLIP text "
@@ -692,7 +701,9 @@ def load(
     Raises:
         MissingExtraError: transformers is not installed.
         WeightsError: files that are not in the cache offline or cannot be downloaded (naming the
-            repository, revision and cache folder), or a weights file that does not fit.
+            repository, revision and cache folder), weights missing beyond the pooler, of other
+            sizes, damaged or pickled, or a weights file that does not fit.
+        VisrepsError: a config that is not an image model (e.g. a text model).
     """
     from ..device import resolve_device
 
