@@ -460,25 +460,37 @@ def first_nonfinite(arr: Any, *, chunk_bytes: int = 64 * 2**20) -> tuple[int, fl
     return None
 
 
+class NonFiniteError(VisrepsError):
+    """A layer gave NaN or inf: the layer, the output row, the value, the image (when known) and the output."""
+
+    def __init__(self, layer: str, row: int, value: float, where: str, image: str | None = None) -> None:
+        self.layer, self.row, self.value, self.where, self.image = layer, row, value, where, image
+        what = f"image {image!r} (row {row})" if image is not None else f"row {row}"
+        super().__init__(
+            f"layer {layer!r} gives a non-finite value ({value}) for {what}; features must be finite, so {where} "
+            "is left unfinished. Check the weights (a file of NaNs?) and the inputs, or extract with --precision fp32 "
+            "(float16 overflows to inf)"
+        )
+
+    def naming(self, image: str) -> NonFiniteError:
+        """The same error, naming the image of its row."""
+        return NonFiniteError(self.layer, self.row, self.value, self.where, image)
+
+
 def check_finite(
     batch: Mapping[str, Any], start: int, *, names: Sequence[str] | None = None, where: str = "the output"
 ) -> None:
     """Refuse a batch of layer arrays (rows ``start, start+1, ...``) holding NaN or inf.
 
     Raises:
-        VisrepsError: naming the layer, the value, the first such image (``names[i]``, else its row) and ``where``.
+        NonFiniteError: naming the layer, the value, the first such row (and its image, ``names[i]``) and ``where``.
     """
     for layer, rows in batch.items():
         hit = first_nonfinite(rows)
         if hit is None:
             continue
         i, value = hit
-        image = f"image {names[i]!r} (row {start + i})" if names is not None and i < len(names) else f"row {start + i}"
-        raise VisrepsError(
-            f"layer {layer!r} gives a non-finite value ({value}) for {image}; features must be finite, so {where} "
-            "is left unfinished. Check the weights (a file of NaNs?) and the inputs, or extract with --precision fp32 "
-            "(float16 overflows to inf)"
-        )
+        raise NonFiniteError(layer, start + i, value, where, names[i] if names is not None and i < len(names) else None)
 
 
 class OutputWriter:
@@ -628,12 +640,9 @@ class OutputWriter:
         """Bytes written so far to text arrays (a resumed run truncates them there)."""
         return {k: w.size() for k, w in self.writers.items() if isinstance(w, TxtWriter)}
 
-    def write(self, start: int, batch: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> None:
-        """Write rows ``start, ...`` of each array, after :func:`check_finite` on the layers (``names``: the
-        batch's images, for the error)."""
-        check_finite(
-            {k: v for k, v in batch.items() if k not in self.aux}, start, names=names, where=repr(str(self.folder))
-        )
+    def write(self, start: int, batch: Mapping[str, np.ndarray]) -> None:
+        """Write rows ``start, ...`` of each array, after :func:`check_finite` on the layers."""
+        check_finite({k: v for k, v in batch.items() if k not in self.aux}, start, where=repr(str(self.folder)))
         for key, rows in batch.items():
             (self.aux[key] if key in self.aux else self.writers[key]).write(start, rows)
 
@@ -718,8 +727,8 @@ class MemorySink:
         self.arrays = {k: np.empty((n_rows, *s), dtype=np.float32) for k, s in shapes.items()}
         self.aux = {k: np.empty((n_rows, *s), dtype=d) for k, (s, d) in (aux or {}).items()}
 
-    def write(self, start: int, batch: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> None:
-        check_finite({k: v for k, v in batch.items() if k not in self.aux}, start, names=names, where="the extraction")
+    def write(self, start: int, batch: Mapping[str, np.ndarray]) -> None:
+        check_finite({k: v for k, v in batch.items() if k not in self.aux}, start, where="the extraction")
         for key, rows in batch.items():
             (self.aux if key in self.aux else self.arrays)[key][start : start + len(rows)] = rows
 

@@ -395,7 +395,7 @@ def _align_folder(
 ) -> Any:
     import json
 
-    from ..storage import OutputWriter, load_features
+    from ..storage import NonFiniteError, OutputWriter, load_features
 
     src = load_features(folder)
     meta_in = src.metadata
@@ -465,8 +465,10 @@ def _align_folder(
             X = src.features[lay]
             for s in range(0, n, 4096):
                 Y = apply_glocal(np.asarray(X[s : s + 4096]), tf, what=f"layer {lay!r}")
-                names = list(src.manifest["path"][s : s + 4096])
-                writer.write(s, {lay: Y.astype(np.float32)}, names=names)
+                try:
+                    writer.write(s, {lay: Y.astype(np.float32)})
+                except NonFiniteError as e:
+                    raise e.naming(src.manifest["path"][e.row]) from None
         man = src.manifest
         with_hash = "blake2b" in man
         rows = [
