@@ -372,7 +372,8 @@ def _check_weights(folder: Path, meta: dict[str, Any], force: Any) -> dict[str, 
     the pretrained weights' features)."""
     if not isinstance(force, bool):
         raise VisrepsError(f"force must be True or False, got {force!r}")
-    weights = meta.get("weights") if isinstance(meta.get("weights"), dict) else {}
+    recorded = meta.get("weights")
+    weights: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     if weights.get("kind") == "random" and not force:
         raise VisrepsError(
             f"{str(folder)!r} holds features of randomly initialised weights (seed {weights.get('seed')}), but the "

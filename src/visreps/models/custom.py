@@ -65,7 +65,7 @@ def pickle_allowed() -> bool:
     return _ALLOW_PICKLE.get()
 
 
-def _directory_message(path: Path, wanted: str, prefix: str = "") -> str:
+def directory_message(path: Path, wanted: str, prefix: str = "") -> str:
     """The error for a folder given where a file is wanted: ``hf:`` for a ``save_pretrained`` folder, else the
     files it holds that fit (``prefix``: how the suggestion is spelled, e.g. ``file:``)."""
     if (path / "config.json").is_file():
@@ -136,7 +136,7 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, what: str |
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        raise WeightsError(_directory_message(path, "a weights file"))
+        raise WeightsError(directory_message(path, "a weights file"))
     if not path.is_file():
         raise WeightsError(f"weights file {str(path)!r} does not exist; give the path to a .pt/.pth/.safetensors file")
     if path.suffix == ".safetensors":
@@ -289,7 +289,7 @@ def load_pickled_model(path: str | Path, *, device: Any = None, allow_pickle: bo
     import torch
 
     if Path(path).expanduser().is_dir():
-        raise WeightsError(_directory_message(Path(path).expanduser(), "a whole pickled model file", "file:"))
+        raise WeightsError(directory_message(Path(path).expanduser(), "a whole pickled model file", "file:"))
     obj, _ = open_checkpoint(path, allow_pickle=allow_pickle, what="a whole pickled model")
     if not isinstance(obj, torch.nn.Module):
         raise WeightsError(
