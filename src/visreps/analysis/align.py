@@ -383,6 +383,47 @@ def _check_weights(folder: Path, meta: dict[str, Any], force: Any) -> dict[str, 
     return weights
 
 
+def _plan_layer(
+    folder: Path,
+    src: Any,
+    lay: str,
+    found: list[GLocalTransform],
+    model: str,
+    transform: str,
+    named: bool,
+    transform_file: str | os.PathLike | None,
+    weights: dict[str, Any],
+) -> tuple[GLocalTransform, dict[str, np.ndarray], dict[str, Any]]:
+    """The transform of one layer of ``folder``, read and checked, and its record for the metadata."""
+    if lay not in src.features:
+        raise LayerNotFoundError(f"{str(folder)!r} has no layer {lay!r}; available: {', '.join(src.layers)}")
+    t = found[0] if len(found) == 1 and named else find_transform(model, lay, transform=transform)[0]
+    path, sha, pinned = _resolve_file(t, transform_file)
+    tf = load_transform(path)
+    shape = tuple(src.features[lay].shape)
+    if len(shape) != 2 or shape[1] != tf["weights"].shape[0]:
+        raise VisrepsError(
+            f"layer {lay!r} of {str(folder)!r} has per-image shape {shape[1:]}, but the gLocal transform of "
+            f"{t.model} / {t.module} takes vectors of {tf['weights'].shape[0]} ({t.layer}, pooled with "
+            f"--pool {t.pool}); extract the layer with that pooling"
+        )
+    record = {
+        "kind": transform,
+        "model": t.model,
+        "module": t.module,
+        "layer": lay,
+        "url": t.url,
+        "file": str(path),
+        "sha256": sha,
+        "sha256_pinned": pinned,
+        "formula": "Y = ((X - mean) / std) @ weights + bias",
+        "source": str(folder.resolve()),
+    }
+    if weights.get("kind") == "random":
+        record["forced_onto_random_weights"] = True
+    return t, tf, record
+
+
 def _align_folder(
     folder: Path,
     *,
@@ -412,35 +453,10 @@ def _align_folder(
             f"{', '.join(t.layer for t in found)}; the folder has {', '.join(src.layers)}. Extract that layer, "
             "or name the folder's layer to transform with layer=... (--layer)"
         )
-    plan: dict[str, tuple[GLocalTransform, dict[str, np.ndarray], dict[str, Any]]] = {}
-    for lay in wanted:
-        if lay not in src.features:
-            raise LayerNotFoundError(f"{str(folder)!r} has no layer {lay!r}; available: {', '.join(src.layers)}")
-        t = found[0] if len(found) == 1 and layers is not None else find_transform(model, lay, transform=transform)[0]
-        path, sha, pinned = _resolve_file(t, transform_file)
-        tf = load_transform(path)
-        shape = tuple(src.features[lay].shape)
-        if len(shape) != 2 or shape[1] != tf["weights"].shape[0]:
-            raise VisrepsError(
-                f"layer {lay!r} of {str(folder)!r} has per-image shape {shape[1:]}, but the gLocal transform of "
-                f"{t.model} / {t.module} takes vectors of {tf['weights'].shape[0]} ({t.layer}, pooled with "
-                f"--pool {t.pool}); extract the layer with that pooling"
-            )
-        record = {
-            "kind": transform,
-            "model": t.model,
-            "module": t.module,
-            "layer": lay,
-            "url": t.url,
-            "file": str(path),
-            "sha256": sha,
-            "sha256_pinned": pinned,
-            "formula": "Y = ((X - mean) / std) @ weights + bias",
-            "source": str(folder.resolve()),
-        }
-        if weights.get("kind") == "random":
-            record["forced_onto_random_weights"] = True
-        plan[lay] = (t, tf, record)
+    plan = {
+        lay: _plan_layer(folder, src, lay, found, model, transform, layers is not None, transform_file, weights)
+        for lay in wanted
+    }
     dest = Path(out).expanduser() if out is not None else folder.with_name(f"{folder.name}_{transform}")
     if dest.resolve() == folder.resolve():
         raise VisrepsError(f"out must differ from the input folder {str(folder)!r}")
