@@ -489,7 +489,10 @@ def _resolve(model_id: str, variant: Variant, weights: str | os.PathLike | None)
     paths["adapter"] = rel.member(f"{variant.lora_dir}/adapter_model.safetensors", optional=True) or rel.member(
         f"{variant.lora_dir}/adapter_model.bin"
     )
-    return {"paths": paths, "record": {**rel.record, "backbones": files}}
+    # read now: a damaged adapter config fails before anything is built
+    where = f"{str(paths['config'])!r} (from {rel.record['file']})"
+    lora = lora_scale(read_adapter_config(paths["config"], where), where)
+    return {"paths": paths, "record": {**rel.record, "backbones": files}, "lora": lora}
 
 
 def _load_weights(module: Any, model_id: str, variant: Variant, found: dict[str, Any]) -> dict[str, Any]:
@@ -497,8 +500,6 @@ def _load_weights(module: Any, model_id: str, variant: Variant, found: dict[str,
     from .custom import open_checkpoint, pickle_allowed
 
     paths, record = found["paths"], found["record"]
-    where = f"{str(paths['config'])!r} ({record.get('file')})" if record.get("file") else repr(str(paths["config"]))
-    read_adapter_config(paths["config"], where)  # a damaged adapter config fails before the backbones load
     unpickled_any = False
     for b in variant.backbones:
         spec, path = BACKBONES[b], paths[b]
@@ -513,8 +514,7 @@ def _load_weights(module: Any, model_id: str, variant: Variant, found: dict[str,
                     f"checkpoint {str(path)!r} needs 'proj' (768, 512) beside its state_dict, has {have}"
                 )
             getattr(module, f"{_name(b)}_proj").weight.data.copy_(proj.T)
-    config = read_adapter_config(paths["config"], where)
-    r, alpha, scale = lora_scale(config, where)
+    r, alpha, scale = found["lora"]
     adapter, _ = open_checkpoint(paths["adapter"])
     merged = merge_lora(module, dict(adapter), scale, variant.backbones, str(paths["adapter"]))
     record["lora"] = {"r": r, "lora_alpha": alpha, "scale": scale, "layers_merged": merged}

@@ -655,18 +655,18 @@ def _from_pretrained(cls: Any, hf: HFName) -> tuple[Any, dict[str, Any]]:
             f"{hf.describe()} has no weights transformers can read ({' '.join(str(e).split())[:200]}); "
             f"save the model there with save_pretrained, or use random weights (--random)"
         ) from e
-    except RuntimeError as e:
-        if "mismatched" not in str(e) and "size mismatch" not in str(e):
-            raise
-        raise WeightsError(
-            f"the weights {_weights_file(hf)} have other sizes than the config.json of {hf.describe()} describes "
-            "(e.g. another hidden_size); give the config.json the weights were saved with"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - safetensors' SafetensorError, EOFError, ...: a damaged file
+    except Exception as e:  # noqa: BLE001 - RuntimeError (sizes), SafetensorError, EOFError, network errors, ...
+        if isinstance(e, RuntimeError) and ("mismatched" in str(e) or "size mismatch" in str(e)):
+            raise WeightsError(
+                f"the weights {_weights_file(hf)} have other sizes than the config.json of {hf.describe()} "
+                "describes (e.g. another hidden_size); give the config.json the weights were saved with"
+            ) from None
+        if hf.folder is None:
+            raise _missing(hf, e) from None
         reason = " ".join(str(e).split())[:160]
         raise WeightsError(
             f"cannot read the weights {_weights_file(hf)} ({type(e).__name__}: {reason}); the file is damaged or "
-            "truncated: save the model again with save_pretrained (or download it again)"
+            "truncated: save the model again with save_pretrained"
         ) from None
 
 
