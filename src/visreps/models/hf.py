@@ -530,7 +530,7 @@ def architecture(config: Any, where: str = "the config") -> tuple[Any, Any]:
 
 
 def _check_vision(cfg: Any, where: str) -> None:
-    """Refuse a config that describes no image model (a text model such as BERT or GPT-2), naming its kind."""
+    """Refuse the config of a text model (BERT, GPT-2: a vocabulary, no image size or input channels)."""
     from transformers.models.auto import modeling_auto
 
     kind = getattr(cfg, "model_type", None) or "?"
@@ -541,13 +541,10 @@ def _check_vision(cfg: Any, where: str) -> None:
         getattr(modeling_auto, n, {})
         for n in ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES")
     ]
-    what = (
-        "a text model"
-        if getattr(cfg, "vocab_size", None) or any(kind in t for t in text_types)
-        else "not an image model"
-    )
+    if not (getattr(cfg, "vocab_size", None) or any(kind in t for t in text_types)):
+        return  # not known as a text model: an image model transformers does not list as one is let through
     raise VisrepsError(
-        f"{where} (model_type {kind!r}) is {what}: it has no image size or input channels; hf: loads vision "
+        f"{where} (model_type {kind!r}) is a text model: it has no image size or input channels; hf: loads vision "
         "backbones (ViT, DeiT, DINOv2, Swin, ConvNeXt, BEiT, CLIP/SigLIP vision towers, ...); for CLIP text "
         "features use `visreps text`"
     )
@@ -645,8 +642,8 @@ def _from_pretrained(cls: Any, hf: HFName) -> tuple[Any, dict[str, Any]]:
     except pickle.UnpicklingError:
         raise WeightsError(
             f"{_weights_file(hf)} is a pickle holding Python objects besides tensors: unpickling it can run "
-            "arbitrary code, so hf: does not load it; save the model with save_pretrained (safetensors), or load "
-            "the file itself with a model id and --weights ... --allow-pickle, only if you trust it"
+            "arbitrary code, so hf: does not load it; if you trust the file, load the model in Python and save it "
+            "again with save_pretrained (safetensors)"
         ) from None
     except OSError as e:
         if hf.folder is None:
