@@ -490,8 +490,10 @@ def _resolve(model_id: str, variant: Variant, weights: str | os.PathLike | None)
         f"{variant.lora_dir}/adapter_model.bin"
     )
     # read now: a damaged adapter config fails before anything is built
-    where = f"{str(paths['config'])!r} (from {rel.record['file']})"
-    lora = lora_scale(read_adapter_config(paths["config"], where), where)
+    config = paths["config"]
+    assert config is not None  # not optional: member() raised if it is missing
+    where = f"{str(config)!r} (from {rel.record['file']})"
+    lora = lora_scale(read_adapter_config(config, where), where)
     return {"paths": paths, "record": {**rel.record, "backbones": files}, "lora": lora}
 
 
