@@ -89,6 +89,13 @@ class FeatureSet:
     def n(self) -> int:
         return int(np.shape(self.features)[0])
 
+    @property
+    def where(self) -> str:
+        """How messages name it: its label, and the layer and folder it was read from."""
+        if self.folder is None:
+            return self.label or self.model
+        return f"{self.label or self.model} (layer {self.layer!r} of {str(self.folder)!r})"
+
 
 # --------------------------------------------------------------------------- reference RDMs
 
@@ -583,7 +590,7 @@ def _rdm_of(s: FeatureSet, rdm_method: str, **kw) -> np.ndarray:
     try:
         rdm = compute_rdm(s.features, rdm_method, **kw)
     except VisrepsError as e:
-        raise VisrepsError(f"{s.label}: {e}") from None
+        raise VisrepsError(f"{s.where}: {e}") from None
     if s.order is not None:
         rdm = rdm[np.ix_(s.order, s.order)]
     return rdm

@@ -764,7 +764,7 @@ def _fit_all(
             raise VisrepsError("method='banded' needs at least 2 layers (the bands); give more layers or folders")
         designs = [
             layer_design(
-                s.features, rows, solver="kernel", block_size=opts["block_size"], name=s.label, device=opts["device"]
+                s.features, rows, solver="kernel", block_size=opts["block_size"], name=s.where, device=opts["device"]
             )
             for s, rows in zip(sets, rows_of)
         ]
@@ -772,7 +772,7 @@ def _fit_all(
     fits = []
     for s, rows in zip(sets, rows_of):
         d = layer_design(
-            s.features, rows, solver=opts["solver"], block_size=opts["block_size"], name=s.label, device=opts["device"]
+            s.features, rows, solver=opts["solver"], block_size=opts["block_size"], name=s.where, device=opts["device"]
         )
         pred, chosen = _cross_validate(lambda tr, te, d=d: _one_fold(method, d, tr, te, Yl, opts), fold_of, Yl.shape)
         fit = {"label": s.label, "model": s.model, "weights": s.weights, "layer": s.layer, "solver": d.kind}

@@ -192,7 +192,8 @@ def rsa(
     done = []
     with plan:  # each file under a partial name; all renamed when every layer is done
         for layer in res.layers:
-            rdm = compute_rdm(res[layer], method, sigma=sigma, block_size=block_size, device=device)
+            where = f"layer {layer!r} of {str(folder)!r}"  # names the layer in errors (e.g. NaN)
+            rdm = compute_rdm(res[layer], method, sigma=sigma, block_size=block_size, device=device, name=where)
             stem = stems[layer].name
             path = outdir / f"{stem}.{fmt}"
             plan.write(path, lambda p: _save_rdm(rdm, p, fmt))  # noqa: B023 - called at once
