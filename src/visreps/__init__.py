@@ -63,6 +63,7 @@ _LAZY = {
     "plot_comparison": "visreps.plotting",
     "set_offline": "visreps.cache",
     "align": "visreps.analysis",
+    "bench": "visreps.bench",
 }
 
 from .errors import VisrepsError as VisrepsError  # noqa: E402  (cheap, no heavy imports)

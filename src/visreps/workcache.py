@@ -183,6 +183,7 @@ def cached_extract(
     work_dir: str | os.PathLike,
     options: Mapping[str, Any] | None = None,
     image_list: list[tuple[str, str]] | None = None,
+    model: Any = None,
 ) -> CacheEntry:
     """The cache entry of this extraction request: found and verified, or extracted now.
 
@@ -194,6 +195,8 @@ def cached_extract(
         options: keyword arguments for :func:`visreps.extract` (``pretrained``, ``seed``, ``weights``,
             ``pool``, ``order``, ``batch_size``, ``device``...).
         image_list: :func:`image_hashes` of ``images``, when the caller has them already.
+        model: the :class:`~visreps.models.LoadedModel` of ``model_id`` with the weights ``options``
+            name, when the caller has loaded it already (it is extracted instead of loading it again).
 
     Raises:
         VisrepsError: any error of the extraction; the cache is left as it was (an interrupted
@@ -219,15 +222,16 @@ def cached_extract(
     partial = work / (final.name + ".partial")
     opts.setdefault("progress", False)
     layer_arg = layers if isinstance(layers, str) else list(layers)
+    what = model_id if model is None else model
     resumed = False
     if partial.is_dir():
         try:
-            extract(model_id, images, layers=layer_arg, out=partial, resume=True, **opts)
+            extract(what, images, layers=layer_arg, out=partial, resume=True, **opts)
             resumed = True
         except VisrepsError:
             resumed = False
     if not resumed:
-        extract(model_id, images, layers=layer_arg, out=partial, overwrite=partial.exists(), **opts)
+        extract(what, images, layers=layer_arg, out=partial, overwrite=partial.exists(), **opts)
     _write_json(partial.with_name(final.name + ".key.json"), {"key": key, "request": request})
     os.replace(partial, final)  # a directory rename: the entry appears complete or not at all
     return CacheEntry(final, key, request, True)
