@@ -118,10 +118,32 @@ def _figure(ranking, layers, base: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(out: Path, spec, ranking, pairwise, layers, split, cache: list[dict[str, Any]]) -> None:
+def reuse_outputs(out: Path, fingerprint: str) -> tuple | None:
+    """The tables of an earlier bench in ``out`` with this fingerprint, every file intact; else ``None``."""
+    import pandas as pd
+
+    from ..models._base import file_sha256
+
+    try:
+        rec = json.loads((out / RECORD).read_text(encoding="utf-8"))
+        if rec.get("fingerprint") != fingerprint:
+            return None
+        for name, digest in rec["checksums"].items():
+            if "/" in name or file_sha256(out / name) != digest:
+                return None
+        tables = [pd.read_csv(out / f"{n}.csv", keep_default_na=False, na_values=[""]) for n in ("ranking", "pairwise", "layers", "split")]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, pd.errors.ParserError):
+        return None
+    return tuple(tables)
+
+
+def write_outputs(
+    out: Path, spec, ranking, pairwise, layers, split, cache: list[dict[str, Any]], fingerprint: str
+) -> None:
     """Every output under a partial name in ``out/.bench-partial``, then renamed into ``out``; ``bench.json`` last."""
     import shutil
 
+    from ..models._base import file_sha256
     from ..storage import versions
 
     out.mkdir(parents=True, exist_ok=True)
@@ -156,6 +178,8 @@ def write_outputs(out: Path, spec, ranking, pairwise, layers, split, cache: list
             "test": [p for p, part in zip(split["path"], split["part"]) if part == "test"],
         },
         "files": [*files, RECORD],
+        "fingerprint": fingerprint,
+        "checksums": {name: file_sha256(stage / name) for name in files},
     }
     (stage / RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
     for name in [*files, RECORD]:  # the record last: its presence says the run is complete

@@ -162,13 +162,13 @@ def _factors(spec: Spec, targets: list[_Target], problems: list[str]) -> dict[st
     return out
 
 
-def _check_model(m: ModelSpec, request: dict, work: Path, spec: Spec, problems: list[str]) -> Any:
+def _check_model(m: ModelSpec, request: dict | None, work: Path, spec: Spec, problems: list[str]) -> Any:
     """The loaded model when its cache entry is missing (``None`` on a hit or a problem)."""
     from ..capture import parse_layers
     from ..models import load_model
     from ..workcache import find_entry
 
-    if find_entry(work, request) is not None:
+    if request is not None and find_entry(work, request) is not None:
         return None
     opts = m.extract_options()
     try:
@@ -261,25 +261,60 @@ def bench(
             problems.append(f"{m.where}.weights: {e}")
             req = None
         requests.append(req)
-        loaded.append(_check_model(m, req, work, s, problems) if req is not None and hashes else None)
+        loaded.append(_check_model(m, req if hashes else None, work, s, problems))
     fail(problems, s.source)
     assert sel is not None
+    fingerprint = _fingerprint(s, requests, hashes, sel)
+    from ._outputs import reuse_outputs, write_outputs
+
+    if all(lm is None for lm in loaded):  # every extraction is in the cache: perhaps nothing changed at all
+        done = reuse_outputs(outp, fingerprint)
+        if done is not None:
+            say(f"{outp} holds the results of this spec already (same spec, images, targets and cache entries)")
+            return BenchResult(*done, outp, [], [])
     entries = _extract_all(s, work, hashes, loaded, say)
     say("scoring")
     ranking, pairwise, layer_rows = _score_all(s, targets, entries, sel, factors, say)
-    from ._outputs import write_outputs
-
     split = _split_table(paths, labels, sel)
     cache = [
         {"label": m.label, "model": m.id, "folder": str(e.folder), "key": e.key, "extracted": e.extracted,
          "checksums": {k: v.get("sha256") for k, v in (e.load().metadata.get("checksums") or {}).items()}}
         for m, e in zip(s.models, entries)
     ]  # fmt: skip
-    write_outputs(outp, s, ranking, pairwise, layer_rows, split, cache)
+    write_outputs(outp, s, ranking, pairwise, layer_rows, split, cache, fingerprint)
     say(f"wrote {outp}")
     return BenchResult(
         ranking, pairwise, layer_rows, split, outp, [c["label"] for c in cache if c["extracted"]], cache
     )
+
+
+def _file_digest(path: Path) -> str:
+    from ..models._base import file_sha256
+
+    if path.is_dir():
+        return ",".join(f"{f.name}:{file_sha256(f)}" for f in sorted(path.iterdir()) if f.is_file())
+    return file_sha256(path)
+
+
+def _fingerprint(s: Spec, requests: list, hashes, sel: np.ndarray) -> str:
+    """What decides every number of the outputs: spec, analysis options, cache keys, targets' and images' content."""
+    import hashlib
+    import json
+
+    from ..storage import versions
+    from ..workcache import request_key
+
+    rec = {
+        "spec": s.raw,
+        "analysis": s.analysis,
+        "labels": [m.label for m in s.models],
+        "requests": [request_key(r) for r in requests],
+        "targets": [(t.name, t.kind, t.key, t.axes, _file_digest(t.path)) for t in s.targets],
+        "images": hashes,
+        "split": sel.tolist(),
+        "versions": versions(),
+    }
+    return hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _extract_all(s: Spec, work: Path, hashes, loaded, say) -> list:
@@ -332,7 +367,7 @@ def _score_all(s: Spec, targets: list[_Target], entries: list, sel: np.ndarray, 
         pair_frames += pairs
         layer_frames.append(layers)
     ranking = pd.DataFrame(rank_rows)
-    ranking["rank"] = ranking.groupby("target")["score"].rank(ascending=False, method="min")
+    ranking["rank"] = ranking.groupby("target")["score"].rank(ascending=False, method="min", na_option="bottom").astype(int)
     ranking = ranking.sort_values(["target", "rank"], kind="stable").reset_index(drop=True)
     pair_cols = ["target", "fold", "a", "b", "r_a", "r_b", "difference", "se_difference", "p", "p_corrected", "significant"]
     pairwise = pd.concat(pair_frames, ignore_index=True) if pair_frames else pd.DataFrame(columns=pair_cols)

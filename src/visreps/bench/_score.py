@@ -78,17 +78,21 @@ def rsa_layer_scores(rdms: dict[str, np.ndarray | None], ref: np.ndarray, idx: n
 def rsa_test(
     committed: dict[str, np.ndarray], ref: np.ndarray, idx: np.ndarray, analysis: dict[str, Any], factors: str | None
 ) -> tuple[dict[str, dict[str, float]], Any]:
-    """Held-out scores of the committed RDMs (label → RDM) on the images ``idx``: rows and pairwise table."""
-    from ..analysis import rdm_inference
+    """Held-out scores of the committed RDMs (label → RDM) on the images ``idx``: rows and pairwise table.
+
+    The noise ceiling is :func:`visreps.analysis.rdm_noise_ceiling` of the subjects' RDMs on the same
+    test images (not bootstrapped: the bench reports its bounds, not a test against them).
+    """
+    from ..analysis import rdm_inference, rdm_noise_ceiling
 
     D = ref[:, idx][:, :, idx]
+    method = analysis["rsa"]["compare"]
     models = {k: _sub(v, idx) for k, v in committed.items()}
     pairwise = analysis["test"] == "pairwise" and len(models) > 1 and factors
     res = rdm_inference(
         models,
         D,
-        method=analysis["rsa"]["compare"],
-        noise_ceiling=len(D) >= 2,
+        method=method,
         bootstrap=factors,
         n_bootstrap=int(analysis["bootstrap"]["n"]),
         test="pairwise" if pairwise else None,
@@ -96,13 +100,14 @@ def rsa_test(
         ci=float(analysis["ci"]),
         seed=analysis["bootstrap"]["seed"],
     )
+    nc = rdm_noise_ceiling(D, method) if len(D) >= 2 else None
     t = res.table
     rows = {}
     for i, lab in enumerate(t["label"]):
         rows[lab] = {
             "score": float(t["r"].iloc[i]),
-            "ceiling_lower": float(t["noise_ceiling_lower"].iloc[i]) if "noise_ceiling_lower" in t else np.nan,
-            "ceiling_upper": float(t["noise_ceiling_upper"].iloc[i]) if "noise_ceiling_upper" in t else np.nan,
+            "ceiling_lower": nc.lower if nc is not None else np.nan,
+            "ceiling_upper": nc.upper if nc is not None else np.nan,
             "ci_low": float(t["ci_low"].iloc[i]) if "ci_low" in t else np.nan,
             "ci_high": float(t["ci_high"].iloc[i]) if "ci_high" in t else np.nan,
         }

@@ -14,7 +14,7 @@ from typing import IO, Any
 import click
 
 from ..errors import ExtractionInterrupted, VisrepsError
-from . import align, analysis, encode, extract, folders, models, text
+from . import align, analysis, bench, encode, extract, folders, models, text
 
 __all__ = ["VisrepsGroup", "main"]
 
@@ -98,6 +98,7 @@ for _command in (
     analysis.cka,
     align.align,
     encode.encode,
+    bench.bench,
 ):
     main.add_command(_command)
 del _command
