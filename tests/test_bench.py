@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
 
 import visreps
+from conftest import REPO
 from visreps.errors import VisrepsError
 
 EXAMPLE = REPO / "examples" / "bench"
@@ -20,9 +20,7 @@ ALEX = ["features.2", "features.5", "features.12", "classifier.5"]
 
 
 def _models(seeds=(1, 2)) -> list[dict]:
-    return [
-        {"id": "torchvision:alexnet", "weights": "random", "seed": s, "layers": ALEX, "pool": "avg"} for s in seeds
-    ]
+    return [{"id": "torchvision:alexnet", "weights": "random", "seed": s, "layers": ALEX, "pool": "avg"} for s in seeds]
 
 
 def _spec(tmp: Path, targets: list[dict], **analysis) -> dict:
@@ -72,7 +70,9 @@ def test_outputs_columns_and_the_stratified_split(first):
         assert (out / name).is_file(), name
     assert not (out / ".bench-partial").exists()
     ranking = pd.read_csv(out / "ranking.csv")
-    need = "target, model, label, weights, layer, score, ceiling_lower, ceiling_upper, normalised, ci_low, ci_high, rank"
+    need = (
+        "target, model, label, weights, layer, score, ceiling_lower, ceiling_upper, normalised, ci_low, ci_high, rank"
+    )
     assert set(need.split(", ")) <= set(ranking.columns)
     assert len(ranking) == 4 and sorted(set(ranking["target"])) == ["V4", "hIT"]
     assert set(ranking["label"]) == {"alexnet (random, seed 1)", "alexnet (random, seed 2)"}
@@ -135,12 +135,18 @@ def test_rsa_bootstrap_interval_agrees_with_rsatoolbox(first):
     test = np.flatnonzero(split["part"] == "test")
     data = np.load(EXAMPLE / "hIT_subjects.npy")[:, test][:, :, test]
     rank = res.ranking.set_index(["target", "label"]).loc[("hIT", "alexnet (random, seed 1)")]
-    rdm = squareform(pdist(_features(res, "alexnet (random, seed 1)", rank["layer"]), "correlation"))[np.ix_(test, test)]
-    mine = visreps.analysis.rdm_inference({"m": rdm}, data, method="spearman", bootstrap="subjects,images", n_bootstrap=200)
+    rdm = squareform(pdist(_features(res, "alexnet (random, seed 1)", rank["layer"]), "correlation"))[
+        np.ix_(test, test)
+    ]
+    mine = visreps.analysis.rdm_inference(
+        {"m": rdm}, data, method="spearman", bootstrap="subjects,images", n_bootstrap=200
+    )
     assert (rank["ci_low"], rank["ci_high"]) == pytest.approx(
         (mine.table["ci_low"].iloc[0], mine.table["ci_high"].iloc[0]), abs=1e-12
     )
-    theirs = eval_dual_bootstrap(ModelFixed("m", RDMs(rdm[None])), RDMs(data), method="spearman", N=200, k_pattern=1, k_rdm=1)
+    theirs = eval_dual_bootstrap(
+        ModelFixed("m", RDMs(rdm[None])), RDMs(data), method="spearman", N=200, k_pattern=1, k_rdm=1
+    )
     se_theirs = float(np.sqrt(theirs.variances.ravel()[0]))
     q = stats.t.ppf(0.975, min(len(data), len(test)) - 1)
     se_mine = (rank["ci_high"] - rank["ci_low"]) / (2 * q)
@@ -186,7 +192,10 @@ def test_known_best_layer_is_committed_and_new_targets_extract_nothing(first, tm
     U = np.linalg.svd(Xe - Xe.mean(0), full_matrices=False)[0][:, :3]  # its main directions over the images
     signal = U @ rng.normal(size=(3, 8)) * np.sqrt(len(U))
     np.save(tmp_path / "known_resp.npy", np.stack([signal + rng.normal(0, 0.3, signal.shape) for _ in range(3)]))
-    targets = [{"name": "known", "rdms": str(tmp_path / "known.npy")}, {"name": "known_enc", "responses": str(tmp_path / "known_resp.npy")}]
+    targets = [
+        {"name": "known", "rdms": str(tmp_path / "known.npy")},
+        {"name": "known_enc", "responses": str(tmp_path / "known_resp.npy")},
+    ]
     spec2 = {**spec, "targets": targets}
     res2 = visreps.bench(spec2, out=tmp_path / "out", progress=False)
     assert res2.extracted == []  # a new target: nothing extracted
@@ -207,7 +216,11 @@ def test_pure_noise_held_out_scores_are_centred_on_zero(first, tmp_path):
             np.fill_diagonal(s, 0)
         np.save(tmp_path / f"noise{k}.npy", m)
         targets.append({"name": f"noise{k}", "rdms": str(tmp_path / f"noise{k}.npy")})
-    spec2 = {**spec, "targets": targets, "analysis": {**spec["analysis"], "bootstrap": {"factors": "images", "n": 20}, "test": "none"}}
+    spec2 = {
+        **spec,
+        "targets": targets,
+        "analysis": {**spec["analysis"], "bootstrap": {"factors": "images", "n": 20}, "test": "none"},
+    }
     res = visreps.bench(spec2, out=tmp_path / "out", progress=False)
     held = res.ranking["score"].to_numpy()
     best_in_sample = res.layers.groupby(["target", "label"])["selection_score"].max().to_numpy()
@@ -282,7 +295,14 @@ def test_cli_bench(first, tmp_path):
     shutil.copy(EXAMPLE / "hIT_subjects.npy", tmp_path)
     lines = ['images = "stimuli/"', f'work_dir = "{tmp / "cache"}"', 'device = "cpu"']
     for m in _models():
-        lines += ["[[models]]", f'id = "{m["id"]}"', 'weights = "random"', f"seed = {m['seed']}", f"layers = {json.dumps(ALEX)}", 'pool = "avg"']
+        lines += [
+            "[[models]]",
+            f'id = "{m["id"]}"',
+            'weights = "random"',
+            f"seed = {m['seed']}",
+            f"layers = {json.dumps(ALEX)}",
+            'pool = "avg"',
+        ]
     lines += ["[[targets]]", 'name = "hIT"', 'rdms = "hIT_subjects.npy"', "[analysis]", "bootstrap = { n = 100 }"]
     (tmp_path / "spec.toml").write_text("\n".join(lines))
     r = CliRunner().invoke(main, ["bench", str(tmp_path / "spec.toml"), "--out", str(tmp_path / "o")])
@@ -297,7 +317,9 @@ _HAS_BLOCKS = "reduce" in inspect.signature(visreps.extract).parameters
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(not _HAS_BLOCKS, reason="layers = 'blocks' comes with the reductions issue (visreps.extract)", strict=False)
+@pytest.mark.xfail(
+    not _HAS_BLOCKS, reason="layers = 'blocks' comes with the reductions issue (visreps.extract)", strict=False
+)
 def test_the_spec_of_the_issue_runs_as_written(tmp_path):
     shutil.copytree(EXAMPLE, tmp_path / "bench", ignore=shutil.ignore_patterns("cache"))
     res = visreps.bench(tmp_path / "bench" / "spec.toml", out=tmp_path / "out", progress=False)

@@ -1,4 +1,4 @@
-"""The extraction cache of ``compare --work-dir`` and ``bench`` (issue 19, finding 3): entries never replaced or lost."""
+"""The extraction cache of ``compare --work-dir`` and ``bench`` (issue 19, finding 3): entries never lost."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES
 
 import visreps
+from conftest import EXAMPLES
 from visreps import workflows
 from visreps.errors import VisrepsError
 from visreps.workcache import cache_request, cached_extract, image_hashes, request_key
@@ -65,7 +65,9 @@ def test_requests_that_change_the_numbers_never_replace_each_other(tmp_path, two
         assert after[name] == sums  # never replaced
     for name in after:
         visreps.verify(work / name)
-    kinds = sorted(json.dumps(json.loads((work / n / "metadata.json").read_text())["weights"], sort_keys=True) for n in after)
+    kinds = sorted(
+        json.dumps(json.loads((work / n / "metadata.json").read_text())["weights"], sort_keys=True) for n in after
+    )
     assert sum('"pretrained"' in k for k in kinds) == 1
     # each request is served by its own entry: the same numbers again, nothing extracted
     again = run(imgs, pretrained=False, seed=0)
@@ -115,7 +117,9 @@ def test_the_key_holds_what_changes_the_numbers(tmp_path):
         cache_request("torchvision:alexnet", LAYERS, imgs, {"pretrained": False, "seed": 1, "pool": "avg"}),
         cache_request("torchvision:alexnet", LAYERS, imgs, {"pretrained": False, "seed": 1, "reduce": "srp:64"}),
         cache_request("torchvision:alexnet", LAYERS, imgs[:-1], {"pretrained": False, "seed": 1}),
-        cache_request("torchvision:alexnet", LAYERS, [(p, "0" * 32) for p, _ in imgs], {"pretrained": False, "seed": 1}),
+        cache_request(
+            "torchvision:alexnet", LAYERS, [(p, "0" * 32) for p, _ in imgs], {"pretrained": False, "seed": 1}
+        ),
     ]
     keys = {request_key(r) for r in changed} | {request_key(base)}
     assert len(keys) == len(changed) + 1

@@ -43,9 +43,10 @@ def collect_features(
 
     ``sources`` as there, plus model ids such as ``"torchvision:alexnet"`` together with
     ``images`` and ``layers``: the layers are extracted (into the cache ``work_dir`` when given,
-    :mod:`visreps.workcache`: one verified entry per request, keyed by the model, its weights, the
-    options, the layers and the images' content, never replaced; in memory otherwise). ``extract_options`` are keyword arguments for
-    :func:`visreps.extract` (``pretrained``, ``pool``, ``batch_size``, ``device``...).
+    :mod:`visreps.workcache`: one verified entry per request, keyed by the model, its weights,
+    the options, the layers and the images' content, never replaced; in memory otherwise).
+    ``extract_options`` are keyword arguments for :func:`visreps.extract` (``pretrained``, ``pool``,
+    ``batch_size``, ``device``...).
 
     Raises:
         VisrepsError: as :func:`visreps.analysis.collect_features`; a model id without layers; any

@@ -8,17 +8,20 @@ pairwise tests computed on those same test images. Extractions come from the cac
 
 from __future__ import annotations
 
+import sys
+import types
+
 from ._run import OUTPUT_FILES, BenchResult, bench
 from ._spec import Spec, parse_spec
 
 __all__ = ["OUTPUT_FILES", "BenchResult", "Spec", "bench", "parse_spec"]
 
 
-class _CallableModule(__import__("types").ModuleType):
+class _CallableModule(types.ModuleType):
     """``visreps.bench`` is this package and the function: ``visreps.bench(spec, out=...)`` works either way."""
 
     def __call__(self, spec, **kwargs):
         return bench(spec, **kwargs)
 
 
-__import__("sys").modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__class__ = _CallableModule

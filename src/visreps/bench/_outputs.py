@@ -40,7 +40,18 @@ def _jsonable(x: Any) -> Any:
 
 
 def _markdown_table(df) -> str:
-    cols = ["rank", "target", "label", "layer", "score", "ceiling_lower", "ceiling_upper", "normalised", "ci_low", "ci_high"]
+    cols = [
+        "rank",
+        "target",
+        "label",
+        "layer",
+        "score",
+        "ceiling_lower",
+        "ceiling_upper",
+        "normalised",
+        "ci_low",
+        "ci_high",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
         cells = []
@@ -55,8 +66,10 @@ def _report(spec, ranking, split) -> str:
     sel = spec.analysis["selection"]
     n_sel = int((split["part"] == "selection").sum())
     cv = int(sel["cv"])
-    how = "the layer chosen on each half and scored on the other, averaged" if cv == 2 else (
-        "each layer scored on the selection images, the best committed and scored on the test images"
+    how = (
+        "the layer chosen on each half and scored on the other, averaged"
+        if cv == 2
+        else ("each layer scored on the selection images, the best committed and scored on the test images")
     )
     return "\n".join(
         [
@@ -119,7 +132,8 @@ def _figure(ranking, layers, base: Path) -> None:
 
 
 def reuse_outputs(out: Path, fingerprint: str) -> tuple | None:
-    """The tables of an earlier bench in ``out`` with this fingerprint, every file intact; else ``None``."""
+    """``(ranking, pairwise, layers, split, cache)`` of an earlier bench in ``out`` with this fingerprint, every
+    file intact; else ``None``."""
     import pandas as pd
 
     from ..models._base import file_sha256
@@ -131,10 +145,13 @@ def reuse_outputs(out: Path, fingerprint: str) -> tuple | None:
         for name, digest in rec["checksums"].items():
             if "/" in name or file_sha256(out / name) != digest:
                 return None
-        tables = [pd.read_csv(out / f"{n}.csv", keep_default_na=False, na_values=[""]) for n in ("ranking", "pairwise", "layers", "split")]
+        tables = [
+            pd.read_csv(out / f"{n}.csv", keep_default_na=False, na_values=[""])
+            for n in ("ranking", "pairwise", "layers", "split")
+        ]
     except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, pd.errors.ParserError):
         return None
-    return tuple(tables)
+    return (*tables, [{**c, "extracted": False} for c in rec.get("cache", [])])
 
 
 def write_outputs(

@@ -156,7 +156,7 @@ def _factors(spec: Spec, targets: list[_Target], problems: list[str]) -> dict[st
         if "subjects" in fac and t.n_subjects < 2:
             problems.append(
                 f"analysis.bootstrap.factors: target {t.spec.name!r} has one subject's RDM; bootstrap over "
-                "\"images\", or give RDMs of 2+ subjects"
+                '"images", or give RDMs of 2+ subjects'
             )
         out[t.spec.name] = ",".join(fac) or None
     return out
@@ -271,7 +271,8 @@ def bench(
         done = reuse_outputs(outp, fingerprint)
         if done is not None:
             say(f"{outp} holds the results of this spec already (same spec, images, targets and cache entries)")
-            return BenchResult(*done, outp, [], [])
+            ranking, pairwise, layer_rows, split, cache = done
+            return BenchResult(ranking, pairwise, layer_rows, split, outp, [], cache)
     entries = _extract_all(s, work, hashes, loaded, say)
     say("scoring")
     ranking, pairwise, layer_rows = _score_all(s, targets, entries, sel, factors, say)
@@ -283,9 +284,7 @@ def bench(
     ]  # fmt: skip
     write_outputs(outp, s, ranking, pairwise, layer_rows, split, cache, fingerprint)
     say(f"wrote {outp}")
-    return BenchResult(
-        ranking, pairwise, layer_rows, split, outp, [c["label"] for c in cache if c["extracted"]], cache
-    )
+    return BenchResult(ranking, pairwise, layer_rows, split, outp, [c["label"] for c in cache if c["extracted"]], cache)
 
 
 def _file_digest(path: Path) -> str:
@@ -367,9 +366,23 @@ def _score_all(s: Spec, targets: list[_Target], entries: list, sel: np.ndarray, 
         pair_frames += pairs
         layer_frames.append(layers)
     ranking = pd.DataFrame(rank_rows)
-    ranking["rank"] = ranking.groupby("target")["score"].rank(ascending=False, method="min", na_option="bottom").astype(int)
+    ranking["rank"] = (
+        ranking.groupby("target")["score"].rank(ascending=False, method="min", na_option="bottom").astype(int)
+    )
     ranking = ranking.sort_values(["target", "rank"], kind="stable").reset_index(drop=True)
-    pair_cols = ["target", "fold", "a", "b", "r_a", "r_b", "difference", "se_difference", "p", "p_corrected", "significant"]
+    pair_cols = [
+        "target",
+        "fold",
+        "a",
+        "b",
+        "r_a",
+        "r_b",
+        "difference",
+        "se_difference",
+        "p",
+        "p_corrected",
+        "significant",
+    ]
     pairwise = pd.concat(pair_frames, ignore_index=True) if pair_frames else pd.DataFrame(columns=pair_cols)
     return ranking, pairwise, pd.concat(layer_frames, ignore_index=True)
 

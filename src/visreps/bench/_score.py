@@ -212,7 +212,9 @@ def restrict_responses(resp: Any, paths: list[str], where: str) -> Any:
     """The responses with their image rows in the images' order (matched by name when the file names them)."""
     from ..analysis.responses import match_images
 
-    idx = match_images(resp.images, paths, n_rows=resp.n_images, n_features=len(paths), where=where, features="the images")
+    idx = match_images(
+        resp.images, paths, n_rows=resp.n_images, n_features=len(paths), where=where, features="the images"
+    )
     inv = np.empty(len(idx), dtype=np.intp)
     inv[idx] = np.arange(len(idx))
     return replace(resp.take_images(inv), images=None)

@@ -101,7 +101,7 @@ def _toml():
 
         return tomllib
     try:
-        import tomli
+        import tomli  # pyright: ignore[reportMissingImports]
     except ImportError:  # pragma: no cover - tomli is a dependency on 3.10
         raise VisrepsError("reading a TOML spec on Python 3.10 needs tomli: pip install 'tomli>=2'") from None
     return tomli
@@ -152,27 +152,25 @@ def _model(i: int, m: Any, base: Path, problems: list[str]) -> ModelSpec | None:
     _unknown(m, MODEL_KEYS, f"{where}.", problems)
     mid = m.get("id")
     if not isinstance(mid, str) or not mid:
-        problems.append(f"{where}.id: missing; give the model id, e.g. id = \"torchvision:alexnet\"")
+        problems.append(f'{where}.id: missing; give the model id, e.g. id = "torchvision:alexnet"')
         return None
     out = ModelSpec(id=mid, where=where, seed=_int(m.get("seed", 0), f"{where}.seed", problems))
     w = m.get("weights", "pretrained")
     if not isinstance(w, str) or not w:
-        problems.append(f"{where}.weights: use \"pretrained\", \"random\" or the path of a weights file, got {w!r}")
+        problems.append(f'{where}.weights: use "pretrained", "random" or the path of a weights file, got {w!r}')
     elif w in ("pretrained", "random"):
         out.weights = w
     else:
         wp = _path(base, w)
         if not wp.is_file():
-            problems.append(
-                f"{where}.weights: {w!r} is not \"pretrained\", \"random\" or an existing weights file ({wp})"
-            )
+            problems.append(f'{where}.weights: {w!r} is not "pretrained", "random" or an existing weights file ({wp})')
         out.weights = str(wp)
     if "seed" in m and out.weights != "random":
-        problems.append(f"{where}.seed: a seed applies to weights = \"random\" only")
+        problems.append(f'{where}.seed: a seed applies to weights = "random" only')
     layers = m.get("layers", "blocks")
     ok_layers = isinstance(layers, str) or (isinstance(layers, list) and all(isinstance(x, str) for x in layers))
     if not ok_layers or not layers:
-        problems.append(f"{where}.layers: give \"blocks\", a list of layer names or glob patterns (see `visreps layers`)")
+        problems.append(f'{where}.layers: give "blocks", a list of layer names or glob patterns (see `visreps layers`)')
     out.layers = layers
     for k in ("label", "reduce", "pool"):
         if k in m and not isinstance(m[k], str):
@@ -196,7 +194,7 @@ def _target(i: int, t: Any, base: Path, problems: list[str]) -> TargetSpec | Non
     _unknown(t, TARGET_KEYS, f"{where}.", problems)
     name = t.get("name")
     if not isinstance(name, str) or not name:
-        problems.append(f"{where}.name: missing; give the target a name, e.g. name = \"IT\"")
+        problems.append(f'{where}.name: missing; give the target a name, e.g. name = "IT"')
         name = f"target {i}"
     has = [k for k in ("rdms", "responses") if k in t]
     if len(has) != 1:
@@ -236,7 +234,8 @@ def _analysis(a: Any, problems: list[str]) -> dict[str, Any]:
 def _check_analysis(a: dict[str, Any], problems: list[str]) -> None:
     from ..analysis.encoding import METHODS
     from ..analysis.inference import CORRECTIONS
-    from ..analysis.rsa import COMPARISONS, METHODS as RDM_METHODS
+    from ..analysis.rsa import COMPARISONS
+    from ..analysis.rsa import METHODS as RDM_METHODS
 
     checks = (
         ("rsa.rdm", a["rsa"]["rdm"], RDM_METHODS),
@@ -260,7 +259,7 @@ def _check_analysis(a: dict[str, Any], problems: list[str]) -> None:
     _int(a["encoding"]["folds"], "analysis.encoding.folds", problems, 2)
     _int(a["bootstrap"]["n"], "analysis.bootstrap.n", problems, 2)
     if a["test"] not in ("pairwise", "none", None, ""):
-        problems.append(f"analysis.test: \"pairwise\" (tests between models, FDR) or \"none\", got {a['test']!r}")
+        problems.append(f'analysis.test: "pairwise" (tests between models, FDR) or "none", got {a["test"]!r}')
     ci = a["ci"]
     if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
         problems.append(f"analysis.ci: the interval level between 0 and 1 (e.g. 0.95), got {ci!r}")
@@ -273,7 +272,7 @@ def parse_spec(spec: Any) -> tuple[Spec, list[str]]:
     _unknown(raw, TOP_KEYS, "", problems)
     images = raw.get("images")
     if not isinstance(images, str) or not images:
-        problems.append("images: missing; give the image folder, e.g. images = \"stimuli/\"")
+        problems.append('images: missing; give the image folder, e.g. images = "stimuli/"')
         img_path = base
     else:
         img_path = _path(base, images)

@@ -9,7 +9,13 @@ from ._base import quiet_option
 
 @click.command("bench")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder of the tables, figure and report.")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder of the tables, figure and report.",
+)
 @click.option(
     "--engine",
     type=click.Choice(["local"]),
