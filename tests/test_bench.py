@@ -325,3 +325,25 @@ def test_the_spec_of_the_issue_runs_as_written(tmp_path):
     res = visreps.bench(tmp_path / "bench" / "spec.toml", out=tmp_path / "out", progress=False)
     assert set(res.ranking["target"]) == {"hIT", "V4"} and len(res.ranking) == 4
     assert (tmp_path / "bench" / "cache").is_dir()  # work_dir relative to the spec's folder
+
+
+def test_an_interrupted_bench_continues_where_it_stopped(first, tmp_path, monkeypatch):
+    """Ctrl-C during the third model's extraction: no outputs; run again, only that model is extracted."""
+    import visreps.extraction
+
+    tmp, spec, _ = first
+    spec3 = {**spec, "models": _models((1, 2, 8))}
+    real = visreps.extraction.extract
+
+    def interrupted(model, images, **kw):
+        if kw.get("seed") == 8:
+            raise KeyboardInterrupt
+        return real(model, images, **kw)
+
+    monkeypatch.setattr(visreps.extraction, "extract", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        visreps.bench(spec3, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "ranking.csv").exists()
+    monkeypatch.undo()
+    res = visreps.bench(spec3, out=tmp_path / "out", progress=False)
+    assert res.extracted == ["alexnet (random, seed 8)"] and len(res.ranking) == 6
