@@ -347,3 +347,16 @@ def test_an_interrupted_bench_continues_where_it_stopped(first, tmp_path, monkey
     monkeypatch.undo()
     res = visreps.bench(spec3, out=tmp_path / "out", progress=False)
     assert res.extracted == ["alexnet (random, seed 8)"] and len(res.ranking) == 6
+
+
+def test_responses_rows_are_matched_to_images_by_name(first, tmp_path):
+    """A responses file whose `images` names its rows in another order gives the same ranking as one in image order."""
+    tmp, spec, res = first
+    split = pd.read_csv(tmp / "out" / "split.csv")
+    v4 = np.load(EXAMPLE / "v4.npy")
+    order = np.arange(len(split))[::-1]
+    np.savez(tmp_path / "v4_named.npz", responses=v4[:, order], images=np.array(split["path"])[order])
+    spec2 = {**spec, "targets": [{"name": "V4", "responses": str(tmp_path / "v4_named.npz")}]}
+    named = visreps.bench(spec2, out=tmp_path / "out", progress=False)
+    mine = res.ranking[res.ranking["target"] == "V4"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(named.ranking, mine, check_exact=False, rtol=1e-12)

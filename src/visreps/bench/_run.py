@@ -162,14 +162,17 @@ def _factors(spec: Spec, targets: list[_Target], problems: list[str]) -> dict[st
     return out
 
 
-def _check_model(m: ModelSpec, request: dict | None, work: Path, spec: Spec, problems: list[str]) -> Any:
-    """The loaded model when its cache entry is missing (``None`` on a hit or a problem)."""
+def _check_model(m: ModelSpec, request: dict | None, work: Path, spec: Spec, problems: list[str]) -> bool:
+    """Whether the model must be extracted (its cache entry is missing); it is loaded to check id and layers.
+
+    The loaded model is let go again (many models are never held at once); the extraction loads it anew.
+    """
     from ..capture import parse_layers
     from ..models import load_model
     from ..workcache import find_entry
 
     if request is not None and find_entry(work, request) is not None:
-        return None
+        return False
     opts = m.extract_options()
     try:
         lm = load_model(
@@ -177,17 +180,16 @@ def _check_model(m: ModelSpec, request: dict | None, work: Path, spec: Spec, pro
             pretrained=opts.get("pretrained", True),
             weights=opts.get("weights"),
             seed=opts.get("seed", 0),
-            device=spec.device,
+            device="cpu",
         )
     except VisrepsError as e:
         problems.append(f"{m.where}.id: {m.id!r} cannot be loaded: {e}")
-        return None
+        return True
     try:
         parse_layers(lm.layer_names(), m.layers, m.pool or "flatten")
     except VisrepsError as e:
         problems.append(f"{m.where}.layers: {e}")
-        return None
-    return lm
+    return True
 
 
 def _check_out(out: Path, spec: Spec, problems: list[str]) -> None:
@@ -253,7 +255,7 @@ def bench(
     _check_out(outp, s, problems)
     from ..workcache import cache_request
 
-    requests, loaded = [], []
+    requests, missing = [], []
     for m in s.models:
         try:
             req = cache_request(m.id, m.layers, hashes, m.extract_options())
@@ -261,19 +263,19 @@ def bench(
             problems.append(f"{m.where}.weights: {e}")
             req = None
         requests.append(req)
-        loaded.append(_check_model(m, req if hashes else None, work, s, problems))
+        missing.append(_check_model(m, req if hashes else None, work, s, problems))
     fail(problems, s.source)
     assert sel is not None
     fingerprint = _fingerprint(s, requests, hashes, sel)
     from ._outputs import reuse_outputs, write_outputs
 
-    if all(lm is None for lm in loaded):  # every extraction is in the cache: perhaps nothing changed at all
+    if not any(missing):  # every extraction is in the cache: perhaps nothing changed at all
         done = reuse_outputs(outp, fingerprint)
         if done is not None:
             say(f"{outp} holds the results of this spec already (same spec, images, targets and cache entries)")
             ranking, pairwise, layer_rows, split, cache = done
             return BenchResult(ranking, pairwise, layer_rows, split, outp, [], cache)
-    entries = _extract_all(s, work, hashes, loaded, say)
+    entries = _extract_all(s, work, hashes, missing, say)
     say("scoring")
     ranking, pairwise, layer_rows = _score_all(s, targets, entries, sel, factors, say)
     split = _split_table(paths, labels, sel)
@@ -316,17 +318,15 @@ def _fingerprint(s: Spec, requests: list, hashes, sel: np.ndarray) -> str:
     return hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _extract_all(s: Spec, work: Path, hashes, loaded, say) -> list:
+def _extract_all(s: Spec, work: Path, hashes, missing: list[bool], say) -> list:
     from ..workcache import cached_extract
 
     entries = []
-    for m, lm in zip(s.models, loaded):
+    for m, todo in zip(s.models, missing):
         opts = {**m.extract_options(), "order": s.order, "device": s.device, "batch_size": s.batch_size}
         opts = {k: v for k, v in opts.items() if v is not None}
-        say(f"{m.label}: {'extracting' if lm is not None else 'from the cache'}")
-        entries.append(
-            cached_extract(m.id, s.images, layers=m.layers, work_dir=work, options=opts, image_list=hashes, model=lm)
-        )
+        say(f"{m.label}: {'extracting' if todo else 'from the cache'}")
+        entries.append(cached_extract(m.id, s.images, layers=m.layers, work_dir=work, options=opts, image_list=hashes))
     return entries
 
 

@@ -30,7 +30,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "rsa": {"rdm": "correlation", "compare": "spearman"},
     "encoding": {"model": "ridge", "folds": 5, "alphas": None},
     "selection": {"split": 0.5, "seed": 0, "cv": 1},
-    "bootstrap": {"factors": "subjects,images", "n": 1000, "seed": 0},
+    "bootstrap": {"factors": None, "n": 1000, "seed": 0},  # factors None: subjects,images (images for one subject)
 }
 #: fewest images per part of the split (selection and test)
 MIN_PART = 3
@@ -222,8 +222,6 @@ def _analysis(a: Any, problems: list[str]) -> dict[str, Any]:
             continue
         _unknown(a[k], sub, f"analysis.{k}.", problems)
         out[k].update({kk: v for kk, v in a[k].items() if kk in sub})
-        if k == "bootstrap" and "factors" not in a[k]:
-            out[k]["factors"] = None  # the default depends on the number of subjects
     for k in ("test", "correction", "ci"):
         if k in a:
             out[k] = a[k]
