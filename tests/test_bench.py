@@ -355,7 +355,7 @@ def test_responses_rows_are_matched_to_images_by_name(first, tmp_path):
     split = pd.read_csv(tmp / "out" / "split.csv")
     v4 = np.load(EXAMPLE / "v4.npy")
     order = np.arange(len(split))[::-1]
-    np.savez(tmp_path / "v4_named.npz", responses=v4[:, order], images=np.array(split["path"])[order])
+    np.savez(tmp_path / "v4_named.npz", responses=v4[:, order], images=np.array(split["path"], dtype=str)[order])
     spec2 = {**spec, "targets": [{"name": "V4", "responses": str(tmp_path / "v4_named.npz")}]}
     named = visreps.bench(spec2, out=tmp_path / "out", progress=False)
     mine = res.ranking[res.ranking["target"] == "V4"].reset_index(drop=True)
