@@ -249,7 +249,7 @@ def test_the_whole_spec_is_checked_first_one_line_per_problem(tmp_path):
     spec = _spec(tmp_path, [{"name": "a", "rdms": str(tmp_path / "small.npy")}, {"name": "b", "respones": "x.npy"}])
     spec["wrok_dir"] = "x"
     spec["models"] = [
-        {"id": "torchvision:alexnet", "weights": "random", "layers": ["features.99"]},
+        {"id": "torchvision:alexnet", "weights": "random", "layers": ["features.99"], "reduce": "srp:zero"},
         {"id": "torchvision:no_such_net", "weights": "random", "layers": ["x"], "sed": 1},
     ]
     spec["analysis"]["selection"] = {"split": 0.05, "seed": 0}
@@ -264,6 +264,7 @@ def test_the_whole_spec_is_checked_first_one_line_per_problem(tmp_path):
         "targets[1].respones: unknown key (did you mean 'responses'?)",
         "targets[0].rdms: 10 × 10 RDMs for 32 images",
         "models[0].layers:",
+        "models[0].reduce:",
         "features.99",
         "models[1].id: 'torchvision:no_such_net' cannot be loaded",
         "analysis.selection.split: 2 selection and 30 test images",

@@ -167,10 +167,11 @@ def _check_model(m: ModelSpec, request: dict | None, work: Path, spec: Spec, pro
 
     The loaded model is let go again (many models are never held at once); the extraction loads it anew.
     """
-    from ..capture import parse_layers
+    from .. import capture
     from ..models import load_model
     from ..workcache import find_entry
 
+    _check_reduce(m, problems)
     if request is not None and find_entry(work, request) is not None:
         return False
     opts = m.extract_options()
@@ -186,10 +187,32 @@ def _check_model(m: ModelSpec, request: dict | None, work: Path, spec: Spec, pro
         problems.append(f"{m.where}.id: {m.id!r} cannot be loaded: {e}")
         return True
     try:
-        parse_layers(lm.layer_names(), m.layers, m.pool or "flatten")
+        resolve = getattr(capture, "resolve_layers", None)  # patterns and "blocks", where extract expands them
+        names = resolve(lm, m.layers) if resolve is not None else m.layers
+        capture.parse_layers(lm.layer_names(), names, m.pool or "flatten")
     except VisrepsError as e:
         problems.append(f"{m.where}.layers: {e}")
     return True
+
+
+def _check_reduce(m: ModelSpec, problems: list[str]) -> None:
+    """``models[i].reduce``: checked by the reductions' own parser where this visreps has one."""
+    import importlib
+    import inspect
+
+    if m.reduce is None:
+        return
+    from ..extraction import extract
+
+    if "reduce" not in inspect.signature(extract).parameters:
+        problems.append(f"{m.where}.reduce: this visreps extracts no reductions; remove reduce or update visreps")
+        return
+    try:
+        importlib.import_module("visreps.reduce").parse_reduce(m.reduce)
+    except (ImportError, AttributeError):
+        return  # visreps.extract checks it
+    except VisrepsError as e:
+        problems.append(f"{m.where}.reduce: {e}")
 
 
 def _check_out(out: Path, spec: Spec, problems: list[str]) -> None:
