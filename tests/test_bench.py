@@ -122,6 +122,7 @@ def test_rsa_scores_and_ceilings_match_rsatoolbox(first):
     assert (rank["ceiling_lower"], rank["ceiling_upper"]) == pytest.approx((lower, upper), abs=1e-10)
 
 
+@pytest.mark.slow
 def test_rsa_bootstrap_interval_agrees_with_rsatoolbox(first):
     """The interval is rdm_inference's on the test images; its width agrees with rsatoolbox's dual bootstrap SE."""
     from rsatoolbox.inference import eval_dual_bootstrap
@@ -204,6 +205,7 @@ def test_known_best_layer_is_committed_and_new_targets_extract_nothing(first, tm
     assert chosen[("known_enc", lab)] == "features.2"
 
 
+@pytest.mark.slow
 def test_pure_noise_held_out_scores_are_centred_on_zero(first, tmp_path):
     """The committed layer's held-out score on noise targets is centred on 0; the best in-sample score is not."""
     tmp, spec, _ = first
@@ -230,6 +232,7 @@ def test_pure_noise_held_out_scores_are_centred_on_zero(first, tmp_path):
     assert t_in > 3 and best_in_sample.mean() > held.mean() + 2 * se
 
 
+@pytest.mark.slow
 def test_rerun_and_added_model_extract_only_what_is_new(first):
     tmp, spec, res = first
     again = visreps.bench(spec, out=tmp / "out", progress=False)
@@ -328,6 +331,7 @@ def test_the_spec_of_the_issue_runs_as_written(tmp_path):
     assert (tmp_path / "bench" / "cache").is_dir()  # work_dir relative to the spec's folder
 
 
+@pytest.mark.slow
 def test_an_interrupted_bench_continues_where_it_stopped(first, tmp_path, monkeypatch):
     """Ctrl-C during the third model's extraction: no outputs; run again, only that model is extracted."""
     import visreps.extraction
