@@ -67,6 +67,7 @@ _LAZY = {
     "source_label": "visreps.labels",
     "set_offline": "visreps.cache",
     "align": "visreps.analysis",
+    "bench": "visreps.bench",
 }
 
 from .errors import VisrepsError as VisrepsError  # noqa: E402  (cheap, no heavy imports)
