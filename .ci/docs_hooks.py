@@ -62,17 +62,47 @@ def _from_json(models: list[dict]) -> str:
     ]
     for fam, ms in sorted(by_family.items()):
         licences = sorted({str(m.get("weights_licence") or "") for m in ms} - {""})
-        out.append(f"| [{fam}](#{_anchor(fam)}) | {len(ms)} | {_cell(', '.join(licences))} |")
-    for fam, ms in sorted(by_family.items()):
-        out += ["", f"## {fam}", ""]
-        rows = ["| " + " | ".join(f.replace("_", " ") for f in FIELDS) + " |", "|" + "---|" * len(FIELDS)]
-        for m in sorted(ms, key=lambda m: m["id"]):
-            cells = [f"`{m['id']}`", *(_cell(m.get(f)) for f in FIELDS[1:])]
-            if m.get("url"):
-                cells[0] = f"[`{m['id']}`]({m['url']})"
-            rows.append("| " + " | ".join(cells) + " |")
-        out += _fold(rows, f"{len(ms)} models") if len(ms) > LONG else rows
+        parts = -(-len(ms) // PAGE_ROWS)
+        link = f"[{fam}]({family_page(fam)})" + (
+            " (" + ", ".join(f"[part {k + 1}]({family_page(fam, k)})" for k in range(parts)) + ")" if parts > 1 else ""
+        )
+        out.append(f"| {link} | {len(ms)} | {_cell(', '.join(licences))} |")
     return "\n".join(out)
+
+
+PAGE_ROWS = 250  # models per catalogue page: a family with more gets several pages
+
+
+def family_page(family: str, part: int = 0) -> str:
+    """The catalogue page of one family, or of its ``part``-th 250 models (small pages load fast)."""
+    return f"catalogue/{_anchor(family) or 'other'}{f'-{part + 1}' if part else ''}.md"
+
+
+def family_pages(models: list[dict]) -> dict[str, str]:
+    """``catalogue/<family>.md`` → its page: a table of the family's models."""
+    by_family: dict[str, list[dict]] = defaultdict(list)
+    for m in models:
+        by_family[str(m.get("family") or m["id"].split(":")[0])].append(m)
+    pages = {}
+    for fam, ms in sorted(by_family.items()):
+        ms = sorted(ms, key=lambda m: m["id"])
+        chunks = [ms[i : i + PAGE_ROWS] for i in range(0, len(ms), PAGE_ROWS)]
+        for k, chunk in enumerate(chunks):
+            part = f" ({k + 1} of {len(chunks)})" if len(chunks) > 1 else ""
+            first = f"{k * PAGE_ROWS + 1}–{k * PAGE_ROWS + len(chunk)} of " if len(chunks) > 1 else ""
+            out = [f"# {fam}{part}", "", f"{first}{len(ms)} models; back to the [catalogue](../catalogue.md).", ""]
+            if len(chunks) > 1:
+                here = posixpath.basename(family_page(fam, k))
+                others = [f"[{j + 1}]({posixpath.basename(family_page(fam, j))})" for j in range(len(chunks)) if j != k]
+                out += [f"Pages: {', '.join(others)} (this is {k + 1}: `{here}`).", ""]
+            out += ["| " + " | ".join(f.replace("_", " ") for f in FIELDS) + " |", "|" + "---|" * len(FIELDS)]
+            for m in chunk:
+                cells = [f"`{m['id']}`", *(_cell(m.get(f)) for f in FIELDS[1:])]
+                if m.get("url"):
+                    cells[0] = f"[`{m['id']}`]({m['url']})"
+                out.append("| " + " | ".join(cells) + " |")
+            pages[family_page(fam, k)] = "\n".join(out) + "\n"
+    return pages
 
 
 def _anchor(title: str) -> str:
@@ -173,10 +203,39 @@ def on_files(files, config):
     if stale is not None:  # a file left in docs/ by hand: the generated page replaces it
         files.remove(stale)
     files.append(File.generated(config, "catalogue.md", content=catalogue_markdown()))
+    from mkdocs.structure.files import InclusionLevel
+
+    for name, content in family_pages(_models_json() or []).items():  # linked from the catalogue, not in the nav
+        files.append(File.generated(config, name, content=content, inclusion=InclusionLevel.NOT_IN_NAV))
+    for name, content in figures().items():  # every figure kind, as the code draws it now
+        files.append(File.generated(config, f"figures/{name}", content=content))
     for name, title in PENDING.items():
         if files.get_file_from_path(name) is None:
             files.append(File.generated(config, name, content=f"# {title}\n\nThis page is being written.\n"))
     return files
+
+
+def figures() -> dict[str, bytes]:
+    """The PNGs of docs/figures/make_figures.py, rendered now (nothing rendered is committed)."""
+    import importlib.util
+    import tempfile
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "docs" / "figures" / "make_figures.py"
+    spec = importlib.util.spec_from_file_location("make_figures", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as tmp:
+        return {p.name: p.read_bytes() for p in module.render(tmp)}
+
+
+_ROLE = re.compile(r":(?:func|class|meth|mod|data|attr|obj|exc|py:\w+):(?=<code>|`)")
+
+
+def on_page_content(html, page, config, files):
+    """Docstrings written for Sphinx: ``:func:`x``` shows as ``x`` (no raw role), an escaped ``\\|`` as ``|``."""
+    return _ROLE.sub("", html).replace("<code>~", "<code>").replace("\\|", "|")
 
 
 def on_post_page(output, page, config):

@@ -27,6 +27,28 @@ ROOT = Path(__file__).resolve().parent.parent
 CELL_TIMEOUT = 600
 
 
+def scrub(nb, tmp: Path) -> None:
+    """Outputs show paths relative to the notebook's folder, never the temporary one it ran in."""
+    import re
+
+    where = re.compile(re.escape(str(tmp)) + "/?|" + re.escape(str(tmp.resolve())) + "/?")
+
+    def clean(x):
+        if isinstance(x, str):
+            return where.sub("", x)
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        return x
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            for key in ("text", "data"):
+                if key in out:
+                    out[key] = clean(out[key])
+
+
 def run(path: Path, *, write: bool) -> bool:
     import nbformat
     from nbclient import NotebookClient
@@ -53,6 +75,7 @@ def run(path: Path, *, write: bool) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
     for cell in nb.cells:  # no run-dependent metadata in the stored file
         cell.get("metadata", {}).pop("execution", None)
+    scrub(nb, tmp)
     if write:
         nbformat.write(nb, path)
     print(f"=== {rel}: ok in {time.perf_counter() - t:.1f} s", flush=True)

@@ -186,13 +186,17 @@ def renamed(tmp_path):
 def test_same_content_under_other_names_is_matched(renamed):
     a, b, X, Y, perm = renamed
     df = compare_features([a, b])
-    assert list(df.index) == ["ma/l", "ma/m", "mb/l"]
-    assert df.loc["ma/l", "mb/l"] == pytest.approx(rsa_r(X, Y), abs=1e-10)  # aligned by hand: Y[i] is image i
-    assert rsa_r(X, Y[perm]) < df.loc["ma/l", "mb/l"] - 0.2  # what matching rows by position would give
+    assert list(df.index) == ["ma (random, seed 0)/l", "ma (random, seed 0)/m", "mb (random, seed 0)/l"]
+    assert df.loc["ma (random, seed 0)/l", "mb (random, seed 0)/l"] == pytest.approx(
+        rsa_r(X, Y), abs=1e-10
+    )  # aligned by hand: Y[i] is image i
+    assert (
+        rsa_r(X, Y[perm]) < df.loc["ma (random, seed 0)/l", "mb (random, seed 0)/l"] - 0.2
+    )  # what matching rows by position would give
     assert df.attrs["n_conditions"] == N
     # b as the first folder: a's rows are put in b's order, the same number
     df_ba = compare_features([b, a])
-    assert df_ba.loc["mb/l", "ma/l"] == pytest.approx(rsa_r(X, Y), abs=1e-10)
+    assert df_ba.loc["mb (random, seed 0)/l", "ma (random, seed 0)/l"] == pytest.approx(rsa_r(X, Y), abs=1e-10)
 
 
 def test_cka_of_renamed_images_equals_cka_of_rows_aligned_by_hand(renamed):
@@ -211,7 +215,7 @@ def test_cka_of_renamed_images_equals_cka_of_rows_aligned_by_hand(renamed):
     r = cli("compare", a, b, "--out", Path(a).parent / "t.csv", "--no-plot")
     assert r.exit_code == 0, r.output
     table = pd.read_csv(Path(a).parent / "t.csv", index_col=0)
-    assert table.loc["ma/l", "mb/l"] == pytest.approx(rsa_r(X, Y), abs=1e-5)
+    assert table.loc["ma (random, seed 0)/l", "mb (random, seed 0)/l"] == pytest.approx(rsa_r(X, Y), abs=1e-5)
 
 
 def test_renamed_images_against_a_reference_rdm(renamed):
@@ -220,7 +224,7 @@ def test_renamed_images_against_a_reference_rdm(renamed):
     R = pdist(as64(X), "euclidean")
     df = compare_to_reference([a, b], R, layers=["l"], rdm_method="correlation", method="spearman").set_index("label")
     expect = stats.spearmanr(pdist(as64(Y), "correlation"), R).statistic
-    assert df.loc["mb/l", "r"] == pytest.approx(expect, abs=1e-10)
+    assert df.loc["mb (random, seed 0)/l", "r"] == pytest.approx(expect, abs=1e-10)
 
 
 def test_different_images_by_content_name_their_paths(tmp_path):
@@ -233,7 +237,8 @@ def test_different_images_by_content_name_their_paths(tmp_path):
     b = make_folder(tmp_path / "b", {"l": feats(1)}, other, hb)
     # the first folder's rows are the common order; "the first" of the message is the folder aligned to it
     pattern = (
-        r"'a/l' and 'b/l' were extracted from different images \(compared by content: 12 vs 12 images; "
+        r"'m \(random, seed 0\) \[a\]/l' and 'm \(random, seed 0\) \[b\]/l' were extracted from different images "
+        r"\(compared by content: 12 vs 12 images; "
         r"e.g. only in the first: \['cls0/img04.png'\], only in the second: \['cls0/pic04.png'\]\)"
     )
     with pytest.raises(VisrepsError, match=pattern):

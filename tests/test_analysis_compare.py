@@ -62,11 +62,11 @@ def as64(x):
 def test_compare_folders_table_equals_pairwise_scipy(three_folders):
     df = compare_features(list(three_folders))
     labels = [
-        "torchvision:alexnet/conv1",
-        "torchvision:alexnet/fc7",
-        "timm:resnet18/layer4",
-        "timm:resnet18/fc",
-        "torchvision:vgg16/fc2",
+        "alexnet/conv1",  # display labels: the short name (these metadata record no weights)
+        "alexnet/fc7",
+        "resnet18/layer4",
+        "resnet18/fc",
+        "vgg16/fc2",
     ]
     assert list(df.index) == labels and list(df.columns) == labels
     a, b, c = three_folders
@@ -91,7 +91,7 @@ def test_compare_other_methods_equal_correlate_rdms(three_folders, method):
         return_rdms=True,
     )
     labs = list(df.index)
-    assert "torchvision:alexnet/conv1" not in labs  # only the requested layer of that folder
+    assert "alexnet/conv1" not in labs  # only the requested layer of that folder
     for i, a in enumerate(labs):
         for j, b in enumerate(labs):
             if i != j:
@@ -107,8 +107,8 @@ def test_rows_are_aligned_by_image_path(tmp_path):
     a = make_output_folder(tmp_path / "a", "m", {"l": X})
     b = make_output_folder(tmp_path / "b", "m", {"l": X[perm]}, paths=[PATHS[i] for i in perm])
     df = compare_features([a, b])
-    # the same model twice: labels fall back to folder names
-    assert list(df.index) == ["a/l", "b/l"]
+    # the same model with the same weights twice: the folder names tell the labels apart
+    assert list(df.index) == ["m [a]/l", "m [b]/l"]
     assert df.iloc[0, 1] == pytest.approx(1.0, abs=1e-12)
     c = make_output_folder(tmp_path / "c", "m", {"l": X}, paths=[p.replace("img00", "other") for p in PATHS])
     with pytest.raises(VisrepsError, match="extracted from different images"):
@@ -123,7 +123,7 @@ def test_arrays_features_objects_and_errors(three_folders):
     assert df.iloc[0, 1] == pytest.approx(expect, abs=1e-10)
     res = visreps.load_features(three_folders[1])
     df2 = compare_features([res, three_folders[2]])
-    assert list(df2.index) == ["timm:resnet18/layer4", "timm:resnet18/fc", "torchvision:vgg16/fc2"]
+    assert list(df2.index) == ["resnet18/layer4", "resnet18/fc", "vgg16/fc2"]
     with pytest.raises(VisrepsError, match="has 11 rows"):
         compare_features({"x": X, "y": Y[:11]})
     with pytest.raises(VisrepsError, match="not an output folder"):
@@ -204,11 +204,11 @@ def test_compare_to_reference(three_folders, tmp_path):
     R = brain_rdm()
     np.savetxt(tmp_path / "brain.csv", R, delimiter=",", fmt="%.17g")
     df = compare_to_reference(list(three_folders), tmp_path / "brain.csv", method="spearman")
-    assert list(df.columns) == ["reference", "model", "layer", "label", "r"]
+    assert list(df.columns) == ["reference", "model", "weights", "layer", "label", "r"]
     assert len(df) == 5 and set(df["reference"]) == {"brain"}
     x = np.load(three_folders[2] / "fc2.npy")
     expect = stats.spearmanr(pdist(as64(x), "correlation"), squareform(R)).statistic
-    assert df.set_index("label").loc["torchvision:vgg16/fc2", "r"] == pytest.approx(expect, abs=1e-10)
+    assert df.set_index("label").loc["vgg16/fc2", "r"] == pytest.approx(expect, abs=1e-10)
     # bootstrap adds an interval; several references
     df2 = compare_to_reference([three_folders[2]], {"brain": R, "behaviour": brain_rdm(12)}, n_bootstrap=20, seed=1)
     assert list(df2["reference"]) == ["brain", "behaviour"]

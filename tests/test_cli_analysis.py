@@ -121,7 +121,7 @@ def test_compare_three_folders_writes_table_and_heatmap(folders, tmp_path):
     table = pd.read_csv(out, index_col=0)
     expect = compare_features(list(folders), method="spearman")
     assert list(table.index) == list(expect.index) == list(table.columns)
-    assert "torchvision:alexnet/features.5" in table.index and "timm:resnet18/layer4" in table.columns
+    assert "alexnet/features.5" in table.index and "resnet18/layer4" in table.columns
     np.testing.assert_allclose(table.to_numpy(), expect.to_numpy(), atol=1e-5)
     assert opens_as_png(out.with_suffix(".png"))
     assert f"figure → {out.with_suffix('.png')}" in r.output
@@ -146,8 +146,8 @@ def test_compare_per_source_layers_and_reference(folders, tmp_path):
     )
     assert r.exit_code == 0, r.output
     table = pd.read_csv(out)
-    assert list(table.columns) == ["reference", "model", "layer", "label", "r", "ci_low", "ci_high"]
-    assert list(table["label"]) == ["torchvision:alexnet/classifier.4", "torchvision:vgg16/classifier.4"]
+    assert list(table.columns) == ["reference", "model", "weights", "layer", "label", "r", "ci_low", "ci_high"]
+    assert list(table["label"]) == ["alexnet/classifier.4", "vgg16/classifier.4"]
     expect = compare_to_reference(
         [folders[0], folders[2]], R, layers={str(folders[0]): ["classifier.4"]}, n_bootstrap=10
     )

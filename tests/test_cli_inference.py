@@ -45,7 +45,7 @@ def test_compare_inference_end_to_end(setup, tmp_path):
     table = pd.read_csv(out)
     pairwise = pd.read_csv(tmp_path / "res" / "cmp_pairwise.csv")
     samples = pd.read_csv(tmp_path / "res" / "cmp_bootstrap.csv")
-    assert list(table["label"]) == ["net:a/l1", "net:a/l2", "net:b/l1"]
+    assert list(table["label"]) == ["net:a/l1", "net:a/l2", "net:b/l1"]  # one-letter names keep the source
     assert len(pairwise) == 3 and samples.shape == (50, 6)
     # the same numbers as the Python API, read back at full precision (CSV round trip is exact)
     api = rsa_inference(
@@ -89,7 +89,16 @@ def test_one_rdm_reference_keeps_the_old_output(setup, tmp_path):
     a, _, subj = setup
     out = tmp_path / "old.csv"
     assert run("compare", a, "--reference", subj / "s0.npy", "--bootstrap", "10", "-o", out).exit_code == 0
-    assert list(pd.read_csv(out).columns) == ["reference", "model", "layer", "label", "r", "ci_low", "ci_high"]
+    assert list(pd.read_csv(out).columns) == [
+        "reference",
+        "model",
+        "weights",
+        "layer",
+        "label",
+        "r",
+        "ci_low",
+        "ci_high",
+    ]
 
 
 @pytest.mark.parametrize(

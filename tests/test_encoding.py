@@ -269,7 +269,7 @@ def test_cli_end_to_end_tables_figure_and_values(tmp_path):
         out,
     )
     assert r.exit_code == 0, r.output
-    assert "results → " in r.output and "torchvision:alexnet/conv" in r.output
+    assert "results → " in r.output and "alexnet/conv" in r.output
     for name in ("layers.csv", "targets.csv", "folds.csv", "fold_of_image.csv"):
         assert (out / name).is_file()
     with Image.open(out / "encoding.png") as im:
@@ -278,7 +278,7 @@ def test_cli_end_to_end_tables_figure_and_values(tmp_path):
     written = pd.read_csv(out / "targets.csv")
     np.testing.assert_array_equal(written.r.to_numpy(), api.targets.r.to_numpy())  # full precision
     np.testing.assert_array_equal(written.r_ceiled.to_numpy(), api.targets.r_ceiled.to_numpy())
-    assert list(pd.read_csv(out / "layers.csv").label) == ["torchvision:alexnet/conv", "torchvision:alexnet/fc"]
+    assert list(pd.read_csv(out / "layers.csv").label) == ["alexnet/conv", "alexnet/fc"]
 
     before = (out / "layers.csv").read_bytes()
     args = ["encode", str(folder), str(tmp_path / "resp.npz"), "--axes", "repetitions,images,targets", "-o", str(out)]

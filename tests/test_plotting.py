@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.spatial.distance import pdist, squareform
 
 from visreps.errors import VisrepsError
-from visreps.plotting import plot_comparison, plot_rdm, plot_reference_comparison
+from visreps.plotting import figure_caption, plot_comparison, plot_rdm, plot_reference_comparison
 
 
 def rdm(n=10, seed=0):
@@ -52,10 +52,13 @@ def test_plot_rdm_options(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(out="x.gif"), r"format 'gif' is not supported; end the file name with one of .png, .pdf, .svg, .jpg"),
+        (
+            dict(out="x.gif"),
+            r"format 'gif' is not supported; end the file name with one of .png, .pdf, .svg, .eps, .tiff, .jpg",
+        ),
         (dict(out="x"), r"format '\(none\)' is not supported"),
         (dict(cmap="viridiss"), "colormap 'viridiss' is not known; did you mean viridis"),
-        (dict(order="alphabetical"), "order must be 'cluster' or a permutation"),
+        (dict(order="alphabetical"), "order must be 'cluster', 'category' or a permutation"),
         (dict(labels=["a"]), "labels has 1 names but the RDM has 10 conditions"),
         (dict(out="x.png", dpi=0), "dpi must be a positive number"),
     ],
@@ -100,10 +103,13 @@ def test_reference_bars(tmp_path):
     )
     df.attrs.update({"method": "pearson", "ci": 0.95})
     fig = plot_comparison(df, tmp_path / "bars.png")  # dispatches to plot_reference_comparison
-    ax = fig.axes[0]
-    assert "pearson correlation with the reference RDM (95% bootstrap CI)" == ax.get_xlabel()
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["m/a", "m/b"]
-    assert len(ax.patches) == 4
+    # vertical bars as in every bar figure (horizontal before), one panel per reference; the interval in the caption
+    ax, ax2 = fig.axes
+    assert [ax.get_title(), ax2.get_title()] == ["brain", "behaviour"]
+    assert ax.get_ylabel() == "pearson correlation\nwith the reference RDM"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["m/a", "m/b"]
+    assert [p.get_height() for p in ax.patches] == [0.3, 0.5] and [p.get_height() for p in ax2.patches] == [0.1, -0.2]
+    assert "Whiskers: 95% confidence interval" in figure_caption(fig)
     with pytest.raises(VisrepsError, match="columns 'label' and 'r'"):
         plot_reference_comparison(pd.DataFrame({"x": [1]}))
 

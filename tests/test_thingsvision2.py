@@ -5,7 +5,8 @@ on the same images and the same seeded random weights, and compares arrays (floa
 names and their order, and the files written. THINGSvision is installed in the test environment only
 (``pip install --no-deps thingsvision==2.7.3 torchtyping 'typeguard<3'``; its own requirements pin
 numpy<2 and torchvision 0.15, so it cannot be a dependency); where it is missing the comparisons are
-skipped, except in CI (``CI=true``), where .ci/run installs it and a missing one fails.
+skipped, except in CI (``CI=true``), where the README's set-up installs it
+(tests/reference-packages.txt) and a missing one fails.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def tv():
         import thingsvision.utils.storing
     except ImportError as e:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"THINGSvision 2.7.3 must be installed in CI (.ci/run installs it): {e}")
+            pytest.fail(
+                f"THINGSvision 2.7.3 must be installed in CI (pip install --no-deps -r tests/reference-packages.txt): "
+                f"{e}"
+            )
         pytest.skip(f"THINGSvision 2.7.3 is not installed: {e}")
     assert thingsvision.__version__ == "2.7.3"
     return types.SimpleNamespace(

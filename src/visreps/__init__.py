@@ -61,8 +61,13 @@ _LAZY = {
     "feature_map_layers": "visreps.workflows",
     "plot_rdm": "visreps.plotting",
     "plot_comparison": "visreps.plotting",
+    "plot_rdms": "visreps.plotting",
+    "plot_encoding": "visreps.plotting",
+    "plot_reference_comparison": "visreps.plotting",
+    "source_label": "visreps.labels",
     "set_offline": "visreps.cache",
     "align": "visreps.analysis",
+    "bench": "visreps.bench",
 }
 
 from .errors import VisrepsError as VisrepsError  # noqa: E402  (cheap, no heavy imports)

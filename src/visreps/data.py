@@ -7,9 +7,11 @@ order comes from a text file of relative paths, one per line.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -101,11 +103,25 @@ def _walk(root: Path) -> list[str]:
             try:
                 if entry.is_dir(follow_symlinks=True):
                     visit(Path(entry.path), path + "/")
-                elif entry.is_file(follow_symlinks=True) and _is_image(entry.name):
-                    fst = entry.stat(follow_symlinks=True)
-                    found.append((path, (fst.st_dev, fst.st_ino)))
+                    continue
             except OSError:
-                continue  # a dangling link or a file that vanished: not an image we can read
+                pass  # a link loop: not a folder; as a name like an image, it is listed below
+            if not _is_image(entry.name):
+                continue
+            # a name like an image is never dropped: a dangling link, a link loop or a FIFO is listed and
+            # fails when read (an error naming it, or with --skip-bad-images a recorded failure)
+            try:
+                fst = entry.stat(follow_symlinks=True)
+            except OSError:
+                fst = None
+            if fst is None or not stat.S_ISREG(fst.st_mode):
+                try:
+                    lst = entry.stat(follow_symlinks=False)
+                    found.append((path, (lst.st_dev, lst.st_ino)))
+                except OSError:  # vanished since the listing: still named when it is read
+                    found.append((path, (-1, len(found))))
+                continue
+            found.append((path, (fst.st_dev, fst.st_ino)))
 
     visit(root, "")
     found.sort()
@@ -151,7 +167,11 @@ def _ordered(root: Path, order: str | os.PathLike | Sequence[str]) -> list[Image
                 f"{where}, line {lineno}: {rel_s!r} is listed twice (first on line {seen[rel_s]}); list each image once"
             )
         seen[rel_s] = lineno
-        if not (root / Path(*rel.parts)).is_file():
+        target = root / Path(*rel.parts)
+        if target.is_dir():
+            raise ImageError(f"{where}, line {lineno}: {rel_s!r} is a folder under {str(root)!r}, not an image")
+        # a FIFO, a dangling link or a link loop is listed and fails when read (never opened, never dropped)
+        if not target.is_file() and not target.is_symlink() and not target.exists():
             if _has_surrogates(rel_s):
                 raise ImageError(
                     f"{where}, line {lineno}: {rel_s!r} does not exist under {str(root)!r}, and the line is not valid "
@@ -199,6 +219,7 @@ def read_image(path: str | os.PathLike):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
+    _check_regular(p)
     try:
         data = p.read_bytes()
         if not data:
@@ -232,6 +253,33 @@ def read_image(path: str | os.PathLike):
         ) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot read image {str(path)!r}: {e}") from e
+
+
+def _check_regular(p: Path) -> None:
+    """Raise :class:`ImageError` unless ``p`` is a regular file (or a link to one), without opening it: a
+    FIFO would block the read, a dangling link or a link loop has nothing to read."""
+    try:
+        st = p.stat()
+    except OSError as e:
+        if p.is_symlink():
+            try:
+                target = os.readlink(p)
+            except OSError:
+                target = "?"
+            what = "a symbolic link loop" if e.errno == errno.ELOOP else "a symbolic link to a missing file"
+            raise ImageError(f"cannot read image {str(p)!r}: it is {what} ({target!r})") from None
+        raise ImageError(f"cannot read image {str(p)!r}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "not a regular file"
+        )
+        raise ImageError(f"cannot read image {str(p)!r}: it is {kind}, not an image file (not opened)")
 
 
 BAD_IMAGE_HINT = "remove or replace it, or skip unreadable images with --skip-bad-images (skip_bad_images=True)"

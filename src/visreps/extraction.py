@@ -548,6 +548,7 @@ def drive(
     from tqdm.auto import tqdm
 
     from .data import BAD_IMAGE_HINT
+    from .storage import NonFiniteError
 
     first, row, skipped = state["next_image"], state["rows"], list(state["skipped"])
     items = job.items[job.start + first : job.stop]
@@ -572,7 +573,11 @@ def drive(
         if batch.topk is not None:
             arrays["topk_index"], arrays["topk_prob"] = (np.asarray(t) for t in batch.topk)
         with _uninterruptible():
-            sink.write(row, arrays)
+            try:
+                sink.write(row, arrays)
+            except NonFiniteError as e:  # the sink knows the row; name its image (or text)
+                item = items[batch.idx[e.row - row]]
+                raise e.naming(getattr(item, "path", item)) from None
             sink.checkpoint({"next_image": done_after, "rows": row + nrows, "skipped": skipped[:n_skipped]})
             row += nrows
 

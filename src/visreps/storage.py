@@ -9,6 +9,10 @@ An output folder holds
 * ``metadata.json``: model, weights, preprocessing, layers and shapes, options, versions,
   ``"status": "complete"``.
 
+Finite or refused: every batch of features is checked for NaN and inf before it is written (by both
+sinks); a non-finite value stops the run with an error naming the layer and the image, and the folder
+stays unfinished (``metadata.partial.json``, status ``failed``). :func:`verify` also scans every layer.
+
 A file under its final name is complete: arrays are written under ``<name>.partial`` and
 renamed when the run finishes; ``metadata.json`` is written last. While a run is under way (or
 after it died) the folder holds ``metadata.partial.json`` with ``"status": "running"``.
@@ -434,6 +438,61 @@ def _is_disk_full(e: BaseException, folder: Path) -> bool:
     return False
 
 
+def first_nonfinite(arr: Any, *, chunk_bytes: int = 64 * 2**20) -> tuple[int, float] | None:
+    """``(row, value)`` of the first row of ``arr`` (rows first) holding NaN or ±inf, or ``None``.
+
+    Read in blocks of rows (``chunk_bytes`` each), so a memory-mapped or HDF5 layer is never held whole.
+    """
+    if len(arr) == 0 or np.dtype(arr.dtype).kind not in "fc":
+        return None
+    row_bytes = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * np.dtype(arr.dtype).itemsize)
+    step = max(1, chunk_bytes // row_bytes)
+    for r0 in range(0, len(arr), step):
+        block = np.asarray(arr[r0 : r0 + step])
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = block.sum()
+        if np.isfinite(total):  # one fast pass: NaN and inf propagate; an overflow only costs the exact pass
+            continue
+        bad = ~np.isfinite(block.reshape(len(block), -1))
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            return r0 + int(r), float(block.reshape(len(block), -1)[r, c])
+    return None
+
+
+class NonFiniteError(VisrepsError):
+    """A layer gave NaN or inf: the layer, the output row, the value, the image (when known) and the output."""
+
+    def __init__(self, layer: str, row: int, value: float, where: str, image: str | None = None) -> None:
+        self.layer, self.row, self.value, self.where, self.image = layer, row, value, where, image
+        what = f"image {image!r} (row {row})" if image is not None else f"row {row}"
+        super().__init__(
+            f"layer {layer!r} gives a non-finite value ({value}) for {what}; features must be finite, so {where} "
+            "is left unfinished. Check the weights (a file of NaNs?) and the inputs, or extract with --precision fp32 "
+            "(float16 overflows to inf)"
+        )
+
+    def naming(self, image: str) -> NonFiniteError:
+        """The same error, naming the image of its row."""
+        return NonFiniteError(self.layer, self.row, self.value, self.where, image)
+
+
+def check_finite(
+    batch: Mapping[str, Any], start: int, *, names: Sequence[str] | None = None, where: str = "the output"
+) -> None:
+    """Refuse a batch of layer arrays (rows ``start, start+1, ...``) holding NaN or inf.
+
+    Raises:
+        NonFiniteError: naming the layer, the value, the first such row (and its image, ``names[i]``) and ``where``.
+    """
+    for layer, rows in batch.items():
+        hit = first_nonfinite(rows)
+        if hit is None:
+            continue
+        i, value = hit
+        raise NonFiniteError(layer, start + i, value, where, names[i] if names is not None and i < len(names) else None)
+
+
 class OutputWriter:
     """The folder sink: writes one extraction's output folder (see the module docstring for the contract).
 
@@ -582,6 +641,8 @@ class OutputWriter:
         return {k: w.size() for k, w in self.writers.items() if isinstance(w, TxtWriter)}
 
     def write(self, start: int, batch: Mapping[str, np.ndarray]) -> None:
+        """Write rows ``start, ...`` of each array, after :func:`check_finite` on the layers."""
+        check_finite({k: v for k, v in batch.items() if k not in self.aux}, start, where=repr(str(self.folder)))
         for key, rows in batch.items():
             (self.aux[key] if key in self.aux else self.writers[key]).write(start, rows)
 
@@ -667,6 +728,7 @@ class MemorySink:
         self.aux = {k: np.empty((n_rows, *s), dtype=d) for k, (s, d) in (aux or {}).items()}
 
     def write(self, start: int, batch: Mapping[str, np.ndarray]) -> None:
+        check_finite({k: v for k, v in batch.items() if k not in self.aux}, start, where="the extraction")
         for key, rows in batch.items():
             (self.aux if key in self.aux else self.arrays)[key][start : start + len(rows)] = rows
 
@@ -836,10 +898,19 @@ def read_manifest(folder: Path, metadata: dict | None = None):
     if metadata is not None:
         _check_size(folder, MANIFEST, metadata)
     import csv
+    import hashlib
+    import io
 
+    data = path.read_bytes()  # hashed and parsed from the same bytes
+    recorded = ((metadata or {}).get("checksums") or {}).get(MANIFEST, {}).get("sha256")
+    if recorded and hashlib.sha256(data).hexdigest() != recorded:
+        raise DamagedOutputError(
+            f"{str(path)!r} has changed since the run wrote it (its SHA-256 is not the one metadata.json records): "
+            f"its rows may no longer name the arrays' rows, so it is not used. Run `visreps verify {folder}` to see "
+            f"what else changed; restore the manifest or {_REDO}"
+        )
     # the csv module, not pandas' parser: paths that are not UTF-8 come back as the same surrogate escapes
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8", errors="surrogateescape"), newline="")))
     header = rows[0] if rows else []
     if header[:3] != ["index", "path", "label"]:
         raise _damaged(path, f"columns {header}, expected index, path, label")
@@ -1005,13 +1076,27 @@ def verify(folder: str | os.PathLike) -> dict[str, str]:
             bad.append(f"{name} (SHA-256 differs from the one recorded)")
     if bad:
         raise DamagedOutputError(f"{len(bad)} damaged file(s) in {str(folder)!r}: {'; '.join(bad)}; {_REDO}")
-    load_features(folder, mmap=True)
+    feats = load_features(folder, mmap=True)
+    _verify_finite(feats)
     if not sums:
         raise VisrepsError(
             f"{str(folder)!r} was written by a visreps version that recorded no checksums; its shapes and row "
             "counts are consistent, but its contents cannot be verified"
         )
     return {n: r.get("sha256", "") for n, r in sums.items()}
+
+
+def _verify_finite(feats: Features) -> None:
+    """Refuse a folder whose layers hold NaN or inf (written before visreps checked each batch)."""
+    for layer, arr in feats.items():
+        hit = first_nonfinite(arr)
+        if hit is not None:
+            row, value = hit
+            raise DamagedOutputError(
+                f"layer {layer!r} of {str(feats.folder)!r} holds non-finite values (first: {value} for image "
+                f"{feats.paths[row]!r}, row {row}); its files match their checksums, but analyses refuse it. "
+                f"Check the model's weights and {_REDO}"
+            )
 
 
 # --------------------------------------------------------------------------- shards

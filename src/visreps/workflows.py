@@ -10,9 +10,7 @@ the analysis function of the same name. ``visreps.compare_features``,
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .analysis import compare as _compare
 from .analysis import transforms as _transforms
-from .analysis.compare import FeatureSet, feature_sets_of, file_hash, layers_for, manifest_hashes, source_items
+from .analysis.compare import FeatureSet, feature_sets_of, layers_for, source_items
 from .analysis.rsa import check_comparison, check_method
 from .errors import VisrepsError
 
@@ -44,10 +42,11 @@ def collect_features(
     """:func:`visreps.analysis.collect_features`, with model ids extracted first.
 
     ``sources`` as there, plus model ids such as ``"torchvision:alexnet"`` together with
-    ``images`` and ``layers``: the layers are extracted (into ``work_dir/<model id>`` when given,
-    reusing an earlier extraction there if it has the layers for the same images, with the same
-    content, and options; in memory otherwise). ``extract_options`` are keyword arguments for
-    :func:`visreps.extract` (``pretrained``, ``pool``, ``batch_size``, ``device``...).
+    ``images`` and ``layers``: the layers are extracted (into the cache ``work_dir`` when given,
+    :mod:`visreps.workcache`: one verified entry per request, keyed by the model, its weights,
+    the options, the layers and the images' content, never replaced; in memory otherwise).
+    ``extract_options`` are keyword arguments for :func:`visreps.extract` (``pretrained``, ``pool``,
+    ``batch_size``, ``device``...).
 
     Raises:
         VisrepsError: as :func:`visreps.analysis.collect_features`; a model id without layers; any
@@ -208,10 +207,20 @@ def rsa_inference(
     reference_key: str | None = None,
     rdm_method: str = "correlation",
     method: str = "pearson",
+    noise_ceiling: bool = False,
     bootstrap: Any = None,
+    n_bootstrap: int = 1000,
     test: Any = None,
+    test_type: str = "t",
+    n_permutations: int = 1000,
     correction: str = "fdr",
-    **options: Any,
+    alpha: float = 0.05,
+    ci: float = 0.95,
+    seed: int | None = 0,
+    reference_order: Sequence[str] | str | os.PathLike | None = None,
+    sigma: float | None = None,
+    block_size: int | None = None,
+    device: Any = "auto",
 ) -> Any:
     """Model RDMs against per-subject reference RDMs with noise ceiling, bootstrap and tests:
     :func:`visreps.analysis.compare.rsa_inference` for model ids too.
@@ -231,7 +240,7 @@ def rsa_inference(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stack, _ = _compare.load_reference_rdms(reference, key=reference_key)
-    check_subjects(len(stack), noise_ceiling=bool(options.get("noise_ceiling")), bootstrap=bootstrap)
+    check_subjects(len(stack), noise_ceiling=bool(noise_ceiling), bootstrap=bootstrap)
     sources = _extract_model_ids(sources, layers, images, work_dir, extract_options)
     return _compare.rsa_inference(
         sources,
@@ -240,10 +249,20 @@ def rsa_inference(
         reference_key=reference_key,
         rdm_method=rdm_method,
         method=method,
+        noise_ceiling=noise_ceiling,
         bootstrap=bootstrap,
+        n_bootstrap=n_bootstrap,
         test=test,
+        test_type=test_type,
+        n_permutations=n_permutations,
         correction=correction,
-        **options,
+        alpha=alpha,
+        ci=ci,
+        seed=seed,
+        reference_order=reference_order,
+        sigma=sigma,
+        block_size=block_size,
+        device=device,
     )
 
 
@@ -286,27 +305,8 @@ def _extract_model_ids(sources: Any, layers: Layers, images, work_dir, extract_o
         for label, src in items
     ]
     if isinstance(sources, Mapping):
-        return dict(done)
+        return {k: src for k, (_, src) in zip(sources, done)}
     return [src for _, src in done]
-
-
-def _safe_name(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._@-]", "_", s)
-
-
-def _same_content(old, root: Path, paths: list[str]) -> bool:
-    """Whether the images under ``root`` are still those an earlier extraction recorded.
-
-    Compares the content hashes of its manifest with the files' hashes now, so images replaced
-    under the same names are extracted again; a folder without hashes is trusted by its paths.
-    """
-    recorded = manifest_hashes(old.manifest, f"manifest.csv of {str(old.folder)!r}")
-    if recorded is None:
-        return True
-    try:
-        return all(file_hash(root / p) == h for p, h in zip(paths, recorded))
-    except OSError:
-        return False
 
 
 def _extract_model(
@@ -316,37 +316,15 @@ def _extract_model(
     wanted = wanted or layers_for(layers, model_id, model_id)
     if not wanted:
         raise VisrepsError(f"which layers of {model_id!r}? pass layers=[...] (see `visreps layers {model_id}`)")
-    from .data import find_images
     from .extraction import extract
-    from .storage import load_features
 
     opts = dict(extract_options or {})
     opts.setdefault("progress", False)
     if work_dir is None:
         res = extract(model_id, images, layers=wanted, out=None, **opts)
         return feature_sets_of(res, label or model_id, wanted)
-    folder = Path(work_dir).expanduser() / _safe_name(model_id)
-    request = Path(str(folder) + ".request.json")
-    req = {
-        "model": model_id,
-        "images": str(Path(images).expanduser().resolve()),
-        "options": {k: repr(v) for k, v in sorted(opts.items()) if k != "progress"},
-    }
-    have: list[str] = []
-    try:
-        prev = json.loads(request.read_text()) if request.is_file() else None
-        if prev == req:
-            old = load_features(folder)
-            now = [i.path for i in find_images(images, order=opts.get("order"))]
-            if list(old.paths) == now and _same_content(old, Path(images).expanduser(), now):
-                have = list(old.layers)
-    except VisrepsError:
-        have = []
-    if all(layer in have for layer in wanted):
-        return feature_sets_of(load_features(folder, wanted), label or model_id, wanted)
-    union = have + [layer for layer in wanted if layer not in have]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    request.unlink(missing_ok=True)
-    extract(model_id, images, layers=union, out=folder, overwrite=True, **opts)
-    request.write_text(json.dumps(req, indent=2))
-    return feature_sets_of(load_features(folder, wanted), label or model_id, wanted)
+    from .workcache import cached_extract
+
+    # one cache entry per request (model, weights, options, layers, the images' content): never replaced
+    entry = cached_extract(model_id, images, layers=wanted, work_dir=work_dir, options=opts)
+    return feature_sets_of(entry.load(wanted), label or model_id, wanted)

@@ -126,8 +126,9 @@ class FeatureSource:
         if not np.isfinite(block).all():
             bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
             rows = ", ".join(str(int(r) + row0) for r in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            where = f" (file {self._file!r})" if self._file is not None else ""
             raise VisrepsError(
-                f"{self.name} contains NaN or infinite values (rows {rows}); check the extraction "
+                f"{self.name}{where} contains NaN or infinite values (rows {rows}); check the extraction "
                 "(e.g. fp16 overflow: extract with --precision fp32) or drop those images"
             )
 

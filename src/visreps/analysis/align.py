@@ -267,7 +267,20 @@ def load_transform(path: str | os.PathLike) -> dict[str, np.ndarray]:
     b = arrays.get("bias", np.zeros(W.shape[1]))
     if b.shape != (W.shape[1],):
         raise WeightsError(f"{path}: bias has shape {b.shape}, weights {W.shape}; expected bias ({W.shape[1]},)")
-    return {"weights": W, "bias": b, "mean": arrays["mean"], "std": arrays["std"]}
+    tf = {"weights": W, "bias": b, "mean": arrays["mean"], "std": arrays["std"]}
+    for name, v in tf.items():  # finite or refused: a NaN here would make every feature NaN
+        if not np.isfinite(v).all():
+            bad = int((~np.isfinite(v)).sum())
+            raise WeightsError(
+                f"{path}: variable {name!r} holds {bad} NaN/inf value(s); the transform is damaged: delete it and "
+                "download it again (or give the published file with --transform-file)"
+            )
+    if (tf["std"] <= 0).any():
+        raise WeightsError(
+            f"{path}: variable 'std' is {tf['std'].tolist() if tf['std'].size < 5 else 'not positive'}; "
+            "(X - mean) / std needs std > 0: the transform is damaged: delete it and download it again"
+        )
+    return tf
 
 
 def apply_glocal(X: Any, tf: Mapping[str, np.ndarray], *, what: str = "features") -> np.ndarray:
@@ -307,6 +320,7 @@ def align(
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     transform_file: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> Any:
     """Apply the published gLocal transform of a model's layer: ``Y = ((X − mean) / std) · W + b``.
 
@@ -320,6 +334,8 @@ def align(
         out: the new output folder (default: ``<folder>_gLocal`` next to the input folder).
         overwrite: replace earlier results of visreps in ``out``.
         transform_file: a local copy of the published transform.npz (instead of the cache).
+        force: apply the transform to a folder whose metadata records random weights (the transforms were
+            fitted on the pretrained weights, so that is refused by default); recorded in the metadata.
 
     Returns:
         The transformed (n × d') float64 array, or for a folder its :class:`~visreps.storage.Features`
@@ -340,6 +356,7 @@ def align(
             out=out,
             overwrite=overwrite,
             transform_file=transform_file,
+            force=force,
         )
     if model is None:
         raise VisrepsError("align(array) needs model=... (a visreps id such as 'clip:RN50' or a gLocal model name)")
@@ -348,6 +365,63 @@ def align(
     found = find_transform(model, layer, transform=transform)
     path, _, _ = _resolve_file(found[0], transform_file)
     return apply_glocal(folder_or_array, load_transform(path), what=f"features of {model}")
+
+
+def _check_weights(folder: Path, meta: dict[str, Any], force: Any) -> dict[str, Any]:
+    """The folder's weights record; random weights are refused unless ``force`` (the transforms were fitted on
+    the pretrained weights' features)."""
+    if not isinstance(force, bool):
+        raise VisrepsError(f"force must be True or False, got {force!r}")
+    recorded = meta.get("weights")
+    weights: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+    if weights.get("kind") == "random" and not force:
+        raise VisrepsError(
+            f"{str(folder)!r} holds features of randomly initialised weights (seed {weights.get('seed')}), but the "
+            "gLocal transforms were fitted on the pretrained weights' features; extract with the pretrained "
+            "weights, or apply it anyway with force=True (--force)"
+        )
+    return weights
+
+
+def _plan_layer(
+    folder: Path,
+    src: Any,
+    lay: str,
+    found: list[GLocalTransform],
+    model: str,
+    transform: str,
+    named: bool,
+    transform_file: str | os.PathLike | None,
+    weights: dict[str, Any],
+) -> tuple[GLocalTransform, dict[str, np.ndarray], dict[str, Any]]:
+    """The transform of one layer of ``folder``, read and checked, and its record for the metadata."""
+    if lay not in src.features:
+        raise LayerNotFoundError(f"{str(folder)!r} has no layer {lay!r}; available: {', '.join(src.layers)}")
+    t = found[0] if len(found) == 1 and named else find_transform(model, lay, transform=transform)[0]
+    path, sha, pinned = _resolve_file(t, transform_file)
+    tf = load_transform(path)
+    shape = tuple(src.features[lay].shape)
+    if len(shape) != 2 or shape[1] != tf["weights"].shape[0]:
+        raise VisrepsError(
+            f"layer {lay!r} of {str(folder)!r} has per-image shape {shape[1:]}, but the gLocal transform of "
+            f"{t.model} / {t.module} takes vectors of {tf['weights'].shape[0]} ({t.layer}, pooled with "
+            f"--pool {t.pool}); extract the layer with that pooling"
+        )
+    record = {
+        "kind": transform,
+        "model": t.model,
+        "module": t.module,
+        "layer": lay,
+        "url": t.url,
+        "file": str(path),
+        "sha256": sha,
+        "sha256_pinned": pinned,
+        "formula": "Y = ((X - mean) / std) @ weights + bias",
+        "source": str(folder.resolve()),
+    }
+    if weights.get("kind") == "random":
+        record["forced_onto_random_weights"] = True
+    return t, tf, record
 
 
 def _align_folder(
@@ -359,16 +433,18 @@ def _align_folder(
     out: str | os.PathLike | None,
     overwrite: bool,
     transform_file: str | os.PathLike | None,
+    force: bool = False,
 ) -> Any:
     import json
 
-    from ..storage import OutputWriter, load_features
+    from ..storage import NonFiniteError, OutputWriter, load_features
 
     src = load_features(folder)
     meta_in = src.metadata
     model = model or meta_in.get("model")
     if not model:
         raise VisrepsError(f"{str(folder)!r} records no model; give it with model=... (--model)")
+    weights = _check_weights(folder, meta_in, force)
     found = find_transform(model, transform=transform)
     wanted = list(layers) if layers is not None else [t.layer for t in found if t.layer in src.features]
     if not wanted:
@@ -377,33 +453,10 @@ def _align_folder(
             f"{', '.join(t.layer for t in found)}; the folder has {', '.join(src.layers)}. Extract that layer, "
             "or name the folder's layer to transform with layer=... (--layer)"
         )
-    plan: dict[str, tuple[GLocalTransform, dict[str, np.ndarray], dict[str, Any]]] = {}
-    for lay in wanted:
-        if lay not in src.features:
-            raise LayerNotFoundError(f"{str(folder)!r} has no layer {lay!r}; available: {', '.join(src.layers)}")
-        t = found[0] if len(found) == 1 and layers is not None else find_transform(model, lay, transform=transform)[0]
-        path, sha, pinned = _resolve_file(t, transform_file)
-        tf = load_transform(path)
-        shape = tuple(src.features[lay].shape)
-        if len(shape) != 2 or shape[1] != tf["weights"].shape[0]:
-            raise VisrepsError(
-                f"layer {lay!r} of {str(folder)!r} has per-image shape {shape[1:]}, but the gLocal transform of "
-                f"{t.model} / {t.module} takes vectors of {tf['weights'].shape[0]} ({t.layer}, pooled with "
-                f"--pool {t.pool}); extract the layer with that pooling"
-            )
-        record = {
-            "kind": transform,
-            "model": t.model,
-            "module": t.module,
-            "layer": lay,
-            "url": t.url,
-            "file": str(path),
-            "sha256": sha,
-            "sha256_pinned": pinned,
-            "formula": "Y = ((X - mean) / std) @ weights + bias",
-            "source": str(folder.resolve()),
-        }
-        plan[lay] = (t, tf, record)
+    plan = {
+        lay: _plan_layer(folder, src, lay, found, model, transform, layers is not None, transform_file, weights)
+        for lay in wanted
+    }
     dest = Path(out).expanduser() if out is not None else folder.with_name(f"{folder.name}_{transform}")
     if dest.resolve() == folder.resolve():
         raise VisrepsError(f"out must differ from the input folder {str(folder)!r}")
@@ -429,7 +482,10 @@ def _align_folder(
             X = src.features[lay]
             for s in range(0, n, 4096):
                 Y = apply_glocal(np.asarray(X[s : s + 4096]), tf, what=f"layer {lay!r}")
-                writer.write(s, {lay: Y.astype(np.float32)})
+                try:
+                    writer.write(s, {lay: Y.astype(np.float32)})
+                except NonFiniteError as e:
+                    raise e.naming(src.manifest["path"][e.row]) from None
         man = src.manifest
         with_hash = "blake2b" in man
         rows = [

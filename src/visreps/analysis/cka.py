@@ -209,6 +209,7 @@ def cka(
     sigma: float | tuple[float, float] | None = None,
     block_size: int | None = None,
     device: Any = "auto",
+    names: tuple[str, str] = ("X", "Y"),
 ) -> float:
     """Centered kernel alignment between two feature matrices with the same rows (images).
 
@@ -225,6 +226,7 @@ def cka(
         sigma: RBF bandwidth, one number for both or a pair ``(σ_X, σ_Y)``; ``None`` = median rule.
         block_size: features per block when streaming (default ≈128 MB per block).
         device: ``"auto"`` (default: CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, or a ``torch.device``.
+        names: how error messages call ``X`` and ``Y`` (e.g. their layers and folders).
 
     Returns:
         The CKA value (1 for identical representations; the unbiased estimate can be slightly
@@ -233,8 +235,8 @@ def cka(
     kernel = _check_kernel(kernel)
     if not isinstance(unbiased, (bool, np.bool_)):
         raise VisrepsError(f"unbiased must be True or False, got {unbiased!r}")
-    sx = FeatureSource(X, name="X")
-    sy = FeatureSource(Y, name="Y")
+    sx = FeatureSource(X, name=names[0])
+    sy = FeatureSource(Y, name=names[1])
     if sx.n != sy.n:
         raise VisrepsError(f"X has {sx.n} rows and Y has {sy.n}; CKA needs the same images (rows) in the same order")
     if kernel == "rbf" and sigma is not None:
@@ -358,7 +360,14 @@ def cka_table(
     for i, sa in enumerate(set_a):
         for j, sb in enumerate(set_b):
             table[i, j] = cka(
-                rows(sa), rows(sb), kernel=kernel, unbiased=unbiased, sigma=sigma, block_size=block_size, device=device
+                rows(sa),
+                rows(sb),
+                kernel=kernel,
+                unbiased=unbiased,
+                sigma=sigma,
+                block_size=block_size,
+                device=device,
+                names=(sa.where, sb.where),
             )
     df = pd.DataFrame(table, index=pd.Index([s.layer for s in set_a], name=name_a), columns=[s.layer for s in set_b])
     df.attrs.update(

@@ -25,6 +25,7 @@ How rows are matched:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import warnings
 from collections import defaultdict, deque
@@ -65,6 +66,7 @@ _REF_LAYOUT = (
 HASH_COLUMN = "blake2b"
 HASH_DIGEST_SIZE = 16
 _HEX = frozenset("0123456789abcdef")
+_SOURCE_IDS = itertools.count(1)  # FeatureSet.source: one number per source object
 
 
 @dataclass
@@ -79,10 +81,20 @@ class FeatureSet:
     folder: Path | None = None
     order: np.ndarray | None = field(default=None, repr=False)  # rows → common order
     hashes: list[str] | None = field(default=None, repr=False)  # content hash per row (None: unknown)
+    weights: str = ""  # the weights, as in the tables' ``weights`` column ("pretrained", "random, seed 1")
+    name: str = ""  # the source's display label (model and weights, or the user's name); "" → from model
+    source: Any = field(default=None, repr=False, compare=False)  # what the set came from (one per source)
 
     @property
     def n(self) -> int:
         return int(np.shape(self.features)[0])
+
+    @property
+    def where(self) -> str:
+        """How messages name it: its label, and the layer and folder it was read from."""
+        if self.folder is None:
+            return self.label or self.model
+        return f"{self.label or self.model} (layer {self.layer!r} of {str(self.folder)!r})"
 
 
 # --------------------------------------------------------------------------- reference RDMs
@@ -322,8 +334,14 @@ def file_hash(path: str | os.PathLike) -> str:
 def feature_sets_of(obj: Any, label: str | None, layers: Any) -> list[FeatureSet]:
     """One :class:`FeatureSet` per requested layer of a :class:`visreps.storage.Features` (``layers`` as in
     :func:`layers_for`), labelled ``label`` or by the model the features came from."""
-    folder = getattr(obj, "folder", None)
+    from ..labels import label_from_metadata, weights_from_metadata
+
+    folder, source = getattr(obj, "folder", None), next(_SOURCE_IDS)
     model = label or getattr(obj, "model", "") or (Path(folder).name if folder else "features")
+    meta = getattr(obj, "metadata", None) or {}
+    weights = weights_from_metadata(meta) if meta else ""
+    # a name given by the user labels the source; without one (or the model id itself) the metadata does
+    name = label if label and label != meta.get("model") else (label_from_metadata(meta) if meta else model)
     wanted = layers_for(layers, str(folder) if folder else model, getattr(obj, "model", None), label)
     names = list(obj.features) if wanted is None else wanted
     manifest = getattr(obj, "manifest", None)
@@ -342,6 +360,9 @@ def feature_sets_of(obj: Any, label: str | None, layers: Any) -> list[FeatureSet
                 paths=paths,
                 hashes=hashes,
                 folder=Path(folder) if folder else None,
+                weights=weights,
+                name=name,
+                source=source,
             )
         )
     return out
@@ -367,8 +388,10 @@ def source_items(sources: Any) -> list[tuple[str | None, Any]]:
         or _is_feature_sets(sources)
     ):
         return [(None, sources)]
-    if isinstance(sources, Mapping):
-        return [(str(k), v) for k, v in sources.items()]
+    if isinstance(sources, Mapping):  # a key that is the source itself (a path as given) names nothing
+        return [
+            (None if isinstance(v, (str, os.PathLike)) and str(k) == str(v) else str(k), v) for k, v in sources.items()
+        ]
     return [(None, s) for s in sources]
 
 
@@ -415,14 +438,16 @@ def collect_features(
             if p.is_dir():
                 sets += _load_folder(p, label, layers)
             elif p.suffix.lower() == ".npy" and p.is_file():
-                sets.append(FeatureSet(label="", model=label or p.stem, layer="", features=np.load(p, mmap_mode="r")))
+                arr = np.load(p, mmap_mode="r")
+                sets.append(FeatureSet(label="", model=label or p.stem, layer="", features=arr, name=label or p.stem))
             else:
                 raise VisrepsError(
                     f"{str(src)!r} is not an output folder; give folders written by `visreps extract`, arrays, "
                     "or model ids together with images=<image folder> (visreps.compare_features)"
                 )
         elif _looks_array(src) or isinstance(src, (list, tuple)):
-            sets.append(FeatureSet(label="", model=label or f"features {i + 1}", layer="", features=src))
+            name = label or f"features {i + 1}"
+            sets.append(FeatureSet(label="", model=name, layer="", features=src, name=name))
         else:
             raise VisrepsError(
                 f"cannot compare an object of type {type(src).__name__}; give arrays, output folders or model ids"
@@ -433,19 +458,22 @@ def collect_features(
 
 
 def _label(sets: list[FeatureSet]) -> None:
-    def make(s: FeatureSet, model: str) -> str:
-        return f"{model}/{s.layer}" if s.layer else model
+    """Each set's ``label``: its source's display label (:mod:`visreps.labels`), unique across sources, + ``/layer``.
 
-    labels = [make(s, s.model) for s in sets]
-    dup = {x for x in labels if labels.count(x) > 1}
-    if dup:  # the same model twice (e.g. pretrained and random): use folder names
-        labels = [
-            make(s, s.folder.name) if (lab in dup and s.folder is not None) else lab for s, lab in zip(sets, labels)
-        ]
-    seen: dict[str, int] = {}
-    for s, lab in zip(sets, labels):
-        seen[lab] = seen.get(lab, 0) + 1
-        s.label = lab if seen[lab] == 1 else f"{lab} #{seen[lab]}"
+    Two sources that would print the same (e.g. two folders of one model with the same weights) are told
+    apart by their folder names, else numbered; no two sources ever share a label (nor a plotted series).
+    """
+    from ..labels import short_name, unique_labels
+
+    keys = [  # one key per source: the sets of one folder or one object share it
+        (s.name or short_name(s.model), str(s.folder) if s.folder is not None else s.source or id(s)) for s in sets
+    ]
+    sources = list(dict.fromkeys(keys))
+    hints = [next((s.folder.name for s, k in zip(sets, keys) if k == src and s.folder), None) for src in sources]
+    names = dict(zip(sources, unique_labels([k[0] for k in sources], hints)))
+    labels = [f"{names[k]}/{s.layer}" if s.layer else names[k] for s, k in zip(sets, keys)]
+    for s, k, lab in zip(sets, keys, unique_labels(labels)):
+        s.name, s.label = names[k], lab
 
 
 def _align(sets: list[FeatureSet]) -> None:
@@ -562,7 +590,7 @@ def _rdm_of(s: FeatureSet, rdm_method: str, **kw) -> np.ndarray:
     try:
         rdm = compute_rdm(s.features, rdm_method, **kw)
     except VisrepsError as e:
-        raise VisrepsError(f"{s.label}: {e}") from None
+        raise VisrepsError(f"{s.where}: {e}") from None
     if s.order is not None:
         rdm = rdm[np.ix_(s.order, s.order)]
     return rdm
@@ -690,7 +718,13 @@ def compare_features(
     df = compare_rdms(rdms, method=method)
     df.attrs["rdm_method"] = rdm_method
     df.attrs["sets"] = [
-        {"label": s.label, "model": s.model, "layer": s.layer, "folder": str(s.folder) if s.folder else None}
+        {
+            "label": s.label,
+            "model": s.model,
+            "weights": s.weights,
+            "layer": s.layer,
+            "folder": str(s.folder) if s.folder else None,
+        }
         for s in sets
     ]
     return (df, rdms) if return_rdms else df
@@ -794,7 +828,7 @@ def compare_to_reference(
         Other arguments as in :func:`compare_features`.
 
     Returns:
-        DataFrame with one row per (reference, feature set): ``reference``, ``model``, ``layer``,
+        DataFrame with one row per (reference, feature set): ``reference``, ``model``, ``weights``, ``layer``,
         ``label``, ``r`` and, with bootstrap, ``ci_low``, ``ci_high``; ``attrs`` holds the methods.
     """
     import pandas as pd
@@ -819,7 +853,9 @@ def compare_to_reference(
             order = idx[name]
             rdm = features_rdm if order is None else features_rdm[np.ix_(order, order)]
             res: RDMCorrelation = correlate_rdms(rdm, ref, method, n_bootstrap=n_bootstrap, ci=ci, seed=seed)
-            row = {"reference": name, "model": s.model, "layer": s.layer, "label": s.label, "r": float(res)}
+            row: dict[str, Any] = {"reference": name, "model": s.model, "weights": s.weights, "layer": s.layer}
+            row["label"] = s.label
+            row["r"] = float(res)
             if n_bootstrap:
                 row["ci_low"], row["ci_high"] = res.ci_low, res.ci_high
             rows.append(row)
@@ -1054,6 +1090,7 @@ def rsa_inference(
     )
     t = res.table
     t.insert(0, "layer", [s.layer for s in sets])
+    t.insert(0, "weights", [s.weights for s in sets])
     t.insert(0, "model", [s.model for s in sets])
     t.insert(0, "reference", ref_name)
     t.attrs.update({"rdm_method": rdm_method, "subjects": names})

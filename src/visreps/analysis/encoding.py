@@ -764,7 +764,7 @@ def _fit_all(
             raise VisrepsError("method='banded' needs at least 2 layers (the bands); give more layers or folders")
         designs = [
             layer_design(
-                s.features, rows, solver="kernel", block_size=opts["block_size"], name=s.label, device=opts["device"]
+                s.features, rows, solver="kernel", block_size=opts["block_size"], name=s.where, device=opts["device"]
             )
             for s, rows in zip(sets, rows_of)
         ]
@@ -772,10 +772,10 @@ def _fit_all(
     fits = []
     for s, rows in zip(sets, rows_of):
         d = layer_design(
-            s.features, rows, solver=opts["solver"], block_size=opts["block_size"], name=s.label, device=opts["device"]
+            s.features, rows, solver=opts["solver"], block_size=opts["block_size"], name=s.where, device=opts["device"]
         )
         pred, chosen = _cross_validate(lambda tr, te, d=d: _one_fold(method, d, tr, te, Yl, opts), fold_of, Yl.shape)
-        fit = {"label": s.label, "model": s.model, "layer": s.layer, "solver": d.kind}
+        fit = {"label": s.label, "model": s.model, "weights": s.weights, "layer": s.layer, "solver": d.kind}
         fit.update(_full(pred, chosen, live, Y.shape[1], n_folds))
         fits.append(fit)
         del d  # the next layer's Gram matrix replaces this one
@@ -873,7 +873,12 @@ def _tables(
         warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN columns (constant targets)
         root = None if rho is None else np.where(rho > 0, np.sqrt(np.where(rho > 0, rho, 1.0)), np.nan)
         for fit in fits:
-            ident = {"label": fit["label"], "model": fit["model"], "layer": fit["layer"]}
+            ident = {
+                "label": fit["label"],
+                "model": fit["model"],
+                "weights": fit.get("weights", ""),
+                "layer": fit["layer"],
+            }
             r_f = np.empty((n_folds, n_t))
             r2_f = np.empty((n_folds, n_t))
             for f in range(n_folds):

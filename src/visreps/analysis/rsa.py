@@ -61,6 +61,7 @@ def compute_rdm(
     block_size: int | None = None,
     device: Any = "auto",
     condensed: bool = False,
+    name: str = "features",
 ) -> np.ndarray:
     """The representational dissimilarity matrix of the rows of ``features``.
 
@@ -101,6 +102,7 @@ def compute_rdm(
             CPU), ``"cpu"``, ``"cuda"``/``"cuda:N"``, or a ``torch.device``. Always float64 (on
             consumer GPUs float64 is slow; ``device="cpu"`` may then be faster).
         condensed: return the condensed vector of the pairs ``i < j`` (``pdist`` order) instead.
+        name: how error messages call the features (e.g. ``"layer 'fc' of 'out/'"``).
 
     Returns:
         ``(n, n)`` float64 symmetric matrix with zero diagonal (or its condensed ``n(n−1)/2`` vector).
@@ -110,7 +112,7 @@ def compute_rdm(
             (correlation) or all-zero rows (cosine), for which the distance is undefined.
     """
     method = check_method(method)
-    src = FeatureSource(features)
+    src = FeatureSource(features, name=name)
     if src.n < 2:
         raise VisrepsError(f"an RDM needs at least 2 rows (images); features have shape {src.shape_in}")
     if sigma is not None and method != "gaussian":

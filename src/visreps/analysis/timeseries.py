@@ -76,47 +76,19 @@ class TimeRSAResult:
 
 
 def read_time_rdm_file(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The RDM stack of a ``.npy``/``.npz``/``.mat``/``.h5`` file, and its ``times`` variable when it has one."""
-    from ._source import pick_variable
+    """The RDM stack of a ``.npy``/``.npz``/``.mat``/``.h5`` file, and its ``times`` variable when it has one
+    (read by the one reader of users' files, :mod:`visreps.analysis._files`)."""
+    from ._files import pick_variable, read_variables
 
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
+    if path.suffix.lower() == ".npy":
         try:
             return np.load(path, allow_pickle=False), None
         except (ValueError, OSError, EOFError) as e:
             raise VisrepsError(f"cannot read {str(path)!r} as a numeric .npy array: {e}") from None
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            variables = {k: z[k] for k in z.files}
-    elif suffix == ".mat":
-        variables = _read_mat(path)
-    else:
-        variables = _read_h5(path, transpose=False)
-    arr = pick_variable(variables, key, path, keep=lambda name, a: a.ndim in (3, 4), what="RDM stack")
+    variables, _ = read_variables(path)
+    arr, _ = pick_variable(variables, key, path, keep=lambda name, a: a.ndim in (3, 4), what="RDM stack")
     times = variables.get("times")
     return arr, None if times is None else np.asarray(times, dtype=np.float64).ravel()
-
-
-def _read_mat(path: Path) -> dict[str, Any]:
-    from scipy.io import loadmat
-
-    try:
-        return {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
-    except NotImplementedError:  # v7.3: HDF5, axes reversed
-        return _read_h5(path, transpose=True)
-
-
-def _read_h5(path: Path, transpose: bool) -> dict[str, Any]:
-    import h5py
-
-    out: dict[str, Any] = {}
-    with h5py.File(path, "r") as f:
-        for k in f:
-            ds = f[k]
-            if isinstance(ds, h5py.Dataset):
-                a = np.asarray(ds[()])
-                out[str(k)] = a.T if transpose else a
-    return out
 
 
 def as_time_rdms(arr: Any, *, name: str = "the reference") -> np.ndarray:

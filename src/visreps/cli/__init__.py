@@ -14,7 +14,7 @@ from typing import IO, Any
 import click
 
 from ..errors import ExtractionInterrupted, VisrepsError
-from . import align, analysis, behaviour, encode, extract, folders, models, text
+from . import align, analysis, behaviour, bench, encode, extract, folders, models, text
 
 __all__ = ["VisrepsGroup", "main"]
 
@@ -107,6 +107,7 @@ for _command in (
     align.align,
     encode.encode,
     *behaviour.COMMANDS,
+    bench.bench,
 ):
     main.add_command(_command)
 del _command

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -136,40 +137,113 @@ def folder_inputs(folder: Any) -> list[tuple[Any, str]]:
 
 
 def check_figure_path(path: Any, option: str) -> None:
-    """A figure file's name ends with a format of :data:`visreps.plotting.FORMATS` (checked before any work)."""
+    """A figure file's name ends with a format of :data:`visreps.plotting.FIGURE_FORMATS` (checked before any work;
+    ``.tif`` and ``.jpeg`` count as ``.tiff`` and ``.jpg``)."""
     from pathlib import Path
 
     from ..errors import VisrepsError
-    from ..plotting import FORMATS
+    from ..plotting import FIGURE_FORMATS, figure_format
 
-    ext = Path(str(path)).suffix.lower().lstrip(".")
-    if ext not in FORMATS:
+    try:
+        figure_format(path)
+    except VisrepsError:
+        ext = Path(str(path)).suffix.lower().lstrip(".")
         raise VisrepsError(
             f"{option} {str(path)!r}: {f'format {ext!r}' if ext else 'no format'} is not a figure format; end the "
-            f"name with one of {', '.join('.' + f for f in FORMATS)}"
-        )
+            f"name with one of {', '.join('.' + f for f in FIGURE_FORMATS)}"
+        ) from None
 
 
 def figure_formats(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> list[str]:
-    """``--plot-format png[,pdf]``: figure formats of :data:`visreps.plotting.FORMATS` (click callback)."""
-    from ..plotting import FORMATS
-
-    formats = [f.lower().lstrip(".") for f in split_list(value) or ["png"]]
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise click.BadParameter(f"{', '.join(bad)}: use {', '.join(FORMATS)}", param_hint="--plot-format")
-    return list(dict.fromkeys(formats))
+    """``--plot-format png[,pdf]``: figure formats of :data:`visreps.plotting.FIGURE_FORMATS` (click callback)."""
+    return plot_formats(value)
 
 
 def figure_format(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> str:
-    """``--plot-format FMT``: one figure format of :data:`visreps.plotting.FORMATS` (click callback)."""
-    formats = figure_formats(ctx, param, value)
+    """``--plot-format FMT``: one figure format of :data:`visreps.plotting.FIGURE_FORMATS` (click callback)."""
+    formats = plot_formats(value)
     if len(formats) > 1:
         raise click.BadParameter(f"{value!r}: give one format, e.g. png", param_hint="--plot-format")
     return formats[0]
+
+
+def write_figure(plan: Any, fig: Any, paths: Iterable[str | Path], *, dpi: int, caption: str | None = None) -> None:
+    """Write a drawn figure in each of ``paths`` (and its caption, ``<name>.txt``, once per name) through an output
+    plan: partial names, renamed with the run's other files. Every path must be in the plan."""
+    from ..plotting import caption_path, save_figure
+
+    captions: list[Path] = []
+    for path in paths:
+        plan.write(path, lambda p: save_figure(fig, p, dpi=dpi))
+        if caption and caption_path(path) not in captions:
+            captions.append(caption_path(path))
+    text = (caption or "").rstrip() + "\n"
+    for cap in captions:
+        plan.write(cap, lambda p: Path(p).write_text(text, encoding="utf-8"))
 
 
 def echo_replaced(plan: Any) -> None:
     """Say which files of an earlier run an ``--overwrite`` run removed (or kept, changed since)."""
     if plan.summary():
         click.echo(plan.summary())
+
+
+def figure_options(f: F) -> F:
+    """``--dpi`` (raster figures, default 300) and ``--width single|double`` (a journal's column), for every figure."""
+    f = click.option(
+        "--width",
+        type=click.Choice(["single", "double"]),
+        default=None,
+        help="Figure width: a journal's single (89 mm) or double (183 mm) column (default: sized to the content).",
+    )(f)
+    f = click.option(
+        "--dpi",
+        type=click.IntRange(min=10),
+        default=300,
+        show_default=True,
+        help="Resolution of raster figures (png, tiff, jpg).",
+    )(f)
+    return f
+
+
+def label_option(f: F) -> F:
+    """``--label SOURCE=NAME`` (repeatable): the name a source goes by in tables, legends and titles."""
+    return click.option(
+        "--label",
+        "label",
+        multiple=True,
+        metavar="SOURCE=NAME",
+        help='Name a source in tables and figures (repeatable), e.g. --label runs/alexnet_rand="AlexNet, untrained".',
+    )(f)
+
+
+def plot_formats(value: str | None, option: str = "--plot-format") -> list[str]:
+    """A comma-separated list of figure formats, each one of :data:`visreps.plotting.FIGURE_FORMATS`."""
+    from ..plotting import FIGURE_FORMATS
+
+    aliases = {"tif": "tiff", "jpeg": "jpg"}
+    formats = [aliases.get(x, x) for x in (s.lower().lstrip(".") for s in split_list(value) or ["png"])]
+    bad = [x for x in formats if x not in FIGURE_FORMATS]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)}: use {', '.join(FIGURE_FORMATS)}", param_hint=option)
+    return list(dict.fromkeys(formats))
+
+
+def labelled_sources(sources: list[str], labels: Iterable[str]) -> list[str] | dict[str, str]:
+    """``SOURCES`` with ``--label SOURCE=NAME`` applied: a dict name → source (a source's own key names nothing)."""
+    from ..errors import VisrepsError
+    from ..labels import parse_label_option
+
+    names = parse_label_option(list(labels))
+    if not names:
+        return sources
+    unknown = [s for s in names if s not in sources]
+    if unknown:
+        raise VisrepsError(
+            f"--label names {', '.join(map(repr, unknown))}, not one of the SOURCES ({', '.join(sources)}); "
+            "write the source as given on the command line"
+        )
+    keyed = {names.get(s, s): s for s in sources}
+    if len(keyed) < len(sources):
+        raise VisrepsError("--label gives two sources the same name; every source needs its own")
+    return keyed

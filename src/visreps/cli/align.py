@@ -17,6 +17,8 @@ from ._base import split_list
               help="A local copy of the published transform.npz.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace earlier results in OUT.")
 @click.option("--offline", is_flag=True, help="Never touch the network; a missing transform file is an error.")
+@click.option("--force", is_flag=True, help="Apply it to a folder of random weights too (the transforms were "
+              "fitted on pretrained weights; recorded in the metadata).")  # fmt: skip
 def align(
     folder: str,
     transform: str,
@@ -26,6 +28,7 @@ def align(
     transform_file: str | None,
     overwrite: bool,
     offline: bool,
+    force: bool,
 ) -> None:
     """Write FOLDER's features aligned with human similarity judgements into a new output folder.
 
@@ -47,6 +50,7 @@ def align(
         out=out,
         overwrite=overwrite,
         transform_file=transform_file,
+        force=force,
     )
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in res.items())
     click.echo(f"aligned ({transform}) → {res.folder}: {shapes}")

@@ -16,12 +16,15 @@ import click
 from ._base import (
     check_figure_path,
     echo_replaced,
-    figure_format,
-    figure_formats,
+    figure_options,
     folder_inputs,
+    label_option,
+    labelled_sources,
     overwrite_option,
     plan_outputs,
+    plot_formats,
     split_list,
+    write_figure,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,8 +32,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 RDM_METHODS = ("correlation", "cosine", "euclidean", "sqeuclidean", "gaussian")
 COMPARE_METHODS = ("pearson", "spearman", "kendall", "tau_a")
 RDM_FILE_FORMATS = ("npy", "csv", "txt", "mat")
-#: kept for callers of before; the formats accepted are those of :data:`visreps.plotting.FORMATS`
-PLOT_FORMATS = ("png", "pdf", "svg", "jpg")
+PLOT_FORMATS = ("png", "pdf", "svg", "eps", "tiff", "jpg")  # = visreps.plotting.FIGURE_FORMATS (tested)
 
 
 def _parse_source(arg: str) -> tuple[str, list[str] | None]:
@@ -92,9 +94,7 @@ def _block_size_option(f: F) -> F:
 
 
 def _plot_options(f: F) -> F:
-    f = click.option(
-        "--dpi", type=click.IntRange(min=10), default=200, show_default=True, help="Resolution of PNG/JPG figures."
-    )(f)
+    f = figure_options(f)
     f = click.option("--cmap", default="viridis", show_default=True, help="Matplotlib colormap.")(f)
     return f
 
@@ -143,8 +143,7 @@ def _save_rdm(rdm: Any, path: Path, fmt: str) -> None:
     "--plot-format",
     default="png",
     show_default=True,
-    callback=figure_format,
-    help="Figure format: png, pdf, svg, jpg, … (any of visreps.plotting.FORMATS).",
+    help="Comma-separated figure formats: png, pdf, svg, eps, tiff, jpg.",
 )
 @click.option("--no-plot", is_flag=True, help="Only write the RDM files.")
 @click.option("--rank", is_flag=True, help="Plot ranks of the dissimilarities instead of their values.")
@@ -165,6 +164,7 @@ def rsa(
     cluster: bool,
     cmap: str,
     dpi: int,
+    width: str | None,
     block_size: int | None,
     device: str,
     overwrite: bool,
@@ -172,35 +172,44 @@ def rsa(
     """RDM of each layer in FOLDER (an output folder of `visreps extract`): a file and a plot per layer.
 
     Writes OUT/rdm_<layer>_<method>.<format> (square n × n, rows in manifest.csv order) and
-    OUT/rdm_<layer>_<method>.<plot-format>.
+    OUT/rdm_<layer>_<method>.<plot-format> (one per format).
     """
     from ..analysis.rsa import compute_rdm
+    from ..labels import label_from_metadata
     from ..plotting import plot_rdm
     from ..storage import layer_filename, load_features
 
     if sigma is not None and method != "gaussian":
         raise click.BadParameter("--sigma is the bandwidth of --method gaussian", param_hint="--sigma")
+    formats = plot_formats(plot_format)
     res = load_features(folder, split_list(layers), mmap=True)
     outdir = Path(out) if out else Path(folder) / "rsa"
     stems = {layer: outdir / f"rdm_{layer_filename(layer, 'npy')[:-4]}_{method}" for layer in res.layers}
-    exts = (fmt,) if no_plot else (fmt, plot_format)
+    exts = (fmt,) if no_plot else (fmt, *formats)
     planned = [p.with_name(f"{p.name}.{ext}") for p in stems.values() for ext in exts]
     plan = plan_outputs(planned, overwrite, inputs=folder_inputs(folder))
     labels = list(res.manifest["path"]) if len(res.manifest) <= 60 else None
     done = []
     with plan:  # each file under a partial name; all renamed when every layer is done
         for layer in res.layers:
-            rdm = compute_rdm(res[layer], method, sigma=sigma, block_size=block_size, device=device)
+            where = f"layer {layer!r} of {str(folder)!r}"  # names the layer in errors (e.g. NaN)
+            rdm = compute_rdm(res[layer], method, sigma=sigma, block_size=block_size, device=device, name=where)
             stem = stems[layer].name
             path = outdir / f"{stem}.{fmt}"
             plan.write(path, lambda p: _save_rdm(rdm, p, fmt))  # noqa: B023 - called at once
             msg = f"{layer}: {rdm.shape[0]}×{rdm.shape[1]} RDM → {path}"
             if not no_plot:
-                ppath = outdir / f"{stem}.{plot_format}"
-                title = f"{res.model} {layer} ({method})"
-                kwargs: dict[str, Any] = dict(rank=rank, order="cluster" if cluster else None, labels=labels, cmap=cmap)
-                plan.write(ppath, lambda p: plot_rdm(rdm, p, title=title, dpi=dpi, **kwargs))  # noqa: B023
-                msg += f", {ppath}"
+                fig = plot_rdm(
+                    rdm,
+                    rank=rank,
+                    order="cluster" if cluster else None,
+                    labels=labels,
+                    cmap=cmap,
+                    width=width,
+                    title=f"RDM of {label_from_metadata(res.metadata)} {layer} ({method})",
+                )
+                write_figure(plan, fig, [outdir / f"{stem}.{f}" for f in formats], dpi=dpi)
+                msg += "".join(f", {outdir / f'{stem}.{f}'}" for f in formats)
             done.append(msg)
     for msg in done:  # said once the files are under their final names
         click.echo(msg)
@@ -286,10 +295,17 @@ def rsa(
     help="With --noise-ceiling/--bootstrap FACTORS/--test: bars per layer, or a layer-depth curve per model.",
 )
 @click.option(
+    "--depth",
+    type=click.Choice(["layers", "relative"]),
+    default="layers",
+    show_default=True,
+    help="--figure curve: each model on its own layer names (one panel per model), or all on a relative depth axis.",
+)
+@click.option(
     "--plot-format",
     default="png",
     show_default=True,
-    help="Comma-separated figure formats (png, pdf, svg, jpg, …: visreps.plotting.FORMATS) when --plot is not given.",
+    help="Comma-separated figure formats (png, pdf, svg, eps, tiff, jpg) when --plot is not given.",
 )
 @click.option("--ci", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and permutations.")
@@ -306,7 +322,7 @@ def rsa(
     "plot_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Figure file (default: the CSV name with .png).",
+    help="Figure file (.png .pdf .svg .eps .tiff .jpg; default: the CSV name with .png); its caption goes to .txt.",
 )
 @click.option("--no-plot", is_flag=True)
 @click.option(
@@ -322,6 +338,7 @@ def rsa(
     help="Where model ids are extracted to and reused from (default: in memory).",
 )
 @click.option("--random", "random_init", is_flag=True, help="Model ids: random (seeded) weights instead of pretrained.")
+@label_option
 @_plot_options
 @_block_size_option
 @overwrite_option
@@ -342,6 +359,7 @@ def compare(
     n_permutations: int,
     alpha: float,
     figure: str,
+    depth: str,
     plot_format: str,
     ci: float,
     seed: int,
@@ -351,8 +369,10 @@ def compare(
     images: str | None,
     work_dir: str | None,
     random_init: bool,
+    label: tuple[str, ...],
     cmap: str,
     dpi: int,
+    width: str | None,
     block_size: int | None,
     device: str,
     overwrite: bool,
@@ -367,8 +387,15 @@ def compare(
     scores are mean correlations over subjects with noise ceiling, bootstrap intervals and tests:
     OUT (one row per layer), OUT_pairwise.csv, OUT_bootstrap.csv (the samples), all at full
     precision, and the figure (bars or a layer-depth curve with the noise-ceiling band).
+
+    Every table carries `label` (the model with its weights, e.g. "alexnet (random, seed 1)/fc6";
+    rename with --label SOURCE=NAME) and `weights` columns; the figure's caption (images, subjects,
+    bootstrap, test, correction) is written next to it as .txt.
     """
+    if plot_path and not no_plot:
+        check_figure_path(plot_path, "--plot")  # a format no figure can be written in is refused before any work
     srcs, layer_map = _sources_and_layers(sources, layers)
+    named = labelled_sources(srcs, label)
     n_legacy, factors = _parse_bootstrap(bootstrap)
     if (bootstrap or noise_ceiling or test) and reference is None:
         what = "--bootstrap" if bootstrap else "--noise-ceiling" if noise_ceiling else "--test"
@@ -401,14 +428,14 @@ def compare(
             inputs.append((reference, "the --reference file"))
     plan = plan_outputs(planned, overwrite, "--out/--plot", inputs=inputs, trees=trees)
     if inference:
-        _compare_inference(srcs, common, table, formats, n_legacy, factors, params, plan)
+        _compare_inference(named, common, table, formats, n_legacy, factors, params, plan)
     else:
-        _compare_plain(srcs, common, table, formats, n_legacy, params, plan)
+        _compare_plain(named, common, table, formats, n_legacy, params, plan)
     echo_replaced(plan)
 
 
 def _compare_plain(
-    srcs: list[str],
+    srcs: Any,
     common: _CompareOptions,
     table: Path,
     formats: list[str],
@@ -418,7 +445,7 @@ def _compare_plain(
 ) -> None:
     """``compare`` without inference: layers with each other (heatmap) or with one reference RDM (bars)."""
     from ..errors import VisrepsError
-    from ..plotting import plot_comparison, plot_reference_comparison
+    from ..plotting import figure_caption, plot_comparison, plot_reference_comparison
     from ..workflows import compare_features, compare_to_reference
 
     reference = p["reference"]
@@ -440,19 +467,19 @@ def _compare_plain(
             **common,
         )
         with _pd_display():
-            click.echo(df.drop(columns=["label"]).round(4).to_string(index=False))
+            click.echo(_shown(df).round(4).to_string(index=False))
     msg = f"table → {table}"
     with plan:  # under partial names, renamed together at the end
-        plan.write(table, lambda path: df.to_csv(path, index=reference is None, float_format="%.6g"))
+        plan.write(table, lambda path: df.to_csv(path, index=reference is None))  # full precision, as every table
         if not p["no_plot"]:
             ppath = _plot_paths(table, formats, p["plot_path"], inference=False)[0]
-            n = df.attrs.get("n_conditions")
-            title = f"{df.attrs.get('method')} correlation of {p['rdm_method']} RDMs ({n} images)"
             if reference is None:
-                plan.write(ppath, lambda path: plot_comparison(df, path, cmap=p["cmap"], dpi=p["dpi"], title=title))
+                fig = plot_comparison(df, cmap=p["cmap"], title="RSA: the layers' RDMs compared", width=p["width"])
+                caption = figure_caption(fig)
             else:
-                title += f" with {Path(reference).name}"
-                plan.write(ppath, lambda path: plot_reference_comparison(df, path, dpi=p["dpi"], title=title))
+                fig = plot_reference_comparison(df, title="RSA: each layer's RDM vs the reference", width=p["width"])
+                caption = f"{figure_caption(fig)} Reference: {Path(reference).name}."
+            write_figure(plan, fig, [ppath], dpi=p["dpi"], caption=caption)
             msg += f", figure → {ppath}"
     click.echo(msg)
 
@@ -490,7 +517,10 @@ def _compare_outputs(
         if factors or n_legacy:
             paths.append(table.with_name(table.stem + "_bootstrap.csv"))
     if not p["no_plot"]:
-        paths += _plot_paths(table, formats, p["plot_path"], inference=inference)
+        figures = _plot_paths(table, formats, p["plot_path"], inference=inference)
+        from ..plotting import caption_path
+
+        paths += figures + list(dict.fromkeys(caption_path(f) for f in figures))
     return paths
 
 
@@ -510,8 +540,13 @@ def _parse_bootstrap(value: str | None) -> tuple[int, tuple[str, ...]]:
 
 
 def _plot_formats(value: str) -> list[str]:
-    """``--plot-format png,pdf``: formats of :data:`visreps.plotting.FORMATS`."""
-    return figure_formats(None, None, value)
+    return plot_formats(value)
+
+
+def _shown(df: Any) -> Any:
+    """The columns of a table printed to the terminal: ``label`` (model, weights, layer) and ``weights`` first."""
+    drop = [c for c in ("model", "layer", "n_valid_samples") if c in df]
+    return df.drop(columns=drop)
 
 
 def _several_subjects(reference: str, key: str | None) -> bool:
@@ -532,7 +567,7 @@ def _several_subjects(reference: str, key: str | None) -> bool:
 
 
 def _compare_inference(
-    srcs: list[str],
+    srcs: Any,
     common: _CompareOptions,
     table: Path,
     formats: list[str],
@@ -542,7 +577,7 @@ def _compare_inference(
     plan: Any,
 ) -> None:
     """``compare`` with per-subject references: noise ceiling, bootstrap, tests; tables and the figure."""
-    from ..plotting import plot_model_comparison
+    from ..plotting import figure_caption, plot_model_comparison
     from ..workflows import rsa_inference
 
     p = params
@@ -564,8 +599,7 @@ def _compare_inference(
     )
     attrs = res.table.attrs
     with _pd_display():
-        shown = [c for c in res.table.columns if c not in ("reference", "label", "n_valid_samples")]
-        click.echo(res.table[shown].round(4).to_string(index=False))
+        click.echo(_shown(res.table).round(4).to_string(index=False))
         if res.noise_ceiling is not None:
             nc = res.noise_ceiling
             click.echo(f"noise ceiling ({len(attrs['subjects'])} subjects): lower {nc.lower:.4f}, upper {nc.upper:.4f}")
@@ -576,13 +610,11 @@ def _compare_inference(
         msg = "tables → " + ", ".join(map(str, written))
         if not p["no_plot"]:
             paths = _plot_paths(table, formats, p["plot_path"], inference=True)
-            plural = "s" if attrs["n_subjects"] > 1 else ""
-            title = f"{attrs['rdm_method']} RDMs vs {Path(reference).name}: {attrs['n_conditions']} images, "
-            title += f"{attrs['n_subjects']} subject{plural}"
-            for path in paths:
-                plan.write(
-                    path, lambda out: plot_model_comparison(res, out, kind=p["figure"], title=title, dpi=p["dpi"])
-                )
+            fig = plot_model_comparison(
+                res, kind=p["figure"], depth=p["depth"], title="RSA: models vs the reference RDMs", width=p["width"]
+            )
+            caption = f"{figure_caption(fig)} Reference: {Path(reference).name}."
+            write_figure(plan, fig, paths, dpi=p["dpi"], caption=caption)
             msg += ", figure → " + ", ".join(map(str, paths))
     click.echo(msg)
 
@@ -625,7 +657,11 @@ class _pd_display:
 )
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write the table as CSV.")
 @click.option(
-    "--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a heatmap (.png/.pdf/.svg/.jpg)."
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write a heatmap (.png .pdf .svg .eps .tiff .jpg).",
 )
 @_plot_options
 @_block_size_option
@@ -642,6 +678,7 @@ def cka(
     plot_path: str | None,
     cmap: str,
     dpi: int,
+    width: str | None,
     block_size: int | None,
     device: str,
     overwrite: bool,
@@ -691,10 +728,10 @@ def cka(
     title = f"{df.attrs['method']}: {name_a} (rows) vs {name_b} (columns)"
     with plan:  # under partial names, renamed together at the end
         if out:
-            plan.write(out, lambda p: df.to_csv(p, float_format="%.6g"))
+            plan.write(out, lambda p: df.to_csv(p))  # full precision, as every table
         if plot_path:
-            kwargs: dict[str, Any] = dict(cmap=cmap, dpi=dpi, colorbar_label=df.attrs["method"], vmin=None, title=title)
-            plan.write(plot_path, lambda p: plot_comparison(df, p, **kwargs))
+            fig = plot_comparison(df, cmap=cmap, colorbar_label=df.attrs["method"], width=width, vmin=None, title=title)
+            write_figure(plan, fig, [plot_path], dpi=dpi)
     echo_replaced(plan)
     if out:
         click.echo(f"table → {out}")

@@ -12,10 +12,20 @@ from typing import Any
 
 import click
 
-from ._base import echo_replaced, figure_format, folder_inputs, overwrite_option, plan_outputs, split_list
+from ._base import (
+    echo_replaced,
+    figure_options,
+    folder_inputs,
+    label_option,
+    labelled_sources,
+    overwrite_option,
+    plan_outputs,
+    plot_formats,
+    split_list,
+    write_figure,
+)
 
-#: kept for callers of before; the formats accepted are those of :data:`visreps.plotting.FORMATS`
-PLOT_FORMATS = ("png", "pdf", "svg", "jpg")
+PLOT_FORMATS = ("png", "pdf", "svg", "eps", "tiff", "jpg")  # = visreps.plotting.FIGURE_FORMATS (tested)
 
 
 def _alphas(value: str | None) -> list[float] | None:
@@ -124,11 +134,11 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
     "--plot-format",
     default="png",
     show_default=True,
-    callback=figure_format,
-    help="Figure format: png, pdf, svg, jpg, … (any of visreps.plotting.FORMATS).",
+    help="Comma-separated figure formats: png, pdf, svg, eps, tiff, jpg.",
 )
 @click.option("--no-plot", is_flag=True)
-@click.option("--dpi", type=click.IntRange(min=10), default=200, show_default=True)
+@label_option
+@figure_options
 @overwrite_option
 def encode(paths: tuple[str, ...], **kw: Any) -> None:
     """Predict brain/behavioural RESPONSES from every layer of FOLDER(s): cross-validated encoding models.
@@ -136,7 +146,8 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     FOLDER... are output folders of `visreps extract` (FOLDER::layer1,layer2 picks layers);
     RESPONSES is a file of images × targets (.npy .npz .mat .h5 .csv .tsv .txt). Writes to OUT:
     layers.csv (per layer: mean/median/SEM of r and R² over targets), targets.csv (per target),
-    folds.csv (per fold), fold_of_image.csv, band_weights.csv (banded) and encoding.<plot-format>.
+    folds.csv (per fold), fold_of_image.csv, band_weights.csv (banded), encoding.<plot-format> and
+    its caption encoding.txt. Tables carry `label` (model and weights; --label SOURCE=NAME) and `weights`.
     """
     from ..analysis.encoding import DEFAULT_ALPHAS
     from ..analysis.encoding import encode as run_encode
@@ -148,9 +159,11 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     *folders, responses_path = paths
     out = Path(kw["out"])
     alphas = _alphas(kw["alphas"]) or DEFAULT_ALPHAS
+    kw["plot_format"] = plot_formats(kw["plot_format"])
     srcs, layer_map = _sources(folders, kw["layers"])
+    named = labelled_sources(srcs, kw["label"])
     tables = [n for n in RESULT_FILES if n != "band_weights.csv" or kw["method"] == "banded"]
-    figure = () if kw["no_plot"] else (f"encoding.{kw['plot_format']}",)
+    figure = () if kw["no_plot"] else (*(f"encoding.{f}" for f in kw["plot_format"]), "encoding.txt")
     inputs = [
         (responses_path, "the responses file"),
         (kw["groups"], "the --groups file"),
@@ -169,7 +182,7 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     with warnings.catch_warnings(record=True) as caught:  # shown as "warning: ..." lines, not Python's format
         warnings.simplefilter("always")
         res = run_encode(
-            srcs,
+            named,
             resp,
             layers=layer_map,
             method=kw["method"],
@@ -228,7 +241,8 @@ def _summary(res: Any) -> None:
         click.echo(f"dropped {len(res.dropped)} target(s) with NaN values: {', '.join(res.dropped[:10])}")
     if res.constant:
         click.echo(f"{len(res.constant)} constant target(s) have NaN scores: {', '.join(res.constant[:10])}")
-    cols = ("label", "n_targets", "r_mean", "r_sem", "r_pooled_mean", "r2_mean", "r_ceiled_mean", "ceiling_r")
+    cols = ("label", "weights", "n_targets", "r_mean", "r_sem", "r_pooled_mean", "r2_mean", "r_ceiled_mean")
+    cols += ("ceiling_r",)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 200):
         click.echo(res.layers[[c for c in cols if c in res.layers]].round(4).to_string(index=False))
     click.echo(R_NOTE)
@@ -244,7 +258,7 @@ R_NOTE = (
 
 def _write(res: Any, out: Path, plan: Any, kw: dict[str, Any]) -> None:
     """Every planned file under a partial name, then all renamed together (see visreps.outputs)."""
-    from ..plotting import plot_encoding
+    from ..plotting import figure_caption, plot_encoding
 
     writers = res.table_writers()
     with plan:
@@ -252,10 +266,9 @@ def _write(res: Any, out: Path, plan: Any, kw: dict[str, Any]) -> None:
             plan.write(out / name, write)
         if not kw["no_plot"]:
             info = res.info
-            title = (
-                f"{info['method']}, {info['n_folds']}-fold CV: {info['n_targets']} targets, {info['n_images']} images"
-            )
-            figure = out / f"encoding.{kw['plot_format']}"
-            plan.write(figure, lambda p: plot_encoding(res.layers, p, dpi=kw["dpi"], title=title))
+            fig = plot_encoding(res.layers, title=f"Encoding: {info['method']}, cross-validated", width=kw["width"])
+            text = f"{figure_caption(fig)} {info['n_images']} images, {info['n_targets']} targets, "
+            text += f"{info['n_folds']}-fold cross-validation."
+            write_figure(plan, fig, [out / f"encoding.{f}" for f in kw["plot_format"]], dpi=kw["dpi"], caption=text)
     echo_replaced(plan)
     click.echo(f"results → {out}: {', '.join(p.name for p in plan.files)}")

@@ -65,6 +65,25 @@ def pickle_allowed() -> bool:
     return _ALLOW_PICKLE.get()
 
 
+def directory_message(path: Path, wanted: str, prefix: str = "") -> str:
+    """The error for a folder given where a file is wanted: ``hf:`` for a ``save_pretrained`` folder, else the
+    files it holds that fit (``prefix``: how the suggestion is spelled, e.g. ``file:``)."""
+    if (path / "config.json").is_file():
+        return (
+            f"{prefix + str(path)!r} is a directory written by save_pretrained (it holds config.json), not {wanted}: "
+            f"load it as hf:{path}"
+        )
+    try:
+        inside = sorted(p.name for p in path.iterdir() if p.is_file() and p.name.lower().endswith(WEIGHT_SUFFIXES))
+    except OSError:
+        inside = []
+    msg = f"{prefix + str(path)!r} is a directory, not {wanted}; give the file itself"
+    if inside:
+        more = " ..." if len(inside) > 5 else ""
+        msg += f" (it holds {', '.join(inside[:5])}{more}), e.g. {prefix}{path / inside[0]}"
+    return msg
+
+
 def _unreadable(path: Path, error: BaseException) -> WeightsError:
     """The one-line error for a file that is no weights file at all (never quotes torch's advice)."""
     msg = f"{str(path)!r} is not a weights file visreps can read; it reads {ACCEPTED_FORMATS}"
@@ -116,6 +135,8 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, what: str |
         WeightsError: missing or unreadable file, or one that needs ``allow_pickle`` (one line each).
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise WeightsError(directory_message(path, "a weights file"))
     if not path.is_file():
         raise WeightsError(f"weights file {str(path)!r} does not exist; give the path to a .pt/.pth/.safetensors file")
     if path.suffix == ".safetensors":
@@ -267,6 +288,8 @@ def load_pickled_model(path: str | Path, *, device: Any = None, allow_pickle: bo
     """
     import torch
 
+    if Path(path).expanduser().is_dir():
+        raise WeightsError(directory_message(Path(path).expanduser(), "a whole pickled model file", "file:"))
     obj, _ = open_checkpoint(path, allow_pickle=allow_pickle, what="a whole pickled model")
     if not isinstance(obj, torch.nn.Module):
         raise WeightsError(

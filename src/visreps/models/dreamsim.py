@@ -37,7 +37,8 @@ and the PEFT adapter ``<tag>lora/adapter_config.json`` + ``adapter_model.safeten
 in the zip: DreamSim loads it with ``torch.hub.load("facebookresearch/dino:main", "dino_vitb16")``, i.e. the
 file ``dino_vitbase16_pretrain.pth`` from dl.fbaipublicfiles.com (the zip's ``dino_vitb16_pretrain.pth``, the
 full DINO training checkpoint, only gives its projection head, which the embedding does not use). Members of
-the zip are extracted once into ``<cache>/dreamsim/<zip name>/``.
+the zip are extracted once into ``<cache>/dreamsim/<zip name>-<first 16 hex digits of its sha256>/``
+(so two zips of one name never share members).
 
 **LoRA** is merged into the weights at load time, as PEFT's ``merge_and_unload`` does: for each adapted
 layer ``W ← W + s · B · A`` with ``A`` (r × in) = ``lora_A.weight``, ``B`` (out × r) = ``lora_B.weight`` and
@@ -326,8 +327,10 @@ class _Release:
                 )
             self.zip, self.folder = (None, path) if path.is_dir() else (path, None)
             self.record = {"kind": "file", "file": str(path.resolve())}
+        self.sha256: str | None = None
         if self.zip is not None:
-            self.record.update(sha256=verify_sha256(self.zip, None), sha256_pinned=False)
+            self.sha256 = verify_sha256(self.zip, None)
+            self.record.update(sha256=self.sha256, sha256_pinned=False)
 
     def member(self, name: str, *, optional: bool = False) -> Path | None:
         """The path of the release's file ``name`` (extracted from the zip into the cache once)."""
@@ -338,8 +341,8 @@ class _Release:
             if optional:
                 return None
             raise WeightsError(f"{str(self.folder)!r} has no {name}; is it the folder of DreamSim's extracted weights?")
-        assert self.zip is not None
-        return _extract(self.zip, name, optional=optional)
+        assert self.zip is not None and self.sha256 is not None
+        return _extract(self.zip, name, self.sha256, optional=optional)
 
     def dino_backbone(self) -> tuple[Path, dict[str, Any]]:
         """DINO ViT-B/16's weights (torch hub's file; in a folder of the dreamsim package: its checkpoints/)."""
@@ -351,7 +354,12 @@ class _Release:
         return path, {"url": DINO_B16.url, "file": str(path), "sha256": verify_sha256(path, None)}
 
 
-def _extract(zip_path: Path, name: str, *, optional: bool = False) -> Path | None:
+def _extract(zip_path: Path, name: str, sha256: str, *, optional: bool = False) -> Path | None:
+    """Member ``name`` of the zip, extracted once into ``<cache>/dreamsim/<zip name>-<sha256[:16]>/``.
+
+    The folder is keyed by the zip's content (its sha256), so two zips of the same name with different
+    adapters never share extracted files: the members used are those of the zip whose sha256 is recorded.
+    """
     from ..cache import cache_dir
 
     try:
@@ -363,7 +371,7 @@ def _extract(zip_path: Path, name: str, *, optional: bool = False) -> Path | Non
                 have = ", ".join(i.filename for i in zf.infolist()[:12])
                 raise WeightsError(f"{str(zip_path)!r} has no {name} (it holds: {have}); is it DreamSim's release zip?")
             info = infos[0]
-            out = cache_dir() / "dreamsim" / zip_path.name.removesuffix(".zip") / name
+            out = cache_dir() / "dreamsim" / f"{zip_path.name.removesuffix('.zip')}-{sha256[:16]}" / name
             if out.is_file() and out.stat().st_size == info.file_size:
                 return out
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +386,20 @@ def _extract(zip_path: Path, name: str, *, optional: bool = False) -> Path | Non
             return out
     except (zipfile.BadZipFile, EOFError) as e:
         raise WeightsError(f"{str(zip_path)!r} is not a readable zip ({e}); delete it and download it again") from None
+
+
+def read_adapter_config(path: Path, where: str) -> dict[str, Any]:
+    """The PEFT ``adapter_config.json`` at ``path`` as a dict; ``where`` names it in the one-line error."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        reason = " ".join(str(e).split())[:120]
+        raise WeightsError(
+            f"adapter config {where} is not valid JSON ({reason}); is the zip DreamSim's release? Download it again"
+        ) from None
+    if not isinstance(config, dict):
+        raise WeightsError(f"adapter config {where} is not a JSON object; is the zip DreamSim's release?")
+    return config
 
 
 _LORA_KEY = r"base_model\.model\.extractor_list\.(\d+)\.model\.(.+)\.lora_([AB])\.weight"
@@ -467,7 +489,12 @@ def _resolve(model_id: str, variant: Variant, weights: str | os.PathLike | None)
     paths["adapter"] = rel.member(f"{variant.lora_dir}/adapter_model.safetensors", optional=True) or rel.member(
         f"{variant.lora_dir}/adapter_model.bin"
     )
-    return {"paths": paths, "record": {**rel.record, "backbones": files}}
+    # read now: a damaged adapter config fails before anything is built
+    config = paths["config"]
+    assert config is not None  # not optional: member() raised if it is missing
+    where = f"{str(config)!r} (from {rel.record['file']})"
+    lora = lora_scale(read_adapter_config(config, where), where)
+    return {"paths": paths, "record": {**rel.record, "backbones": files}, "lora": lora}
 
 
 def _load_weights(module: Any, model_id: str, variant: Variant, found: dict[str, Any]) -> dict[str, Any]:
@@ -489,11 +516,11 @@ def _load_weights(module: Any, model_id: str, variant: Variant, found: dict[str,
                     f"checkpoint {str(path)!r} needs 'proj' (768, 512) beside its state_dict, has {have}"
                 )
             getattr(module, f"{_name(b)}_proj").weight.data.copy_(proj.T)
-    config = json.loads(paths["config"].read_text(encoding="utf-8"))
-    r, alpha, scale = lora_scale(config, str(paths["config"]))
+    r, alpha, scale = found["lora"]
     adapter, _ = open_checkpoint(paths["adapter"])
     merged = merge_lora(module, dict(adapter), scale, variant.backbones, str(paths["adapter"]))
     record["lora"] = {"r": r, "lora_alpha": alpha, "scale": scale, "layers_merged": merged}
+    record["adapter_sha256"] = verify_sha256(paths["adapter"], None)  # the adapter file actually merged
     if unpickled_any:
         record["allow_pickle"] = True
     return record

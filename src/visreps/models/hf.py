@@ -11,6 +11,11 @@ Ids:
 * ``hf:FOLDER``: a folder written by ``save_pretrained`` (``config.json``, the weights, and
   optionally ``preprocessor_config.json``). An existing folder wins over a Hub id of the same spelling.
 
+Pretrained means loaded: weights the checkpoint lacks are accepted only under :data:`OPTIONAL_PREFIXES`
+(the pooler a classifier checkpoint does not save; listed as ``newly_initialized``); anything else missing
+is a :class:`~visreps.errors.WeightsError`, as are weights of other sizes, a damaged or pickled weights file
+(never unpickled) and a config that is not an image model (BERT: "is a text model"), each in one line.
+
 The Hub cannot be enumerated, so ``hf`` lists no names; any syntactically valid id is accepted.
 
 The module is ``transformers.AutoModel`` of the config (``ViTModel``, ``Dinov2Model``,
@@ -508,12 +513,13 @@ def count_prefix_tokens(module: Any, config: Any) -> int:
     return n + (int(reg.shape[1]) if reg is not None and getattr(reg, "dim", lambda: 0)() == 3 else 0)
 
 
-def architecture(config: Any) -> tuple[Any, Any]:
+def architecture(config: Any, where: str = "the config") -> tuple[Any, Any]:
     """``(model class, its config)``: the ``AutoModel`` class of ``config``, or of its ``vision_config``
     for a dual image-text model (CLIP, SigLIP: the vision tower)."""
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     cfg = getattr(config, "vision_config", None) or config
+    _check_vision(cfg, where)
     try:
         return MODEL_MAPPING[type(cfg)], cfg
     except KeyError:
@@ -521,6 +527,27 @@ def architecture(config: Any) -> tuple[Any, Any]:
             f"transformers has no AutoModel for model_type {getattr(cfg, 'model_type', '?')!r}; "
             "hf: loads vision backbones (ViT, DeiT, DINOv2, Swin, ConvNeXt, BEiT, CLIP/SigLIP vision towers, ...)"
         ) from None
+
+
+def _check_vision(cfg: Any, where: str) -> None:
+    """Refuse the config of a text model (BERT, GPT-2: a vocabulary, no image size or input channels)."""
+    from transformers.models.auto import modeling_auto
+
+    kind = getattr(cfg, "model_type", None) or "?"
+    image_types = getattr(modeling_auto, "MODEL_FOR_IMAGE_MAPPING_NAMES", {})
+    if kind in image_types or any(getattr(cfg, a, None) is not None for a in ("image_size", "num_channels")):
+        return
+    text_types = [
+        getattr(modeling_auto, n, {})
+        for n in ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES")
+    ]
+    if not (getattr(cfg, "vocab_size", None) or any(kind in t for t in text_types)):
+        return  # not known as a text model: an image model transformers does not list as one is let through
+    raise VisrepsError(
+        f"{where} (model_type {kind!r}) is a text model: it has no image size or input channels; hf: loads vision "
+        "backbones (ViT, DeiT, DINOv2, Swin, ConvNeXt, BEiT, CLIP/SigLIP vision towers, ...); for CLIP text "
+        "features use `visreps text`"
+    )
 
 
 def _load_config(hf: HFName) -> Any:
@@ -567,27 +594,90 @@ def _build(hf: HFName, config: Any, *, pretrained: bool, weights: str | None, se
 
     from .custom import load_weights_file
 
-    cls, cfg = architecture(config)
+    cls, cfg = architecture(config, f"the config of {hf.describe()}")
     with torch.random.fork_rng(devices=[]), _quiet():
         torch.manual_seed(seed)
         if pretrained and weights is None:
-            try:
-                module, info = cls.from_pretrained(hf.source, output_loading_info=True, **_hub_kwargs(hf))
-            except OSError as e:
-                if hf.folder is not None:
-                    raise WeightsError(
-                        f"{hf.describe()} has no weights transformers can read ({' '.join(str(e).split())[:200]}); "
-                        f"save the model there with save_pretrained, or use random weights (--random)"
-                    ) from e
-                raise _missing(hf, e) from e
+            module, info = _from_pretrained(cls, hf)
+            _check_loaded(hf, info)
             return module, _weights_record(hf, info, seed)
         module = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
     origin: dict[str, Any] = {"config": hf.describe()}
     if hf.repo is not None:
         origin["commit"] = _commit(hf)
     if weights is not None:
-        return module, {**load_weights_file(module, weights), **origin}
+        try:
+            return module, {**load_weights_file(module, weights), **origin}
+        except WeightsError as e:
+            if Path(weights).name not in WEIGHT_FILES:
+                raise
+            folder = Path(weights).expanduser().resolve().parent
+            raise WeightsError(
+                f"{e}; {Path(weights).name} is a file written by save_pretrained, in transformers' own key layout: "
+                f"load its folder as hf:{folder} (without --weights)"
+            ) from None
     return module, {"kind": "random", "seed": seed, **origin}
+
+
+#: parameters a checkpoint may lack (initialised from the seed and listed as ``newly_initialized``): the
+#: pooler of a backbone read from a classifier checkpoint (``ViTForImageClassification`` saves none)
+OPTIONAL_PREFIXES = ("pooler.",)
+
+
+def _weights_file(hf: HFName) -> str:
+    """How messages name the weights of ``hf``: the folder's weights file, or the Hub id."""
+    if hf.folder is not None:
+        found = [f for f in WEIGHT_FILES if (hf.folder / f).is_file()]
+        return repr(str(hf.folder / found[0])) if found else hf.describe()
+    return hf.describe()
+
+
+def _from_pretrained(cls: Any, hf: HFName) -> tuple[Any, dict[str, Any]]:
+    """``cls.from_pretrained`` with every failure as one line naming the file (transformers raises OSError,
+    RuntimeError for other sizes, safetensors' SafetensorError for a damaged file, UnpicklingError, ...)."""
+    import pickle
+
+    try:
+        return cls.from_pretrained(hf.source, output_loading_info=True, **_hub_kwargs(hf))
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"{_weights_file(hf)} is a pickle holding Python objects besides tensors: unpickling it can run "
+            "arbitrary code, so hf: does not load it; if you trust the file, load the model in Python and save it "
+            "again with save_pretrained (safetensors)"
+        ) from None
+    except OSError as e:
+        if hf.folder is None:
+            raise _missing(hf, e) from e
+        raise WeightsError(
+            f"{hf.describe()} has no weights transformers can read ({' '.join(str(e).split())[:200]}); "
+            f"save the model there with save_pretrained, or use random weights (--random)"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - RuntimeError (sizes), SafetensorError, EOFError, network errors, ...
+        if isinstance(e, RuntimeError) and ("mismatched" in str(e) or "size mismatch" in str(e)):
+            raise WeightsError(
+                f"the weights {_weights_file(hf)} have other sizes than the config.json of {hf.describe()} "
+                "describes (e.g. another hidden_size); give the config.json the weights were saved with"
+            ) from None
+        if hf.folder is None:
+            raise _missing(hf, e) from None
+        reason = " ".join(str(e).split())[:160]
+        raise WeightsError(
+            f"cannot read the weights {_weights_file(hf)} ({type(e).__name__}: {reason}); the file is damaged or "
+            "truncated: save the model again with save_pretrained"
+        ) from None
+
+
+def _check_loaded(hf: HFName, info: dict[str, Any]) -> None:
+    """Pretrained means loaded: refuse weights the checkpoint lacks beyond :data:`OPTIONAL_PREFIXES`."""
+    missing = sorted(k for k in info.get("missing_keys") or [] if not k.startswith(OPTIONAL_PREFIXES))
+    if not missing:
+        return
+    show = ", ".join(missing[:6]) + (f" ... ({len(missing)} in all)" if len(missing) > 6 else "")
+    raise WeightsError(
+        f"the weights {_weights_file(hf)} lack {len(missing)} parameter(s) of the architecture its config.json "
+        f"describes ({show}): they would be random, not pretrained; check that the weights belong to this config, "
+        "or use random weights on purpose (--random)"
+    )
 
 
 @register_source("hf", list_names=list_names, available_offline=available_offline, check_name=check_name, optional=True)
@@ -608,7 +698,9 @@ def load(
     Raises:
         MissingExtraError: transformers is not installed.
         WeightsError: files that are not in the cache offline or cannot be downloaded (naming the
-            repository, revision and cache folder), or a weights file that does not fit.
+            repository, revision and cache folder), weights missing beyond the pooler, of other
+            sizes, damaged or pickled, or a weights file that does not fit.
+        VisrepsError: a config that is not an image model (e.g. a text model).
     """
     from ..device import resolve_device
 

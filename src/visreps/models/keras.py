@@ -361,6 +361,10 @@ def load_weights_file(model: Any, path: str | os.PathLike[str], what: str = "the
     import warnings
 
     p = Path(path).expanduser()
+    if p.is_dir():
+        from .custom import directory_message
+
+        raise WeightsError(directory_message(p, "a Keras weights file (.weights.h5, .h5 or .keras)"))
     if not p.is_file():
         raise WeightsError(
             f"weights file {str(p)!r} does not exist; give the path to a .weights.h5, .h5 or .keras file"
@@ -590,6 +594,10 @@ def load_model_file(path: str | os.PathLike[str], *, device: Any = None) -> Load
     check_device(device)
     keras = _import_keras()
     p = Path(path).expanduser()
+    if p.is_dir():
+        from .custom import directory_message
+
+        raise WeightsError(directory_message(p, "a .keras model file", "file:"))
     if not p.is_file():
         raise WeightsError(f"model file {str(p)!r} does not exist")
     try:

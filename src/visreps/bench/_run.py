@@ -1,0 +1,474 @@
+"""``visreps.bench``: validate the whole spec, extract what the cache lacks, select, score, write."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import VisrepsError
+from . import _score
+from ._spec import MIN_PART, ModelSpec, Spec, TargetSpec, fail, parse_spec
+
+OUTPUT_FILES = (
+    "ranking.csv",
+    "pairwise.csv",
+    "layers.csv",
+    "split.csv",
+    "ranking.png",
+    "ranking.pdf",
+    "report.md",
+    "bench.json",
+)
+
+
+@dataclass
+class BenchResult:
+    """What :func:`bench` returns: the tables it wrote and where.
+
+    Attributes:
+        ranking: one row per target × model (see ``ranking.csv``).
+        pairwise: the pairwise tests between models per target (and fold).
+        layers: every target × model × layer: selection score(s) and the score on all images (the layer profile).
+        split: ``path, label, part`` of every image.
+        out: the output folder.
+        extracted: labels of the models extracted by this run (the others came from the cache).
+        cache: one record per model: its cache folder, key and whether it was extracted now.
+    """
+
+    ranking: Any
+    pairwise: Any
+    layers: Any
+    split: Any
+    out: Path
+    extracted: list[str] = field(default_factory=list)
+    cache: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Target:
+    spec: TargetSpec
+    data: Any  # (subjects, n, n) stack, or Responses in image order
+    n_subjects: int = 1
+
+
+def _say(progress: bool) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    return say
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _images(spec: Spec, problems: list[str]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    from ..workcache import image_hashes
+
+    if not spec.images.is_dir():
+        return [], [], []
+    from ..data import find_images
+
+    try:
+        items = find_images(spec.images, order=spec.order)
+        hashes = image_hashes(spec.images, spec.order)
+    except VisrepsError as e:
+        problems.append(f"images: {e}")
+        return [], [], []
+    return [i.path for i in items], [i.label for i in items], hashes
+
+
+def _load_target(t: TargetSpec, paths: list[str], problems: list[str]) -> _Target | None:
+    import warnings
+
+    from ..analysis import load_reference_rdms, load_responses
+
+    n = len(paths)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if t.kind == "rsa":
+                stack, _ = load_reference_rdms(t.path, key=t.key)
+                if stack.shape[1] != n:
+                    problems.append(
+                        f"{t.where}: {stack.shape[1]} × {stack.shape[1]} RDMs for {n} images; the RDMs' rows must be "
+                        "the images, in image order"
+                    )
+                    return None
+                return _Target(t, stack, len(stack))
+            try:
+                resp = load_responses(t.path, key=t.key, axes=t.axes)
+            except VisrepsError as e:  # 3-D without axes: repetitions × images × units, as the spec says
+                if t.axes is not None or "dimensions; say what they are" not in str(e):
+                    raise
+                resp = load_responses(t.path, key=t.key, axes="repetitions,images,targets")
+            resp = _score.restrict_responses(resp, paths, where=f"{t.where} ({t.path.name})")
+            return _Target(t, resp)
+    except VisrepsError as e:
+        problems.append(f"{t.where}: {e}")
+        return None
+
+
+def _check_split(spec: Spec, labels: list[str], problems: list[str]) -> np.ndarray | None:
+    sel_opts = spec.analysis["selection"]
+    if not labels or problems and any(p.startswith("analysis.selection") for p in problems):
+        return None
+    sel = _score.make_split(labels, float(sel_opts["split"]), int(sel_opts["seed"]))
+    n_sel, n_test = int(sel.sum()), int((~sel).sum())
+    if min(n_sel, n_test) < MIN_PART:
+        problems.append(
+            f"analysis.selection.split: {n_sel} selection and {n_test} test images (of {len(sel)}); each part needs at "
+            f"least {MIN_PART}: change split or use more images"
+        )
+        return None
+    folds = int(spec.analysis["encoding"]["folds"])
+    smallest = min(n_sel, n_test)
+    if any(t.kind == "encoding" for t in spec.targets) and smallest < 2 * folds:
+        problems.append(
+            f"analysis.encoding.folds: {folds} folds within a part of {smallest} images leave too few per fold; use "
+            f"at most {max(2, smallest // 2)} folds or more images"
+        )
+    return sel
+
+
+def _factors(spec: Spec, targets: list[_Target], problems: list[str]) -> dict[str, str | None]:
+    from ..analysis.inference import check_bootstrap
+
+    out: dict[str, str | None] = {}
+    given = spec.analysis["bootstrap"]["factors"]
+    for t in targets:
+        if t.spec.kind != "rsa":
+            continue
+        if given is None:
+            out[t.spec.name] = "subjects,images" if t.n_subjects >= 2 else "images"
+            continue
+        try:
+            fac = check_bootstrap(given)
+        except VisrepsError as e:
+            problems.append(f"analysis.bootstrap.factors: {e}")
+            continue
+        if "subjects" in fac and t.n_subjects < 2:
+            problems.append(
+                f"analysis.bootstrap.factors: target {t.spec.name!r} has one subject's RDM; bootstrap over "
+                '"images", or give RDMs of 2+ subjects'
+            )
+        out[t.spec.name] = ",".join(fac) or None
+    return out
+
+
+def _check_model(m: ModelSpec, request: dict | None, work: Path, spec: Spec, problems: list[str]) -> bool:
+    """Whether the model must be extracted (its cache entry is missing); it is loaded to check id and layers.
+
+    The loaded model is let go again (many models are never held at once); the extraction loads it anew.
+    """
+    from .. import capture
+    from ..models import load_model
+    from ..workcache import find_entry
+
+    _check_reduce(m, problems)
+    if request is not None and find_entry(work, request) is not None:
+        return False
+    opts = m.extract_options()
+    try:
+        lm = load_model(
+            m.id,
+            pretrained=opts.get("pretrained", True),
+            weights=opts.get("weights"),
+            seed=opts.get("seed", 0),
+            device="cpu",
+        )
+    except VisrepsError as e:
+        problems.append(f"{m.where}.id: {m.id!r} cannot be loaded: {e}")
+        return True
+    try:
+        resolve = getattr(capture, "resolve_layers", None)  # patterns and "blocks", where extract expands them
+        names = resolve(lm, m.layers) if resolve is not None else m.layers
+        capture.parse_layers(lm.layer_names(), names, m.pool or "flatten")
+    except VisrepsError as e:
+        problems.append(f"{m.where}.layers: {e}")
+    return True
+
+
+def _check_reduce(m: ModelSpec, problems: list[str]) -> None:
+    """``models[i].reduce``: checked by the reductions' own parser where this visreps has one."""
+    import importlib
+    import inspect
+
+    if m.reduce is None:
+        return
+    from ..extraction import extract
+
+    if "reduce" not in inspect.signature(extract).parameters:
+        problems.append(f"{m.where}.reduce: this visreps extracts no reductions; remove reduce or update visreps")
+        return
+    try:
+        importlib.import_module("visreps.reduce").parse_reduce(m.reduce)
+    except (ImportError, AttributeError):
+        return  # visreps.extract checks it
+    except VisrepsError as e:
+        problems.append(f"{m.where}.reduce: {e}")
+
+
+def _check_out(out: Path, spec: Spec, problems: list[str]) -> None:
+    from ._outputs import owned_outputs
+
+    if out == spec.images or spec.images in out.parents:
+        problems.append(f"--out: {str(out)!r} lies in the image folder; choose a folder outside {str(spec.images)!r}")
+    planned = {out / n for n in OUTPUT_FILES}
+    for t in spec.targets:
+        if t.path in planned:
+            problems.append(f"{t.where}: {str(t.path)!r} is an input and cannot be an output; choose another --out")
+    if spec.source is not None and spec.source in planned:
+        problems.append(f"--out: the spec {str(spec.source)!r} would be overwritten; choose another --out")
+    if out.exists() and not out.is_dir():
+        problems.append(f"--out: {str(out)!r} is a file, not a folder")
+        return
+    ours = owned_outputs(out)
+    for p in sorted(planned):
+        if (p.exists() or p.is_symlink()) and p.name not in ours:
+            problems.append(
+                f"--out: {str(p)!r} exists and was not written by visreps bench; choose another --out or move it away"
+            )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def bench(
+    spec: Any,
+    *,
+    out: str | os.PathLike,
+    engine: str = "local",
+    progress: bool = True,
+) -> BenchResult:
+    """Many models × all their layers × several brain or behaviour targets, ranked with honest layer selection.
+
+    Args:
+        spec: a TOML spec file (relative paths are relative to its folder) or the same content as
+            a dict (paths relative to the working directory); see ``docs/bench.md`` for its keys.
+        out: the output folder: ``ranking.csv``, ``pairwise.csv``, ``layers.csv``, ``split.csv``,
+            ``ranking.png``/``.pdf``, ``report.md`` and ``bench.json`` (the record of the run). A rerun
+            into the same folder replaces the files the earlier bench recorded as its own, nothing else.
+        engine: ``"local"`` (the only engine so far).
+        progress: say what is done on stderr.
+
+    Returns:
+        :class:`BenchResult`.
+
+    Raises:
+        VisrepsError: every problem of the spec at once (one clause each, naming its key), before
+            any extraction; errors of the extraction or the analysis.
+    """
+    say = _say(progress)
+    if engine != "local":
+        raise VisrepsError(f"engine {engine!r} is not available for bench; use engine='local'")
+    s, problems = parse_spec(spec)
+    outp = Path(out).expanduser().resolve()
+    work = s.work_dir or outp / "cache"
+    paths, labels, hashes = _images(s, problems)
+    targets = [t for ts in s.targets if (t := _load_target(ts, paths, problems)) is not None] if paths else []
+    sel = _check_split(s, labels, problems) if paths else None
+    factors = _factors(s, targets, problems)
+    _check_out(outp, s, problems)
+    from ..workcache import cache_request
+
+    requests, missing = [], []
+    for m in s.models:
+        try:
+            req = cache_request(m.id, m.layers, hashes, m.extract_options())
+        except VisrepsError as e:
+            problems.append(f"{m.where}.weights: {e}")
+            req = None
+        requests.append(req)
+        missing.append(_check_model(m, req if hashes else None, work, s, problems))
+    fail(problems, s.source)
+    assert sel is not None
+    fingerprint = _fingerprint(s, requests, hashes, sel)
+    from ._outputs import reuse_outputs, write_outputs
+
+    if not any(missing):  # every extraction is in the cache: perhaps nothing changed at all
+        done = reuse_outputs(outp, fingerprint)
+        if done is not None:
+            say(f"{outp} holds the results of this spec already (same spec, images, targets and cache entries)")
+            ranking, pairwise, layer_rows, split, cache = done
+            return BenchResult(ranking, pairwise, layer_rows, split, outp, [], cache)
+    entries = _extract_all(s, work, hashes, missing, say)
+    say("scoring")
+    ranking, pairwise, layer_rows = _score_all(s, targets, entries, sel, factors, say)
+    split = _split_table(paths, labels, sel)
+    cache = [
+        {"label": m.label, "model": m.id, "folder": str(e.folder), "key": e.key, "extracted": e.extracted,
+         "checksums": {k: v.get("sha256") for k, v in (e.load().metadata.get("checksums") or {}).items()}}
+        for m, e in zip(s.models, entries)
+    ]  # fmt: skip
+    write_outputs(outp, s, ranking, pairwise, layer_rows, split, cache, fingerprint)
+    say(f"wrote {outp}")
+    return BenchResult(ranking, pairwise, layer_rows, split, outp, [c["label"] for c in cache if c["extracted"]], cache)
+
+
+def _file_digest(path: Path) -> str:
+    from ..models._base import file_sha256
+
+    if path.is_dir():
+        return ",".join(f"{f.name}:{file_sha256(f)}" for f in sorted(path.iterdir()) if f.is_file())
+    return file_sha256(path)
+
+
+def _fingerprint(s: Spec, requests: list, hashes, sel: np.ndarray) -> str:
+    """What decides every number of the outputs: spec, analysis options, cache keys, targets' and images' content."""
+    import hashlib
+    import json
+
+    from ..storage import versions
+    from ..workcache import request_key
+
+    rec = {
+        "spec": s.raw,
+        "analysis": s.analysis,
+        "labels": [m.label for m in s.models],
+        "requests": [request_key(r) for r in requests],
+        "targets": [(t.name, t.kind, t.key, t.axes, _file_digest(t.path)) for t in s.targets],
+        "images": hashes,
+        "split": sel.tolist(),
+        "versions": versions(),
+    }
+    return hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _extract_all(s: Spec, work: Path, hashes, missing: list[bool], say) -> list:
+    from ..workcache import cached_extract
+
+    entries = []
+    for m, todo in zip(s.models, missing):
+        opts = {**m.extract_options(), "order": s.order, "device": s.device, "batch_size": s.batch_size}
+        opts = {k: v for k, v in opts.items() if v is not None}
+        say(f"{m.label}: {'extracting' if todo else 'from the cache'}")
+        entries.append(cached_extract(m.id, s.images, layers=m.layers, work_dir=work, options=opts, image_list=hashes))
+    return entries
+
+
+def _split_table(paths: list[str], labels: list[str], sel: np.ndarray):
+    import pandas as pd
+
+    return pd.DataFrame({"path": paths, "label": labels, "part": np.where(sel, "selection", "test")})
+
+
+def _model_rdms(feats: Any, rdm_method: str) -> dict[str, np.ndarray | None]:
+    from ..analysis import compute_rdm
+
+    out: dict[str, np.ndarray | None] = {}
+    for layer in feats.layers:
+        try:
+            out[layer] = compute_rdm(feats[layer], rdm_method)
+        except VisrepsError:
+            out[layer] = None  # e.g. constant rows: no correlation distance; the layer cannot be committed
+    return out
+
+
+def _score_all(s: Spec, targets: list[_Target], entries: list, sel: np.ndarray, factors: dict, say):
+    import pandas as pd
+
+    folds = _score.folds_of(sel, int(s.analysis["selection"]["cv"]))
+    feats = [e.load() for e in entries]
+    rdm_cache: dict[int, dict[str, np.ndarray | None]] = {}
+    rank_rows, pair_frames, layer_frames = [], [], []
+    for t in targets:
+        say(f"target {t.spec.name}")
+        if t.spec.kind == "rsa":
+            for i, f in enumerate(feats):
+                if i not in rdm_cache:
+                    rdm_cache[i] = _model_rdms(f, s.analysis["rsa"]["rdm"])
+        rows, pairs, layers = _score_target(s, t, feats, rdm_cache, folds, factors.get(t.spec.name))
+        rank_rows += rows
+        pair_frames += pairs
+        layer_frames.append(layers)
+    ranking = pd.DataFrame(rank_rows)
+    ranking["rank"] = (
+        ranking.groupby("target")["score"].rank(ascending=False, method="min", na_option="bottom").astype(int)
+    )
+    ranking = ranking.sort_values(["target", "rank"], kind="stable").reset_index(drop=True)
+    pair_cols = [
+        "target",
+        "fold",
+        "a",
+        "b",
+        "r_a",
+        "r_b",
+        "difference",
+        "se_difference",
+        "p",
+        "p_corrected",
+        "significant",
+    ]
+    pairwise = pd.concat(pair_frames, ignore_index=True) if pair_frames else pd.DataFrame(columns=pair_cols)
+    return ranking, pairwise, pd.concat(layer_frames, ignore_index=True)
+
+
+def _score_target(s: Spec, t: _Target, feats: list, rdm_cache: dict, folds, factors):
+    """Rows of ranking.csv, pairwise frames and the layers frame of one target."""
+    import pandas as pd
+
+    a = s.analysis
+    sel_scores: list[list[dict[str, float]]] = [[] for _ in folds]
+    all_scores: list[dict[str, float]] = []
+    committed: list[list[str]] = [[] for _ in folds]
+    tests: list[dict[str, dict[str, float]]] = []
+    pairs = []
+    for i, (m, f) in enumerate(zip(s.models, feats)):
+        where = f"target {t.spec.name!r}, model {m.label!r}"
+        for k, (si, _) in enumerate(folds):
+            if t.spec.kind == "rsa":
+                sc = _score.rsa_layer_scores(rdm_cache[i], t.data, si, a["rsa"]["compare"])
+            else:
+                sc = _score.encoding_layer_scores(f, f.layers, t.data, si, a)
+            sel_scores[k].append(sc)
+            committed[k].append(_score._best(sc, where))
+        if t.spec.kind == "rsa":
+            all_scores.append(_score.rsa_layer_scores(rdm_cache[i], t.data, None, a["rsa"]["compare"]))
+        else:
+            all_scores.append(_score.encoding_layer_scores(f, f.layers, t.data, None, a))
+    for k, (_, ti) in enumerate(folds):
+        if t.spec.kind == "rsa":
+            chosen = {m.label: rdm_cache[i][committed[k][i]] for i, m in enumerate(s.models)}
+            rows, pw = _score.rsa_test(chosen, t.data, ti, a, factors)  # type: ignore[arg-type]
+        else:
+            chosen = {m.label: feats[i][committed[k][i]] for i, m in enumerate(s.models)}
+            rows, pw = _score.encoding_test(chosen, t.data, ti, a)
+        tests.append(rows)
+        if pw is not None and len(pw):
+            pw = pw.copy()
+            pw.insert(0, "fold", k)
+            pw.insert(0, "target", t.spec.name)
+            pairs.append(pw)
+    rank_rows = []
+    for i, m in enumerate(s.models):
+        vals = {c: float(np.mean([tests[k][m.label][c] for k in range(len(folds))])) for c in tests[0][m.label]}
+        layer = "|".join(dict.fromkeys(committed[k][i] for k in range(len(folds))))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            norm = vals["score"] / vals["ceiling_upper"] if np.isfinite(vals["ceiling_upper"]) else np.nan
+        rank_rows.append(
+            {"target": t.spec.name, "kind": t.spec.kind, "model": m.id, "label": m.label, "weights": m.weights_text,
+             "layer": layer, "score": vals["score"], "ceiling_lower": vals["ceiling_lower"],
+             "ceiling_upper": vals["ceiling_upper"], "normalised": norm, "ci_low": vals["ci_low"],
+             "ci_high": vals["ci_high"], "n_test": int(np.mean([len(ti) for _, ti in folds])), "n_folds": len(folds)}
+        )  # fmt: skip
+    layer_rows = []
+    for i, m in enumerate(s.models):
+        names = list(feats[i].layers)
+        for d, layer in enumerate(names):
+            row = {"target": t.spec.name, "model": m.id, "label": m.label, "weights": m.weights_text, "layer": layer,
+                   "depth": d / max(1, len(names) - 1), "selection_score": sel_scores[0][i][layer],
+                   "committed": committed[0][i] == layer}  # fmt: skip
+            if len(folds) > 1:
+                row["selection_score_swapped"] = sel_scores[1][i][layer]
+                row["committed_swapped"] = committed[1][i] == layer
+            row["score_all_images"] = all_scores[i][layer]
+            row["for_ranking"] = False
+            layer_rows.append(row)
+    return rank_rows, pairs, pd.DataFrame(layer_rows)

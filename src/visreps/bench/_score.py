@@ -1,0 +1,220 @@
+"""Honest layer selection: the split, the selection scores, the committed layer and its held-out score.
+
+For every model × target, each layer is scored on the *selection* images, the best one is
+committed, and the reported score is the committed layer's score on the *test* images only:
+
+* RSA targets: the model RDM and every subject's RDM restricted to the test images; score = mean
+  over subjects of the comparison (:func:`visreps.analysis.rdm_inference`), with the noise ceiling,
+  bootstrap interval and pairwise tests (FDR) computed on the same test images.
+* Encoding targets: cross-validated encoding (:func:`visreps.analysis.encode`) trained and tested
+  within the test images; score = mean over targets of the held-out Pearson r of all out-of-fold
+  predictions at once (``r_pooled``: with few test images a fold's own r is ±1 or undefined); ceiling = mean of
+  ``√ρ`` (split-half reliability of the test images' repetitions); interval and pairwise tests over
+  targets (paired t-tests, FDR).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import VisrepsError
+
+
+def make_split(labels: list[str], share: float, seed: int) -> np.ndarray:
+    """``True`` for the selection images, ``False`` for the test images.
+
+    Seeded (``numpy.random.default_rng(seed)``) and stratified by label when the images have more
+    than one class folder: within each label (in sorted order) the images are permuted and the first
+    ``round(share · count)`` go to selection. Without labels, all images form one group.
+    """
+    lab = np.asarray([str(x) for x in labels], dtype=object)
+    groups = sorted(set(lab.tolist())) if len(set(lab.tolist())) > 1 else [None]
+    rng = np.random.default_rng(seed)
+    sel = np.zeros(len(lab), dtype=bool)
+    for g in groups:
+        members = np.arange(len(lab)) if g is None else np.flatnonzero(lab == g)
+        perm = rng.permutation(members)
+        sel[perm[: int(round(share * len(members)))]] = True
+    return sel
+
+
+def folds_of(sel: np.ndarray, cv: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(selection indices, test indices)`` per fold: the split, and with ``cv = 2`` also its swap."""
+    a, b = np.flatnonzero(sel), np.flatnonzero(~sel)
+    return [(a, b)] if cv == 1 else [(a, b), (b, a)]
+
+
+def _sub(rdm: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return rdm[np.ix_(idx, idx)]
+
+
+def _best(scores: dict[str, float], where: str) -> str:
+    finite = {k: v for k, v in scores.items() if np.isfinite(v)}
+    if not finite:
+        raise VisrepsError(f"{where}: no layer has a defined selection score (constant features?); choose other layers")
+    return max(finite, key=lambda k: finite[k])  # the first of equal maxima, in layer order
+
+
+# --------------------------------------------------------------------------- RSA
+
+
+def rsa_layer_scores(rdms: dict[str, np.ndarray | None], ref: np.ndarray, idx: np.ndarray | None, method: str) -> dict:
+    """Score of every layer's RDM (``None``: undefined) against the subjects' RDMs, on the images ``idx``."""
+    from ..analysis import rdm_inference
+
+    ok = {k: (v if idx is None else _sub(v, idx)) for k, v in rdms.items() if v is not None}
+    out = {k: float("nan") for k in rdms}
+    if ok:
+        D = ref if idx is None else ref[:, idx][:, :, idx]
+        table = rdm_inference(ok, D, method=method).table
+        out.update(dict(zip(ok, table["r"].astype(float))))
+    return out
+
+
+def rsa_test(
+    committed: dict[str, np.ndarray], ref: np.ndarray, idx: np.ndarray, analysis: dict[str, Any], factors: str | None
+) -> tuple[dict[str, dict[str, float]], Any]:
+    """Held-out scores of the committed RDMs (label → RDM) on the images ``idx``: rows and pairwise table.
+
+    The noise ceiling is :func:`visreps.analysis.rdm_noise_ceiling` of the subjects' RDMs on the same
+    test images (not bootstrapped: the bench reports its bounds, not a test against them).
+    """
+    from ..analysis import rdm_inference, rdm_noise_ceiling
+
+    D = ref[:, idx][:, :, idx]
+    method = analysis["rsa"]["compare"]
+    models = {k: _sub(v, idx) for k, v in committed.items()}
+    pairwise = analysis["test"] == "pairwise" and len(models) > 1 and factors
+    res = rdm_inference(
+        models,
+        D,
+        method=method,
+        bootstrap=factors,
+        n_bootstrap=int(analysis["bootstrap"]["n"]),
+        test="pairwise" if pairwise else None,
+        correction=analysis["correction"],
+        ci=float(analysis["ci"]),
+        seed=analysis["bootstrap"]["seed"],
+    )
+    nc = rdm_noise_ceiling(D, method) if len(D) >= 2 else None
+    t = res.table
+    rows = {}
+    for i, lab in enumerate(t["label"]):
+        rows[lab] = {
+            "score": float(t["r"].iloc[i]),
+            "ceiling_lower": nc.lower if nc is not None else np.nan,
+            "ceiling_upper": nc.upper if nc is not None else np.nan,
+            "ci_low": float(t["ci_low"].iloc[i]) if "ci_low" in t else np.nan,
+            "ci_high": float(t["ci_high"].iloc[i]) if "ci_high" in t else np.nan,
+        }
+    return rows, res.pairwise
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _encode(X: Any, resp: Any, idx: np.ndarray | None, analysis: dict[str, Any], *, ceiling: bool):
+    from ..analysis import encode
+
+    enc = analysis["encoding"]
+    Xs = np.asarray(X if idx is None else X[idx], dtype=np.float32)
+    r = resp if idx is None else resp.take_images(idx)
+    kw: dict[str, Any] = {}
+    if enc.get("alphas") is not None:
+        kw["alphas"] = enc["alphas"]
+    has_reps = "repetitions" in r.axes and r.n_repetitions >= 2
+    with warnings.catch_warnings():  # the per-fold r of small folds: the bench scores r_pooled, not them
+        warnings.filterwarnings("ignore", message="a test fold has only")
+        return encode(
+            Xs.reshape(len(Xs), -1),
+            r,
+            method=enc["model"],
+            folds=int(enc["folds"]),
+            seed=int(analysis["selection"]["seed"]),
+            ceiling=True if (ceiling and has_reps) else None,
+            **kw,
+        )
+
+
+def encoding_layer_scores(feats: Any, layers: list[str], resp: Any, idx: np.ndarray | None, analysis) -> dict:
+    """Mean over targets of the cross-validated r of every layer, within the images ``idx``."""
+    out = {}
+    for layer in layers:
+        res = _encode(feats[layer], resp, idx, analysis, ceiling=False)
+        out[layer] = float(res.layers["r_pooled_mean"].iloc[0])
+    return out
+
+
+def encoding_test(committed: dict[str, Any], resp: Any, idx: np.ndarray, analysis: dict[str, Any]):
+    """Held-out scores of the committed layers (label → array) within the images ``idx``: rows and pairwise."""
+    import pandas as pd
+    from scipy import stats
+
+    from ..analysis import correct_pvalues
+
+    per_target: dict[str, np.ndarray] = {}
+    rows = {}
+    level = float(analysis["ci"])
+    for lab, X in committed.items():
+        res = _encode(X, resp, idx, analysis, ceiling=True)
+        r = res.targets["r_pooled"].to_numpy(dtype=np.float64)
+        per_target[lab] = r
+        ok = r[np.isfinite(r)]
+        score = float(ok.mean()) if len(ok) else np.nan
+        half = np.nan
+        if len(ok) > 1:
+            half = float(stats.t.ppf((1 + level) / 2, len(ok) - 1) * ok.std(ddof=1) / np.sqrt(len(ok)))
+        ceil = float(res.layers["ceiling_r"].iloc[0]) if "ceiling_r" in res.layers else np.nan
+        rows[lab] = {
+            "score": score,
+            "ceiling_lower": np.nan,
+            "ceiling_upper": ceil,
+            "ci_low": score - half,
+            "ci_high": score + half,
+        }
+    pairwise = None
+    labels = list(committed)
+    if analysis["test"] == "pairwise" and len(labels) > 1:
+        recs = []
+        for i in range(len(labels)):
+            for j in range(i + 1, len(labels)):
+                a, b = per_target[labels[i]], per_target[labels[j]]
+                keep = np.isfinite(a) & np.isfinite(b)
+                d = a[keep] - b[keep]
+                p = float(stats.ttest_rel(a[keep], b[keep]).pvalue) if len(d) > 1 and np.any(d != d[0]) else np.nan
+                recs.append(
+                    {
+                        "a": labels[i],
+                        "b": labels[j],
+                        "r_a": rows[labels[i]]["score"],
+                        "r_b": rows[labels[j]]["score"],
+                        "difference": rows[labels[i]]["score"] - rows[labels[j]]["score"],
+                        "se_difference": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan,
+                        "p": p,
+                    }
+                )
+        pairwise = pd.DataFrame(recs)
+        p = pairwise["p"].to_numpy(dtype=np.float64)
+        corrected = np.full(len(p), np.nan)
+        finite = np.isfinite(p)
+        if finite.any():
+            corrected[finite] = correct_pvalues(p[finite], analysis["correction"])
+        pairwise["p_corrected"] = corrected
+        pairwise["significant"] = corrected < 0.05
+    return rows, pairwise
+
+
+def restrict_responses(resp: Any, paths: list[str], where: str) -> Any:
+    """The responses with their image rows in the images' order (matched by name when the file names them)."""
+    from ..analysis.responses import match_images
+
+    idx = match_images(
+        resp.images, paths, n_rows=resp.n_images, n_features=len(paths), where=where, features="the images"
+    )
+    inv = np.empty(len(idx), dtype=np.intp)
+    inv[idx] = np.arange(len(idx))
+    return replace(resp.take_images(inv), images=None)
