@@ -242,3 +242,20 @@ def test_cli_extracts_an_hdf5_array_with_images_key(tiny_net, tmp_path, pixels):
     api = visreps.extract(tiny_net, src, images_key="imgBrick", layers=["7"], progress=False, num_workers=0)
     assert res.paths == [f"imgBrick/{i}" for i in range(N)]
     np.testing.assert_allclose(np.asarray(res["7"]), api["7"], rtol=1e-5, atol=1e-6)
+
+
+def test_work_dir_cache_keys_an_hdf5_source_by_its_pixels(tiny_net, small_prep, tmp_path, pixels):
+    """The extract-then-analyse cache (visreps.workcache) takes an image array where it takes a folder."""
+    from visreps.workcache import cached_extract, image_hashes
+
+    src = _h5(tmp_path / "nsd.h5", imgBrick=pixels, labels=np.arange(N))
+    assert image_hashes(src, images_key="imgBrick") == [(f"imgBrick/{i}", _digest(pixels[i])) for i in range(N)]
+    opts = {"preprocessing": small_prep, "images_key": "imgBrick", "num_workers": 0}
+    kw = dict(layers=["7"], work_dir=tmp_path / "work", options=opts, model=tiny_net)
+    first = cached_extract("tiny", src, **kw)
+    again = cached_extract("tiny", src, **kw)
+    assert first.extracted and not again.extracted
+    assert again.folder == first.folder and again.load().paths == [f"imgBrick/{i}" for i in range(N)]
+    with h5py.File(src, "r+") as f:  # one image changed: a new entry
+        f["imgBrick"][2] = 255 - pixels[2]
+    assert cached_extract("tiny", src, **kw).folder != first.folder

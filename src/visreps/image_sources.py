@@ -87,7 +87,11 @@ class ListSource:
                     f"(first on line {seen[name]}); list each image once"
                 )
             seen[name] = lineno
-            if not self._file(name).is_file():
+            f = self._file(name)
+            if f.is_dir():
+                raise ImageError(f"image list {str(self.root)!r}, line {lineno}: {name!r} is a folder, not an image")
+            # as in folders: a FIFO or a dangling link is listed and fails when read, never opened
+            if not f.exists() and not f.is_symlink():
                 raise ImageError(
                     f"image list {str(self.root)!r}, line {lineno}: {name!r} does not exist "
                     f"(relative paths are read from {str(self.base)!r})"

@@ -58,10 +58,18 @@ def safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]", "_", s)
 
 
-def image_hashes(images: str | os.PathLike, order: Any = None) -> list[tuple[str, str]]:
-    """``(relative path, BLAKE2b hex)`` of every image of the folder, in extraction order."""
-    from .data import content_hash, find_images
+def image_hashes(images: str | os.PathLike, order: Any = None, images_key: str | None = None) -> list[tuple[str, str]]:
+    """``(relative path, BLAKE2b hex)`` of every image of the folder, in extraction order.
 
+    For an image array, a list or one image file (:mod:`visreps.image_sources`): the manifest's row
+    names and content hashes.
+    """
+    from .data import content_hash, find_images
+    from .image_sources import FolderSource, open_source
+
+    source = open_source(images, images_key=images_key)
+    if not isinstance(source, FolderSource):
+        return [(item.path, source.read(item)[1].hex()) for item in source.items(order)]
     root = Path(images).expanduser()
     out = []
     for item in find_images(root, order=order):
@@ -203,7 +211,7 @@ def cached_extract(
             extraction stays in its ``.partial`` folder and is resumed by the next call).
     """
     opts = dict(options or {})
-    imgs = image_list if image_list is not None else image_hashes(images, opts.get("order"))
+    imgs = image_list if image_list is not None else image_hashes(images, opts.get("order"), opts.get("images_key"))
     request = cache_request(model_id, layers, imgs, opts)
     hit = find_entry(work_dir, request)
     if hit is not None:
