@@ -154,6 +154,10 @@ def test_unknown_kind_of_file_is_refused(tmp_path):
     f.write_text("a,b\n")
     with pytest.raises(ImageError, match="not an image source visreps reads"):
         open_source(f)
+    with pytest.raises(ImageError, match=r"image file '.*nsd\.hdf5' does not exist"):
+        open_source(tmp_path / "nsd.hdf5")
+    with pytest.raises(ImageError, match="image folder .* does not exist"):
+        open_source(tmp_path / "stimuli").items()
 
 
 def test_order_on_an_hdf5_source(tiny_net, small_prep, tmp_path, pixels, folder):

@@ -190,7 +190,9 @@ def open_source(images: str | os.PathLike, *, images_key: str | None = None):
     path = Path(images)
     p = path.expanduser()
     suffix = p.suffix.lower()
-    if not p.is_file():  # folders, and missing paths (find_images says what is wrong)
+    if not p.exists() and suffix in (*HDF5_SUFFIXES, ".npy", ".txt", *IMAGE_EXTENSIONS):
+        raise ImageError(f"image file {str(images)!r} does not exist; check the path")
+    if not p.is_file():  # folders, and other missing paths (find_images says what is wrong)
         if images_key is not None:
             raise ImageError(f"images_key (--images-key) applies to HDF5 files; {str(images)!r} is not one")
         return FolderSource(path)
