@@ -776,7 +776,8 @@ def extract(
         num_workers: decoding processes (default: one per core, at most 8; none for tiny sets).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast (arrays are stored as float32).
-        order: a text file (or list) of relative image paths giving the images and their order.
+        order: a text file (or list) of relative image paths giving the images and their order (for an
+            image array or list, of manifest row names such as ``imgBrick/3``).
         overwrite: replace the results in an existing output folder.
         resume: continue an interrupted run in ``out`` from its last fully written batch, after
             checking that model, weights, layers, options and images are the same.

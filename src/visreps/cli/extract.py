@@ -59,7 +59,7 @@ POOLS = ("flatten", "none", "avg", "max", "cls", "patch_mean")
     "--order",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Text file of relative image paths: these images, in this order.",
+    help="Text file of relative image paths (or row names such as imgBrick/3): these images, in this order.",
 )
 @click.option(
     "--images-key",
