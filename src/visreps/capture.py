@@ -211,13 +211,20 @@ def wanted_calls(spec: LayerSpec) -> list[int]:
     return list(range(spec.calls)) if len(spec.keys) > 1 else [spec.calls - 1]
 
 
+def resolve_layers(lm, layers) -> list[str]:
+    """``layers`` with glob patterns and ``blocks`` expanded to layer names (:mod:`visreps.models._select`)."""
+    from .models._select import expand_layers
+
+    return expand_layers(lm.layer_names(), layers, lm.module if lm.adapter is None else None, lm.model_id)
+
+
 def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> list[LayerSpec]:
     """Validate the requested layers and find, by a dry run, how often each runs and its shape."""
     import torch
 
     if recurrent is not None and recurrent not in RECURRENT_MODES:
         raise VisrepsError(f"recurrent={recurrent!r} is not valid; use 'all' (every time step) or 'last'")
-    specs = parse_layers(lm.layer_names(), layers, pool)
+    specs = parse_layers(lm.layer_names(), resolve_layers(lm, layers), pool)
     x = lm.dummy_input()
     cap = make_capture(lm, specs, stop_early=False, dry_run=True)
     with cap, torch.inference_mode():

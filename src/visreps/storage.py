@@ -513,7 +513,8 @@ class OutputWriter:
         if self.bytes_needed > free:
             raise VisrepsError(
                 f"not enough space in {str(self.folder)!r}: the arrays need {human_bytes(self.bytes_needed)}, "
-                f"{human_bytes(free)} is free; free space, pool the layers (--pool avg) or choose another --out"
+                f"{human_bytes(free)} is free; reduce the layers while extracting (--reduce srp:4096), pool them "
+                "(--pool avg), free space or choose another --out"
             )
 
     # ------------------------------------------------------------------ the run
@@ -1025,6 +1026,7 @@ RUN_IDENTITY = (
     "layers_requested",
     "options_identity",
     "images_identity",
+    "reduce",  # per layer: method, K, seed (and the PCA fit's hash)
 )
 
 
