@@ -339,21 +339,21 @@ def _pca_reducer(job: Job, rspec: Any, reduce_fit: Any):
         info = {**info, "loaded_from": str(path)}
         return pca_records(rspec, job.shapes, {key: fits[key] for key in wide}, info)
     if path is not None:
-        items, root, what = find_images(path), path, f"the images of {str(path)!r}"
+        items, root = find_images(path), path
+        source, short = f"the images of {str(path)!r}", f"{str(path)!r} holds {{n}} images"
     else:
-        m = rspec.fit_images or min(DEFAULT_PCA_FIT_IMAGES, len(job.items))
-        m = max(m, k) if rspec.fit_images is None else m
-        items, root, what = job.items[:m], job.root, f"the first {m} images of the run"
+        items, root = job.items[: rspec.fit_images or max(k, DEFAULT_PCA_FIT_IMAGES)], job.root
+        source, short = f"the first {len(items)} images of the run", f"the run has {len(job.items)} images"
     if len(items) < k:
         raise VisrepsError(
-            f"a PCA with {k} components needs at least {k} fit images, but {what} are {len(items)}; "
-            f"use fewer components (pca:{len(items)}), more fit images, or srp:{k}"
+            f"a PCA with {k} components needs at least {k} fit images, but {short.format(n=len(items))}; "
+            f"use fewer components (pca:{len(items)}), more fit images (--reduce-fit FOLDER), or srp:{k}"
         )
     fits = _fit_pca(job, items, root, wide, k) if wide else {}
     list_hash = hashlib.sha256("\n".join(i.path for i in items).encode("utf-8", "surrogateescape")).hexdigest()
     info = {
         "model": job.lm.model_id,
-        "images": what,
+        "images": source,
         "root": str(root),
         "n_images": len(items),
         "image_list_sha256": list_hash,

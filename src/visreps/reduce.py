@@ -206,15 +206,20 @@ class SrpApply:
             ct.sort_indices()
             self._t = (ct.indptr.astype(np.int64), ct.indices.astype(np.int32), ct.data)
         elif self.backend == "torch":
+            import warnings
+
             import torch
 
             m = self.matrix.tocsr().astype(np.float32)
-            self._t = torch.sparse_csr_tensor(
-                torch.from_numpy(m.indptr.astype(np.int64)),
-                torch.from_numpy(m.indices.astype(np.int64)),
-                torch.from_numpy(m.data),
-                size=m.shape,
-            )
+            with warnings.catch_warnings():  # "beta state" and "invariant checks disabled": scipy built it valid
+                warnings.simplefilter("ignore", UserWarning)
+                self._t = torch.sparse_csr_tensor(
+                    torch.from_numpy(m.indptr.astype(np.int64)),
+                    torch.from_numpy(m.indices.astype(np.int64)),
+                    torch.from_numpy(m.data),
+                    size=m.shape,
+                    check_invariants=False,
+                )
         elif self.backend != "sklearn":
             raise VisrepsError(f"SRP backend {self.backend!r} is not valid; use numba, torch or sklearn")
 

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -296,6 +297,7 @@ PROGRESS = "progress.partial.json"
 #: auxiliary per-row arrays a run may keep beside the layers (never layer names: they start with a dot)
 AUX_FILES = {"topk_index": ".topk_index.npy", "topk_prob": ".topk_prob.npy", "blake2b": ".blake2b.npy"}
 PREDICTION_FILES = ("predictions.csv", "predictions.json")
+PCA_FIT = "pca_fit.npz"  # the PCA of a run reduced with pca:K (visreps.reduce), copied by merge_shards
 
 
 def human_bytes(n: float) -> str:
@@ -1108,7 +1110,7 @@ def merge_shards(
     meta["images"]["skipped"] = [s for j in order for s in metas[j]["images"].get("skipped", [])]
     for k in layers:
         meta["layers"][k]["shape"][0] = total
-    extra = [e for e in ref.get("extra_files") or [] if e in PREDICTION_FILES]
+    extra = [e for e in ref.get("extra_files") or [] if e in (*PREDICTION_FILES, PCA_FIT)]
     writer.begin(meta, {k: tuple(ref["layers"][k]["shape"][1:]) for k in layers}, total, extra_files=extra)
     try:
         row = 0
@@ -1134,6 +1136,9 @@ def merge_shards(
                 if c.startswith("prob_"):
                     table[c] = table[c].astype(np.float32)
             save_predictions(table, writer.folder)
+        if PCA_FIT in extra:  # the shards' one fit (equal in all: its hash is part of the run's identity)
+            shutil.copyfile(folders[order[0]] / PCA_FIT, writer.folder / (PCA_FIT + PARTIAL))
+            os.replace(writer.folder / (PCA_FIT + PARTIAL), writer.folder / PCA_FIT)
         writer.finish(total, manifest_rows, meta)
     except BaseException as e:
         meta["status"] = "failed"

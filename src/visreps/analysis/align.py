@@ -350,6 +350,18 @@ def align(
     return apply_glocal(folder_or_array, load_transform(path), what=f"features of {model}")
 
 
+def _refuse_reduced(folder: Path, meta: Mapping[str, Any], layers: Sequence[str]) -> None:
+    """A gLocal transform is learned on a layer's raw features: refuse layers reduced while extracting."""
+    for lay in layers:
+        rec = (meta.get("reduce") or {}).get(lay) or {}
+        if rec.get("method") in ("srp", "pca"):
+            raise VisrepsError(
+                f"layer {lay!r} of {str(folder)!r} was reduced while extracting ({rec['method']} to "
+                f"{rec.get('n_components')} of {rec.get('input_width')} dimensions), and the gLocal transform takes "
+                "the layer's raw features; extract the layer again without --reduce"
+            )
+
+
 def _align_folder(
     folder: Path,
     *,
@@ -377,6 +389,7 @@ def _align_folder(
             f"{', '.join(t.layer for t in found)}; the folder has {', '.join(src.layers)}. Extract that layer, "
             "or name the folder's layer to transform with layer=... (--layer)"
         )
+    _refuse_reduced(folder, meta_in, wanted)
     plan: dict[str, tuple[GLocalTransform, dict[str, np.ndarray], dict[str, Any]]] = {}
     for lay in wanted:
         if lay not in src.features:
