@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import write_images
 
 import visreps
+from conftest import write_images
 from visreps.errors import VisrepsError
 from visreps.reduce import SrpApply, layer_seed, parse_reduce, srp_matrix
 
@@ -211,9 +211,7 @@ def test_extract_with_a_pattern_and_reduce(images, kw, tmp_path):
     from visreps.models import Preprocessing
 
     kw = {**kw, "preprocessing": Preprocessing(resize=32, crop=32)}
-    res = visreps.extract(
-        "torchvision:resnet18", images, layers="layer4.*", pretrained=False, reduce="srp:64", **kw
-    )
+    res = visreps.extract("torchvision:resnet18", images, layers="layer4.*", pretrained=False, reduce="srp:64", **kw)
     assert res.layers == ["layer4.0", "layer4.1"]
     assert res.metadata["layers_requested"] == ["layer4.*"]
     assert res["layer4.0"].shape == (14, 64)  # 512 * 1 * 1 = 512 wide at 32 px
@@ -320,7 +318,16 @@ def test_cli_reduce_errors_are_one_line(images, tmp_path):
     from visreps.cli import main
 
     run = CliRunner()
-    base = ["extract", "torchvision:resnet18", str(images), "--random", "--layers", "layer4.*", "-o", str(tmp_path / "o")]
+    base = [
+        "extract",
+        "torchvision:resnet18",
+        str(images),
+        "--random",
+        "--layers",
+        "layer4.*",
+        "-o",
+        str(tmp_path / "o"),
+    ]
     r = run.invoke(main, [*base, "--reduce", "umap:3"])
     assert r.exit_code == 2 and "unknown reduction 'umap:3'" in r.output and "Traceback" not in r.output
     r = run.invoke(main, [*base, "--reduce", "pca:3", "--reduce-fit", str(tmp_path / "missing")])

@@ -349,6 +349,7 @@ def _pca_reducer(job: Job, rspec: Any, reduce_fit: Any):
             f"a PCA with {k} components needs at least {k} fit images, but {short.format(n=len(items))}; "
             f"use fewer components (pca:{len(items)}), more fit images (--reduce-fit FOLDER), or srp:{k}"
         )
+    t0 = time.perf_counter()
     fits = _fit_pca(job, items, root, wide, k) if wide else {}
     list_hash = hashlib.sha256("\n".join(i.path for i in items).encode("utf-8", "surrogateescape")).hexdigest()
     info = {
@@ -360,6 +361,7 @@ def _pca_reducer(job: Job, rspec: Any, reduce_fit: Any):
         "batch_size": job.batch_size,
         "chunk_rows": max(k, job.batch_size),
     }
+    job.metadata["reduce_fit_seconds"] = round(time.perf_counter() - t0, 3)  # not in "reduce": runs compare that
     return pca_records(rspec, job.shapes, fits, info)
 
 
@@ -638,7 +640,7 @@ def _open_sink(job: Job, out, *, overwrite: bool, resume: bool):
         sink = OutputWriter(out, job.fmt, overwrite=overwrite, resume=resume)
         if resume:
             state = _check_resumable(sink, job.metadata)
-    extra = list(PREDICTION_FILES) if job.top_k is not None else []
+    extra: list[str] = list(PREDICTION_FILES) if job.top_k is not None else []
     if job.reducer is not None and job.reducer.pca_fits:
         extra.append("pca_fit.npz")
     try:
@@ -889,7 +891,7 @@ def plan_text(job: Job, out: Any = None) -> str:
     mats = red.matrix_bytes() if red is not None else 0
     mem = f"  memory: about {human_bytes(model + 2 * batch_raw + mats)} (model {human_bytes(model)}, "
     mem += f"raw activations of two batches {human_bytes(2 * batch_raw)}"
-    if mats:
+    if red is not None and mats:
         mem += f", {'projection matrices' if red.spec.method == 'srp' else 'PCA components'} {human_bytes(mats)}"
     lines.append(mem + "), the same for any number of images")
     return "\n".join(lines)

@@ -127,7 +127,7 @@ def srp_matrix(width: int, k: int, random_state: int):
     import scipy.sparse as sp
     from sklearn.random_projection import SparseRandomProjection
 
-    srp = SparseRandomProjection(n_components=k, random_state=random_state)
+    srp = SparseRandomProjection(n_components=int(k), random_state=random_state)  # type: ignore[arg-type]
     srp.fit(sp.csr_matrix((1, width), dtype=np.float32))
     return srp.components_
 
@@ -232,10 +232,12 @@ class SrpApply:
         if self.backend == "numba":
             import numba
 
-            kernel = _numba_kernel()
+            kernel: Any = _numba_kernel()
             indptr, indices, data = self._t
             parts = max(1, numba.get_num_threads())
-            out = [kernel(x[s : s + 64], indptr, indices, data, self.matrix.shape[0], parts) for s in range(0, len(x), 64)]
+            out = [
+                kernel(x[s : s + 64], indptr, indices, data, self.matrix.shape[0], parts) for s in range(0, len(x), 64)
+            ]
             return out[0] if len(out) == 1 else np.concatenate(out)
         if self.backend == "torch":
             import torch
@@ -276,7 +278,7 @@ class StreamingPca:
             self.ipca.partial_fit(np.concatenate(self.rows))
             self.n_chunks += 1
         self.rows, self.n_rows = [], 0
-        p = self.ipca
+        p: Any = self.ipca
         return {
             "components": p.components_.astype(np.float32),
             "mean": p.mean_.astype(np.float32),
@@ -404,7 +406,7 @@ def srp_plan(spec: ReduceSpec, shapes: Mapping[str, tuple], *, seed: int, n_imag
             "input_width": width,
             "density": "auto",
             "nnz": int(m.nnz),
-            "sklearn": "SparseRandomProjection(n_components=K, random_state=random_state).fit(X with input_width columns)",
+            "sklearn": "SparseRandomProjection(n_components, random_state=random_state).fit(X of input_width columns)",
         }
         if spec.k is None:
             records[key].update(eps=spec.eps, jl_n_images=int(n_images))

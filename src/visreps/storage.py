@@ -1127,18 +1127,7 @@ def merge_shards(
                 part.paths, part.labels, part.manifest["blake2b"] if with_hash else [""] * len(part.manifest)
             )
         ]
-        if "predictions.csv" in extra:
-            import pandas as pd
-
-            table = pd.concat([p.predictions for p in parts if p.predictions is not None], ignore_index=True)
-            table["index"] = range(len(table))
-            for c in table.columns:  # float32 probabilities, printed with %.9g, read back exactly
-                if c.startswith("prob_"):
-                    table[c] = table[c].astype(np.float32)
-            save_predictions(table, writer.folder)
-        if PCA_FIT in extra:  # the shards' one fit (equal in all: its hash is part of the run's identity)
-            shutil.copyfile(folders[order[0]] / PCA_FIT, writer.folder / (PCA_FIT + PARTIAL))
-            os.replace(writer.folder / (PCA_FIT + PARTIAL), writer.folder / PCA_FIT)
+        _merge_extra_files(parts, folders[order[0]], writer.folder, extra)
         writer.finish(total, manifest_rows, meta)
     except BaseException as e:
         meta["status"] = "failed"
@@ -1146,6 +1135,22 @@ def merge_shards(
         writer.abort(meta)
         raise
     return load_features(writer.folder)
+
+
+def _merge_extra_files(parts: Sequence[Features], first: Path, folder: Path, extra: Sequence[str]) -> None:
+    """The merged folder's extra files: the shards' predictions joined, and their (one) PCA fit copied."""
+    if "predictions.csv" in extra:
+        import pandas as pd
+
+        table = pd.concat([p.predictions for p in parts if p.predictions is not None], ignore_index=True)
+        table["index"] = range(len(table))
+        for c in table.columns:  # float32 probabilities, printed with %.9g, read back exactly
+            if c.startswith("prob_"):
+                table[c] = table[c].astype(np.float32)
+        save_predictions(table, folder)
+    if PCA_FIT in extra:  # the shards' one fit (equal in all: its hash is part of the run's identity)
+        shutil.copyfile(first / PCA_FIT, folder / (PCA_FIT + PARTIAL))
+        os.replace(folder / (PCA_FIT + PARTIAL), folder / PCA_FIT)
 
 
 def save_predictions(table, folder: Path) -> None:
