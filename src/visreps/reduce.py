@@ -223,6 +223,13 @@ class SrpApply:
         elif self.backend != "sklearn":
             raise VisrepsError(f"SRP backend {self.backend!r} is not valid; use numba, torch or sklearn")
 
+    def __getstate__(self) -> dict:  # sent to Ray actors: the matrix travels, its prepared form is rebuilt
+        return {"matrix": self.matrix, "backend": self.backend}
+
+    def __setstate__(self, state: dict) -> None:
+        self.matrix, self.backend, self._t = state["matrix"], state["backend"], None
+        self.__post_init__()
+
     @property
     def nnz(self) -> int:
         return int(self.matrix.nnz)
