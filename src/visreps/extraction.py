@@ -517,7 +517,8 @@ def local_batches(job: Job, items: Sequence):
     loader = make_loader(
         dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=lm.device.type == "cuda"
     )
-    cap = make_capture(lm, job.specs, stop_early=job.top_k is None)
+    reducers = _hook_reducers(job)
+    cap = make_capture(lm, job.specs, stop_early=job.top_k is None, reducers=reducers)
     cuda = lm.device.type == "cuda"
     with cap:
         for idx, x, bad, digests in loader:
@@ -534,7 +535,18 @@ def local_batches(job: Job, items: Sequence):
                     if cuda:
                         event = torch.cuda.Event()
                         event.record()
-            yield Batch(idx, bad, outs, topk, event, digests)
+            yield Batch(idx, bad, outs, topk, event, digests, reduced=bool(reducers))
+
+
+def _hook_reducers(job: Job) -> dict:
+    """The reductions the forward hooks apply themselves (torch models on the CPU): no raw copy of a layer is made.
+    Elsewhere (CUDA, other frameworks) :func:`drive` reduces the rows on the host."""
+    from .reduce import hook_reducer
+
+    red = job.reducer
+    if red is None or job.lm.adapter is not None or job.lm.device.type != "cpu":
+        return {}
+    return {key: hook_reducer(a) for key, a in red.appliers.items()}
 
 
 def _digest_rows(digests, n: int) -> np.ndarray:

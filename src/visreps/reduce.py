@@ -230,6 +230,10 @@ class SrpApply:
         self.matrix, self.backend, self._t = state["matrix"], state["backend"], None
         self.__post_init__()
 
+    def permuted(self, perm: np.ndarray) -> SrpApply:
+        """The same projection for inputs whose features come in the order ``perm`` (column m = feature perm[m])."""
+        return SrpApply(self.matrix.tocsc()[:, perm].tocsr(), self.backend)
+
     @property
     def nnz(self) -> int:
         return int(self.matrix.nnz)
@@ -307,6 +311,11 @@ class PcaApply:
 
     fit: dict
 
+    def permuted(self, perm: np.ndarray) -> PcaApply:
+        """The same PCA for inputs whose features come in the order ``perm``."""
+        return PcaApply({**self.fit, "components": np.ascontiguousarray(self.fit["components"][:, perm]),
+                         "mean": self.fit["mean"][perm]})  # fmt: skip
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         import torch
 
@@ -342,6 +351,36 @@ def load_pca_fit(path: Path) -> tuple[dict[str, dict], dict]:
             "give a folder of images or the pca_fit.npz of an earlier run"
         ) from None
     return fits, info
+
+
+def hook_reducer(applier: Any):
+    """A function for a forward hook: reduce a layer's CPU output tensor where it lies, without copying it.
+
+    The rows are flattened in the tensor's logical order (as ``pool='flatten'`` gives them). A
+    channels-last map is read in its memory order instead, with the matrix's (or components')
+    columns permuted to match once per shape, so neither a copy nor a transpose of the activations is
+    made; the result equals the logical order's within float32 rounding.
+    """
+    cache: dict[tuple, Any] = {}
+
+    def reduce(t: Any) -> np.ndarray:
+        import torch
+
+        b = t.shape[0]
+        a = applier
+        if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+            c, h, w = t.shape[1:]
+            a = cache.get((c, h, w))
+            if a is None:
+                perm = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
+                a = cache[(c, h, w)] = applier.permuted(perm)
+            t = t.permute(0, 2, 3, 1)
+        x = t.reshape(b, -1)
+        if x.dtype != torch.float32:
+            x = x.float()
+        return a.apply(x.numpy())
+
+    return reduce
 
 
 # --------------------------------------------------------------------------- the plan of a run
