@@ -91,6 +91,10 @@ def test_srp_equals_sklearn_rebuilt_from_metadata(net, images, kw, raw, tmp_path
     np.testing.assert_array_equal(res["7"], raw["7"])  # kept raw, bit for bit
     again = visreps.extract(net, images, layers=LAYERS, reduce="srp:50", seed=3, **kw)
     np.testing.assert_array_equal(again["0"], res["0"])  # same seed, same numbers
+    # the hooks reduce channels-last maps in memory order (columns permuted); contiguous maps as they are
+    assert res.metadata["options"]["channels_last"] is True
+    nchw = visreps.extract(net, images, layers=LAYERS, reduce="srp:50", seed=3, channels_last=False, **kw)
+    rows_close(nchw["0"], res["0"])
     other = visreps.extract(net, images, layers=LAYERS, reduce="srp:50", seed=4, **kw)
     assert other.metadata["reduce"]["0"]["random_state"] != rec["0"]["random_state"]
 
@@ -340,3 +344,16 @@ def test_k_wider_than_a_layer_is_kept_and_said_in_the_plan(net, images, kw, caps
     assert "plan: 3 layer(s)" in err and "2 kept raw (no wider than K): 3, 7" in err and "disk:" in err
     assert [res.metadata["reduce"][k]["method"] for k in LAYERS] == ["srp", "none", "none"]
     assert res["3"].shape == (14, 384)
+
+
+def test_a_disk_too_small_is_refused_before_the_first_image(net, images, kw, tmp_path, monkeypatch):
+    """The plan's disk figure is checked against the free space before the first image, suggesting --reduce."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    out = tmp_path / "small"
+    with pytest.raises(VisrepsError, match=r"not enough space .* reduce the layers while extracting \(--reduce srp"):
+        visreps.extract(net, images, layers=LAYERS, out=out, **kw)
+    assert not (out / "metadata.partial.json").exists()
