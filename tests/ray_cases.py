@@ -286,3 +286,15 @@ def test_unreachable_cluster_fails_fast():
         connect(NotStarted, "127.0.0.1:1")
     with pytest.raises(VisrepsError, match=r"Ray address 'host:port' is not valid"):
         connect(NotStarted, "host:port")
+
+
+def test_ray_engine_reduces_in_its_actors(ray_local, photos, tmp_path):
+    """--reduce srp:K with the Ray engine: the actors project (only reduced rows travel), same numbers as local."""
+    kw = dict(layers=["layer2", "avgpool"], pretrained=False, seed=3, preprocessing=PREP, batch_size=4, progress=False)
+    local = visreps.extract("torchvision:resnet18", photos, out=tmp_path / "local", reduce="srp:64", **kw)
+    from visreps.distributed import extract_ray
+
+    remote = extract_ray("torchvision:resnet18", photos, out=tmp_path / "ray", num_actors=2, reduce="srp:64", **kw)
+    ma, mb = _same_output(local, remote)
+    assert ma["reduce"] == mb["reduce"] and mb["reduce"]["layer2"]["method"] == "srp"
+    assert remote["layer2"].shape == (16, 64) and remote["avgpool"].shape == (16, 64)

@@ -100,9 +100,13 @@ class Capture:
         stop_early: bool = True,
         seq_first: frozenset = frozenset(),
         prefix_tokens: int = 1,
+        reducers: Mapping[str, Any] | None = None,
     ):
         """``expected``: how often each requested module runs per pass (from :func:`plan_layers`);
-        ``None`` for the dry run that finds it, which records shapes and never stops early."""
+        ``None`` for the dry run that finds it, which records shapes and never stops early.
+        ``reducers``: per output key, a function that reduces the layer's output on the CPU right in the
+        hook (:func:`visreps.reduce.hook_reducer`), so the raw output is never copied."""
+        self.reducers = dict(reducers or {})
         self.module = module
         self.seq_first = seq_first  # modules whose outputs are (tokens, batch, dim)
         self.prefix_tokens = prefix_tokens
@@ -146,7 +150,11 @@ class Capture:
                     )
                     continue
                 for key, wanted in zip(spec.keys, wanted_calls(spec)):
-                    if wanted == call:
+                    reduce = self.reducers.get(key)
+                    if wanted == call and reduce is not None and t.device.type == "cpu":
+                        src = t if spec.pool == "flatten" else pool_output(t, spec.pool, name, self.prefix_tokens)
+                        self.outputs[key] = reduce(src.detach())  # read in place, before later in-place ops
+                    elif wanted == call:
                         p = pool_output(t, spec.pool, name, self.prefix_tokens)
                         if p.device.type == "cuda":  # into pinned memory, without waiting for the device
                             self.outputs[key] = p.detach().to("cpu", dtype=host_dtype(p), non_blocking=True)
@@ -175,7 +183,12 @@ class Capture:
 
 
 def make_capture(
-    lm: LoadedModel, specs: list[LayerSpec], *, stop_early: bool = True, dry_run: bool = False
+    lm: LoadedModel,
+    specs: list[LayerSpec],
+    *,
+    stop_early: bool = True,
+    dry_run: bool = False,
+    reducers: Mapping[str, Any] | None = None,
 ) -> BackendCapture:
     """The capture object of a model: the backend adapter's for a non-torch model, forward hooks otherwise.
 
@@ -196,6 +209,7 @@ def make_capture(
         stop_early=stop_early,
         seq_first=lm.seq_first,
         prefix_tokens=lm.token_prefix,
+        reducers=reducers,
     )
 
 
@@ -211,13 +225,20 @@ def wanted_calls(spec: LayerSpec) -> list[int]:
     return list(range(spec.calls)) if len(spec.keys) > 1 else [spec.calls - 1]
 
 
+def resolve_layers(lm, layers) -> list[str]:
+    """``layers`` with glob patterns and ``blocks`` expanded to layer names (:mod:`visreps.models._select`)."""
+    from .models._select import expand_layers
+
+    return expand_layers(lm.layer_names(), layers, lm.module if lm.adapter is None else None, lm.model_id)
+
+
 def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> list[LayerSpec]:
     """Validate the requested layers and find, by a dry run, how often each runs and its shape."""
     import torch
 
     if recurrent is not None and recurrent not in RECURRENT_MODES:
         raise VisrepsError(f"recurrent={recurrent!r} is not valid; use 'all' (every time step) or 'last'")
-    specs = parse_layers(lm.layer_names(), layers, pool)
+    specs = parse_layers(lm.layer_names(), resolve_layers(lm, layers), pool)
     x = lm.dummy_input()
     cap = make_capture(lm, specs, stop_early=False, dry_run=True)
     with cap, torch.inference_mode():

@@ -200,6 +200,9 @@ class _Extractor:
             "hash": np.asarray(batch["hash"]),
             "fail": np.full(len(err), "", dtype=object),
         }
+        red = spec.get("reducer")
+        if red is not None:  # reduced here, so only reduced rows travel back to the driver
+            outs = {**outs, **red.apply({k: outs[k] for k in red.appliers})}
         for key, col in spec["columns"].items():
             out[col] = _fill(np.asarray(outs[key]), good)
         if topk is not None:
@@ -507,7 +510,7 @@ def ray_batches(ray, plan: dict, actor_spec: dict):
                     while expected in pending:
                         part = pending.pop(expected)
                         expected += len(part["i"])
-                        yield _to_batch(part, cols, job.top_k)
+                        yield _to_batch(part, cols, job.top_k, reduced=job.reducer is not None)
             except (GeneratorExit, VisrepsError):
                 raise
             except Exception as e:  # noqa: BLE001 - Ray's wrappers become the visreps error inside, or one line
@@ -540,7 +543,7 @@ def _contiguous_parts(out: Mapping[str, np.ndarray]):
     return parts
 
 
-def _to_batch(part: Mapping[str, np.ndarray], cols: Mapping[str, str], top_k):
+def _to_batch(part: Mapping[str, np.ndarray], cols: Mapping[str, str], top_k, *, reduced: bool = False):
     from .extraction import Batch
 
     i = np.asarray(part["i"])
@@ -552,7 +555,7 @@ def _to_batch(part: Mapping[str, np.ndarray], cols: Mapping[str, str], top_k):
         return Batch(idx, bad)
     outputs = {k: np.asarray(part[c])[good] for k, c in cols.items()}
     topk = (np.asarray(part["topk_index"])[good], np.asarray(part["topk_prob"])[good]) if top_k is not None else None
-    return Batch(idx, bad, outputs, topk, None, np.asarray(part["hash"], np.uint8)[good])
+    return Batch(idx, bad, outputs, topk, None, np.asarray(part["hash"], np.uint8)[good], reduced=reduced)
 
 
 @dataclass
@@ -652,6 +655,7 @@ class RayEngine:
             "precision": job.precision,
             "channels_last": job.channels_last,
             "top_k": job.top_k,
+            "reducer": job.reducer,  # SRP matrices / PCA fits: each actor reduces its batches
         }
 
     def batches(self, job, items: Sequence):

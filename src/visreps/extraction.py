@@ -111,6 +111,8 @@ class Job:
     kind: str = "images"  # or "texts" (visreps.text): no content hashes, no image metadata
     source: Any = None  # the image source (visreps.image_sources) the dataset reads through
     unit: str = "img"  # of the progress bar
+    reducer: Any = None  # visreps.reduce.Reducer: applied to every batch before it is written
+    raw_shapes: dict | None = None  # per-image shapes before the reduction
 
 
 def _check_options(batch_size: Any, num_workers: Any, precision: str, top_k: Any) -> None:
@@ -224,10 +226,13 @@ def prepare(
     command: str | None = None,
     allow_pickle: bool = False,
     images_key: str | None = None,
+    reduce: str | None = None,
+    reduce_fit: str | os.PathLike | None = None,
 ) -> Job:
     """Validate the arguments, load the model, find the images, plan the layers and build the metadata.
 
     ``allow_pickle`` is :func:`~visreps.models.load_model`'s opt-in to unpickling a whole model file.
+    ``reduce``/``reduce_fit``: see :func:`extract` and :mod:`visreps.reduce` (a PCA is fitted here).
     """
     from .data import default_workers
     from .image_sources import open_source
@@ -237,6 +242,7 @@ def prepare(
     _check_options(batch_size, num_workers, precision, top_k)
     fmt = check_format(format)
     shard_ = parse_shard(shard)
+    rspec = _check_reduce(reduce, reduce_fit)
     source = open_source(images, images_key=images_key)
     items = source.items(order)
     start, stop = (0, len(items)) if shard_ is None else shard_bounds(len(items), *shard_)
@@ -273,13 +279,122 @@ def prepare(
         "skip_bad_images": skip_bad_images,
         "top_k": top_k,
     }
+    if rspec is not None:
+        options.update(reduce=str(rspec), reduce_fit=None if reduce_fit is None else str(reduce_fit))
     metadata = _run_metadata(lm, items, root, order, layers, specs, shapes, fmt, n, options, command)
     if source.describe() is not None:
         metadata["images"]["source"] = source.describe()
     if shard_ is not None:
         metadata["shard"] = {"index": shard_[0], "count": shard_[1], "start": start, "stop": stop}
-    return Job(lm, items, root, specs, keys, shapes, metadata, fmt, batch_size, workers, precision, cl, top_k,
-               skip_bad_images, start, stop, source=source)  # fmt: skip
+    job = Job(lm, items, root, specs, keys, shapes, metadata, fmt, batch_size, workers, precision, cl, top_k,
+              skip_bad_images, start, stop, source=source)  # fmt: skip
+    if rspec is not None:
+        _attach_reducer(job, rspec, reduce_fit, seed)
+    return job
+
+
+def _check_reduce(reduce: Any, reduce_fit: Any):
+    """The parsed reduction, after checking ``reduce_fit`` (before any work)."""
+    from .reduce import parse_reduce
+
+    rspec = parse_reduce(reduce)
+    if reduce_fit is not None:
+        if rspec is None or rspec.method != "pca":
+            raise VisrepsError("reduce_fit (--reduce-fit) is the fit set of a PCA; use it with --reduce pca:K")
+        path = Path(reduce_fit).expanduser()
+        if not path.exists():
+            raise VisrepsError(
+                f"--reduce-fit {str(reduce_fit)!r} does not exist; give a folder of images to fit the PCA on "
+                "(or the pca_fit.npz of an earlier run), or leave it out to fit on the first images of the run"
+            )
+        if rspec.fit_images is not None:
+            raise VisrepsError(f"reduce {str(rspec)!r} names a number of fit images; with --reduce-fit write pca:K")
+    return rspec
+
+
+def _attach_reducer(job: Job, rspec: Any, reduce_fit: Any, seed: int) -> None:
+    """Plan the run's reductions (SRP matrices; the PCA fit runs here) and record them in the job's metadata."""
+    from .reduce import check_shapes, srp_plan
+
+    check_shapes(job.shapes, {k: s.pool for s in job.specs for k in s.keys})
+    if rspec.method == "srp":
+        reducer = srp_plan(rspec, job.shapes, seed=seed, n_images=len(job.items))
+    else:
+        reducer = _pca_reducer(job, rspec, reduce_fit)
+    job.raw_shapes = dict(job.shapes)
+    job.shapes = reducer.out_shapes(job.shapes)
+    job.reducer = reducer
+    for k, shape in job.shapes.items():
+        job.metadata["layers"][k]["shape"] = [job.metadata["layers"][k]["shape"][0], *shape]
+    job.metadata["reduce"] = reducer.records
+    if reducer.pca_fits:
+        job.metadata["extra_files"] = [*job.metadata.get("extra_files", []), "pca_fit.npz"]
+
+
+def _pca_reducer(job: Job, rspec: Any, reduce_fit: Any):
+    """The PCA of a run: loaded from a saved fit, or fitted (streamed) on a fit set of images."""
+    from .data import find_images
+    from .reduce import DEFAULT_PCA_FIT_IMAGES, check_loaded_fit, load_pca_fit, pca_records
+
+    k = rspec.k
+    wide = {key: s for key, s in job.shapes.items() if int(np.prod(s)) > k}
+    path = None if reduce_fit is None else Path(reduce_fit).expanduser().resolve()
+    if path is not None and path.is_file():
+        fits, info = load_pca_fit(path)
+        check_loaded_fit(fits, info, rspec, job.shapes, job.lm.model_id, path)
+        info = {**info, "loaded_from": str(path)}
+        return pca_records(rspec, job.shapes, {key: fits[key] for key in wide}, info)
+    if path is not None:
+        items, root = find_images(path), path
+        source, short = f"the images of {str(path)!r}", f"{str(path)!r} holds {{n}} images"
+    else:
+        items, root = job.items[: rspec.fit_images or max(k, DEFAULT_PCA_FIT_IMAGES)], job.root
+        source, short = f"the first {len(items)} images of the run", f"the run has {len(job.items)} images"
+    if len(items) < k:
+        raise VisrepsError(
+            f"a PCA with {k} components needs at least {k} fit images, but {short.format(n=len(items))}; "
+            f"use fewer components (pca:{len(items)}), more fit images (--reduce-fit FOLDER), or srp:{k}"
+        )
+    t0 = time.perf_counter()
+    fits = _fit_pca(job, items, root, wide, k) if wide else {}
+    list_hash = hashlib.sha256("\n".join(i.path for i in items).encode("utf-8", "surrogateescape")).hexdigest()
+    info = {
+        "model": job.lm.model_id,
+        "images": source,
+        "root": str(root),
+        "n_images": len(items),
+        "image_list_sha256": list_hash,
+        "batch_size": job.batch_size,
+        "chunk_rows": max(k, job.batch_size),
+    }
+    job.metadata["reduce_fit_seconds"] = round(time.perf_counter() - t0, 3)  # not in "reduce": runs compare that
+    return pca_records(rspec, job.shapes, fits, info)
+
+
+def _fit_pca(job: Job, items: list, root: Path, wide: dict, k: int) -> dict:
+    """Stream the fit images through the model and each wide layer's IncrementalPCA."""
+    import dataclasses
+
+    from .data import BAD_IMAGE_HINT
+    from .reduce import StreamingPca
+
+    fitters = {key: StreamingPca(k, max(k, job.batch_size)) for key in wide}
+    from .image_sources import FolderSource
+
+    source = job.source if root == job.root else FolderSource(root)  # the run's own images, or a fit folder
+    fit_job = dataclasses.replace(
+        job, items=list(items), root=root, source=source, top_k=None, start=0, stop=len(items)
+    )
+    for batch in local_batches(fit_job, items):
+        if batch.bad and not job.skip_bad_images:
+            raise ImageError(f"{batch.bad[0][1]} (in the PCA fit set); {BAD_IMAGE_HINT}")
+        if batch.outs is None:
+            continue
+        if batch.event is not None:
+            batch.event.synchronize()
+        for key, f in fitters.items():
+            f.add(np.asarray(batch.outs[key]))
+    return {key: f.finish() for key, f in fitters.items()}
 
 
 def _check_resumable(sink, metadata: dict) -> dict:
@@ -298,6 +413,7 @@ def _check_resumable(sink, metadata: dict) -> dict:
         old = json.loads(meta_path.read_text(encoding="utf-8"))
     except ValueError:
         raise VisrepsError(f"cannot resume: {str(meta_path)!r} is damaged; start again with --overwrite") from None
+    _same_reduction(folder, (old.get("options") or {}).get("reduce"), (metadata.get("options") or {}).get("reduce"))
     changed = [f for f in RUN_IDENTITY if old.get(f) != metadata.get(f)]
     if old.get("shard") != metadata.get("shard"):
         changed.append("shard")
@@ -316,6 +432,31 @@ def _check_resumable(sink, metadata: dict) -> dict:
             + ". Resume with the same model, weights, layers, options and images, or start again with --overwrite"
         )
     return sink.load_checkpoint() or {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}
+
+
+def _same_reduction(folder: Path, was: str | None, now: str | None) -> None:
+    """Refuse to resume a run with another reduction than the interrupted one's."""
+    if was == now:
+        return
+    how = f"resume with --reduce {was}" if was else "resume without --reduce"
+    raise VisrepsError(
+        f"cannot resume {str(folder)!r}: the interrupted run was reduced with {was or 'no reduction'}, this one "
+        f"with {now or 'no reduction'}; {how}, or start again with --overwrite"
+    )
+
+
+def _resume_reduction_first(out: Any, reduce: Any) -> None:
+    """The reduction check of a resume, before the model is loaded or a PCA fitted."""
+    from .reduce import parse_reduce
+    from .storage import METADATA_PARTIAL
+
+    path = Path(out).expanduser() / METADATA_PARTIAL
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no record (or a damaged one): the full check in run() says so
+    spec = parse_reduce(reduce)
+    _same_reduction(path.parent, (old.get("options") or {}).get("reduce"), None if spec is None else str(spec))
 
 
 @contextlib.contextmanager
@@ -369,6 +510,7 @@ class Batch:
     topk: Any = None
     event: Any = None
     digests: Any = ()
+    reduced: bool = False  # ``outs`` already reduced by the engine (the Ray actors)
 
 
 def local_batches(job: Job, items: Sequence):
@@ -388,7 +530,8 @@ def local_batches(job: Job, items: Sequence):
     loader = make_loader(
         dataset, batch_size=job.batch_size, num_workers=job.workers, pin_memory=lm.device.type == "cuda"
     )
-    cap = make_capture(lm, job.specs, stop_early=job.top_k is None)
+    reducers = _hook_reducers(job)
+    cap = make_capture(lm, job.specs, stop_early=job.top_k is None, reducers=reducers)
     cuda = lm.device.type == "cuda"
     with cap:
         for idx, x, bad, digests in loader:
@@ -405,7 +548,18 @@ def local_batches(job: Job, items: Sequence):
                     if cuda:
                         event = torch.cuda.Event()
                         event.record()
-            yield Batch(idx, bad, outs, topk, event, digests)
+            yield Batch(idx, bad, outs, topk, event, digests, reduced=bool(reducers))
+
+
+def _hook_reducers(job: Job) -> dict:
+    """The reductions the forward hooks apply themselves (torch models on the CPU): no raw copy of a layer is made.
+    Elsewhere (CUDA, other frameworks) :func:`drive` reduces the rows on the host."""
+    from .reduce import hook_reducer
+
+    red = job.reducer
+    if red is None or job.lm.adapter is not None or job.lm.device.type != "cpu":
+        return {}
+    return {key: hook_reducer(a) for key, a in red.appliers.items()}
 
 
 def _digest_rows(digests, n: int) -> np.ndarray:
@@ -511,7 +665,9 @@ def _open_sink(job: Job, out, *, overwrite: bool, resume: bool):
         sink = OutputWriter(out, job.fmt, overwrite=overwrite, resume=resume)
         if resume:
             state = _check_resumable(sink, job.metadata)
-    extra = list(PREDICTION_FILES) if job.top_k is not None else []
+    extra: list[str] = list(PREDICTION_FILES) if job.top_k is not None else []
+    if job.reducer is not None and job.reducer.pca_fits:
+        extra.append("pca_fit.npz")
     try:
         sink.begin(
             job.metadata, job.shapes, n, aux=_aux_shapes(job), extra_files=extra, resume_state=state if resume else None
@@ -568,6 +724,8 @@ def drive(
         if batch.event is not None:
             batch.event.synchronize()
         arrays = {k: np.asarray(batch.outs[k]) for k in job.keys}
+        if job.reducer is not None and not getattr(batch, "reduced", False):
+            arrays.update(job.reducer.apply({k: arrays[k] for k in job.reducer.appliers}))
         if job.kind == "images":
             arrays["blake2b"] = _digest_rows(batch.digests, nrows)
         if batch.topk is not None:
@@ -708,7 +866,7 @@ def _finish(job: Job, sink, row: int, skipped: list, elapsed: float):
     if job.top_k is not None:
         paths = [r[0] for r in manifest_rows]
         predictions = predictions_table(aux["topk_index"], aux["topk_prob"], paths, model_classes(job.lm))
-        metadata["extra_files"] = ["predictions.csv", "predictions.json"]
+        metadata["extra_files"] = ["predictions.csv", "predictions.json", *metadata.get("extra_files", [])]
     if sink.folder is None:
         import pandas as pd
 
@@ -721,8 +879,69 @@ def _finish(job: Job, sink, row: int, skipped: list, elapsed: float):
         )
     if predictions is not None:
         save_predictions(predictions, sink.folder)
+    if job.reducer is not None and job.reducer.pca_fits:
+        _save_fit(job, sink.folder)
     sink.finish(row, manifest_rows, metadata)
     return load_features(sink.folder)
+
+
+def plan_text(job: Job, out: Any = None) -> str:
+    """The plan of a prepared run, as printed before it starts: layers, reductions, disk and memory."""
+    import shutil
+
+    from .storage import human_bytes
+
+    n = job.stop - job.start
+    width = {k: int(np.prod(s, dtype=np.int64)) for k, s in job.shapes.items()}
+    raw = {k: int(np.prod(s, dtype=np.int64)) for k, s in (job.raw_shapes or job.shapes).items()}
+    per_image = 4 * sum(width.values())
+    lines = [f"plan: {len(job.keys)} layer(s) of {job.lm.model_id}, {n} images, batch {job.batch_size}"]
+    red = job.reducer
+    if red is not None:
+        kept = [k for k, r in red.records.items() if r["method"] == "none"]
+        lines.append(
+            f"  reduce {red.spec}: {len(job.keys) - len(kept)} layer(s) reduced"
+            + (f", {len(kept)} kept raw (no wider than K): {', '.join(kept)}" if kept else "")
+        )
+    disk = f"  disk: {human_bytes(n * per_image)} ({human_bytes(per_image)} per image"
+    if red is not None:
+        disk += f"; raw: {human_bytes(n * 4 * sum(raw.values()))}"
+    disk += ")"
+    if out is not None:
+        where = Path(out).expanduser().resolve()
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        try:
+            disk += f"; {human_bytes(shutil.disk_usage(where).free)} free"
+        except OSError:
+            pass
+    lines.append(disk)
+    model = sum(t.numel() * t.element_size() for t in _tensors(job.lm))
+    batch_raw = job.batch_size * 4 * sum(raw.values())
+    mats = red.matrix_bytes() if red is not None else 0
+    mem = f"  memory: about {human_bytes(model + 2 * batch_raw + mats)} (model {human_bytes(model)}, "
+    mem += f"raw activations of two batches {human_bytes(2 * batch_raw)}"
+    if red is not None and mats:
+        mem += f", {'projection matrices' if red.spec.method == 'srp' else 'PCA components'} {human_bytes(mats)}"
+    lines.append(mem + "), the same for any number of images")
+    return "\n".join(lines)
+
+
+def _tensors(lm) -> list:
+    module = lm.module if lm.backend == "torch" else None
+    if module is None or not hasattr(module, "parameters"):
+        return []
+    return [*module.parameters(), *module.buffers()]
+
+
+def _save_fit(job: Job, folder: Path) -> None:
+    """The run's PCA fit as ``pca_fit.npz`` (written under a partial name, then renamed), for reuse."""
+    from .reduce import PCA_FIT_FILE, save_pca_fit
+    from .storage import PARTIAL
+
+    partial = folder / (PCA_FIT_FILE + PARTIAL)
+    save_pca_fit(partial, job.reducer.pca_fits, {**job.reducer.pca_info, "layers": sorted(job.reducer.pca_fits)})
+    os.replace(partial, folder / PCA_FIT_FILE)
 
 
 def extract(
@@ -754,6 +973,8 @@ def extract(
     allow_pickle: bool = False,
     engine: Any = "local",
     images_key: str | None = None,
+    reduce: str | None = None,
+    reduce_fit: str | os.PathLike | None = None,
 ):
     """Extract the activations of one or more layers for every image in a folder.
 
@@ -765,7 +986,9 @@ def extract(
             image paths (absolute, or relative to the list's folder), or one image file
             (see :mod:`visreps.image_sources` for the manifest's row names).
         layers: module names (``["features.2", "classifier.1"]`` or ``"features.2,classifier.1"``);
-            ``name@tK`` takes time step K of a recurrent module.
+            ``name@tK`` takes time step K of a recurrent module; glob patterns (``"layer?.*"``: ``*``
+            within one dotted part, ``**`` across dots) and ``"blocks"`` (the model's main blocks, see
+            :mod:`visreps.models._select`) expand to the names they match, in model order.
         out: output folder; ``None`` keeps the arrays in memory.
         format: ``npy``, ``hdf5``, ``mat``, ``pt`` or ``txt``.
         pool: ``flatten`` (default), ``none`` (keep shape), ``avg`` or ``max`` (global pooling of
@@ -800,6 +1023,14 @@ def extract(
             :class:`visreps.distributed.RayEngine` that spreads the run over a Ray cluster; the
             output is the same.
         images_key: which array of an HDF5 file holding several (``"imgBrick"``).
+        reduce: reduce every layer while extracting, so raw activations never reach the disk:
+            ``"srp:K"`` (sparse random projection, scikit-learn's matrix for a per-layer seed derived
+            from ``seed``), ``"srp:auto"`` (K from the Johnson–Lindenstrauss bound), ``"pca:K"``
+            (IncrementalPCA fitted on ``reduce_fit`` or the first ``max(K, 1000)`` images; ``"pca:K:M"``:
+            the first M). A layer no wider than K is kept as it is. Recorded per layer in
+            ``metadata["reduce"]``; see :mod:`visreps.reduce`.
+        reduce_fit: the fit set of ``pca:K``: a folder of images, or the ``pca_fit.npz`` an earlier
+            run saved in its output folder (reused as it is).
 
     Returns:
         :class:`~visreps.storage.Features`: ``result[layer]`` is an array with one row per image,
@@ -817,12 +1048,18 @@ def _extract(args: dict[str, Any]):
         raise VisrepsError("resume=True needs the output folder of the interrupted run (out=...)")
     if args["resume"] and args["overwrite"]:
         raise VisrepsError("choose either resume (continue the interrupted run) or overwrite (start again), not both")
+    if args["resume"]:
+        _resume_reduction_first(args["out"], args["reduce"])
     eng = _engine(args.pop("engine"))
     model, images = args.pop("model"), args.pop("images")
     run_args = {k: args.pop(k) for k in _RUN_ARGS}
     args.update(eng.start({k: args[k] for k in ("device", "num_workers", "batch_size")}))
     try:
         job = prepare(model, images, **args)
+        if run_args["progress"]:
+            import sys
+
+            print(plan_text(job, run_args["out"]), file=sys.stderr)
         weights = args["weights"]
         recipe = {
             "model": model,

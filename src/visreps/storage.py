@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import re
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -300,6 +301,7 @@ PROGRESS = "progress.partial.json"
 #: auxiliary per-row arrays a run may keep beside the layers (never layer names: they start with a dot)
 AUX_FILES = {"topk_index": ".topk_index.npy", "topk_prob": ".topk_prob.npy", "blake2b": ".blake2b.npy"}
 PREDICTION_FILES = ("predictions.csv", "predictions.json")
+PCA_FIT = "pca_fit.npz"  # the PCA of a run reduced with pca:K (visreps.reduce), copied by merge_shards
 
 
 def human_bytes(n: float) -> str:
@@ -572,7 +574,8 @@ class OutputWriter:
         if self.bytes_needed > free:
             raise VisrepsError(
                 f"not enough space in {str(self.folder)!r}: the arrays need {human_bytes(self.bytes_needed)}, "
-                f"{human_bytes(free)} is free; free space, pool the layers (--pool avg) or choose another --out"
+                f"{human_bytes(free)} is free; reduce the layers while extracting (--reduce srp:4096), pool them "
+                "(--pool avg), free space or choose another --out"
             )
 
     # ------------------------------------------------------------------ the run
@@ -1110,6 +1113,7 @@ RUN_IDENTITY = (
     "layers_requested",
     "options_identity",
     "images_identity",
+    "reduce",  # per layer: method, K, seed (and the PCA fit's hash)
 )
 
 
@@ -1191,7 +1195,7 @@ def merge_shards(
     meta["images"]["skipped"] = [s for j in order for s in metas[j]["images"].get("skipped", [])]
     for k in layers:
         meta["layers"][k]["shape"][0] = total
-    extra = [e for e in ref.get("extra_files") or [] if e in PREDICTION_FILES]
+    extra = [e for e in ref.get("extra_files") or [] if e in (*PREDICTION_FILES, PCA_FIT)]
     writer.begin(meta, {k: tuple(ref["layers"][k]["shape"][1:]) for k in layers}, total, extra_files=extra)
     try:
         row = 0
@@ -1208,15 +1212,7 @@ def merge_shards(
                 part.paths, part.labels, part.manifest["blake2b"] if with_hash else [""] * len(part.manifest)
             )
         ]
-        if "predictions.csv" in extra:
-            import pandas as pd
-
-            table = pd.concat([p.predictions for p in parts if p.predictions is not None], ignore_index=True)
-            table["index"] = range(len(table))
-            for c in table.columns:  # float32 probabilities, printed with %.9g, read back exactly
-                if c.startswith("prob_"):
-                    table[c] = table[c].astype(np.float32)
-            save_predictions(table, writer.folder)
+        _merge_extra_files(parts, folders[order[0]], writer.folder, extra)
         writer.finish(total, manifest_rows, meta)
     except BaseException as e:
         meta["status"] = "failed"
@@ -1224,6 +1220,22 @@ def merge_shards(
         writer.abort(meta)
         raise
     return load_features(writer.folder)
+
+
+def _merge_extra_files(parts: Sequence[Features], first: Path, folder: Path, extra: Sequence[str]) -> None:
+    """The merged folder's extra files: the shards' predictions joined, and their (one) PCA fit copied."""
+    if "predictions.csv" in extra:
+        import pandas as pd
+
+        table = pd.concat([p.predictions for p in parts if p.predictions is not None], ignore_index=True)
+        table["index"] = range(len(table))
+        for c in table.columns:  # float32 probabilities, printed with %.9g, read back exactly
+            if c.startswith("prob_"):
+                table[c] = table[c].astype(np.float32)
+        save_predictions(table, folder)
+    if PCA_FIT in extra:  # the shards' one fit (equal in all: its hash is part of the run's identity)
+        shutil.copyfile(first / PCA_FIT, folder / (PCA_FIT + PARTIAL))
+        os.replace(folder / (PCA_FIT + PARTIAL), folder / PCA_FIT)
 
 
 def save_predictions(table, folder: Path) -> None:

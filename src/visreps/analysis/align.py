@@ -424,6 +424,18 @@ def _plan_layer(
     return t, tf, record
 
 
+def _refuse_reduced(folder: Path, meta: Mapping[str, Any], layers: Sequence[str]) -> None:
+    """A gLocal transform is learned on a layer's raw features: refuse layers reduced while extracting."""
+    for lay in layers:
+        rec = (meta.get("reduce") or {}).get(lay) or {}
+        if rec.get("method") in ("srp", "pca"):
+            raise VisrepsError(
+                f"layer {lay!r} of {str(folder)!r} was reduced while extracting ({rec['method']} to "
+                f"{rec.get('n_components')} of {rec.get('input_width')} dimensions), and the gLocal transform takes "
+                "the layer's raw features; extract the layer again without --reduce"
+            )
+
+
 def _align_folder(
     folder: Path,
     *,
@@ -453,6 +465,7 @@ def _align_folder(
             f"{', '.join(t.layer for t in found)}; the folder has {', '.join(src.layers)}. Extract that layer, "
             "or name the folder's layer to transform with layer=... (--layer)"
         )
+    _refuse_reduced(folder, meta_in, wanted)
     plan = {
         lay: _plan_layer(folder, src, lay, found, model, transform, layers is not None, transform_file, weights)
         for lay in wanted

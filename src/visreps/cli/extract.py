@@ -18,7 +18,8 @@ POOLS = ("flatten", "none", "avg", "max", "cls", "patch_mean")
     "--layers",
     "-l",
     required=True,
-    help="Comma-separated layer names (see `visreps layers MODEL`); name@tK for a time step.",
+    help="Comma-separated layer names (see `visreps layers MODEL`); name@tK for a time step; glob patterns "
+    "('layer?.*': * stays within one dotted part, ** crosses dots) and 'blocks' (the model's main blocks).",
 )
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")
 @weights_options
@@ -75,6 +76,20 @@ POOLS = ("flatten", "none", "avg", "max", "cls", "patch_mean")
     type=click.IntRange(min=1),
     default=None,
     help="Also save the top-K ImageNet classes per image (predictions.csv).",
+)
+@click.option(
+    "--reduce",
+    default=None,
+    metavar="srp:K|srp:auto|pca:K",
+    help="Reduce every layer while extracting: sparse random projection to K dimensions (scikit-learn's "
+    "matrix, per-layer seeds from --seed), srp:auto (Johnson-Lindenstrauss K), or a K-component PCA.",
+)
+@click.option(
+    "--reduce-fit",
+    default=None,
+    type=click.Path(),
+    help="With --reduce pca:K: a folder of images to fit the PCA on, or the pca_fit.npz of an earlier run "
+    "(default: the first max(K, 1000) images of the run).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace earlier results in the output folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last fully written batch.")
@@ -165,8 +180,11 @@ def _summary(meta: dict, out: str, top_k: int | None) -> None:
     n = meta["images"]["n_extracted"]
     secs = meta.get("seconds") or 0
     click.echo(f"{n} images → {out}  ({secs:.1f} s, {n / secs if secs else 0:.1f} images/s)")
+    reduce = meta.get("reduce") or {}
     for layer, rec in meta["layers"].items():
-        click.echo(f"  {layer:<30} {str(tuple(rec['shape'])):<22} {rec['file']}")
+        how = reduce.get(layer, {}).get("method")
+        note = f"  ({how} from {reduce[layer]['input_width']})" if how in ("srp", "pca") else ""
+        click.echo(f"  {layer:<30} {str(tuple(rec['shape'])):<22} {rec['file']}{note}")
     if meta["images"].get("skipped"):
         click.echo(f"  skipped {len(meta['images']['skipped'])} unreadable image(s): see metadata.json")
     if top_k:
