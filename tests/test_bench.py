@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 from pathlib import Path
@@ -317,13 +316,7 @@ def test_cli_bench(first, tmp_path):
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "targets: none given" in r.output
 
 
-_HAS_BLOCKS = "reduce" in inspect.signature(visreps.extract).parameters
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(
-    not _HAS_BLOCKS, reason="layers = 'blocks' comes with the reductions issue (visreps.extract)", strict=False
-)
 def test_the_spec_of_the_issue_runs_as_written(tmp_path):
     shutil.copytree(EXAMPLE, tmp_path / "bench", ignore=shutil.ignore_patterns("cache"))
     res = visreps.bench(tmp_path / "bench" / "spec.toml", out=tmp_path / "out", progress=False)
