@@ -224,6 +224,10 @@ SPEC: dict[str, Case] = {
         "19.2. compare --out fit.png (the default figure has the same name): refused, nothing written",
         {"compare": _error("fit.png", "never share a path")},
     ),
+    "cka_out_is_layer_file": Case(
+        "19.1. cka --out onto a layer file of its own input folder, with --overwrite: refused naming it, untouched",
+        {"cka": _error("fc.npy", "input")},
+    ),
     "compare_plot_xyz": Case(
         "19.19. compare --out t.csv --plot fig.xyz: refused naming the format before any file is written",
         {"compare": _error("fig.xyz", ".png")},
@@ -802,6 +806,12 @@ def _compare_refused(ctx: Ctx) -> None:
         np.save(ctx.root / "b.npy", corpus.noisy_rdm(_folder_X(folder), seed=4))
         argv[ctx.case] = _compare(folder, "-r", ref, "--reference", ctx.root / "b.npy", "--out", res / "t.csv")
     ctx.run("compare", argv[ctx.case], out=None)  # refused: no file anywhere, not even under res/
+
+
+@scenario("cka_out_is_layer_file")
+def _cka_out_is_input(ctx: Ctx) -> None:
+    a, b = _feats(ctx, "a"), _feats(ctx, "b")
+    ctx.run("cka", ["cka", str(a), str(b), "--out", str(a / "fc.npy"), "--overwrite"], out=None)
 
 
 @scenario("compare_similarity_reference")
