@@ -17,6 +17,10 @@ checkpoint may run, a walk that may never end) run as subprocesses of the instal
 script, in a thread pool started once per session, so they overlap each other and the rest; the
 other cases run in this process through click's ``CliRunner`` (an uncaught exception there
 counts as a traceback).
+
+The cases of issue 19 cover the analysis commands (``compare --reference``, ``encode``, ``rsa``,
+``cka``, ``align``) on folders that :func:`badinput.corpus.features_folder` writes with a tiny
+seeded network; their ``about`` starts with "19.N", N being the finding of issue 19.
 """
 
 from __future__ import annotations
@@ -206,6 +210,71 @@ SPEC: dict[str, Case] = {
             "resume": _ok(N_CTRL_C),
         },
         via=SUBPROCESS,
+    ),
+    # issue 19: the analysis commands (compare --reference, encode, rsa, cka, align)
+    "encode_out_holds_responses": Case(
+        "19.1. encode whose --out is the folder of its responses file, with and without --overwrite: "
+        "refused naming the file, the responses untouched",
+        {
+            "plain": _error("targets.csv", "is an input of this run", "choose another --out"),
+            "overwrite": _error("targets.csv", "is an input of this run", "choose another --out"),
+        },
+    ),
+    "compare_out_png": Case(
+        "19.2. compare --out fit.png (the default figure has the same name): refused, nothing written",
+        {"compare": _error("fit.png", "never share a path")},
+    ),
+    "cka_out_is_layer_file": Case(
+        "19.1. cka --out onto a layer file of its own input folder, with --overwrite: refused naming it, untouched",
+        {"cka": _error("fc.npy", "input")},
+    ),
+    "compare_plot_xyz": Case(
+        "19.19. compare --out t.csv --plot fig.xyz: refused naming the format before any file is written",
+        {"compare": _error("fig.xyz", ".png")},
+    ),
+    "compare_similarity_reference": Case(
+        "19.8. a similarity matrix (1 on the diagonal) as --reference: refused with the conversion 1 − S",
+        {"compare": _error("sim.npy", "similarity matrix", "1 − S")},
+    ),
+    "compare_reference_unknown_names": Case(
+        "19.7. a reference CSV naming images that are not in the manifest: refused naming them",
+        {"compare": _error("stim0.jpg", "manifest")},
+    ),
+    "compare_reference_v73_shuffled": Case(
+        "19.4. a MATLAB v7.3 reference with an 'images' cell array in another order: matched by name "
+        "(r as scipy's on the rows in manifest order)",
+        {"compare": (Expect(0),)},
+    ),
+    "encode_one_based_npz": Case(
+        "19.5. an npz of responses with 1-based image numbers: refused with 'subtract 1'",
+        {"encode": _error("one_based.npz", "subtract 1")},
+    ),
+    "compare_two_references": Case(
+        "19.16. --reference given twice: refused, give it once",
+        {"compare": _error("--reference", "given 2 times")},
+    ),
+    "compare_bootstrap_1": Case(
+        "19.9. --bootstrap 1: refused, at least 2", {"compare": _error("--bootstrap", "at least 2")}
+    ),
+    "encode_latin1_groups": Case(
+        "19.20. a --groups file in Latin-1: read as written, every group in one fold",
+        {"encode": (Expect(0),)},
+    ),
+    "rsa_nan_layer": Case(
+        "19.27. rsa of a finished folder whose fc.npy holds NaN: refused naming the layer file and NaN",
+        {"rsa": _error("fc.npy", "NaN")},
+    ),
+    "cka_nan_layer": Case(
+        "19.27. cka of a good folder with a folder whose fc.npy holds NaN: refused naming the layer file and NaN",
+        {"cka": _error("fc.npy", "NaN")},
+    ),
+    "changed_manifest": Case(
+        "19.13. two rows of manifest.csv swapped (the same size): rsa refuses naming manifest.csv and visreps verify",
+        {"rsa": _error("manifest.csv", "has changed", "visreps verify")},
+    ),
+    "align_zero_std": Case(
+        "19.12. align with a transform file whose std is 0: refused naming the file and the variable, nothing written",
+        {"align": _error("zero.npz", "variable 'std'")},
     ),
 }
 
@@ -674,6 +743,179 @@ def _ctrl_c(ctx: Ctx) -> None:
             ctx.problems.append("the resumed run's manifest differs from the uninterrupted one's")
     except Exception as e:  # noqa: BLE001 - reported with the other problems
         ctx.problems.append(f"comparing with the uninterrupted run: {type(e).__name__}: {str(e).strip()[:400]}")
+
+
+# --------------------------------------------------------------------------- the analysis commands (issue 19)
+
+
+def _folder_X(folder: Path, layer: str = "fc") -> np.ndarray:
+    import visreps
+
+    return np.asarray(visreps.load_features(folder)[layer], dtype=np.float64).reshape(N_GOOD, -1)
+
+
+def _feats(ctx: Ctx, name: str = "feats", *, nan: bool = False) -> Path:
+    return corpus.features_folder(ctx.shared, ctx.root / name, nan=nan)
+
+
+def _compare(folder: Path, *extra: object) -> list[str]:
+    return ["compare", f"{folder}::fc", *map(str, extra)]
+
+
+def _reference(ctx: Ctx, folder: Path) -> tuple[Path, np.ndarray]:
+    R = corpus.noisy_rdm(_folder_X(folder))
+    np.save(ctx.root / "ref.npy", R)
+    return ctx.root / "ref.npy", R
+
+
+def _responses(folder: Path) -> np.ndarray:
+    X = _folder_X(folder)
+    rng = np.random.default_rng(1)
+    return X[:, :3] @ rng.standard_normal((3, 3)) + 0.3 * rng.standard_normal((N_GOOD, 3))
+
+
+def _encode(folder: Path, responses: Path, out: Path, *extra: str) -> list[str]:
+    return ["encode", f"{folder}::fc", str(responses), "--folds", "3", "--out", str(out), "--no-plot", *extra]
+
+
+@scenario("encode_out_holds_responses")
+def _encode_out_holds_responses(ctx: Ctx) -> None:
+    import pandas as pd
+
+    folder = _feats(ctx)
+    data = ctx.root / "data"
+    data.mkdir()
+    resp = data / "targets.csv"
+    Y = _responses(folder)
+    pd.DataFrame({"image": list(corpus.GOOD_NAMES), **{f"t{j}": Y[:, j] for j in range(3)}}).to_csv(resp, index=False)
+    ctx.run("plain", _encode(folder, resp, data), out=data)
+    ctx.run("overwrite", _encode(folder, resp, data, "--overwrite"), out=data)
+
+
+@scenario("compare_out_png", "compare_plot_xyz", "compare_two_references", "compare_bootstrap_1")
+def _compare_refused(ctx: Ctx) -> None:
+    folder = _feats(ctx)
+    ref, R = _reference(ctx, folder)
+    res = ctx.root / "res"
+    argv = {
+        "compare_out_png": _compare(folder, "--reference", ref, "--out", res / "fit.png"),
+        "compare_plot_xyz": _compare(folder, "--reference", ref, "--out", res / "t.csv", "--plot", res / "fig.xyz"),
+        "compare_bootstrap_1": _compare(folder, "--reference", ref, "--bootstrap", "1", "--out", res / "t.csv"),
+    }
+    if ctx.case == "compare_two_references":
+        np.save(ctx.root / "b.npy", corpus.noisy_rdm(_folder_X(folder), seed=4))
+        argv[ctx.case] = _compare(folder, "-r", ref, "--reference", ctx.root / "b.npy", "--out", res / "t.csv")
+    ctx.run("compare", argv[ctx.case], out=None)  # refused: no file anywhere, not even under res/
+
+
+@scenario("cka_out_is_layer_file")
+def _cka_out_is_input(ctx: Ctx) -> None:
+    a, b = _feats(ctx, "a"), _feats(ctx, "b")
+    ctx.run("cka", ["cka", str(a), str(b), "--out", str(a / "fc.npy"), "--overwrite"], out=None)
+
+
+@scenario("compare_similarity_reference")
+def _compare_similarity(ctx: Ctx) -> None:
+    folder = _feats(ctx)
+    np.save(ctx.root / "sim.npy", 1 - corpus.noisy_rdm(_folder_X(folder)))
+    ctx.run("compare", _compare(folder, "--reference", ctx.root / "sim.npy", "--out", ctx.root / "t.csv"), out=None)
+
+
+@scenario("compare_reference_unknown_names")
+def _compare_unknown_names(ctx: Ctx) -> None:
+    import pandas as pd
+
+    folder = _feats(ctx)
+    wrong = [f"stim{i}.jpg" for i in range(N_GOOD)]
+    pd.DataFrame(corpus.noisy_rdm(_folder_X(folder)), index=wrong, columns=wrong).to_csv(ctx.root / "ref.csv")
+    ctx.run("compare", _compare(folder, "--reference", ctx.root / "ref.csv", "--out", ctx.root / "t.csv"), out=None)
+
+
+@scenario("compare_reference_v73_shuffled")
+def _compare_v73(ctx: Ctx) -> None:
+    import pandas as pd
+    from scipy import stats
+    from scipy.spatial.distance import pdist, squareform
+
+    from test_trust_readers import write_mat73
+
+    folder = _feats(ctx)
+    X = _folder_X(folder)
+    R = corpus.noisy_rdm(X)
+    perm = [3, 0, 5, 1, 4, 2]
+    names = [corpus.GOOD_NAMES[i] for i in perm]
+    ref = write_mat73(ctx.root / "ref.mat", {"rdm": R[np.ix_(perm, perm)], "images": names})
+    res = ctx.root / "res"
+    step = ctx.run("compare", _compare(folder, "--reference", ref, "--out", res / "t.csv", "--no-plot"), out=res)
+    if step.code != 0:
+        return
+    expect = stats.pearsonr(pdist(X, "correlation"), squareform(R, checks=False)).statistic
+    by_position = stats.pearsonr(pdist(X, "correlation"), squareform(R[np.ix_(perm, perm)], checks=False)).statistic
+    assert abs(by_position - expect) > 0.05, "the shuffle must change r, or this case proves nothing"
+    got = float(pd.read_csv(res / "t.csv")["r"].iloc[0])
+    if abs(got - expect) > 1e-6:
+        ctx.problems.append(f"compare: r {got}, expected {expect} (scipy, rows matched by name)")
+
+
+@scenario("encode_one_based_npz")
+def _encode_one_based(ctx: Ctx) -> None:
+    folder = _feats(ctx)
+    perm = np.array([3, 0, 5, 1, 4, 2])
+    np.savez(ctx.root / "one_based.npz", responses=_responses(folder)[perm], images=perm + 1)
+    res = ctx.root / "res"
+    ctx.run("encode", _encode(folder, ctx.root / "one_based.npz", res), out=None)
+
+
+@scenario("encode_latin1_groups")
+def _encode_latin1_groups(ctx: Ctx) -> None:
+    import pandas as pd
+
+    folder = _feats(ctx)
+    np.save(ctx.root / "resp.npy", _responses(folder))
+    groups = [f"gr\u00fcppe{i % 3}" for i in range(N_GOOD)]
+    gfile = corpus.groups_file(ctx.root / "groups.txt", corpus.GOOD_NAMES, groups)
+    res = ctx.root / "res"
+    step = ctx.run("encode", _encode(folder, ctx.root / "resp.npy", res, "--groups", str(gfile)), out=res)
+    if step.code != 0:
+        return
+    fold = pd.read_csv(res / "fold_of_image.csv")["fold"].to_numpy()
+    split = [g for g in range(3) if len(set(fold[[i for i in range(N_GOOD) if i % 3 == g]])) != 1]
+    if split or len(set(fold)) != 3:
+        ctx.problems.append(f"encode: folds {fold.tolist()} do not keep the 3 Latin-1 groups whole")
+
+
+@scenario("rsa_nan_layer", "cka_nan_layer")
+def _nan_layer(ctx: Ctx) -> None:
+    bad = _feats(ctx, "nan", nan=True)
+    if ctx.case == "rsa_nan_layer":
+        out = ctx.root / "rsa"
+        step = ctx.run("rsa", ["rsa", str(bad), "--layers", "fc", "--out", str(out), "--no-plot"], out=out)
+    else:
+        good = _feats(ctx)
+        step = ctx.run("cka", ["cka", str(good), str(bad)], out=None)
+    if str(bad / "fc.npy") not in step.stderr:
+        ctx.problems.append(f"{step.label}: message does not name {bad / 'fc.npy'}: {_short(step.stderr)}")
+
+
+@scenario("changed_manifest")
+def _changed_manifest(ctx: Ctx) -> None:
+    folder = _feats(ctx)
+    corpus.swap_manifest_rows(folder)
+    out = ctx.root / "rsa"
+    step = ctx.run("rsa", ["rsa", str(folder), "--out", str(out), "--no-plot"], out=out)
+    if f"visreps verify {folder}" not in step.stderr:
+        ctx.problems.append(f"rsa: message lacks 'visreps verify {folder}': {_short(step.stderr)}")
+
+
+@scenario("align_zero_std")
+def _align_zero_std(ctx: Ctx) -> None:
+    from test_trust_models import _transform_file
+
+    folder = _feats(ctx)
+    tf = _transform_file(ctx.root / "zero.npz", std=np.asarray(0.0, dtype=np.float32))
+    out = ctx.root / "aligned"
+    argv = ["align", str(folder), "--model", "torchvision:resnet18", "--layers", "avgpool"]
+    ctx.run("align", [*argv, "--transform-file", str(tf), "--out", str(out)], out=None)
 
 
 # --------------------------------------------------------------------------- checks

@@ -195,3 +195,73 @@ def snapshot(roots: dict[str, Path]) -> dict[str, str]:
                     except OSError as e:
                         out[key] = f"unreadable: {e}"
     return out
+
+
+# --------------------------------------------------------------------------- analysis inputs (issue 19)
+
+
+def features_folder(images: Path, out: Path, *, nan: bool = False) -> Path:
+    """A finished extraction folder of a tiny seeded network (layers ``avgpool``: 4, ``fc``: 5 features).
+
+    ``nan``: the ``fc`` weights are NaN and the folder is written as visreps wrote it before each batch
+    was checked for finite values (a complete folder whose ``fc.npy`` holds NaN).
+    """
+    from collections import OrderedDict
+    from contextlib import nullcontext
+    from unittest import mock
+
+    import torch
+
+    import visreps
+    from visreps import storage
+    from visreps.models import Preprocessing
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        OrderedDict(
+            conv=torch.nn.Conv2d(3, 4, 3, padding=1),
+            relu=torch.nn.ReLU(),
+            avgpool=torch.nn.AdaptiveAvgPool2d(1),
+            flat=torch.nn.Flatten(),
+            fc=torch.nn.Linear(4, 5),
+        )
+    ).eval()
+    if nan:
+        with torch.no_grad():
+            net.fc.weight.fill_(float("nan"))
+    with mock.patch.object(storage, "check_finite", lambda *a, **k: None) if nan else nullcontext():
+        visreps.extract(
+            net,
+            images,
+            out=out,
+            layers=["avgpool", "fc"],
+            preprocessing=Preprocessing(resize=20, crop=16),
+            progress=False,
+            num_workers=0,
+        )
+    return out
+
+
+def swap_manifest_rows(folder: Path, i: int = 0, j: int = 1) -> Path:
+    """Swap the paths of rows ``i`` and ``j`` of ``manifest.csv`` (its size stays the same); returns its path."""
+    man = folder / "manifest.csv"
+    lines = man.read_text(encoding="utf-8").splitlines()
+    a, b = lines[1 + i].split(",", 1), lines[1 + j].split(",", 1)
+    lines[1 + i], lines[1 + j] = f"{a[0]},{b[1]}", f"{b[0]},{a[1]}"
+    man.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return man
+
+
+def noisy_rdm(X: np.ndarray, *, seed: int = 2, noise: float = 0.7) -> np.ndarray:
+    """A correlation-distance RDM of ``X`` plus noise: a reference that agrees with ``X`` in part."""
+    from scipy.spatial.distance import pdist, squareform
+
+    rng = np.random.default_rng(seed)
+    return squareform(pdist(X + noise * rng.standard_normal(X.shape), "correlation"))
+
+
+def groups_file(path: Path, images: Iterable[str], groups: Iterable[str], *, encoding: str = "latin-1") -> Path:
+    """An ``image,group`` table in ``encoding``."""
+    rows = "".join(f"{i},{g}\n" for i, g in zip(images, groups, strict=True))
+    path.write_bytes(("image,group\n" + rows).encode(encoding))
+    return path
