@@ -1033,8 +1033,9 @@ def plot_model_comparison(
       ``result.pairwise`` or ``pairwise``.
     * ``kind="curve"``: a layer-depth curve per source, the interval as a band; filled markers are
       significant vs zero, open ones not. ``depth="layers"``: one panel per source, each on its own
-      layer names (small multiples); ``depth="relative"``: all sources on one axis of relative depth
-      (layer index / (number of layers − 1)), the layers named in the caption.
+      layer names (small multiples, wrapped into rows, a block per target headed by its name, when the
+      width gives a panel less than :data:`PANEL_MIN_WIDTH` inches); ``depth="relative"``: all sources
+      on one axis of relative depth (layer index / (number of layers − 1)), the layers named in the caption.
 
     Args:
         title: the figure's title (the analysis); the details go to the caption.
@@ -1065,11 +1066,7 @@ def plot_model_comparison(
     styles = source_styles(src_j, random=_is_random(joined, src_j), families=_families(joined, src_j), colors=colors)
     uniq = list(dict.fromkeys(src_j))
     small_multiples = kind == "curve" and depth == "layers" and len(uniq) > 1
-    ncols, nrows = len(targets), 1
-    if small_multiples:  # one panel per source per target, wrapped into rows when the width holds too few
-        fit = figure_width(width) if figsize is None else float(figsize[0])
-        ncols = len(uniq) if fit is None else min(len(uniq), max(1, int(fit // PANEL_MIN_WIDTH)))
-        nrows = len(targets) * -(-len(uniq) // ncols)
+    nrows, ncols = _panel_shape(len(targets), len(uniq), small_multiples, width, figsize)
     if ax is not None and (nrows * ncols > 1):
         raise VisrepsError(
             "ax= takes one panel; this figure has "
@@ -1099,6 +1096,16 @@ def plot_model_comparison(
         )
 
 
+def _panel_shape(n_targets: int, n_sources: int, small: bool, width: Any, figsize: Any) -> tuple[int, int]:
+    """Rows and columns of panels: one per target, or (small multiples) one per source per target, wrapped
+    into rows of as many as give each at least :data:`PANEL_MIN_WIDTH` inches of the width."""
+    if not small:
+        return 1, n_targets
+    fit = figure_width(width) if figsize is None else float(figsize[0])
+    ncols = n_sources if fit is None else min(n_sources, max(1, int(fit // PANEL_MIN_WIDTH)))
+    return n_targets * -(-n_sources // ncols), ncols
+
+
 def _tall_enough(fig: Figure, panels: list, rows: int, min_height: float = 1.1, tries: int = 8) -> None:
     """Grow the figure's height until every panel's plot area is at least ``min_height`` inches tall.
 
@@ -1124,8 +1131,8 @@ def _tall_enough(fig: Figure, panels: list, rows: int, min_height: float = 1.1, 
         fig.set_figheight(min(60.0, h + 1.1 * short * rows))
 
 
-def _panel_grid(fig: Figure, target_names: list, nrows: int, ncols: int, wrap: int) -> np.ndarray:
-    """The comparison's axes, ``nrows`` × ``ncols`` with a shared y axis.
+def _panel_grid(fig: Figure, target_names: list, nrows: int, ncols: int, wrap: int) -> Any:
+    """The comparison's axes (an ``nrows`` × ``ncols`` object array of Axes) with a shared y axis.
 
     ``wrap`` > 0 (the number of sources, when they take several rows per target): each target gets a
     block of rows of its own (a subfigure headed by the target's name), the y axis shared within it,
@@ -1167,9 +1174,9 @@ def _comparison_figure(
     for ti, (tname, df, pw) in enumerate(targets):
         src = _sources(df)
         nc = _ceiling(df)
-        per = nrows // len(targets)  # rows of panels per target
-        panels = [(axes[ti * per + k // ncols, k % ncols], s) for k, s in enumerate(uniq)] if small else []
-        panels = panels or [(axes[0, ti], None)]
+        per = int(nrows) // len(targets)  # rows of panels per target
+        at = [(ti * per + k // int(ncols), k % int(ncols)) for k in range(len(uniq))]
+        panels = [(axes[r, c], s) for (r, c), s in zip(at, uniq)] if small else [(axes[0, ti], None)]
         for a, only in panels:
             if nc is not None:
                 a.axhspan(nc[0], nc[1], color="0.86", linewidth=0, zorder=0, label="noise ceiling")
