@@ -318,11 +318,57 @@ def draw(kind: str, seven, width):
 @pytest.mark.parametrize("width", ["single", "double"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_nothing_clipped_with_long_labels(seven, kind, width):
-    if width == "single" and kind == "curve":
-        pytest.skip("seven panels side by side (one per model) need a double column")
     fig = draw(kind, seven, width)
     assert all_inside(fig) == []
     assert fig.get_figwidth() == pytest.approx(plotting.WIDTHS[width])
+
+
+@pytest.mark.parametrize("width", ["single", "double"])
+def test_seven_curves_wrap_into_rows_at_a_journal_width(seven, width):
+    """Small multiples that do not fit side by side wrap: two (single) or four (double) panels a row, each target
+    a block headed by its name, every source in exactly one panel of its block with its own layer names."""
+    _, _, _, results = seven
+    fig = draw("curve", seven, width)
+    assert all_inside(fig) == []
+    assert fig.get_figwidth() == pytest.approx(plotting.WIDTHS[width])
+    cols = {"single": 2, "double": 4}[width]
+    per = -(-7 // cols)  # rows of panels per target
+    layers = [s[3] for s in SOURCES]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    assert [sub._suptitle.get_text() for sub in fig.subfigs] == ["hIT", "mIT"]
+    for sub, res in zip(fig.subfigs, results.values()):
+        axes = sub.axes
+        assert len(axes) == per * cols
+        assert [a.get_visible() for a in axes] == [True] * 7 + [False] * (per * cols - 7)  # unused slots hidden
+        shown = axes[:7]
+        seen = []
+        for k, ax in enumerate(shown):
+            lines = [ln for ln in ax.get_lines() if str(ln.get_gid()).startswith("series:")]
+            assert len(lines) == 1
+            src = LABELS.index(lines[0].get_gid()[len("series:") :])
+            seen.append(src)
+            assert [t.get_text() for t in ax.get_xticklabels()] == layers[src]
+            assert re.sub(r"\s", "", ax.get_title()) == re.sub(r"\s", "", LONG[LABELS[src]])  # every panel named
+            t = res.table
+            rows = t[[s == LABELS[src] for s in plotting._sources(t)]]
+            assert np.allclose(lines[0].get_ydata(), rows["r"].to_numpy())
+            assert ax.get_window_extent().width / fig.dpi > 1.0  # not squeezed: about 1.6 in a panel with labels
+            assert ax.get_window_extent().height / fig.dpi >= 1.05
+            # the y label and tick labels on the first column of each row only; one y scale within the target
+            assert bool(ax.get_ylabel()) == (k % cols == 0)
+            assert any(lab.get_visible() and lab.get_text() for lab in ax.get_yticklabels()) == (k % cols == 0)
+            assert ax.get_ylim() == shown[0].get_ylim()
+        assert seen == list(range(7))  # each source in exactly one panel, in the table's order
+        # panels fill the rows left to right, top to bottom
+        x0 = [round(a.get_position().x0, 3) for a in shown]
+        y0 = [round(a.get_position().y0, 3) for a in shown]
+        assert len(set(x0)) == cols and len(set(y0)) == per
+        assert y0 == sorted(y0, reverse=True) and x0[:cols] == sorted(x0[:cols])
+    # the head of each block sits above its panels
+    head_h, head_m = (sub._suptitle.get_window_extent() for sub in fig.subfigs)
+    assert head_h.y0 > max(a.get_window_extent().y1 for a in fig.subfigs[0].axes if a.get_visible())
+    assert head_m.y0 > max(a.get_window_extent().y1 for a in fig.subfigs[1].axes if a.get_visible())
 
 
 def test_the_clip_check_finds_clipped_text():

@@ -49,6 +49,8 @@ MAX_PAIR_LINES = 12
 DEFAULT_DPI = 300
 #: figure widths in inches: a journal's single column (89 mm) and double column (183 mm)
 WIDTHS = {"single": 89 / 25.4, "double": 183 / 25.4}
+#: small multiples (one panel per source) wrap into rows rather than get narrower than this, in inches
+PANEL_MIN_WIDTH = 1.6
 _METHOD_NAMES = {"pearson": "Pearson r", "spearman": "Spearman ρ", "kendall": "Kendall τ", "tau_a": "Kendall τa"}
 _FONT = {"font.size": 8.0, "axes.titlesize": 9.0, "axes.labelsize": 8.0, "legend.fontsize": 7.0}
 _HATCHES = ("////", "\\\\\\\\", "xxxx", "....")  # random sources of one architecture: one pattern each
@@ -1031,8 +1033,9 @@ def plot_model_comparison(
       ``result.pairwise`` or ``pairwise``.
     * ``kind="curve"``: a layer-depth curve per source, the interval as a band; filled markers are
       significant vs zero, open ones not. ``depth="layers"``: one panel per source, each on its own
-      layer names (small multiples); ``depth="relative"``: all sources on one axis of relative depth
-      (layer index / (number of layers − 1)), the layers named in the caption.
+      layer names (small multiples, wrapped into rows, a block per target headed by its name, when the
+      width gives a panel less than :data:`PANEL_MIN_WIDTH` inches); ``depth="relative"``: all sources
+      on one axis of relative depth (layer index / (number of layers − 1)), the layers named in the caption.
 
     Args:
         title: the figure's title (the analysis); the details go to the caption.
@@ -1063,8 +1066,7 @@ def plot_model_comparison(
     styles = source_styles(src_j, random=_is_random(joined, src_j), families=_families(joined, src_j), colors=colors)
     uniq = list(dict.fromkeys(src_j))
     small_multiples = kind == "curve" and depth == "layers" and len(uniq) > 1
-    ncols = len(uniq) if small_multiples else len(targets)
-    nrows = len(targets) if small_multiples else 1
+    nrows, ncols = _panel_shape(len(targets), len(uniq), small_multiples, width, figsize)
     if ax is not None and (nrows * ncols > 1):
         raise VisrepsError(
             "ax= takes one panel; this figure has "
@@ -1094,6 +1096,62 @@ def plot_model_comparison(
         )
 
 
+def _panel_shape(n_targets: int, n_sources: int, small: bool, width: Any, figsize: Any) -> tuple[int, int]:
+    """Rows and columns of panels: one per target, or (small multiples) one per source per target, wrapped
+    into rows of as many as give each at least :data:`PANEL_MIN_WIDTH` inches of the width."""
+    if not small:
+        return 1, n_targets
+    fit = figure_width(width) if figsize is None else float(figsize[0])
+    ncols = n_sources if fit is None else min(n_sources, max(1, int(fit // PANEL_MIN_WIDTH)))
+    return n_targets * -(-n_sources // ncols), ncols
+
+
+def _tall_enough(fig: Figure, panels: list, rows: int, min_height: float = 1.1, tries: int = 8) -> None:
+    """Grow the figure's height until every panel's plot area is at least ``min_height`` inches tall.
+
+    Long wrapped titles and tilted layer names take their room from the plot areas of a fixed-width
+    figure; the ``rows`` rows of panels share each inch added. A layout that collapsed for lack of
+    room (constrained layout then places nothing) first gets 15 % more height.
+    """
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for _ in range(tries):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            FigureCanvasAgg(fig).draw()
+        h = fig.get_figheight()
+        if any("collapsed" in str(w.message) for w in caught):
+            fig.set_figheight(min(60.0, h * 1.15))
+            continue
+        short = min_height - min(a.get_window_extent().height for a in panels) / fig.dpi
+        if short <= 0.02:
+            return
+        fig.set_figheight(min(60.0, h + 1.1 * short * rows))
+
+
+def _panel_grid(fig: Figure, target_names: list, nrows: int, ncols: int, wrap: int) -> Any:
+    """The comparison's axes (an ``nrows`` × ``ncols`` object array of Axes) with a shared y axis.
+
+    ``wrap`` > 0 (the number of sources, when they take several rows per target): each target gets a
+    block of rows of its own (a subfigure headed by the target's name), the y axis shared within it,
+    and the slots past the last source hidden.
+    """
+    if not wrap:
+        return fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    per = nrows // len(target_names)
+    blocks = []
+    for sub, name in zip(fig.subfigures(len(target_names), 1, squeeze=False)[:, 0], target_names):
+        block = sub.subplots(per, ncols, squeeze=False, sharey=True)
+        for a in block.flat[wrap:]:
+            a.set_visible(False)
+        if len(target_names) > 1:
+            sub.suptitle(_wrap(str(name), _chars(fig.get_figwidth(), 9)), fontsize=9, fontweight="bold")
+        blocks.append(block)
+    return np.vstack(blocks)
+
+
 def _comparison_figure(
     targets, styles, names, uniq, kind, error, depth, small, shape, *, title, ylabel, ax, width, figsize, save
 ) -> Figure:
@@ -1103,11 +1161,12 @@ def _comparison_figure(
         default_w = min(30.0, max(3.5, 1.2 + (0.32 * n_bars + 0.6) * ncols))
     else:
         default_w = min(30.0, max(3.5, 1.8 * ncols + 1.0)) if small else 5.0 * ncols
-    size = _size(width, figsize, default_w, 3.2 * nrows + 0.6)
+    wrapped = small and ncols < len(uniq)
+    size = _size(width, figsize, default_w, (2.0 if wrapped else 3.2) * nrows + 0.6)
     owned = ax is None
     if owned:
         fig = _figure(size)
-        axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+        axes = _panel_grid(fig, [t[0] for t in targets], nrows, ncols, len(uniq) if wrapped else 0)
     else:
         fig = _root(ax)
         axes = np.array([[ax]])
@@ -1115,7 +1174,9 @@ def _comparison_figure(
     for ti, (tname, df, pw) in enumerate(targets):
         src = _sources(df)
         nc = _ceiling(df)
-        panels = [(axes[ti, k], s) for k, s in enumerate(uniq)] if small else [(axes[0, ti], None)]
+        per = int(nrows) // len(targets)  # rows of panels per target
+        at = [(ti * per + k // int(ncols), k % int(ncols)) for k in range(len(uniq))]
+        panels = [(axes[r, c], s) for (r, c), s in zip(at, uniq)] if small else [(axes[0, ti], None)]
         for a, only in panels:
             if nc is not None:
                 a.axhspan(nc[0], nc[1], color="0.86", linewidth=0, zorder=0, label="noise ceiling")
@@ -1126,7 +1187,7 @@ def _comparison_figure(
                 rows = np.flatnonzero(np.asarray(src) == only)
                 if len(rows):
                     _draw_curve(a, df, rows, styles[only], error, depth, source=str(only))
-                if ti == 0:
+                if ti == 0 or wrapped:  # in rows of their own, every panel names its source
                     fs = 8 if ncols < 5 else 7
                     a.set_title(_wrap(names[only], _chars((fig.get_figwidth() - 0.9) / ncols, fs)), fontsize=fs)
             else:
@@ -1144,8 +1205,11 @@ def _comparison_figure(
     what = _METHOD_NAMES.get(str(attrs.get("method", "")), str(attrs.get("method") or "score"))
     yl = ylabel or f"{what} with the reference" + ("\n(mean over subjects)" if attrs.get("n_subjects", 1) > 1 else "")
     for row in range(nrows):
-        head = f"{targets[row][0]}: " if small and len(targets) > 1 else ""
-        axes[row, 0].set_ylabel(_wrap(head + yl, 40) if "\n" not in yl else head + yl)
+        head = f"{targets[row][0]}: " if small and len(targets) > 1 and not wrapped else ""
+        if wrapped:  # one label per row of panels: no taller than the row
+            axes[row, 0].set_ylabel(_wrap(" ".join(yl.split()), 22))
+        else:
+            axes[row, 0].set_ylabel(_wrap(head + yl, 40) if "\n" not in yl else head + yl)
     if title:
         if owned:
             fig.suptitle(_wrap(title, _chars(fig.get_figwidth(), 9)), fontsize=9)
@@ -1169,6 +1233,8 @@ def _comparison_figure(
             ]
             lines.append(f"{names[s]}: {', '.join(layers)}.")
     _set_caption(fig, lines)
+    if wrapped and owned:
+        _tall_enough(fig, [a for a in axes.flat if a.get_visible()], rows=nrows)
     out, dpi, fmt, caption = save
     _save(fig, out, dpi, fmt, caption, owned=owned, grow=figure_width(width) is None and figsize is None)
     return fig
