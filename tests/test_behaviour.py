@@ -205,7 +205,7 @@ def test_cli_odd_one_out_tables_figure_and_refusals(folder, tmp_path):
     assert df.loc[0, "ci_low"] == expect.loc[0, "ci_low"] and df.loc[0, "ceiling"] == 1.0
     assert len(pd.read_csv(per)) == 35
     assert out.with_suffix(".png").stat().st_size > 1000
-    assert not list(tmp_path.rglob("*.partial"))
+    assert not list(tmp_path.rglob("*.partial*"))
     again = run_cli("odd-one-out", folder, tmp_path / "t.npy", "--out", out)
     assert again.exit_code == 2 and "already exist" in again.output and "--overwrite" in again.output
     same = run_cli(
@@ -218,7 +218,7 @@ def test_cli_odd_one_out_tables_figure_and_refusals(folder, tmp_path):
         tmp_path / "t.npy",
         "--overwrite",
     )
-    assert same.exit_code == 2 and "is an input of this command" in same.output
+    assert same.exit_code == 2 and "is an input of this run" in same.output
     bad = run_cli("odd-one-out", folder, tmp_path / "nothere.csv", "--out", tmp_path / "y.csv")
     assert bad.exit_code == 2 and "does not exist" in bad.output and "Traceback" not in bad.output
 

@@ -10,39 +10,23 @@ the file's suffix).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import VisrepsError
+from .plotting import DEFAULT_DPI, FIGURE_FORMATS, _figure
+from .plotting import _save as _save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
-
-
-def _figure(figsize: Any) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize, layout="constrained")
+FORMATS = FIGURE_FORMATS  # one list of figure formats (visreps.plotting)
 
 
 def _save(fig: Figure, out: str | os.PathLike | None, dpi: Any, fmt: str | None) -> None:
-    if out is None:
-        return
-    path = Path(out).expanduser()
-    f = (fmt or path.suffix.lstrip(".")).lower().lstrip(".")
-    if f not in FORMATS:
-        raise VisrepsError(
-            f"cannot save a figure as {str(path)!r}: format {f or '(none)'!r} is not supported; "
-            f"end the file name with one of {', '.join('.' + x for x in FORMATS)}"
-        )
-    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or dpi <= 0:
-        raise VisrepsError(f"dpi must be a positive number, got {dpi!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="jpeg" if f == "jpg" else f, facecolor="white")
+    """Grow the figure until nothing sticks out, then write it under a partial name (visreps.plotting's way)."""
+    _save_figure(fig, out, dpi, fmt)
 
 
 def _table(obj: Any, attr: str, need: set[str], what: str):
@@ -65,7 +49,7 @@ def plot_odd_one_out(
     out: str | os.PathLike | None = None,
     *,
     title: str | None = None,
-    dpi: int = 200,
+    dpi: int = DEFAULT_DPI,
     figsize: tuple[float, float] | None = None,
     format: str | None = None,
 ) -> Figure:
@@ -107,7 +91,7 @@ def plot_frrsa(
     out: str | os.PathLike | None = None,
     *,
     title: str | None = None,
-    dpi: int = 200,
+    dpi: int = DEFAULT_DPI,
     figsize: tuple[float, float] | None = None,
     format: str | None = None,
 ) -> Figure:
@@ -143,7 +127,7 @@ def plot_partition(
     *,
     max_targets: int = 30,
     title: str | None = None,
-    dpi: int = 200,
+    dpi: int = DEFAULT_DPI,
     figsize: tuple[float, float] | None = None,
     format: str | None = None,
 ) -> Figure:
@@ -197,7 +181,7 @@ def plot_timecourse(
     *,
     time_unit: str = "",
     title: str | None = None,
-    dpi: int = 200,
+    dpi: int = DEFAULT_DPI,
     figsize: tuple[float, float] | None = None,
     format: str | None = None,
 ) -> Figure:

@@ -1,26 +1,24 @@
 """The behaviour and time commands of the ``visreps`` CLI: ``odd-one-out``, ``frrsa``, ``partition``, ``time-rsa``.
 
-Every command plans all the files it writes before any work (an existing file is an error without
-``--overwrite``; an input file, or a file inside an input folder, is never an output), writes each
-under a partial name (``.<name>.partial``) and renames it when complete. Tables are CSV at full
-precision. Heavy modules are imported inside the commands.
+Every command plans all the files it writes before any work and writes them as one transaction
+(:class:`visreps.outputs.OutputPlan`, as ``rsa``, ``compare`` and ``encode`` do): an existing file is an error
+without ``--overwrite``, an input file (or a file inside an input folder) is never an output, every file is
+written under a partial name and all are renamed together at the end. Tables are CSV at full precision.
+Heavy modules are imported inside the commands.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from ._base import overwrite_option, refuse_to_replace, split_list
+from ._base import check_figure_path, echo_replaced, overwrite_option, split_list
+from ._base import plan_outputs as _plan_outputs
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-PLOT_FORMATS = ("png", "pdf", "svg", "jpg")
-
 
 # --------------------------------------------------------------------------- shared pieces
 
@@ -29,7 +27,7 @@ def _outputs_options(default_out: str) -> Callable[[F], F]:
     def deco(f: F) -> F:
         f = overwrite_option(f)
         f = click.option(
-            "--dpi", type=click.IntRange(min=10), default=200, show_default=True, help="Resolution of PNG/JPG figures."
+            "--dpi", type=click.IntRange(min=10), default=300, show_default=True, help="Resolution of raster figures."
         )(f)
         f = click.option("--no-plot", is_flag=True, help="Only write the tables.")(f)
         f = click.option(
@@ -37,7 +35,7 @@ def _outputs_options(default_out: str) -> Callable[[F], F]:
             "plot_path",
             type=click.Path(dir_okay=False),
             default=None,
-            help="Figure file (.png/.pdf/.svg/.jpg; default: the table's name with .png).",
+            help="Figure file (.png/.pdf/.svg/.eps/.tiff/.jpg; default: the table's name with .png).",
         )(f)
         f = click.option(
             "--out",
@@ -60,56 +58,30 @@ def _figure_path(table: Path, plot_path: str | None, no_plot: bool) -> Path | No
     if no_plot:
         return None
     p = Path(plot_path) if plot_path else table.with_suffix(".png")
-    fmt = p.suffix.lower().lstrip(".")
-    if fmt not in PLOT_FORMATS:
-        raise click.BadParameter(f"{p}: end the figure's name with one of .png, .pdf, .svg, .jpg", param_hint="--plot")
+    check_figure_path(p, "--plot")  # a format of visreps.plotting.FIGURE_FORMATS, before any work
     return p
 
 
-def plan_outputs(outputs: Iterable[Path | None], inputs: Iterable[Any], overwrite: bool, options: str) -> list[Path]:
-    """Check every output before any work: no input file (nor a file inside an input folder) is an output,
-    no two outputs are one file, and existing files are replaced only with ``--overwrite``."""
-    from ..errors import VisrepsError
-
-    outs = [Path(p) for p in outputs if p is not None]
-    resolved = [p.expanduser().resolve() for p in outs]
-    if len(set(resolved)) != len(resolved):
-        raise VisrepsError(f"two outputs are one file ({', '.join(map(str, outs))}); choose different {options}")
+def plan_outputs(outputs: Iterable[Path | None], inputs: Iterable[Any], overwrite: bool, options: str) -> Any:
+    """The checked output plan (:class:`visreps.outputs.OutputPlan`) of a command, before any work: ``inputs`` are
+    files and folders it reads (every existing file of an input folder is an input too)."""
+    files: list[Any] = []
+    trees: list[Any] = []
     for item in inputs:
         if item is None:
             continue
-        src = Path(item).expanduser().resolve()
-        for p, r in zip(outs, resolved):
-            if r == src or (src.is_dir() and r.parent == src and r.exists()):
-                raise VisrepsError(f"{p} is an input of this command; choose another {options}")
-    refuse_to_replace(outs, overwrite, options)
-    return outs
+        (trees if Path(item).expanduser().is_dir() else files).append(item)
+    return _plan_outputs([p for p in outputs if p is not None], overwrite, options, inputs=files, trees=trees)
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
+def write_table(plan: Any, df: Any, path: Path) -> None:
+    """The table as CSV at full precision, through the plan (a partial name, renamed with the run's files)."""
+    plan.write(path, lambda p: df.to_csv(p, index=False))
 
 
-def write_table(df: Any, path: Path) -> None:
-    """The table as CSV at full precision, under a partial name, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial(path)
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_figure(plot: Callable[..., Any], result: Any, path: Path, **kw: Any) -> None:
-    """Draw with ``plot(result, partial_path, format=...)`` and rename the file when complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial(path)
-    try:
-        plot(result, tmp, format=path.suffix.lstrip("."), **kw)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def write_figure(plan: Any, plot: Callable[..., Any], result: Any, path: Path, **kw: Any) -> None:
+    """Draw with ``plot(result, partial_path, format=...)`` through the plan."""
+    plan.write(path, lambda p: plot(result, p, format=path.suffix.lstrip("."), **kw))
 
 
 def _echo_table(df: Any, drop: Iterable[str] = ()) -> None:
@@ -171,19 +143,22 @@ def odd_one_out(
     table = Path(out)
     fig = _figure_path(table, plot_path, no_plot)
     extra = Path(per_triplet) if per_triplet else None
-    plan_outputs([table, extra, fig], [folder, triplets], overwrite, "--out/--plot/--per-triplet")
+    plan = plan_outputs([table, extra, fig], [folder, triplets], overwrite, "--out/--plot/--per-triplet")
     res = run(
         folder, triplets, layers=split_list(layers), similarity=similarity, n_bootstrap=n_bootstrap, ci=ci, seed=seed
     )
-    write_table(res.table, table)
-    if extra is not None:
-        write_table(res.per_triplet, extra)
     _echo_table(res.table, drop=("label", "model"))
     msg = f"table → {table}" + (f", per triplet → {extra}" if extra else "")
-    if fig is not None:
-        n = int(res.table["n_triplets"].iloc[0])
-        write_figure(plot_odd_one_out, res, fig, dpi=dpi, title=f"odd-one-out: {n} triplets ({similarity})")
-        msg += f", figure → {fig}"
+    with plan:  # under partial names, renamed together at the end
+        write_table(plan, res.table, table)
+        if extra is not None:
+            write_table(plan, res.per_triplet, extra)
+        if fig is not None:
+            n = int(res.table["n_triplets"].iloc[0])
+            title = f"odd-one-out: {n} triplets ({similarity})"
+            write_figure(plan, plot_odd_one_out, res, fig, dpi=dpi, title=title)
+            msg += f", figure → {fig}"
+    echo_replaced(plan)
     click.echo(msg)
 
 
@@ -256,7 +231,7 @@ def time_rsa(folder: str, reference: str, **p: Any) -> None:
     table = Path(p["out"])
     fig = _figure_path(table, p["plot_path"], p["no_plot"])
     peaks, clusters = _sibling(table, "peaks"), _sibling(table, "clusters")
-    plan_outputs([table, peaks, clusters, fig], [folder, reference, p["order"]], p["overwrite"], "--out/--plot")
+    plan = plan_outputs([table, peaks, clusters, fig], [folder, reference, p["order"]], p["overwrite"], "--out/--plot")
     times = _read_times(p["times"])
     ref = load_time_rdms(
         reference, key=p["reference_key"], images=p["order"], times=None if isinstance(times, tuple) else times
@@ -277,16 +252,18 @@ def time_rsa(folder: str, reference: str, **p: Any) -> None:
         alpha=p["alpha"],
         seed=p["seed"],
     )
-    for df, path in ((res.timecourse, table), (res.peaks, peaks), (res.clusters, clusters)):
-        write_table(df, path)
     _echo_table(res.peaks, drop=("label", "model"))
     if res.info["n_subjects"] < 2:
         click.echo("one subject: no cluster test over time (it needs RDMs of 2+ subjects)")
     msg = f"tables → {table}, {peaks}, {clusters}"
-    if fig is not None:
-        title = f"{ref.n_subjects} subject(s), {res.info['n_images']} images, {p['rdm_method']} RDMs"
-        write_figure(plot_timecourse, res, fig, dpi=p["dpi"], time_unit=p["time_unit"], title=title)
-        msg += f", figure → {fig}"
+    with plan:  # under partial names, renamed together at the end
+        for df, path in ((res.timecourse, table), (res.peaks, peaks), (res.clusters, clusters)):
+            write_table(plan, df, path)
+        if fig is not None:
+            title = f"{ref.n_subjects} subject(s), {res.info['n_images']} images, {p['rdm_method']} RDMs"
+            write_figure(plan, plot_timecourse, res, fig, dpi=p["dpi"], time_unit=p["time_unit"], title=title)
+            msg += f", figure → {fig}"
+    echo_replaced(plan)
     click.echo(msg)
 
 
@@ -323,7 +300,8 @@ def partition(sources: tuple[str, ...], **p: Any) -> None:
     table = Path(p["out"])
     fig = _figure_path(table, p["plot_path"], p["no_plot"])
     subsets, summary = _sibling(table, "subsets"), _sibling(table, "summary")
-    plan_outputs([table, subsets, summary, fig], [*sources, p["responses"], p["order"]], p["overwrite"], "--out/--plot")
+    inputs = [*sources, p["responses"], p["order"]]
+    plan = plan_outputs([table, subsets, summary, fig], inputs, p["overwrite"], "--out/--plot")
     res = variance_partitioning(
         list(sources),
         p["responses"],
@@ -336,13 +314,16 @@ def partition(sources: tuple[str, ...], **p: Any) -> None:
         key=p["key"],
         axes=p["axes"],
     )
-    for df, path in ((res.parts, table), (res.subsets, subsets), (res.summary, summary)):
-        write_table(df, path)
     _echo_table(res.summary)
     msg = f"tables → {table}, {subsets}, {summary}"
-    if fig is not None:
-        write_figure(plot_partition, res, fig, dpi=p["dpi"], title=f"variance partitioning: {', '.join(res.sets)}")
-        msg += f", figure → {fig}"
+    with plan:  # under partial names, renamed together at the end
+        for df, path in ((res.parts, table), (res.subsets, subsets), (res.summary, summary)):
+            write_table(plan, df, path)
+        if fig is not None:
+            title = f"variance partitioning: {', '.join(res.sets)}"
+            write_figure(plan, plot_partition, res, fig, dpi=p["dpi"], title=title)
+            msg += f", figure → {fig}"
+    echo_replaced(plan)
     click.echo(msg)
 
 
@@ -380,11 +361,13 @@ def frrsa(sources: tuple[str, ...], **p: Any) -> None:
     table = Path(p["out"])
     fig = None if p["weighted"] else _figure_path(table, p["plot_path"], p["no_plot"])
     splits = None if p["weighted"] else _sibling(table, "splits")
-    plan_outputs([table, splits, fig], [*sources, p["reference"], p["order"]], p["overwrite"], "--out/--plot")
+    plan = plan_outputs([table, splits, fig], [*sources, p["reference"], p["order"]], p["overwrite"], "--out/--plot")
     if p["weighted"]:
         df = _weighted(sources, p)
-        write_table(df, table)
         _echo_table(df)
+        with plan:
+            write_table(plan, df, table)
+        echo_replaced(plan)
         click.echo(f"table → {table}")
         return
     from ..analysis.frrsa import feature_reweighted_rsa
@@ -401,14 +384,17 @@ def frrsa(sources: tuple[str, ...], **p: Any) -> None:
         key=p["reference_key"],
         order=p["order"],
     )
-    write_table(res.table, table)
     assert splits is not None
-    write_table(res.splits, splits)
     _echo_table(res.table, drop=("label", "model"))
     msg = f"tables → {table}, {splits}"
-    if fig is not None:
-        write_figure(plot_frrsa, res, fig, dpi=p["dpi"], title=f"feature-reweighted RSA ({p['measure']})")
-        msg += f", figure → {fig}"
+    with plan:  # under partial names, renamed together at the end
+        write_table(plan, res.table, table)
+        write_table(plan, res.splits, splits)
+        if fig is not None:
+            title = f"feature-reweighted RSA ({p['measure']})"
+            write_figure(plan, plot_frrsa, res, fig, dpi=p["dpi"], title=title)
+            msg += f", figure → {fig}"
+    echo_replaced(plan)
     click.echo(msg)
 
 
