@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import LayerNotFoundError, VisrepsError, closest
+from .options import PRECISIONS as PRECISIONS
+from .options import RECURRENT_MODES
 from .pooling import POOL_MODES, first_tensor, pool_output
 
 if TYPE_CHECKING:
     from .models import BackendCapture, LoadedModel
-
-RECURRENT_MODES = ("all", "last")
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class _StopForward(Exception):

@@ -71,3 +71,9 @@ def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
         low = name.lower()
         found += [c for c in choices if low and low in c.lower() and c not in found][: n - len(found)]
     return found
+
+
+def closest_hint(name: str, choices: Iterable[str], *, prefix: str = "", lead: str = "; closest: ") -> str:
+    """``"; closest: a, b"`` (each choice after ``prefix``) for the choices most like ``name``, else ``""``."""
+    hint = closest(name, choices)
+    return f"{lead}{', '.join(prefix + h for h in hint)}" if hint else ""

@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import VisrepsError
+from .options import FIGURE_FORMATS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 #: the file formats a figure can be written in (the file name's suffix, or ``format=``)
-FIGURE_FORMATS = ("png", "pdf", "svg", "eps", "tiff", "jpg")
+
 #: the earlier name of :data:`FIGURE_FORMATS`
 FORMATS = FIGURE_FORMATS
 #: formats drawn in pixels, for which ``dpi`` sets the resolution

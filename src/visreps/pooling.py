@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .errors import VisrepsError
-
-POOL_MODES = ("flatten", "none", "avg", "max", "cls", "patch_mean")
+from .options import POOL_MODES as POOL_MODES
 
 
 def first_tensor(out):

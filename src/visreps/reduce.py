@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from .errors import VisrepsError
+from .options import REDUCE_METHODS as METHODS
 
-METHODS = ("srp", "pca")
 PCA_FIT_FILE = "pca_fit.npz"
 DEFAULT_EPS = 0.1
 DEFAULT_PCA_FIT_IMAGES = 1000

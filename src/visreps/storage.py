@@ -37,11 +37,12 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from .errors import DamagedOutputError, LayerNotFoundError, OutputExistsError, VisrepsError, closest
+from .options import FORMATS
 
 if TYPE_CHECKING:
     import h5py
 
-FORMATS = ("npy", "hdf5", "mat", "pt", "txt")
+
 SUFFIX = {"npy": ".npy", "mat": ".mat", "pt": ".pt", "txt": ".txt"}
 H5_NAME = "features.h5"
 MANIFEST = "manifest.csv"

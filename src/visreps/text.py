@@ -33,8 +33,8 @@ import numpy as np
 from .data import ImageItem
 from .errors import VisrepsError
 from .extraction import Batch, Job, run
+from .options import TEXT_POOL_MODES
 
-TEXT_POOL_MODES = ("eot", "flatten", "none")
 DEFAULT_TEXT_LAYER = "text_embedding"
 
 

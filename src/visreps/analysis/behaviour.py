@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import VisrepsError
+from ..options import OOO_SIMILARITIES as SIMILARITIES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-SIMILARITIES = ("dot", "cosine")
+
 #: the column of a triplet table that names the human's odd one out
 CHOICE_COLUMN = "choice"
 TRIPLET_SUFFIXES = (".csv", ".tsv", ".txt", ".npy")

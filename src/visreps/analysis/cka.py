@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import VisrepsError
+from ..options import CKA_KERNELS as KERNELS
 from ._source import FeatureSource, stream_gram
 from .rsa import median_distance, sqdist_from_gram
 
 if TYPE_CHECKING:
     import pandas as pd
 
-KERNELS = ("linear", "rbf")
 
 # use the feature-space formula for linear CKA when both layers are this narrow (p, q) and n > p + q
 _FEATURE_SPACE_MAX_BYTES = 512 * 2**20

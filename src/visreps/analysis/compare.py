@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 
 from ..errors import VisrepsError
+from ..options import SESSIONS
 from ._files import FileArray, check_file, read_array
 from .rsa import (
     RDMCorrelation,
@@ -56,7 +57,7 @@ REFERENCE_SUFFIXES = (".npy", ".npz", ".mat", ".csv", ".tsv", ".txt", ".dat")
 #: formats of reference RDMs and per-subject stacks: :data:`REFERENCE_SUFFIXES` plus HDF5 (also rsatoolbox's
 #: ``RDMs.save(path, file_type="hdf5")``)
 STACK_SUFFIXES = (*REFERENCE_SUFFIXES, ".h5", ".hdf5")
-SESSIONS = ("mean", "keep")
+
 _REF_LAYOUT = (
     "a reference RDM file holds one row of numbers per condition; cells that are not numbers may only be a header "
     "row and a first column of condition names"

@@ -62,6 +62,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import VisrepsError
+from ..options import ENCODING_MODELS as METHODS
+from ..options import INNER_CV as INNER
+from ..options import SOLVERS
 from ._source import FeatureSource, resolve_device, stream_gram
 from .responses import Responses, as_responses, clean_targets, load_responses, match_images
 
@@ -70,9 +73,7 @@ if TYPE_CHECKING:
 
     from .compare import FeatureSet
 
-METHODS = ("ridge", "pls", "banded")
-INNER = ("loo", "kfold")
-SOLVERS = ("auto", "kernel", "primal")
+
 #: default ridge penalties: 10⁻² … 10⁸, one per decade
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 8, 11))
 _TARGET_CHUNK_BYTES = 32 * 2**20

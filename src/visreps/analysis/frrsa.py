@@ -41,12 +41,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import VisrepsError
+from ..options import CORRELATIONS as SCORES
+from ..options import FRRSA_MEASURES as MEASURES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-MEASURES = ("sqeuclidean", "dot")
-SCORES = ("pearson", "spearman")
+
 WEIGHTED_METHODS = ("corr", "cosine")
 #: frrsa's default candidates for the non-negative fit
 DEFAULT_HYPERPARAMS = (1e-1, 1e0, 1e1, 5e1, 1e2, 5e2, 1e3, 4e3, 7e3, 1e4, 3e4, 5e4, 7e4, 1e5)

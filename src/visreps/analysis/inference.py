@@ -31,14 +31,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import VisrepsError
+from ..options import BOOTSTRAP_FACTORS, CORRECTIONS, TEST_TYPES
 from .ceilings import ceiling_from_vectors, rdm_noise_ceiling, rdm_similarities, subject_vectors
 
 if TYPE_CHECKING:
     import pandas as pd
 
-BOOTSTRAP_FACTORS = ("subjects", "images")
-TEST_TYPES = ("t", "bootstrap")
-CORRECTIONS = ("fdr", "bonferroni", "none")
+
 #: fewest images an image bootstrap accepts (with fewer, too many samples have < 3 distinct images)
 MIN_BOOTSTRAP_IMAGES = 5
 

@@ -32,11 +32,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import VisrepsError
+from ..options import PARTITION_SCALES as SCALES
 
 if TYPE_CHECKING:
     import pandas as pd
-
-SCALES = ("equal", "none")
 
 
 @dataclass

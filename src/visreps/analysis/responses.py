@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VisrepsError
+from ..options import NAN_POLICIES
 from ._files import NAME_VARIABLES, check_file, numbers_to_rows, read_array, read_lines
 
 #: the axes a response array may have, in the order :class:`Responses` keeps them
@@ -51,7 +52,6 @@ _AXIS_ALIASES = {
 RESPONSE_SUFFIXES = (".npy", ".npz", ".mat", ".h5", ".hdf5", ".csv", ".tsv", ".txt")
 __all__ = ["AXES", "NAME_VARIABLES", "Responses", "as_responses", "load_responses", "match_images", "read_order"]
 _TABLE_LAYOUT = "a responses table has one row per image: an optional column of image names, then one number per target"
-NAN_POLICIES = ("error", "drop")
 
 
 @dataclass

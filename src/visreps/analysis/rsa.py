@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import VisrepsError
+from ..options import COMPARISONS
+from ..options import RDM_METHODS as METHODS
 from ._source import FeatureSource, stream_gram
 
-METHODS = ("correlation", "cosine", "euclidean", "sqeuclidean", "gaussian")
-COMPARISONS = ("pearson", "spearman", "kendall", "tau_a")
 _COMPARISON_ALIASES = {
     "tau_b": "kendall",
     "kendall_tau_b": "kendall",

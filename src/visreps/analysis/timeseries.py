@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import VisrepsError
+from ..options import CORRELATIONS as METHODS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-METHODS = ("pearson", "spearman")
+
 TIME_RDM_SUFFIXES = (".npy", ".npz", ".mat", ".h5", ".hdf5")
 
 

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
+from ..options import FIGURE_WIDTHS
 
-FORMATS = ("npy", "hdf5", "mat", "pt", "txt")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def batch_size(value: str) -> int | str:
@@ -192,7 +192,7 @@ def figure_options(f: F) -> F:
     """``--dpi`` (raster figures, default 300) and ``--width single|double`` (a journal's column), for every figure."""
     f = click.option(
         "--width",
-        type=click.Choice(["single", "double"]),
+        type=click.Choice(FIGURE_WIDTHS),
         default=None,
         help="Figure width: a journal's single (89 mm) or double (183 mm) column (default: sized to the content).",
     )(f)

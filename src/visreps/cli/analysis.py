@@ -13,6 +13,16 @@ from typing import Any, TypedDict, TypeVar
 
 import click
 
+from ..options import (
+    CKA_KERNELS,
+    COMPARISONS,
+    CORRECTIONS,
+    DEPTHS,
+    PLOT_KINDS,
+    RDM_FILE_FORMATS,
+    RDM_METHODS,
+    TEST_TYPES,
+)
 from ._base import (
     check_figure_path,
     echo_replaced,
@@ -28,11 +38,6 @@ from ._base import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-RDM_METHODS = ("correlation", "cosine", "euclidean", "sqeuclidean", "gaussian")
-COMPARE_METHODS = ("pearson", "spearman", "kendall", "tau_a")
-RDM_FILE_FORMATS = ("npy", "csv", "txt", "mat")
-PLOT_FORMATS = ("png", "pdf", "svg", "eps", "tiff", "jpg")  # = visreps.plotting.FIGURE_FORMATS (tested)
 
 
 def _parse_source(arg: str) -> tuple[str, list[str] | None]:
@@ -251,7 +256,7 @@ def rsa(
 @click.option(
     "--method",
     "-m",
-    type=click.Choice(COMPARE_METHODS),
+    type=click.Choice(COMPARISONS),
     default="pearson",
     show_default=True,
     help="How RDMs are correlated (upper triangles): pearson, spearman, kendall (tau-b), tau_a.",
@@ -273,14 +278,14 @@ def rsa(
 )
 @click.option(
     "--test-type",
-    type=click.Choice(["t", "bootstrap"]),
+    type=click.Choice(TEST_TYPES),
     default="t",
     show_default=True,
     help="t: t-tests with the bootstrap variance (rsatoolbox's default); bootstrap: from the bootstrap samples.",
 )
 @click.option(
     "--correction",
-    type=click.Choice(["fdr", "bonferroni", "none"]),
+    type=click.Choice(CORRECTIONS),
     default="fdr",
     show_default=True,
     help="Multiple-comparison correction within each family of tests (fdr = Benjamini–Hochberg).",
@@ -289,14 +294,14 @@ def rsa(
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
 @click.option(
     "--figure",
-    type=click.Choice(["bars", "curve"]),
+    type=click.Choice(PLOT_KINDS),
     default="bars",
     show_default=True,
     help="With --noise-ceiling/--bootstrap FACTORS/--test: bars per layer, or a layer-depth curve per model.",
 )
 @click.option(
     "--depth",
-    type=click.Choice(["layers", "relative"]),
+    type=click.Choice(DEPTHS),
     default="layers",
     show_default=True,
     help="--figure curve: each model on its own layer names (one panel per model), or all on a relative depth axis.",
@@ -650,7 +655,7 @@ class _pd_display:
 @click.argument("b", required=False)
 @click.option("--layers-a", default=None, help="Comma-separated layers of A (default: all). Also A::layer1,layer2.")
 @click.option("--layers-b", default=None, help="Comma-separated layers of B (default: all).")
-@click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True)
+@click.option("--kernel", type=click.Choice(CKA_KERNELS), default="linear", show_default=True)
 @click.option("--unbiased", is_flag=True, help="Unbiased HSIC estimator (debiased CKA).")
 @click.option(
     "--sigma", type=float, default=None, help="RBF bandwidth (default: median pairwise distance of each layer)."

@@ -15,6 +15,15 @@ from typing import Any, TypeVar
 
 import click
 
+from ..options import (
+    CORRELATIONS,
+    FRRSA_MEASURES,
+    NAN_POLICIES,
+    OOO_SIMILARITIES,
+    PARTITION_SCALES,
+    TAILS,
+    TIME_RDM_METHODS,
+)
 from ._base import check_figure_path, echo_replaced, overwrite_option, split_list
 from ._base import plan_outputs as _plan_outputs
 
@@ -104,7 +113,7 @@ def _layers_option(f: F) -> F:
 @_layers_option
 @click.option(
     "--similarity",
-    type=click.Choice(["dot", "cosine"]),
+    type=click.Choice(OOO_SIMILARITIES),
     default="dot",
     show_default=True,
     help="Pair similarity: dot product (as gLocal) or cosine; the odd one out is left by the most similar pair.",
@@ -202,15 +211,15 @@ def _read_times(value: str | None) -> Any:
 @click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file: the image of every RDM row.")
 @click.option(
     "--rdm-method",
-    type=click.Choice(["correlation", "cosine", "euclidean", "sqeuclidean"]),
+    type=click.Choice(TIME_RDM_METHODS),
     default="correlation",
     show_default=True,
 )
-@click.option("--method", "-m", type=click.Choice(["spearman", "pearson"]), default="spearman", show_default=True)
+@click.option("--method", "-m", type=click.Choice(CORRELATIONS), default="spearman", show_default=True)
 @click.option("--n-bootstrap", type=click.IntRange(min=0), default=1000, show_default=True)
 @click.option("--n-permutations", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--threshold", type=float, default=None, help="Cluster-forming t threshold (default: MNE's, p = 0.05).")
-@click.option("--tail", type=click.Choice(["1", "0", "-1"]), default="1", show_default=True)
+@click.option("--tail", type=click.Choice(TAILS), default="1", show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
 @click.option("--ci", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -280,12 +289,12 @@ def time_rsa(folder: str, reference: str, **p: Any) -> None:
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option(
     "--scale",
-    type=click.Choice(["equal", "none"]),
+    type=click.Choice(PARTITION_SCALES),
     default="equal",
     show_default=True,
     help="equal: every feature set scaled to unit mean squared centred row norm before joining.",
 )
-@click.option("--nan", type=click.Choice(["error", "drop"]), default="error", show_default=True)
+@click.option("--nan", type=click.Choice(NAN_POLICIES), default="error", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds.")
 @_outputs_options("partition.csv")
 def partition(sources: tuple[str, ...], **p: Any) -> None:
@@ -338,7 +347,7 @@ def partition(sources: tuple[str, ...], **p: Any) -> None:
 @click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file: the image of every RDM row.")
 @click.option(
     "--measure",
-    type=click.Choice(["sqeuclidean", "dot"]),
+    type=click.Choice(FRRSA_MEASURES),
     default="sqeuclidean",
     show_default=True,
     help="Per-channel matrix: sqeuclidean (for dissimilarities) or dot (for similarities).",

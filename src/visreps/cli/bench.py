@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..options import BENCH_ENGINES
 from ._base import quiet_option
 
 
@@ -18,7 +19,7 @@ from ._base import quiet_option
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local"]),
+    type=click.Choice(BENCH_ENGINES),
     default="local",
     show_default=True,
     help="Where the models are extracted (local: this process).",

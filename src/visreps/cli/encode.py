@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ..options import ENCODING_MODELS, INNER_CV, NAN_POLICIES, SOLVERS
 from ._base import (
     echo_replaced,
     figure_options,
@@ -24,8 +25,6 @@ from ._base import (
     split_list,
     write_figure,
 )
-
-PLOT_FORMATS = ("png", "pdf", "svg", "eps", "tiff", "jpg")  # = visreps.plotting.FIGURE_FORMATS (tested)
 
 
 def _alphas(value: str | None) -> list[float] | None:
@@ -60,7 +59,7 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
 @click.option(
     "--method",
     "-m",
-    type=click.Choice(["ridge", "pls", "banded"]),
+    type=click.Choice(ENCODING_MODELS),
     default="ridge",
     show_default=True,
     help="ridge (alpha per target by nested CV), pls (scikit-learn PLSRegression, scale=False), "
@@ -77,7 +76,7 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
 @click.option("--alphas", default=None, help="Comma-separated ridge penalties (default: 1e-2 … 1e8, 11 values).")
 @click.option(
     "--inner",
-    type=click.Choice(["loo", "kfold"]),
+    type=click.Choice(INNER_CV),
     default="loo",
     show_default=True,
     help="How alphas are chosen on the training images: efficient leave-one-out or inner K-fold.",
@@ -97,7 +96,7 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
 )
 @click.option(
     "--nan",
-    type=click.Choice(["error", "drop"]),
+    type=click.Choice(NAN_POLICIES),
     default="error",
     show_default=True,
     help="Responses with NaN: stop with an error, or drop those targets (listed).",
@@ -115,7 +114,7 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds (and ceiling, banded search).")
 @click.option(
     "--solver",
-    type=click.Choice(["auto", "kernel", "primal"]),
+    type=click.Choice(SOLVERS),
     default="auto",
     show_default=True,
     help="kernel: stream the Gram matrix; primal: read the layer; auto: kernel when features ≥ images.",

@@ -6,9 +6,8 @@ from typing import Any
 
 import click
 
-from ._base import FORMATS, batch_size, command_line, go_offline, quiet_option, split_layers, weights_options
-
-POOLS = ("flatten", "none", "avg", "max", "cls", "patch_mean")
+from ..options import ENGINES, FORMATS, POOL_MODES, PRECISIONS, RECURRENT_MODES
+from ._base import batch_size, command_line, go_offline, quiet_option, split_layers, weights_options
 
 
 @click.command()
@@ -28,13 +27,13 @@ POOLS = ("flatten", "none", "avg", "max", "cls", "patch_mean")
     "--pool",
     default="flatten",
     show_default=True,
-    type=click.Choice(POOLS),
+    type=click.Choice(POOL_MODES),
     help="flatten, keep shape (none), global average/max pooling of spatial maps (avg, max), or for "
     "transformer tokens the class token (cls) or the mean of patch tokens (patch_mean).",
 )
 @click.option(
     "--recurrent",
-    type=click.Choice(["all", "last"]),
+    type=click.Choice(RECURRENT_MODES),
     default=None,
     help="For modules that run several times per pass: every time step or the last.",
 )
@@ -50,7 +49,7 @@ POOLS = ("flatten", "none", "avg", "max", "cls", "patch_mean")
     "--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: number of cores)."
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option(
     "--channels-last/--no-channels-last",
     default=None,
@@ -101,7 +100,7 @@ POOLS = ("flatten", "none", "avg", "max", "cls", "patch_mean")
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(ENGINES),
     default="local",
     show_default=True,
     help="local: this process (decoding in --workers processes); ray: a Ray Data pipeline, decoding in Ray "

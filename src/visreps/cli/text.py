@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ._base import FORMATS, command_line, go_offline, quiet_option, split_layers, weights_options
+from ..options import FORMATS, TEXT_POOL_MODES
+from ._base import command_line, go_offline, quiet_option, split_layers, weights_options
 
 
 @click.command("text")
@@ -22,7 +23,7 @@ from ._base import FORMATS, command_line, go_offline, quiet_option, split_layers
     "--pool",
     default="eot",
     show_default=True,
-    type=click.Choice(["eot", "flatten", "none"]),
+    type=click.Choice(TEXT_POOL_MODES),
     help="For per-token layers: the end-of-text token (eot), every position (flatten), or keep the token axis (none).",
 )
 @weights_options
