@@ -527,13 +527,7 @@ def _correlate_vectors(x: np.ndarray, y: np.ndarray, method: str) -> float:
 
 
 def correlate_rdms(
-    a: Any,
-    b: Any,
-    method: str = "pearson",
-    *,
-    n_bootstrap: int = 0,
-    ci: float = 0.95,
-    seed: int | None = 0,
+    a: Any, b: Any, method: str = "pearson", *, n_bootstrap: int = 0, ci: float = 0.95, seed: int | None = 0
 ) -> RDMCorrelation:
     """Correlate two RDMs over their upper triangles (pairs ``i < j``, diagonal excluded).
 
