@@ -9,6 +9,9 @@ in row-major order, the same order as :func:`scipy.spatial.distance.pdist`), and
 All RDM methods are computed from one Gram matrix accumulated over blocks of features with
 matrix products in float64 (BLAS ``dsyrk`` on the CPU, or torch on a CUDA GPU when available), so
 wide layers never need to be in memory and a memory-mapped ``.npy`` is read once.
+
+Each RDM method and each comparison is one function registered under its name in
+:data:`visreps.options` (:func:`rdm_method`, :func:`comparison`), its formula in its docstring.
 """
 
 from __future__ import annotations
