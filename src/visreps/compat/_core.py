@@ -273,20 +273,29 @@ def _probabilities(predictions: Any, n_classes: int = 1000) -> np.ndarray:
 
 
 def run_in_memory(
-    lm: LoadedModel, root: Any, order: list[str], layers: list[str], pool: str, batch_size: int, **options: Any
+    lm: LoadedModel,
+    root: Any,
+    order: list[str],
+    layers: list[str],
+    *,
+    pool: str,
+    batch_size: int,
+    top_k: int | None = None,
+    progress: bool = True,
 ) -> Any:
     """The features of the images ``order`` (relative to ``root``), in memory, as both compatibility layers extract
     them: visreps' engine (:func:`visreps.extraction.prepare`, :func:`~visreps.extraction.run`) keeping the last
-    time step of recurrent layers (``options``: ``top_k``, ``progress``)."""
+    time step of recurrent layers; ``top_k``: the ImageNet predictions too."""
     from ..extraction import prepare, run
 
-    progress = options.pop("progress", True)
-    job = prepare(lm, root, layers=layers, pool=pool, batch_size=batch_size, order=order, recurrent="last", **options)
+    job = prepare(lm, root, layers=layers, pool=pool, batch_size=batch_size, order=order, recurrent="last", top_k=top_k)
     return run(job, out=None, progress=progress)
 
 
 def _engine(lm: LoadedModel, loader: ImageLoader, layers: list[str], pool: str, top_k: int | None) -> Any:
-    return run_in_memory(lm, loader.root, loader.file_names, layers, pool, loader.batch_size, top_k=top_k)
+    return run_in_memory(
+        lm, loader.root, loader.file_names, layers, pool=pool, batch_size=loader.batch_size, top_k=top_k
+    )
 
 
 def _ensemble(lm: LoadedModel, loader: ImageLoader, module_name: str, top_k: int | None) -> tuple[np.ndarray, Any]:

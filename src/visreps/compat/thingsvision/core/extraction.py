@@ -324,7 +324,9 @@ class Extractor:
         per = len(paths) if step is None else step * loader.batch_size
         for start in range(0, len(paths), per):
             order = paths[start : start + per]
-            res = run_in_memory(lm, dataset.root, order, layers, pool, loader.batch_size, progress=False)
+            res = run_in_memory(
+                lm, dataset.root, order, layers, pool=pool, batch_size=loader.batch_size, progress=False
+            )
             arrays = {m: np.asarray(res[m]) for m in layers}
             yield len(arrays[layers[0]]), arrays
 
