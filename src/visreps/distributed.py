@@ -160,7 +160,7 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def _plan_resources(ray, device: str, num_actors: int, cpus_per_actor, gpus_per_actor) -> dict:
+def _plan_resources(ray, device: str | None, num_actors: int, cpus_per_actor, gpus_per_actor) -> dict:
     """Where the actors run (device), what each asks Ray for, and how many torch threads each uses."""
     res = ray.cluster_resources()
     total_cpus = float(res.get("CPU", 0))

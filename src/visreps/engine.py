@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -152,7 +152,7 @@ def batch_source(engine: Any) -> Callable[[Job, Sequence[ImageItem]], Iterable[B
     if isinstance(engine, BatchSource):
         return engine.batches
     if callable(engine):
-        return engine
+        return cast("Callable[[Job, Sequence[ImageItem]], Iterable[Batch]]", engine)
     raise VisrepsError(
         f"engine={engine!r} is not valid: give an object with batches(job, items) (visreps.extraction.Engine), "
         "a function engine(job, items) yielding batches, or 'local'"

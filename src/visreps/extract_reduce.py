@@ -13,7 +13,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def _pca_reducer(job: Job, rspec: ReduceSpec, reduce_fit: Any) -> Reducer:
     from .data import find_images
     from .reduce import DEFAULT_PCA_FIT_IMAGES, check_loaded_fit, load_pca_fit, pca_records
 
-    k = rspec.k
+    k = cast(int, rspec.k)  # a PCA always has its K (only srp:auto leaves it to the data)
     wide = {key: s for key, s in job.shapes.items() if int(np.prod(s)) > k}
     path = None if reduce_fit is None else Path(reduce_fit).expanduser().resolve()
     if path is not None and path.is_file():
@@ -119,8 +119,11 @@ def save_fit(job: Job, folder: Path) -> None:
     from .reduce import PCA_FIT_FILE, save_pca_fit
     from .storage import PARTIAL
 
+    red = job.reducer
+    if red is None:
+        return
     partial = folder / (PCA_FIT_FILE + PARTIAL)
-    save_pca_fit(partial, job.reducer.pca_fits, {**job.reducer.pca_info, "layers": sorted(job.reducer.pca_fits)})
+    save_pca_fit(partial, red.pca_fits, {**red.pca_info, "layers": sorted(red.pca_fits)})
     os.replace(partial, folder / PCA_FIT_FILE)
 
 
