@@ -2,7 +2,8 @@
 
 The driver (the process that calls :func:`extract_ray`) does everything that decides the result
 exactly as a single-process run does: :func:`visreps.extract` checks the options once
-(:class:`visreps.job.ExtractionOptions`), :func:`visreps.extraction.prepare` loads the model, finds and orders the images, plans the layers and builds the metadata, and
+(:class:`visreps.job.ExtractionOptions`), :func:`visreps.extraction.prepare` loads the model, finds
+and orders the images, plans the layers and builds the metadata, and
 :func:`visreps.extraction.run` writes the output folder (resume, progress, interruption, the
 manifest and the finishing touches are the same code). Only the batch source differs:
 
