@@ -74,6 +74,8 @@ def test_parsed_fields():
         o.batch_size = 3  # type: ignore[misc]
     moved = o.adapted(device="cpu", num_workers=0)
     assert (moved.device, moved.num_workers, moved.fmt, o.device) == ("cpu", 0, "hdf5", "auto")
+    with pytest.raises(TypeError, match="no option devise"):
+        o.adapted(devise="cpu")
 
 
 @pytest.mark.parametrize(

@@ -154,7 +154,7 @@ def batch_source(engine: Any) -> Callable[[Job, Sequence[ImageItem]], Iterable[B
     if callable(engine):
         return cast("Callable[[Job, Sequence[ImageItem]], Iterable[Batch]]", engine)
     raise VisrepsError(
-        f"engine={engine!r} is not valid: give an object with batches(job, items) (visreps.extraction.Engine), "
+        f"engine={engine!r} is not valid: give an object with batches(job, items) (visreps.extraction.BatchSource), "
         "a function engine(job, items) yielding batches, or 'local'"
     )
 

@@ -122,6 +122,9 @@ class ExtractionOptions:
 
     def adapted(self, **changes: Any) -> ExtractionOptions:
         """A copy with ``changes`` made by an engine (already valid values: not checked again)."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"ExtractionOptions has no option {', '.join(sorted(unknown))}")
         new = copy.copy(self)
         for name, value in changes.items():
             object.__setattr__(new, name, value)
