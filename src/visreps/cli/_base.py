@@ -247,3 +247,13 @@ def labelled_sources(sources: list[str], labels: Iterable[str]) -> list[str] | d
     if len(keyed) < len(sources):
         raise VisrepsError("--label gives two sources the same name; every source needs its own")
     return keyed
+
+
+def extraction_output_options(f: F) -> F:
+    """``--out/-o``, ``--format``, ``--device`` and ``--overwrite``: the options ``extract`` and ``text`` share."""
+    from ..options import FORMATS
+
+    f = click.option("--overwrite", is_flag=True, help="Replace earlier results in the output folder.")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")(f)
+    f = click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(FORMATS))(f)
+    return click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")(f)
