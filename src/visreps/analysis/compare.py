@@ -362,19 +362,7 @@ def rsa_inference(
         ``model``, ``layer``, ``label`` first, and ``attrs`` with the methods and ``subjects``.
     """
     rdm = RDMOptions(rdm_method, sigma, block_size, device)
-    opts = InferenceOptions(
-        method=method,
-        noise_ceiling=noise_ceiling,
-        bootstrap=bootstrap,
-        n_bootstrap=n_bootstrap,
-        test=test,
-        test_type=test_type,
-        n_permutations=n_permutations,
-        correction=correction,
-        alpha=alpha,
-        ci=ci,
-        seed=seed,
-    )
+    opts = InferenceOptions.pick(locals())  # the options, checked once
     stack = ReferenceStack.load(reference, key=reference_key, sessions=reference_sessions)
     return run_rsa_inference(sources, stack, opts, rdm, layers=layers, reference_order=reference_order)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -322,6 +322,13 @@ class InferenceOptions:
         if "permutation" in self.test:
             object.__setattr__(self, "n_permutations", check_count(self.n_permutations, "n_permutations", 1))
 
+    @classmethod
+    def pick(cls, values: Mapping[str, Any], **override: Any) -> InferenceOptions:
+        """The options named in ``values`` (a function's keyword arguments, the CLI's parameters; other names are
+        left out), with ``override`` on top: checked once, here."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in {**values, **override}.items() if k in names})
+
     def check_subjects(self, n_subjects: int) -> None:
         """The error for a one-subject reference asked for a noise ceiling or a bootstrap over subjects."""
         _check_subjects(n_subjects, self.noise_ceiling, self.bootstrap)
@@ -415,20 +422,7 @@ def rdm_inference(
         VisrepsError: a one-subject reference with ``noise_ceiling`` or a subject bootstrap; mismatched
             numbers of images; too few images to bootstrap; a pairwise test without bootstrap.
     """
-    opts = InferenceOptions(
-        method=method,
-        noise_ceiling=noise_ceiling,
-        bootstrap=bootstrap,
-        n_bootstrap=n_bootstrap,
-        test=test,
-        test_type=test_type,
-        n_permutations=n_permutations,
-        correction=correction,
-        alpha=alpha,
-        ci=ci,
-        seed=seed,
-    )
-    return run_inference(model_rdms, reference, opts)
+    return run_inference(model_rdms, reference, InferenceOptions.pick(locals()))
 
 
 def run_inference(model_rdms: Mapping[str, Any], reference: Any, opts: InferenceOptions) -> RSAInference:

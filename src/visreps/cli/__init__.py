@@ -2,9 +2,9 @@
 
 Every error is one line on stderr and exit code 2; Ctrl-C says what was done and exits 130.
 Each family of commands lives in a module of its own (:mod:`.extract`, :mod:`.models`,
-:mod:`.folders`, :mod:`.text`, :mod:`.rsa`, :mod:`.compare`, :mod:`.cka`...) that imports only :mod:`._base`; this module
-adds them to ``main``. Heavy libraries are imported inside the commands, so ``visreps --help``
-starts fast.
+:mod:`.folders`, :mod:`.text`, :mod:`.rsa`, :mod:`.compare`, :mod:`.cka`...) that imports only
+:mod:`._base`; this module adds them to ``main``. Heavy libraries are imported inside the commands,
+so ``visreps --help`` starts fast.
 """
 
 from __future__ import annotations

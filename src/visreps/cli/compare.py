@@ -61,6 +61,11 @@ def _once(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) ->
     return value[0] if value else None
 
 
+def _given_once(*decls: str, **kw: Any) -> Any:
+    """An option that may be given once (:func:`_once`)."""
+    return click.option(*decls, multiple=True, callback=_once, **kw)
+
+
 # --------------------------------------------------------------------------- the files a run writes
 
 
@@ -131,26 +136,20 @@ def _write_tables(res: Any, table: Path, plan: Any) -> list[Path]:
     default=None,
     help="Comma-separated layers to use from every source (default: all). Per source: FOLDER::layer1,layer2.",
 )
-@click.option(
+@_given_once(
     "--reference",
     "-r",
     type=click.Path(),
-    multiple=True,
-    callback=_once,
     help="Reference RDM (brain/behaviour): a file (.npy, .mat, .csv, .txt, .h5; a (subjects, n, n) stack gives "
     "one RDM per subject) or a folder of per-subject files; compares each layer with it.",
 )
-@click.option(
+@_given_once(
     "--reference-key",
-    multiple=True,
-    callback=_once,
     help="Variable of a .mat/.npz/.h5 reference holding the RDM(s); a struct's field (RDM or RDMs.RDM).",
 )
-@click.option(
+@_given_once(
     "--reference-order",
     type=click.Path(dir_okay=False),
-    multiple=True,
-    callback=_once,
     help="Text file: the image paths of the reference's rows, one per line (default: the names the reference "
     "file holds, else manifest order).",
 )
@@ -335,19 +334,8 @@ def _inference_options(p: dict[str, Any]) -> tuple[int, Any]:
             what = "--bootstrap" if p["bootstrap"] else "--noise-ceiling" if p["noise_ceiling"] else "--test"
             raise click.UsageError(f"{what} needs --reference: a reference RDM to compare the layers with")
         return n_legacy, None
-    opts = InferenceOptions(
-        method=p["method"],
-        noise_ceiling=p["noise_ceiling"],
-        bootstrap=("images",) if n_legacy else value,
-        n_bootstrap=n_legacy or p["n_bootstrap"],
-        test=p["test"],
-        test_type=p["test_type"],
-        n_permutations=p["n_permutations"],
-        correction=p["correction"],
-        alpha=p["alpha"],
-        ci=p["ci"],
-        seed=p["seed"],
-    )
+    bootstrap = ("images",) if n_legacy else value
+    opts = InferenceOptions.pick(p, bootstrap=bootstrap, n_bootstrap=n_legacy or p["n_bootstrap"])
     return n_legacy, opts
 
 
