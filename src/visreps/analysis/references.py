@@ -259,7 +259,7 @@ def load_reference_rdms(
     return got.rdms, list(got.subjects)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ReferenceStack:
     """Per-subject reference RDMs, read and checked once (:meth:`load`) and passed down instead of a path.
 
