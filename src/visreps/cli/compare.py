@@ -299,8 +299,8 @@ def compare(
     named = labelled_sources(srcs, label)
     p = click.get_current_context().params
     n_legacy, opts = _inference_options(p)
-    stack, inference = _reference(p, opts, n_legacy) if opts is not None else (None, False)
     table, formats = Path(out), plot_formats(plot_format)
+    stack, inference = _reference(p, opts, n_legacy) if opts is not None else (None, False)
     planned = _outputs(table, formats, p, opts if inference else None)
     plan = _plan(planned, p, srcs)
     from ..workflows import model_sources
