@@ -247,3 +247,10 @@ def labelled_sources(sources: list[str], labels: Iterable[str]) -> list[str] | d
     if len(keyed) < len(sources):
         raise VisrepsError("--label gives two sources the same name; every source needs its own")
     return keyed
+
+
+def choice_option(
+    *names: str, choices: tuple[str, ...], default: str | None, help: str | None = None
+) -> Callable[[F], F]:
+    """An option taking one of ``choices`` (a tuple of :mod:`visreps.options`), its default shown in ``--help``."""
+    return click.option(*names, type=click.Choice(choices), default=default, show_default=True, help=help)
