@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +67,7 @@ from ..options import INNER_CV as INNER
 from ..options import NAN_POLICIES, SOLVERS
 from ._encoding_tables import GRID_END_SHARE, tables, warn_grid_ends
 from ._folds import check_folds, groups_of, make_folds
+from ._params import LayerSelection, check_choice, check_count
 from ._ridge import (
     KernelDesign,
     PrimalDesign,
@@ -155,19 +156,19 @@ class EncodingModel:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        put("method", _check_choice(self.method, METHODS, "method"))
-        put("inner", _check_choice(self.inner, INNER, "inner"))
-        put("solver", _check_choice(self.solver, SOLVERS, "solver"))
-        put("nan", _check_choice(self.nan, NAN_POLICIES, "nan"))
+        put("method", check_choice(self.method, METHODS, "method"))
+        put("inner", check_choice(self.inner, INNER, "inner"))
+        put("solver", check_choice(self.solver, SOLVERS, "solver"))
+        put("nan", check_choice(self.nan, NAN_POLICIES, "nan"))
         put("alphas", tuple(_check_alphas(self.alphas).tolist()))
         put("folds", _check_fold_option(self.folds))
         uses_inner_folds = self.method == "banded" or self.inner == "kfold"
-        put("inner_folds", _check_count(self.inner_folds, "inner_folds", 2 if uses_inner_folds else None))
-        put("n_components", _check_count(self.n_components, "n_components", 1 if self.method == "pls" else None))
-        put("n_iter", _check_count(self.n_iter, "n_iter", 1 if self.method == "banded" else None))
-        put("ceiling_splits", _check_count(self.ceiling_splits, "ceiling_splits", 1))
+        put("inner_folds", check_count(self.inner_folds, "inner_folds", 2 if uses_inner_folds else None))
+        put("n_components", check_count(self.n_components, "n_components", 1 if self.method == "pls" else None))
+        put("n_iter", check_count(self.n_iter, "n_iter", 1 if self.method == "banded" else None))
+        put("ceiling_splits", check_count(self.ceiling_splits, "ceiling_splits", 1))
         if self.block_size is not None:
-            put("block_size", _check_count(self.block_size, "block_size", 1))
+            put("block_size", check_count(self.block_size, "block_size", 1))
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))):
             raise VisrepsError(f"seed must be an integer, got {self.seed!r}")
         put("device", resolve_device(self.device) or "cpu")  # a bad device is an error before any work
@@ -191,26 +192,6 @@ def _check_alphas(alphas: Any) -> np.ndarray:
     if a.ndim != 1 or a.size == 0 or not np.isfinite(a).all() or (a <= 0).any():
         raise VisrepsError(f"alphas must be positive finite numbers (e.g. numpy.logspace(-2, 8, 11)), got {alphas!r}")
     return a
-
-
-def _check_choice(value: str, choices: Sequence[str], what: str) -> str:
-    v = str(value).lower()
-    if v not in choices:
-        raise VisrepsError(f"{what}={value!r} is not known; use one of {', '.join(choices)}")
-    return v
-
-
-def _check_count(value: Any, what: str, minimum: int | None) -> int:
-    """``value`` as an int; at least ``minimum`` where that is given (the option is used)."""
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise VisrepsError(f"{what} must be a whole number, got {value!r}") from None
-    if isinstance(value, bool) or n != value:
-        raise VisrepsError(f"{what} must be a whole number, got {value!r}")
-    if minimum is not None and n < minimum:
-        raise VisrepsError(f"{what} must be at least {minimum}, got {n}")
-    return n
 
 
 def _check_fold_option(folds: Any) -> int | tuple[Any, ...]:
@@ -347,7 +328,7 @@ def encode(
     features: Any,
     responses: Any,
     *,
-    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    layers: LayerSelection = None,
     method: str = "ridge",
     alphas: Any = DEFAULT_ALPHAS,
     folds: int | Sequence[int] | np.ndarray = 5,
@@ -420,7 +401,7 @@ def run_encoding(
     responses: Any,
     model: EncodingModel,
     *,
-    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    layers: LayerSelection = None,
     groups: Any = None,
     ceiling: Any = None,
     order: Sequence[str] | str | os.PathLike | None = None,

@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import VisrepsError
 from ..options import CORRELATIONS as SCORES
 from ..options import FRRSA_MEASURES as MEASURES
+from ._params import LayerSelection
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -226,7 +227,7 @@ def feature_reweighted_rsa(
     features: Any,
     reference: Any,
     *,
-    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    layers: LayerSelection = None,
     measure: str = "sqeuclidean",
     preprocess: bool = True,
     outer_folds: int = 5,

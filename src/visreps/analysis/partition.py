@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import VisrepsError
 from ..options import PARTITION_SCALES as SCALES
+from ._params import LayerSelection
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,7 +98,7 @@ def variance_partitioning(
     features: Any,
     responses: Any,
     *,
-    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    layers: LayerSelection = None,
     alphas: Any = None,
     folds: int | Sequence[int] | np.ndarray = 5,
     groups: Any = None,

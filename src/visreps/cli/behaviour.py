@@ -258,15 +258,11 @@ def time_rsa(folder: str, reference: str, **p: Any) -> None:
         folder,
         ref,
         layers=split_list(p["layers"]),
-        rdm_method=p["rdm_method"],
-        method=p["method"],
-        n_bootstrap=p["n_bootstrap"],
-        ci=p["ci"],
-        n_permutations=p["n_permutations"],
-        threshold=p["threshold"],
         tail=int(p["tail"]),
-        alpha=p["alpha"],
-        seed=p["seed"],
+        **{
+            k: p[k]
+            for k in ("rdm_method", "method", "n_bootstrap", "ci", "n_permutations", "threshold", "alpha", "seed")
+        },
     )
     _echo_table(res.peaks, drop=("label", "model"))
     if res.info["n_subjects"] < 2:
@@ -316,13 +312,7 @@ def partition(sources: tuple[str, ...], **p: Any) -> None:
         list(sources),
         p["responses"],
         layers=split_list(p["layers"]),
-        folds=p["folds"],
-        seed=p["seed"],
-        scale=p["scale"],
-        nan=p["nan"],
-        order=p["order"],
-        key=p["key"],
-        axes=p["axes"],
+        **{k: p[k] for k in ("folds", "seed", "scale", "nan", "order", "key", "axes")},
     )
     _echo_table(res.summary)
     msg = f"tables → {table}, {subsets}, {summary}"
@@ -376,13 +366,10 @@ def frrsa(sources: tuple[str, ...], **p: Any) -> None:
         list(sources),
         p["reference"],
         layers=split_list(p["layers"]),
-        measure=p["measure"],
         preprocess=not p["no_preprocess"],
         outer_folds=p["folds"],
-        repeats=p["repeats"],
-        seed=p["seed"],
         key=p["reference_key"],
-        order=p["order"],
+        **{k: p[k] for k in ("measure", "repeats", "seed", "order")},
     )
     assert splits is not None
     _echo_table(res.table, drop=("label", "model"))

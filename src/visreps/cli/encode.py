@@ -13,19 +13,7 @@ from typing import Any
 import click
 
 from ..options import ENCODING_MODELS, INNER_CV, NAN_POLICIES, SOLVERS
-from ._base import (
-    choice_option,
-    echo_replaced,
-    figure_options,
-    folder_inputs,
-    label_option,
-    labelled_sources,
-    overwrite_option,
-    plan_outputs,
-    plot_formats,
-    split_list,
-    write_figure,
-)
+from ._base import choice_option, figure_options, label_option, overwrite_option, split_list
 
 
 def _alphas(value: str | None) -> list[float] | None:
@@ -148,6 +136,7 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     from ..analysis.encoding import DEFAULT_ALPHAS, EncodingModel, run_encoding
     from ..analysis.responses import load_responses
     from ..errors import VisrepsError
+    from ._base import folder_inputs, labelled_sources, plan_outputs, plot_formats
 
     if len(paths) < 2:
         raise VisrepsError("give at least one FOLDER and then the RESPONSES file: visreps encode FOLDER RESPONSES")
@@ -240,6 +229,7 @@ R_NOTE = (
 def _write(res: Any, out: Path, plan: Any, kw: dict[str, Any]) -> None:
     """Every planned file under a partial name, then all renamed together (see visreps.outputs)."""
     from ..plotting import figure_caption, plot_encoding
+    from ._base import echo_replaced, write_figure
 
     writers = res.table_writers()
     with plan:
