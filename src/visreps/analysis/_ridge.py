@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,14 +35,16 @@ class _Spectrum:
     complete: bool  # U spans the whole complement of the constant vector
 
 
+@dataclass(eq=False, repr=False)  # no element-wise == or printing of the whole matrix
 class KernelDesign:
-    """A layer as its Gram matrix ``K = X Xᵀ`` (images in response order)."""
+    """A layer as its Gram matrix ``K = X Xᵀ`` (images in response order; ``n`` of them)."""
 
-    kind = "kernel"
+    K: np.ndarray
+    kind: ClassVar[str] = "kernel"
 
-    def __init__(self, K: np.ndarray):
-        self.K = K
-        self.n = K.shape[0]
+    @property
+    def n(self) -> int:
+        return int(self.K.shape[0])
 
     def fold(self, tr: np.ndarray, te: np.ndarray) -> _Spectrum:
         """Centre with the training means (``Kc_ij = K_ij − m_i − m_j + m̄``) and eigendecompose."""
@@ -61,14 +63,16 @@ class KernelDesign:
         return _Spectrum(U, lam, Kte @ U, True)
 
 
+@dataclass(eq=False, repr=False)
 class PrimalDesign:
-    """A layer held in memory as ``X`` (images × features, fewer features than images)."""
+    """A layer held in memory as ``X`` (``n`` images × features, fewer features than images)."""
 
-    kind = "primal"
+    X: np.ndarray
+    kind: ClassVar[str] = "primal"
+    n: int = field(init=False)
 
-    def __init__(self, X: np.ndarray):
-        self.X = X
-        self.n = X.shape[0]
+    def __post_init__(self) -> None:
+        self.n = int(self.X.shape[0])
 
     def fold(self, tr: np.ndarray, te: np.ndarray) -> _Spectrum:
         """SVD of the centred training rows ``Xc = U S Vᵀ``; ``lam = S²``, ``T = (X_te − μ) V S``."""
@@ -252,14 +256,8 @@ def banded_fold(
     Ks_tr = np.stack([d.K[np.ix_(tr, tr)] for d in designs])
     Ks_te = np.stack([d.K[np.ix_(te, tr)] for d in designs])
     params = {"n_iter": int(n_iter), "alphas": np.asarray(alphas), "progress_bar": False}
-    model = MultipleKernelRidgeCV(
-        kernels="precomputed",
-        solver="random_search",
-        solver_params=params,
-        fit_intercept=True,
-        cv=inner_folds,
-        random_state=seed,
-    )
+    search = {"solver": "random_search", "solver_params": params, "cv": inner_folds, "random_state": seed}
+    model = MultipleKernelRidgeCV(kernels="precomputed", fit_intercept=True, **search)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(Ks_tr, Y[tr])

@@ -106,10 +106,10 @@ def write_run(
         for df, path in tables:
             if path is not None:
                 write_table(plan, df, path)
-        if figure is not None and figure[0] is not None:
-            path, plot, result = figure
-            write_figure(plan, plot, result, path, **plot_kw)
-            msg += f", figure → {path}"
+        fig, plot, result = figure or (None, None, None)
+        if fig is not None and plot is not None:
+            write_figure(plan, plot, result, fig, **plot_kw)
+            msg += f", figure → {fig}"
     echo_replaced(plan)
     click.echo(msg)
 
