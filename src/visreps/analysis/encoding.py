@@ -49,6 +49,11 @@ unchanged by a rotation of them, so this is PLS on the raw features, whatever th
 ``method="banded"`` fits banded ridge over all the chosen layers at once (one band each) with
 himalaya's ``MultipleKernelRidgeCV`` on the per-layer Gram matrices (random search of band
 weights, ``inner_folds`` inner folds), and reports each band's weight per target.
+
+Where the pieces live: this module holds the options (:class:`EncodingModel`, checked once), the entry points
+(:func:`encode`, :func:`run_encoding`) and :class:`EncodingResult`; the designs, penalty search and fold solvers are
+in :mod:`visreps.analysis._ridge`, the folds in :mod:`visreps.analysis._folds`, the result tables in
+:mod:`visreps.analysis._encoding_tables` (their public names are importable from here, as before).
 """
 
 from __future__ import annotations

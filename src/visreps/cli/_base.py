@@ -254,3 +254,17 @@ def choice_option(
 ) -> Callable[[F], F]:
     """An option taking one of ``choices`` (a tuple of :mod:`visreps.options`), its default shown in ``--help``."""
     return click.option(*names, type=click.Choice(choices), default=default, show_default=True, help=help)
+
+
+def responses_options(f: F) -> F:
+    """``--order``, ``--key``, ``--axes`` and ``--nan``: how a responses file is read
+    (:mod:`visreps.analysis.responses`), shared by the commands that read one (``encode``, ``partition``)."""
+    from ..options import NAN_POLICIES
+
+    nan_help = "Responses with NaN: stop with an error, or drop those targets (listed)."
+    f = choice_option("--nan", choices=NAN_POLICIES, default="error", help=nan_help)(f)
+    axes_help = "Axes of the responses array, e.g. repetitions,images,targets (default images,targets)."
+    f = click.option("--axes", default=None, help=axes_help)(f)
+    f = click.option("--key", default=None, help="Variable/dataset of an npz/mat/hdf5 responses file.")(f)
+    order_help = "Text file: the image of every response row, one manifest path (or unique file name) per line."
+    return click.option("--order", type=click.Path(dir_okay=False), default=None, help=order_help)(f)

@@ -18,13 +18,12 @@ import click
 from ..options import (
     CORRELATIONS,
     FRRSA_MEASURES,
-    NAN_POLICIES,
     OOO_SIMILARITIES,
     PARTITION_SCALES,
     TAILS,
     TIME_RDM_METHODS,
 )
-from ._base import check_figure_path, choice_option, echo_replaced, overwrite_option, split_list
+from ._base import check_figure_path, choice_option, echo_replaced, overwrite_option, responses_options, split_list
 from ._base import plan_outputs as _plan_outputs
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -281,9 +280,7 @@ def time_rsa(folder: str, reference: str, **p: Any) -> None:
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--responses", "-r", type=click.Path(dir_okay=False), required=True, help="Response file (as encode).")
 @_layers_option
-@click.option("--key", default=None, help="Variable of a .mat/.npz/.h5 response file.")
-@click.option("--axes", default=None, help="Axis names of an N-D response array (as encode).")
-@click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file: the image of every row.")
+@responses_options
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True)
 @choice_option(
     "--scale",
@@ -291,7 +288,6 @@ def time_rsa(folder: str, reference: str, **p: Any) -> None:
     default="equal",
     help="equal: every feature set scaled to unit mean squared centred row norm before joining.",
 )
-@choice_option("--nan", choices=NAN_POLICIES, default="error")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds.")
 @_outputs_options("partition.csv")
 def partition(sources: tuple[str, ...], **p: Any) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from ..options import ENCODING_MODELS, INNER_CV, NAN_POLICIES, SOLVERS
-from ._base import choice_option, figure_options, label_option, overwrite_option, split_list
+from ..options import ENCODING_MODELS, INNER_CV, SOLVERS
+from ._base import choice_option, figure_options, label_option, overwrite_option, responses_options, split_list
 
 
 def _alphas(value: str | None) -> list[float] | None:
@@ -69,24 +69,7 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
     help="How alphas are chosen on the training images: efficient leave-one-out or inner K-fold.",
 )
 @click.option("--inner-folds", type=click.IntRange(min=2), default=5, show_default=True)
-@click.option(
-    "--order",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Text file: the image of every response row, one manifest path (or unique file name) per line.",
-)
-@click.option("--key", default=None, help="Variable/dataset of an npz/mat/hdf5 responses file.")
-@click.option(
-    "--axes",
-    default=None,
-    help="Axes of the responses array, e.g. repetitions,images,targets (default images,targets).",
-)
-@choice_option(
-    "--nan",
-    choices=NAN_POLICIES,
-    default="error",
-    help="Responses with NaN: stop with an error, or drop those targets (listed).",
-)
+@responses_options
 @click.option(
     "--ceiling",
     is_flag=True,
