@@ -207,17 +207,18 @@ def _read_times(value: str | None) -> Any:
     raise VisrepsError(f"--times {value!r} is neither a file of times nor START:STEP (e.g. -0.1:0.01)")
 
 
+#: ``--help`` of ``time-rsa --times``
+TIMES_HELP = (
+    "The time of every point: a text file (one per line) or START:STEP (default: the file's `times`, else 0, 1, ...)."
+)
+
+
 @click.command("time-rsa")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.argument("reference", type=click.Path(dir_okay=False))
 @_layers_option
 @click.option("--reference-key", default=None, help="Variable of a .npz/.mat/.h5 reference holding the RDM stack.")
-@click.option(
-    "--times",
-    default=None,
-    help="The time of every point: a text file (one per line) or START:STEP "
-    "(default: the file's `times`, else 0, 1, ...).",
-)
+@click.option("--times", default=None, help=TIMES_HELP)
 @click.option("--time-unit", default="", help="Unit of the times, for the figure's axis (e.g. s, ms).")
 @click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file: the image of every RDM row.")
 @choice_option("--rdm-method", choices=TIME_RDM_METHODS, default="correlation")

@@ -42,17 +42,17 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
     return read(path, names, n)
 
 
+#: ``--help`` of ``--method``
+METHOD_HELP = (
+    "ridge (alpha per target by nested CV), pls (scikit-learn PLSRegression, scale=False), "
+    "banded (himalaya banded ridge over all layers)."
+)
+
+
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="FOLDER... RESPONSES")
 @click.option("--layers", "-l", default=None, help="Comma-separated layers of every folder (default: all).")
-@choice_option(
-    "--method",
-    "-m",
-    choices=ENCODING_MODELS,
-    default="ridge",
-    help="ridge (alpha per target by nested CV), pls (scikit-learn PLSRegression, scale=False), "
-    "banded (himalaya banded ridge over all layers).",
-)
+@choice_option("--method", "-m", choices=ENCODING_MODELS, default="ridge", help=METHOD_HELP)
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Outer cross-validation folds.")
 @click.option(
     "--groups",
