@@ -49,7 +49,7 @@ class TimeRDMs:
 
     @property
     def n_subjects(self) -> int:
-        return int(self.rdms.shape[0])
+        return len(self.rdms)
 
 
 @dataclass
