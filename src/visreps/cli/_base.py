@@ -249,6 +249,16 @@ def labelled_sources(sources: list[str], labels: Iterable[str]) -> list[str] | d
     return keyed
 
 
+def extraction_output_options(f: F) -> F:
+    """``--out/-o``, ``--format``, ``--device`` and ``--overwrite``: the options ``extract`` and ``text`` share."""
+    from ..options import FORMATS
+
+    f = click.option("--overwrite", is_flag=True, help="Replace earlier results in the output folder.")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")(f)
+    f = click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(FORMATS))(f)
+    return click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")(f)
+
+
 def choice_option(
     *names: str, choices: tuple[str, ...], default: str | None, help: str | None = None
 ) -> Callable[[F], F]:
