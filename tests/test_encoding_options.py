@@ -124,3 +124,14 @@ def test_bad_values_name_the_parameter_before_any_file_is_read(kwargs, message, 
     missing = tmp_path / "no such responses.npy"  # the option's error comes first: nothing is read before the check
     with pytest.raises(VisrepsError, match=message):
         encode(np.zeros((4, 2)), missing, **kwargs)
+
+
+def test_old_import_paths_of_the_split_module_still_work():
+    from visreps.analysis import _encoding_tables, _folds, _ridge, encoding
+
+    for name in ("KernelDesign", "PrimalDesign", "layer_design", "loo_select", "kfold_select", "ridge_fold"):
+        assert getattr(encoding, name) is getattr(_ridge, name)
+    for name in ("pls_fold", "banded_fold", "fold_scores"):
+        assert getattr(encoding, name) is getattr(_ridge, name)
+    assert encoding.make_folds is _folds.make_folds and encoding.GRID_END_SHARE == _encoding_tables.GRID_END_SHARE
+    assert encoding.METHODS is options.ENCODING_MODELS and set(encoding.__all__) <= set(dir(encoding))
