@@ -302,3 +302,17 @@ class pd_display:
 
     def __exit__(self, *exc: Any) -> None:
         self.ctx.__exit__(*exc)
+
+
+def responses_options(f: F) -> F:
+    """``--order``, ``--key``, ``--axes`` and ``--nan``: how a responses file is read
+    (:mod:`visreps.analysis.responses`), shared by the commands that read one (``encode``, ``partition``)."""
+    from ..options import NAN_POLICIES
+
+    nan_help = "Responses with NaN: stop with an error, or drop those targets (listed)."
+    f = choice_option("--nan", choices=NAN_POLICIES, default="error", help=nan_help)(f)
+    axes_help = "Axes of the responses array, e.g. repetitions,images,targets (default images,targets)."
+    f = click.option("--axes", default=None, help=axes_help)(f)
+    f = click.option("--key", default=None, help="Variable/dataset of an npz/mat/hdf5 responses file.")(f)
+    order_help = "Text file: the image of every response row, one manifest path (or unique file name) per line."
+    return click.option("--order", type=click.Path(dir_okay=False), default=None, help=order_help)(f)
