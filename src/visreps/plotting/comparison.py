@@ -12,8 +12,7 @@ import numpy as np
 
 from ..errors import VisrepsError
 from ..options import DEPTHS, PLOT_ERRORS, PLOT_KINDS
-from ._layout import PANEL_MIN_WIDTH, _chars, _figure, _outside_legend, _root, _style, _tall_enough, _wrap
-from ._layout import figure_width
+from ._layout import PANEL_MIN_WIDTH, _chars, _figure, _outside_legend, _root, _style, _tall_enough, _wrap, figure_width
 from ._marks import _ceiling, _draw_bars, _draw_curve, _intervals, _significance_column
 from ._save import DEFAULT_DPI, FigureOptions, _set_caption
 from ._style import _ceiling_patch, _line, _patch, _rename, _sources, _table_styles
@@ -310,7 +309,7 @@ def _draw_target(plan: _Plan, fig: Figure, axes: Any, ti: int) -> int:
     return n_pairs
 
 
-def _draw_own_curve(plan: _Plan, fig: Figure, a: Axes, df: Any, src: list[str], only: str, named: bool) -> None:
+def _draw_own_curve(plan: _Plan, fig: Figure, a: Axes, df: Any, src: list[str], only: Any, named: bool) -> None:
     """One small multiple: source ``only``'s curve on its own layer names, titled with its name when ``named``."""
     rows = np.flatnonzero(np.asarray(src) == only)
     if len(rows):

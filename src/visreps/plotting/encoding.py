@@ -111,7 +111,9 @@ def _encoding_caption(table: Any, score: str, band: str, random: bool) -> list[s
         lines.append(f"{info.get('n_folds') or info.get('folds')}-fold cross-validation.")
     if band:
         lines.append(
-            "Grey band: noise ceiling (mean over targets of √ρ ± SEM)." if band == "band" else "Dashed line: the noise ceiling."
+            "Grey band: noise ceiling (mean over targets of √ρ ± SEM)."
+            if band == "band"
+            else "Dashed line: the noise ceiling."
         )
     if random:
         lines.append("Hatched, lighter: random (untrained) weights.")

@@ -248,15 +248,17 @@ def plot_rdms(
             fig.suptitle(_wrap(title, _chars(w, 9)), fontsize=9)
         if im is not None:
             _colorbar(fig, im, axes, rank, 0.8)
-        how = {"cluster": " ordered by clustering of the first", "category": " grouped by category"}
-        how_text = how.get(order, "") if isinstance(order, str) else ""
-        _set_caption(
-            fig,
-            [f"RDMs of {mats[0].shape[0]} conditions, {len(mats)} panels on one colour scale{' (ranks)' if rank else ''}"
-             f"{how_text}."],
-        )  # fmt: skip
+        _set_caption(fig, [_rdms_caption(mats, rank, order)])
         opts.save(fig)
     return fig
+
+
+def _rdms_caption(mats: list[np.ndarray], rank: bool, order: Any) -> str:
+    """What the grid shows: how many conditions and panels, ranks or values, in which order."""
+    how = {"cluster": " ordered by clustering of the first", "category": " grouped by category"}
+    ordered = how.get(order, "") if isinstance(order, str) else ""
+    n = mats[0].shape[0]
+    return f"RDMs of {n} conditions, {len(mats)} panels on one colour scale{' (ranks)' if rank else ''}{ordered}."
 
 
 def _ordered(items: list[tuple[Any, Any]], rank: bool, order: Any, categories: Any) -> tuple[list[np.ndarray], Any]:
