@@ -23,6 +23,9 @@ The package holds one module per figure kind (:mod:`~visreps.plotting.rdm`, :mod
 :mod:`~visreps.plotting.comparison`, :mod:`~visreps.plotting.encoding`, :mod:`~visreps.plotting.behaviour`) on
 three shared pieces: ``_layout`` (sizes, wrapping, legends, nothing clipped), ``_style`` (a source's colour and
 hatch) and ``_save`` (formats, dpi, captions, partial names). Every public name is importable from here.
+The options every figure takes (``ax``, ``width``, ``dpi``, ``figsize``, ``format``, ``caption``) are declared
+once, as :class:`FigureKwargs`, and checked once, as a :class:`FigureOptions` built on a figure function's first
+line.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ from ._save import (
     DEFAULT_DPI,
     FORMATS,
     RASTER_FORMATS,
+    FigureKwargs,
+    FigureOptions,
+    GridKwargs,
+    SaveKwargs,
     caption_path,
     figure_caption,
     figure_format,
@@ -50,9 +57,13 @@ __all__ = [
     "DEFAULT_DPI",
     "FIGURE_FORMATS",
     "FORMATS",
+    "FigureKwargs",
+    "FigureOptions",
+    "GridKwargs",
     "MAX_PAIR_LINES",
     "PANEL_MIN_WIDTH",
     "RASTER_FORMATS",
+    "SaveKwargs",
     "WIDTHS",
     "caption_path",
     "figure_caption",

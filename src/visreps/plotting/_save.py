@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..errors import VisrepsError
 from ..options import FIGURE_FORMATS
 from ._layout import _fit, _size, figure_width
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 #: the earlier name of :data:`FIGURE_FORMATS`
@@ -93,6 +94,44 @@ def _write(fig: Figure, out: Path, f: str, dpi: float, caption: str | None) -> P
     return out
 
 
+class SaveKwargs(TypedDict, total=False):
+    """How every figure is sized and written: keyword arguments of every figure function (:class:`FigureOptions`).
+
+    Attributes:
+        dpi: resolution of raster formats (default :data:`DEFAULT_DPI`, 300).
+        figsize: the size in inches, overriding ``width`` (default: sized to the content).
+        format: the format when ``out``'s suffix does not say it (one of :data:`FIGURE_FORMATS`).
+    """
+
+    dpi: float
+    figsize: tuple[float, float] | None
+    format: str | None
+
+
+class GridKwargs(SaveKwargs, total=False):
+    """The keyword arguments of a figure of its own (a grid of panels): :class:`SaveKwargs` and
+
+    Attributes:
+        width: ``"single"`` or ``"double"`` journal column (89 or 183 mm), or inches.
+        caption: also write the caption next to the figure (``<name>.txt``); it is always available as
+            :func:`figure_caption`.
+    """
+
+    width: str | float | None
+    caption: bool
+
+
+class FigureKwargs(GridKwargs, total=False):
+    """The keyword arguments of a figure that can be drawn into a user's figure: :class:`GridKwargs` and
+
+    Attributes:
+        ax: draw into these axes (of your own figure) instead of a new figure; the figure is then
+            neither resized nor titled over all its panels.
+    """
+
+    ax: Axes | None
+
+
 @dataclass(frozen=True)
 class FigureOptions:
     """Where and how a figure is drawn and saved: the options every figure function takes, checked once.
@@ -128,6 +167,23 @@ class FigureOptions:
         if self.out is not None:
             object.__setattr__(self, "suffix", figure_format(self.out, self.format))
             _check_dpi(self.dpi)
+
+    @classmethod
+    def checked(
+        cls,
+        function: str,
+        out: str | os.PathLike | None,
+        given: Mapping[str, Any],
+        takes: Any = FigureKwargs,
+        **default,
+    ) -> FigureOptions:
+        """The options of a call of the figure function named ``function``: its ``out`` and the keyword arguments
+        ``given`` (those of the TypedDict ``takes``; another one is a ``TypeError``, as for any function), over
+        its ``default`` ones."""
+        for key in given:
+            if key not in takes.__annotations__:
+                raise TypeError(f"{function}() got an unexpected keyword argument {key!r}")
+        return cls(out, **{**default, **given})
 
     @property
     def owned(self) -> bool:

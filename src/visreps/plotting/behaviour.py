@@ -4,7 +4,7 @@ partitioning and time-resolved RSA.
 As the other figures of :mod:`visreps.plotting`: matplotlib's object API (``matplotlib.figure.Figure``, never
 ``pyplot``), so figures render on headless machines and leave a session's backend alone; every
 function returns the ``Figure`` and saves it when ``out`` is given (the format from ``format`` or
-the file's suffix).
+the file's suffix). Each takes ``dpi``, ``figsize`` and ``format`` (:class:`~visreps.plotting.SaveKwargs`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import numpy as np
 from ..errors import VisrepsError
 from ..options import FIGURE_FORMATS
 from ._layout import _figure
-from ._save import DEFAULT_DPI, FigureOptions
+from ._save import FigureOptions, SaveKwargs
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from typing_extensions import Unpack
 
 FORMATS = FIGURE_FORMATS  # one list of figure formats (visreps.plotting)
 
@@ -60,20 +61,16 @@ def plot_odd_one_out(
     out: str | os.PathLike | None = None,
     *,
     title: str | None = None,
-    dpi: int = DEFAULT_DPI,
-    figsize: tuple[float, float] | None = None,
-    format: str | None = None,
+    **figure: Unpack[SaveKwargs],
 ) -> Figure:
     """Odd-one-out accuracy per layer: bars with the bootstrap interval, chance (1/3) and the noise ceiling.
 
     ``result``: :func:`visreps.analysis.odd_one_out`'s result or its ``table``.
     """
-    opts = FigureOptions(out, dpi=dpi, format=format)
+    opts = FigureOptions.checked("plot_odd_one_out", out, figure, SaveKwargs)
     df = _table(result, "table", {"label", "accuracy"}, "visreps.analysis.odd_one_out")
     labels = _labels(df)
-    if figsize is None:
-        figsize = (max(4.0, 1.4 + 0.5 * len(df)), 4.0)
-    fig, ax = _axes(figsize)
+    fig, ax = _axes(opts.figsize or (max(4.0, 1.4 + 0.5 * len(df)), 4.0))
     x = np.arange(len(df))
     acc = df["accuracy"].to_numpy(dtype=np.float64)
     err = None
@@ -99,19 +96,15 @@ def plot_frrsa(
     out: str | os.PathLike | None = None,
     *,
     title: str | None = None,
-    dpi: int = DEFAULT_DPI,
-    figsize: tuple[float, float] | None = None,
-    format: str | None = None,
+    **figure: Unpack[SaveKwargs],
 ) -> Figure:
     """Feature-reweighted vs classical RSA per layer (and per reference): paired bars."""
-    opts = FigureOptions(out, dpi=dpi, format=format)
+    opts = FigureOptions.checked("plot_frrsa", out, figure, SaveKwargs)
     df = _table(result, "table", {"label", "r", "r_classical"}, "visreps.analysis.feature_reweighted_rsa")
     labels = list(dict.fromkeys(df["label"]))  # one pair of bars per layer: the mean over references
     r = np.array([df.loc[df["label"] == lab, "r"].mean() for lab in labels], dtype=np.float64)
     rc = np.array([df.loc[df["label"] == lab, "r_classical"].mean() for lab in labels], dtype=np.float64)
-    if figsize is None:
-        figsize = (max(4.5, 1.4 + 0.6 * len(labels)), 4.0)
-    fig, ax = _axes(figsize)
+    fig, ax = _axes(opts.figsize or (max(4.5, 1.4 + 0.6 * len(labels)), 4.0))
     x = np.arange(len(labels))
     ax.bar(x - 0.2, rc, width=0.4, color="0.6", label="classical (all pairs)")
     ax.bar(x + 0.2, r, width=0.4, color="tab:orange", label="feature-reweighted (held-out pairs)")
@@ -132,9 +125,7 @@ def plot_partition(
     *,
     max_targets: int = 30,
     title: str | None = None,
-    dpi: int = DEFAULT_DPI,
-    figsize: tuple[float, float] | None = None,
-    format: str | None = None,
+    **figure: Unpack[SaveKwargs],
 ) -> Figure:
     """Variance partitioning as stacked bars: the unique and shared parts of R², per target and their mean.
 
@@ -144,7 +135,7 @@ def plot_partition(
     """
     import matplotlib
 
-    opts = FigureOptions(out, dpi=dpi, format=format)
+    opts = FigureOptions.checked("plot_partition", out, figure, SaveKwargs)
     df = _table(result, "parts", {"target", "part", "r2"}, "visreps.analysis.variance_partitioning")
     wide = df.pivot_table(index="target", columns="part", values="r2", sort=False)
     order = list(dict.fromkeys(df["part"]))
@@ -155,9 +146,7 @@ def plot_partition(
     rows.append(wide.mean(axis=0).to_numpy())
     names.append(f"mean ({len(targets)})")
     V = np.array(rows)
-    if figsize is None:
-        figsize = (max(4.5, 2.5 + 0.4 * len(names)), 4.2)
-    fig, ax = _axes(figsize)
+    fig, ax = _axes(opts.figsize or (max(4.5, 2.5 + 0.4 * len(names)), 4.2))
     colours = matplotlib.colormaps["tab20"]
     x = np.arange(len(names))
     up, down = np.zeros(len(names)), np.zeros(len(names))
@@ -183,9 +172,7 @@ def plot_timecourse(
     *,
     time_unit: str = "",
     title: str | None = None,
-    dpi: int = DEFAULT_DPI,
-    figsize: tuple[float, float] | None = None,
-    format: str | None = None,
+    **figure: Unpack[SaveKwargs],
 ) -> Figure:
     """Time-resolved RSA: one curve per layer with its bootstrap band; significant clusters as bars below.
 
@@ -193,10 +180,10 @@ def plot_timecourse(
     """
     import matplotlib
 
-    opts = FigureOptions(out, dpi=dpi, format=format)
+    opts = FigureOptions.checked("plot_timecourse", out, figure, SaveKwargs)
     df = _table(result, "timecourse", {"label", "time", "r"}, "visreps.analysis.time_resolved_rsa")
     labels = list(dict.fromkeys(df["label"]))
-    fig, ax = _axes(figsize or (7.0, 4.2))
+    fig, ax = _axes(opts.figsize or (7.0, 4.2))
     colours = matplotlib.colormaps["tab10"]
     lo_all = (
         float(np.nanmin(df[["r", "ci_low"]].to_numpy(dtype=np.float64))) if "ci_low" in df else float(df["r"].min())

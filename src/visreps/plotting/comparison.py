@@ -14,12 +14,13 @@ from ..errors import VisrepsError
 from ..options import DEPTHS, PLOT_ERRORS, PLOT_KINDS
 from ._layout import PANEL_MIN_WIDTH, _chars, _figure, _outside_legend, _root, _style, _tall_enough, _wrap, figure_width
 from ._marks import _ceiling, _draw_bars, _draw_curve, _intervals, _significance_column
-from ._save import DEFAULT_DPI, FigureOptions, _set_caption
+from ._save import FigureKwargs, FigureOptions, _set_caption
 from ._style import _ceiling_patch, _line, _patch, _rename, _sources, _table_styles
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from typing_extensions import Unpack
 
 _METHOD_NAMES = {"pearson": "Pearson r", "spearman": "Spearman ρ", "kendall": "Kendall τ", "tau_a": "Kendall τa"}
 
@@ -112,12 +113,7 @@ def plot_model_comparison(
     ylabel: str | None = None,
     labels: Mapping[str, str] | Sequence[str] | None = None,
     colors: Mapping[str, Any] | Sequence[Any] | str | None = None,
-    ax: Axes | None = None,
-    width: str | float | None = None,
-    dpi: int = DEFAULT_DPI,
-    figsize: tuple[float, float] | None = None,
-    format: str | None = None,
-    caption: bool = False,
+    **figure: Unpack[FigureKwargs],
 ) -> Figure:
     """The standard model-comparison figure: scores with error bars, the noise-ceiling band, significance marks.
 
@@ -147,15 +143,14 @@ def plot_model_comparison(
         title: the figure's title (the analysis); the details go to the caption.
         labels: display names: a dict source label (or model id) → name, or a list in the sources' order.
         colors: a dict source → colour, a list of colours or a colormap name (default ``tab10``).
-        ax: draw into these axes (one target; bars, or curves with ``depth="relative"``).
-        width: ``"single"`` or ``"double"`` journal column, or inches.
-        caption: also write the caption next to the figure (``<name>.txt``); it is always
-            available as :func:`figure_caption`.
+        **figure: ``ax`` (one target; bars, or curves with ``depth="relative"``), ``width``, ``dpi``,
+            ``figsize``, ``format``, ``caption`` (:class:`~visreps.plotting.FigureKwargs`); the caption is
+            always available as :func:`figure_caption`.
 
     Returns:
         the ``matplotlib.figure.Figure`` (saved to ``out`` when given; format from its suffix).
     """
-    opts = FigureOptions(out, ax, width, dpi, figsize, format, caption)
+    opts = FigureOptions.checked("plot_model_comparison", out, figure)
     plan = _plan(result, pairwise, kind, error, depth, labels, colors, opts)
     with _style():
         return _comparison_figure(plan, opts, title=title, ylabel=ylabel)
@@ -368,12 +363,7 @@ def plot_reference_comparison(
     title: str | None = None,
     labels: Mapping[str, str] | Sequence[str] | None = None,
     colors: Mapping[str, Any] | Sequence[Any] | str | None = None,
-    ax: Axes | None = None,
-    width: str | float | None = None,
-    dpi: int = DEFAULT_DPI,
-    figsize: tuple[float, float] | None = None,
-    format: str | None = None,
-    caption: bool = False,
+    **figure: Unpack[FigureKwargs],
 ) -> Figure:
     """Bars of each feature set's correlation with the reference RDM(s), with CI whiskers: one panel per reference.
 
@@ -383,7 +373,7 @@ def plot_reference_comparison(
     """
     import pandas as pd
 
-    opts = FigureOptions(out, ax, width, dpi, figsize, format, caption)
+    opts = FigureOptions.checked("plot_reference_comparison", out, figure)
     df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
     if not {"label", "r"} <= set(df.columns):
         raise VisrepsError("the table needs the columns 'label' and 'r' (the result of compare_to_reference)")

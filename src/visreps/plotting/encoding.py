@@ -10,12 +10,13 @@ import numpy as np
 
 from ..errors import VisrepsError
 from ._layout import _names_below, _new_or_given, _outside_legend, _style, _title, _wrap
-from ._save import DEFAULT_DPI, FigureOptions, _set_caption
+from ._save import FigureKwargs, FigureOptions, _set_caption
 from ._style import _bars, _ceiling_patch, _line_handle, _patch, _rename, _table_styles
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from typing_extensions import Unpack
 
 
 def plot_encoding(
@@ -27,12 +28,7 @@ def plot_encoding(
     title: str | None = None,
     labels: Mapping[str, str] | Sequence[str] | None = None,
     colors: Mapping[str, Any] | Sequence[Any] | str | None = None,
-    ax: Axes | None = None,
-    width: str | float | None = None,
-    dpi: int = DEFAULT_DPI,
-    figsize: tuple[float, float] | None = None,
-    format: str | None = None,
-    caption: bool = False,
+    **figure: Unpack[FigureKwargs],
 ) -> Figure:
     """Encoding scores per layer: bars of the mean over targets with ±SEM error bars, and the ceiling.
 
@@ -45,15 +41,17 @@ def plot_encoding(
             ``<score>_mean`` and ``<score>_sem`` (SEM across targets) are drawn.
         ceiling: draw the noise ceiling when the table has one: for ``r`` the mean over targets of
             ``√ρ`` (column ``ceiling_r``) as a band of ± its SEM, for ceiled scores the line at 1.
-        labels, colors, ax, width, caption: as in :func:`plot_model_comparison`.
+        labels, colors: as in :func:`plot_model_comparison`.
+        **figure: ``ax``, ``width``, ``dpi``, ``figsize``, ``format``, ``caption``: where and how the figure is
+            drawn and saved (:class:`~visreps.plotting.FigureKwargs`).
     """
-    opts = FigureOptions(out, ax, width, dpi, figsize, format, caption)
+    opts = FigureOptions.checked("plot_encoding", out, figure)
     df = _scores(table, score)
     src, styles = _table_styles(df, colors)
     names = _rename(src, labels, df)
     uniq = list(dict.fromkeys(src))
     with _style():
-        fig, ax = _new_or_given(ax, opts.size(max(3.5, 1.4 + 0.32 * len(df)), 3.4))
+        fig, ax = _new_or_given(opts.ax, opts.size(max(3.5, 1.4 + 0.32 * len(df)), 3.4))
         handles: list[Any] = [_patch(styles[s]) for s in uniq]
         shown = [names[s] for s in uniq]
         band = _encoding_ceiling(ax, df, score, ceiling)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import VisrepsError
 from ._layout import _new_or_given, _style, _title, _wrap
-from ._save import DEFAULT_DPI, FigureOptions, _set_caption
+from ._save import FigureKwargs, FigureOptions, _set_caption
 from ._style import _check_cmap
 from .comparison import plot_reference_comparison
 from .rdm import _off_diagonal_limits
@@ -18,6 +18,7 @@ from .rdm import _off_diagonal_limits
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from typing_extensions import Unpack
 
 
 def plot_comparison(
@@ -31,12 +32,7 @@ def plot_comparison(
     annotate: bool | None = None,
     colorbar_label: str | None = None,
     labels: Mapping[str, str] | None = None,
-    ax: Axes | None = None,
-    width: str | float | None = None,
-    dpi: int = DEFAULT_DPI,
-    figsize: tuple[float, float] | None = None,
-    format: str | None = None,
-    caption: bool = False,
+    **figure: Unpack[FigureKwargs],
 ) -> Figure:
     """A heatmap of a comparison table (row labels × column labels), e.g. from :func:`compare_features`.
 
@@ -50,16 +46,14 @@ def plot_comparison(
             spans the off-diagonal values, so the self-comparisons (1) do not flatten the scale.
         colorbar_label: default: the comparison method from ``table.attrs``.
         labels: a dict row/column label → the name to show.
-        ax: draw into these axes instead of a new figure.
-        width: ``"single"``, ``"double"`` or inches.
+        **figure: ``ax``, ``width``, ``dpi``, ``figsize``, ``format``, ``caption``: where and how the figure is
+            drawn and saved (:class:`~visreps.plotting.FigureKwargs`).
     """
     import pandas as pd
 
     if isinstance(table, pd.DataFrame) and {"label", "r"} <= set(table.columns):
-        return plot_reference_comparison(
-            table, out, title=title, labels=labels, ax=ax, width=width, dpi=dpi, figsize=figsize, format=format
-        )
-    opts = FigureOptions(out, ax, width, dpi, figsize, format, caption)
+        return plot_reference_comparison(table, out, title=title, labels=labels, **figure)
+    opts = FigureOptions.checked("plot_comparison", out, figure)
     df, vals = _numbers(table)
     nr, nc = vals.shape
     names = dict(labels or {})
@@ -69,7 +63,7 @@ def plot_comparison(
     if nr == nc and list(map(str, df.index)) == list(map(str, df.columns)):  # pairwise: skip the self-comparisons
         vmin, vmax = _off_diagonal_limits(vals, vmin, vmax)
     with _style():
-        fig, ax = _new_or_given(ax, _heatmap_size(opts, rows + cols, max(nr, nc)))
+        fig, ax = _new_or_given(opts.ax, _heatmap_size(opts, rows + cols, max(nr, nc)))
         im = ax.imshow(vals, cmap=cm, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
         ax.set_xticks(range(nc), labels=cols, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticks(range(nr), labels=rows)

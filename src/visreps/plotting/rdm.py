@@ -10,12 +10,13 @@ import numpy as np
 
 from ..errors import VisrepsError
 from ._layout import _chars, _figure, _new_or_given, _style, _title, _wrap
-from ._save import DEFAULT_DPI, FigureOptions, _set_caption
+from ._save import FigureKwargs, FigureOptions, GridKwargs, _set_caption
 from ._style import _check_cmap, _rename
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from typing_extensions import Unpack
 
 
 def _off_diagonal_limits(a: np.ndarray, vmin, vmax):
@@ -81,12 +82,7 @@ def plot_rdm(
     colorbar: bool = True,
     vmin: float | None = None,
     vmax: float | None = None,
-    ax: Axes | None = None,
-    width: str | float | None = None,
-    dpi: int = DEFAULT_DPI,
-    figsize: tuple[float, float] | None = None,
-    format: str | None = None,
-    caption: bool = False,
+    **figure: Unpack[FigureKwargs],
 ) -> Figure:
     """Draw an RDM as an image and optionally save it.
 
@@ -106,21 +102,19 @@ def plot_rdm(
         colorbar: draw a colour bar, labelled with what the colours mean.
         vmin, vmax: colour limits; by default the smallest and largest off-diagonal entries (the
             zero diagonal would otherwise stretch the scale), so the diagonal shows the lowest colour.
-        ax: draw into these axes (of your own figure) instead of a new figure.
-        width: ``"single"`` or ``"double"`` journal column, or inches.
-        dpi: resolution of raster formats.
-        caption: also write the details next to the figure (``<name>.txt``).
+        **figure: ``ax``, ``width``, ``dpi``, ``figsize``, ``format``, ``caption``: where and how the figure is
+            drawn and saved (:class:`~visreps.plotting.FigureKwargs`).
 
     Returns:
         the ``matplotlib.figure.Figure``.
     """
-    opts = FigureOptions(out, ax, width, dpi, figsize, format, caption)
+    opts = FigureOptions.checked("plot_rdm", out, figure)
     a, labels, categories = _prepared(rdm, rank, order, labels, categories)
     n = a.shape[0]
     cm = _check_cmap(cmap)
     vmin, vmax = _off_diagonal_limits(a, vmin, vmax)
     with _style():
-        fig, ax = _new_or_given(ax, opts.size(6.0, 5.0))
+        fig, ax = _new_or_given(opts.ax, opts.size(6.0, 5.0))
         im = ax.imshow(a, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
         _name_conditions(ax, n, labels, categories)
         if title:
@@ -203,11 +197,7 @@ def plot_rdms(
     title: str | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
-    width: str | float | None = "double",
-    dpi: int = DEFAULT_DPI,
-    figsize: tuple[float, float] | None = None,
-    format: str | None = None,
-    caption: bool = False,
+    **figure: Unpack[GridKwargs],
 ) -> Figure:
     """A grid of RDMs (several models or layers) on one shared colour scale, as in the THINGSvision paper's Fig. 2A.
 
@@ -222,9 +212,10 @@ def plot_rdms(
         rank: show ranks (0–1) of each RDM's dissimilarities, so RDMs of different scales share the colours.
         ncols: panels per row (default: up to 4, as many as fit 1.7 inches each in ``width``).
         vmin, vmax: the shared colour limits (default: the smallest and largest off-diagonal entry of all).
-        width: ``"single"``, ``"double"`` (default) or inches.
+        **figure: ``width`` (``"single"``, ``"double"``: the default, or inches), ``dpi``, ``figsize``,
+            ``format``, ``caption`` (:class:`~visreps.plotting.GridKwargs`).
     """
-    opts = FigureOptions(out, None, width, dpi, figsize, format, caption)
+    opts = FigureOptions.checked("plot_rdms", out, figure, GridKwargs, width="double")
     items = list(rdms.items()) if isinstance(rdms, Mapping) else [(f"RDM {i + 1}", r) for i, r in enumerate(rdms)]
     if not items:
         raise VisrepsError("plot_rdms needs at least one RDM")
@@ -238,7 +229,7 @@ def plot_rdms(
         raise VisrepsError(f"ncols must be at least 1, got {ncols}")
     nrows = -(-len(mats) // ncols)
     panel = w / (ncols + 0.35)
-    size = tuple(figsize) if figsize is not None else (w, panel * nrows + 0.5 + (0.3 if title else 0))
+    size = tuple(opts.figsize) if opts.figsize is not None else (w, panel * nrows + 0.5 + (0.3 if title else 0))
     cm = _check_cmap(cmap)
     with _style():
         fig = _figure(size)
