@@ -113,15 +113,6 @@ def _new_or_given(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure
     return fig, fig.add_subplot()
 
 
-def _size(width: Any, figsize: Any, default_w: float, height: float) -> tuple[float, float]:
-    if figsize is not None:
-        return tuple(figsize)  # type: ignore[return-value]
-    w = figure_width(width)
-    if w is None:
-        return (default_w, height)
-    return (w, height * (w / default_w) ** 0.5 if w < default_w else height)
-
-
 def _wrap(text: str, width: int) -> str:
     """Text broken into lines of at most ``width`` characters, at spaces or after ``/`` (in a word if need be)."""
     text = str(text)

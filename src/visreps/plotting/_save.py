@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..errors import VisrepsError
 from ..options import FIGURE_FORMATS
-from ._layout import _fit, _size, figure_width
+from ._layout import _fit, figure_width
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -109,7 +109,7 @@ class SaveKwargs(TypedDict, total=False):
 
 
 class GridKwargs(SaveKwargs, total=False):
-    """The keyword arguments of a figure of its own (a grid of panels): :class:`SaveKwargs` and
+    """The keyword arguments of a figure of its own (a grid of panels): those of :class:`SaveKwargs` and these.
 
     Attributes:
         width: ``"single"`` or ``"double"`` journal column (89 or 183 mm), or inches.
@@ -122,7 +122,7 @@ class GridKwargs(SaveKwargs, total=False):
 
 
 class FigureKwargs(GridKwargs, total=False):
-    """The keyword arguments of a figure that can be drawn into a user's figure: :class:`GridKwargs` and
+    """The keyword arguments of a figure that can be drawn into a user's figure: those of :class:`GridKwargs` and this.
 
     Attributes:
         ax: draw into these axes (of your own figure) instead of a new figure; the figure is then
@@ -197,7 +197,12 @@ class FigureOptions:
 
     def size(self, default_w: float, height: float) -> tuple[float, float]:
         """``figsize``, else ``width`` (a narrower width gets a little less height), else the default size."""
-        return _size(self.width, self.figsize, default_w, height)
+        if self.figsize is not None:
+            return tuple(self.figsize)  # type: ignore[return-value]
+        w = self.inches
+        if w is None:
+            return (default_w, height)
+        return (w, height * (w / default_w) ** 0.5 if w < default_w else height)
 
     def save(self, fig: Figure, *, grow: bool | None = None) -> None:
         """Grow a figure of visreps' own until nothing sticks out (wider too, with ``grow``: default :attr:`grow`),

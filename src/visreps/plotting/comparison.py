@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import VisrepsError
 from ..options import DEPTHS, PLOT_ERRORS, PLOT_KINDS
-from ._layout import PANEL_MIN_WIDTH, _chars, _figure, _outside_legend, _root, _style, _tall_enough, _wrap, figure_width
+from ._layout import PANEL_MIN_WIDTH, _chars, _figure, _outside_legend, _root, _style, _tall_enough, _wrap
 from ._marks import _ceiling, _draw_bars, _draw_curve, _intervals, _significance_column
 from ._save import FigureKwargs, FigureOptions, _set_caption
 from ._style import _ceiling_patch, _line, _patch, _rename, _sources, _table_styles
@@ -196,7 +196,7 @@ def _plan(result: Any, pairwise: Any, kind: str, error: str, depth: str, labels:
     uniq, styles = _table_styles(joined, colors)
     uniq = list(dict.fromkeys(uniq))
     small = kind == "curve" and depth == "layers" and len(uniq) > 1
-    nrows, ncols = _panel_shape(len(targets), len(uniq), small, opts.width, opts.figsize)
+    nrows, ncols = _panel_shape(len(targets), len(uniq), small, opts.inches, opts.figsize)
     if opts.ax is not None and (nrows * ncols > 1):
         raise VisrepsError(
             "ax= takes one panel; this figure has "
@@ -209,12 +209,12 @@ def _plan(result: Any, pairwise: Any, kind: str, error: str, depth: str, labels:
     return _Plan(targets, styles, names, uniq, kind, error, depth, nrows, ncols)
 
 
-def _panel_shape(n_targets: int, n_sources: int, small: bool, width: Any, figsize: Any) -> tuple[int, int]:
+def _panel_shape(n_targets: int, n_sources: int, small: bool, inches: Any, figsize: Any) -> tuple[int, int]:
     """Rows and columns of panels: one per target, or (small multiples) one per source per target, wrapped
     into rows of as many as give each at least :data:`PANEL_MIN_WIDTH` inches of the width."""
     if not small:
         return 1, n_targets
-    fit = figure_width(width) if figsize is None else float(figsize[0])
+    fit = inches if figsize is None else float(figsize[0])
     ncols = n_sources if fit is None else min(n_sources, max(1, int(fit // PANEL_MIN_WIDTH)))
     return n_targets * -(-n_sources // ncols), ncols
 
