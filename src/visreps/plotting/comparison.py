@@ -182,7 +182,9 @@ class _Plan:
         return self.small and self.ncols < len(self.uniq)
 
 
-def _plan(result: Any, pairwise: Any, kind: str, error: str, depth: str, labels: Any, colors: Any, opts) -> _Plan:
+def _plan(
+    result: Any, pairwise: Any, kind: str, error: str, depth: str, labels: Any, colors: Any, opts: FigureOptions
+) -> _Plan:
     """The checked :class:`_Plan` of :func:`plot_model_comparison`'s arguments."""
     for name, value, valid in (("kind", kind, PLOT_KINDS), ("error", error, PLOT_ERRORS), ("depth", depth, DEPTHS)):
         if value not in valid:
