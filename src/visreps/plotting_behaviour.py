@@ -1,6 +1,8 @@
-"""The behaviour and time figures' earlier home: they live in :mod:`visreps.plotting.behaviour` now.
+"""Figures of the behaviour and time analyses: odd-one-out accuracy, reweighted RSA, variance partitioning and
+time-resolved RSA.
 
-Kept so that ``from visreps.plotting_behaviour import plot_odd_one_out`` (and the other three) keeps working.
+They are defined in :mod:`visreps.plotting.behaviour`, next to the other figures; this module keeps the earlier
+import (``from visreps.plotting_behaviour import plot_odd_one_out``) working.
 """
 
 from __future__ import annotations
