@@ -77,3 +77,5 @@ FIGURE_WIDTHS = ("single", "double")
 PLOT_KINDS = ("bars", "curve")
 #: The layer axis of a curve: each model's own layer names, or relative depth.
 DEPTHS = ("layers", "relative")
+#: What the whiskers or bands of a comparison figure show: the confidence interval, or ± one standard error.
+PLOT_ERRORS = ("ci", "se")

@@ -139,19 +139,24 @@ def folder_inputs(folder: Any) -> list[tuple[Any, str]]:
 def check_figure_path(path: Any, option: str) -> None:
     """A figure file's name ends with a format of :data:`visreps.plotting.FIGURE_FORMATS` (checked before any work;
     ``.tif`` and ``.jpeg`` count as ``.tiff`` and ``.jpg``)."""
-    from pathlib import Path
-
     from ..errors import VisrepsError
-    from ..plotting import FIGURE_FORMATS, figure_format
 
-    try:
-        figure_format(path)
-    except VisrepsError:
-        ext = Path(str(path)).suffix.lower().lstrip(".")
+    ext = Path(str(path)).suffix.lower().lstrip(".")
+    formats, name = _figure_formats()
+    if name(ext) not in formats:
         raise VisrepsError(
             f"{option} {str(path)!r}: {f'format {ext!r}' if ext else 'no format'} is not a figure format; end the "
-            f"name with one of {', '.join('.' + f for f in FIGURE_FORMATS)}"
-        ) from None
+            f"name with one of {', '.join('.' + f for f in formats)}"
+        )
+
+
+def _figure_formats() -> tuple[tuple[str, ...], Callable[[str], str]]:
+    """:data:`visreps.plotting.FIGURE_FORMATS` (read when a command runs, so ``--help`` imports no plotting) and
+    the function that spells a format as they do (``jpeg`` → ``jpg``)."""
+    from .. import plotting
+    from ..plotting._save import format_name
+
+    return plotting.FIGURE_FORMATS, format_name
 
 
 def figure_formats(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> list[str]:
@@ -219,13 +224,11 @@ def label_option(f: F) -> F:
 
 def plot_formats(value: str | None, option: str = "--plot-format") -> list[str]:
     """A comma-separated list of figure formats, each one of :data:`visreps.plotting.FIGURE_FORMATS`."""
-    from ..plotting import FIGURE_FORMATS
-
-    aliases = {"tif": "tiff", "jpeg": "jpg"}
-    formats = [aliases.get(x, x) for x in (s.lower().lstrip(".") for s in split_list(value) or ["png"])]
-    bad = [x for x in formats if x not in FIGURE_FORMATS]
+    valid, name = _figure_formats()
+    formats = [name(s) for s in split_list(value) or ["png"]]
+    bad = [x for x in formats if x not in valid]
     if bad:
-        raise click.BadParameter(f"{', '.join(bad)}: use {', '.join(FIGURE_FORMATS)}", param_hint=option)
+        raise click.BadParameter(f"{', '.join(bad)}: use {', '.join(valid)}", param_hint=option)
     return list(dict.fromkeys(formats))
 
 
