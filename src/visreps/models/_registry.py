@@ -40,8 +40,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..errors import ModelNotFoundError, VisrepsError, closest
-from ._card import ModelCard, default_card
+from ..errors import ModelNotFoundError, VisrepsError, closest, closest_hint
+from ._card import ModelCard, source_card, unknown_card
 
 if TYPE_CHECKING:
     from ._base import LoadedModel
@@ -87,8 +87,8 @@ class Source:
             (``None``: the name must be one of ``list_names()``).
         optional: its dependencies are an extra (see the module docstring).
         module: the module that registered it.
-        card: the catalogue :class:`~visreps.models.ModelCard` of a name (``None``: a card from
-            :data:`~visreps.models._card.SOURCE_CARDS`).
+        card: the catalogue card: one :class:`~visreps.models.ModelCard` for every name (its empty
+            ``architecture`` is the name), or a function of the name (``None``: a card saying "unknown").
     """
 
     name: str
@@ -98,11 +98,15 @@ class Source:
     check_name: Callable[[str], object] | None = None
     optional: bool = False
     module: str = ""
-    card: Callable[[str], ModelCard] | None = None
+    card: Callable[[str], ModelCard] | ModelCard | None = None
 
     def describe(self, name: str) -> ModelCard:
         """The catalogue card of ``name``."""
-        return self.card(name) if self.card is not None else default_card(self.name, name)
+        if self.card is None:
+            return unknown_card(self.name, name)
+        if isinstance(self.card, ModelCard):
+            return source_card(self.card, name)
+        return self.card(name)
 
     def check(self, name: str) -> None:
         """Raise :class:`~visreps.errors.ModelNotFoundError` unless this source can build ``name``."""
@@ -111,11 +115,8 @@ class Source:
             return
         names = self.list_names()
         if name not in names:
-            hint = closest(name, names)
-            msg = f"{self.name} has no model {name!r}"
-            if hint:
-                msg += f"; closest: {', '.join(f'{self.name}:{h}' for h in hint)}"
-            raise ModelNotFoundError(msg + " (see `visreps models PATTERN`)")
+            hint = closest_hint(name, names, prefix=f"{self.name}:")
+            raise ModelNotFoundError(f"{self.name} has no model {name!r}{hint} (see `visreps models PATTERN`)")
 
 
 _REGISTRY: dict[str, Source] = {}
@@ -130,7 +131,7 @@ def register_source(
     available_offline: Callable[[str], bool] | None = None,
     check_name: Callable[[str], object] | None = None,
     optional: bool = False,
-    card: Callable[[str], ModelCard] | None = None,
+    card: Callable[[str], ModelCard] | ModelCard | None = None,
 ) -> Callable[[L], L]:
     """Decorator of a source module's ``load``: registers the :class:`Source` ``name`` (see the module docstring).
 
@@ -219,11 +220,8 @@ def resolve(model_id: str, sources: Iterable[str] | None = None) -> tuple[str, s
         for n in _names(s):
             by_name.setdefault(n, []).append(f"{s}:{n}")
     hint = [i for n in closest(model_id.split(":")[-1], by_name) for i in by_name[n]]
-    msg = f"unknown model {model_id!r}"
-    if hint:
-        msg += f"; closest: {', '.join(hint)}"
-    msg += " (see `visreps models PATTERN`)"
-    raise ModelNotFoundError(msg)
+    msg = f"unknown model {model_id!r}" + (f"; closest: {', '.join(hint)}" if hint else "")
+    raise ModelNotFoundError(msg + " (see `visreps models PATTERN`)")
 
 
 def list_models(pattern: str | None = None, *, source: str | None = None) -> list[str]:

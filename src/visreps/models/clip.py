@@ -35,6 +35,7 @@ from typing import Any
 
 from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError, closest
 from ._base import LoadedModel, Preprocessing, TextTower, file_sha256
+from ._card import ModelCard
 from ._registry import register_source
 
 OPENAI_TAG = "openai"
@@ -85,8 +86,24 @@ def available_offline(name: str) -> bool:
     return _arch(name) in list_names() and find_checkpoint(_arch(name), OPENAI_TAG) is not None
 
 
+#: the catalogue card of every clip model (the architecture is the model's name)
+CARD = ModelCard(
+    family="CLIP (OpenAI)",
+    architecture="",
+    training_data="WIT-400M (OpenAI, not public)",
+    objective="contrastive image-text",
+    weights_licence="MIT (openai/CLIP)",
+    paper="Radford et al., Learning transferable visual models from natural language supervision, ICML 2021",
+)
+
+
 @register_source(
-    "clip", list_names=list_names, available_offline=available_offline, check_name=check_name, optional=True
+    "clip",
+    list_names=list_names,
+    available_offline=available_offline,
+    check_name=check_name,
+    card=CARD,
+    optional=True,
 )
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None

@@ -51,6 +51,7 @@ from torch import nn
 
 from ..errors import ModelNotFoundError, VisrepsError, WeightsError
 from ._base import LoadedModel, Preprocessing, file_sha256
+from ._card import ModelCard
 from ._registry import register_source
 
 __all__ = [
@@ -580,7 +581,18 @@ def _load_checkpoint(module: nn.Module, path: Path, *, allow_pickle: bool = Fals
     return unpickled
 
 
-@register_source("cornet", list_names=list_names, available_offline=available_offline, check_name=check_name)
+#: the catalogue card of every cornet model (the architecture is the model's name)
+CARD = ModelCard(
+    family="CORnet",
+    architecture="",
+    training_data="ImageNet-1k",
+    objective="supervised classification",
+    weights_licence="GPL-3.0 (dicarlolab/CORnet release)",
+    paper="Kubilius et al., Brain-like object recognition with high-performing shallow recurrent ANNs, NeurIPS 2019",
+)
+
+
+@register_source("cornet", list_names=list_names, available_offline=available_offline, check_name=check_name, card=CARD)
 def load(
     name: str,
     *,

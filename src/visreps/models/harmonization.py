@@ -47,8 +47,9 @@ import numpy as np
 from ..errors import ModelNotFoundError, WeightsError, closest
 from ._base import LoadedModel, file_sha256
 from ._card import ModelCard
+from ._keras_session import fresh_names, import_keras, seeded
 from ._registry import register_source
-from .keras import _fresh_names, _import_keras, _seeded, _weights_download, _wrap, check_device, weights_dirs
+from .keras import _weights_download, _wrap, check_device, weights_dirs
 
 BASE_URL = "https://storage.googleapis.com/serrelab/prj_harmonization/models/"
 
@@ -179,7 +180,7 @@ def _read_model(keras: Any, path: Path, model_id: str) -> Any:
             f"{str(path)!r} is not a Keras model file: {model_id} reads the original whole-model .h5 file"
         )
     try:
-        with _fresh_names():
+        with fresh_names():
             return keras.saving.load_model(str(path), compile=False)
     except Exception as e:
         raise WeightsError(
@@ -191,7 +192,7 @@ def _read_model(keras: Any, path: Path, model_id: str) -> Any:
 def _random(keras: Any, entry: Harmonized, seed: int) -> Any:
     import keras.applications as applications  # the submodule is not an attribute until imported
 
-    with _fresh_names(), _seeded(keras, seed):
+    with fresh_names(), seeded(keras, seed):
         return getattr(applications, entry.application)(weights=None, input_shape=(SIDE, SIDE, 3))
 
 
@@ -216,7 +217,7 @@ def load(
 
     check_name(name)
     check_device(device)
-    keras = _import_keras()
+    keras = import_keras()
     entry = MODELS[name]
     model_id = f"harmonization:{name}"
     record: dict[str, Any]

