@@ -115,8 +115,14 @@ class Source:
             return
         names = self.list_names()
         if name not in names:
-            hint = closest_hint(name, names, prefix=f"{self.name}:")
-            raise ModelNotFoundError(f"{self.name} has no model {name!r}{hint} (see `visreps models PATTERN`)")
+            raise no_model_error(self.name, name, names)
+
+
+def no_model_error(
+    source: str, name: str, names: Iterable[str], *, tail: str = " (see `visreps models PATTERN`)"
+) -> ModelNotFoundError:
+    """``"{source} has no model {name!r}; closest: {source}:a, ...{tail}"``, the error of an unknown name."""
+    return ModelNotFoundError(f"{source} has no model {name!r}{closest_hint(name, names, prefix=f'{source}:')}{tail}")
 
 
 _REGISTRY: dict[str, Source] = {}

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 
-from ..errors import ModelNotFoundError, WeightsError, closest
+from ..errors import WeightsError
 from ._base import LoadedModel, Preprocessing, file_sha256
 from ._card import ModelCard
-from ._registry import register_source
+from ._registry import no_model_error, register_source
 
 __all__ = [
     "Checkpoint",
@@ -320,10 +320,7 @@ def register_zoo(source: str, models: Mapping[str, ZooModel], *, module: str) ->
 
     def check_name(name: str) -> str:
         if name not in models:
-            hint = closest(name, list(models))
-            msg = f"{source} has no model {name!r}"
-            msg += f"; closest: {', '.join(f'{source}:{h}' for h in hint)}" if hint else ""
-            raise ModelNotFoundError(msg + f" (see `visreps models {source}:`)")
+            raise no_model_error(source, name, models, tail=f" (see `visreps models {source}:`)")
         return name
 
     def available_offline(name: str) -> bool:

@@ -33,7 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError, closest
+from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError, closest_hint
 from ._base import LoadedModel, Preprocessing, TextTower, file_sha256
 from ._card import ModelCard
 from ._registry import register_source
@@ -72,11 +72,9 @@ def check_name(name: str) -> None:
     """Raise :class:`~visreps.errors.ModelNotFoundError` unless ``name`` is one of :func:`list_names`."""
     names = list_names()
     if _arch(name) not in names:
-        hint = closest(_arch(name), names)
         raise ModelNotFoundError(
-            f"clip has no model {name!r}"
-            + (f"; closest: {', '.join(f'clip:{h}' for h in hint)}" if hint else "")
-            + f". OpenAI's CLIP models: {', '.join(names)}; other CLIP weights are openclip:ARCH/TAG "
+            f"clip has no model {name!r}{closest_hint(_arch(name), names, prefix='clip:')}"
+            f". OpenAI's CLIP models: {', '.join(names)}; other CLIP weights are openclip:ARCH/TAG "
             "(see `visreps models openclip:`)"
         )
 

@@ -59,10 +59,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelNotFoundError, WeightsError, closest
+from ..errors import WeightsError
 from ._base import LoadedModel, Preprocessing
 from ._card import ModelCard
-from ._registry import register_source
+from ._registry import no_model_error, register_source
 from ._zoo import Checkpoint, KeyMap, fetch_checkpoint, load_mapped, verify_sha256
 
 __all__ = ["BACKBONES", "VARIANTS", "build", "load", "merge_lora"]
@@ -535,11 +535,9 @@ def list_names() -> list[str]:
 
 def check_name(name: str) -> str:
     if name not in VARIANTS:
-        hint = closest(name, list(VARIANTS))
-        msg = f"dreamsim has no model {name!r}" + (
-            f"; closest: {', '.join(f'dreamsim:{h}' for h in hint)}" if hint else ""
+        raise no_model_error(
+            "dreamsim", name, VARIANTS, tail=f"; available: {', '.join(f'dreamsim:{n}' for n in VARIANTS)}"
         )
-        raise ModelNotFoundError(msg + f"; available: {', '.join(f'dreamsim:{n}' for n in VARIANTS)}")
     return name
 
 

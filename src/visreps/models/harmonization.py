@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelNotFoundError, WeightsError, closest
+from ..errors import ModelNotFoundError, WeightsError, closest_hint
 from ._base import LoadedModel, file_sha256
 from ._card import ModelCard
 from ._keras_session import fresh_names, import_keras, seeded
@@ -129,10 +129,9 @@ def check_name(name: str) -> None:
             f"harmonization:{name} is not available in visreps: {NOT_AVAILABLE[name]}, "
             f"which visreps does not build with Keras 3; available: {ids}"
         )
-    hint = closest(name, list(MODELS)) or [n for n in MODELS if n.lower().startswith(name.lower()[:5])]
-    msg = f"harmonization has no model {name!r}"
-    msg += f"; closest: {', '.join(f'harmonization:{h}' for h in hint)}" if hint else f"; available: {ids}"
-    raise ModelNotFoundError(msg)
+    same = [f"harmonization:{n}" for n in MODELS if n.lower().startswith(name.lower()[:5])]
+    hint = closest_hint(name, MODELS, prefix="harmonization:") or (f"; closest: {', '.join(same)}" if same else "")
+    raise ModelNotFoundError(f"harmonization has no model {name!r}{hint or f'; available: {ids}'}")
 
 
 def _find_cached(fname: str) -> Path | None:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelNotFoundError, WeightsError, closest
+from ..errors import ModelNotFoundError, WeightsError, closest_hint
 from ._base import LoadedModel
 from ._card import ModelCard
 from ._registry import register_source
@@ -39,12 +39,8 @@ def split_name(name: str) -> tuple[str, str | None]:
     arch, _, tag = name.strip().partition("/")
     archs = oc.list_models()
     if arch not in archs:
-        hint = closest(arch, archs)
-        raise ModelNotFoundError(
-            f"open_clip has no architecture {arch!r}"
-            + (f"; closest: {', '.join(f'openclip:{h}' for h in hint)}" if hint else "")
-            + " (see `visreps models openclip:`)"
-        )
+        hint = closest_hint(arch, archs, prefix="openclip:")
+        raise ModelNotFoundError(f"open_clip has no architecture {arch!r}{hint} (see `visreps models openclip:`)")
     if not tag:
         return arch, None
     tags = oc.list_pretrained_tags_by_model(arch)
@@ -57,11 +53,9 @@ def split_name(name: str) -> tuple[str, str | None]:
         raise ModelNotFoundError(
             f"open_clip has no pretrained weights for {arch}; use openclip:{arch} with random weights (--random)"
         )
-    hint = closest(tag, tags)
-    choices = ", ".join(f"openclip:{arch}/{t}" for t in (hint or tags))
-    raise ModelNotFoundError(
-        f"open_clip has no weights {tag!r} for {arch}; {'closest' if hint else 'choose one of'}: {choices}"
-    )
+    listed = ", ".join(f"openclip:{arch}/{t}" for t in tags)
+    hint = closest_hint(tag, tags, prefix=f"openclip:{arch}/") or f"; choose one of: {listed}"
+    raise ModelNotFoundError(f"open_clip has no weights {tag!r} for {arch}{hint}")
 
 
 def check_name(name: str) -> None:

