@@ -85,24 +85,14 @@ def available_offline(name: str) -> bool:
 
 
 #: the catalogue card of every clip model (the architecture is the model's name)
-CARD = ModelCard(
-    family="CLIP (OpenAI)",
-    architecture="",
-    training_data="WIT-400M (OpenAI, not public)",
-    objective="contrastive image-text",
-    weights_licence="MIT (openai/CLIP)",
-    paper="Radford et al., Learning transferable visual models from natural language supervision, ICML 2021",
-)
+CARD = ModelCard(family="CLIP (OpenAI)", architecture="", objective="contrastive image-text",
+                 training_data="WIT-400M (OpenAI, not public)",
+                 weights_licence="MIT (openai/CLIP)",
+                 paper="Radford et al., Learning transferable visual models from natural language supervision, ICML "
+                 "2021")  # fmt: skip
 
 
-@register_source(
-    "clip",
-    list_names=list_names,
-    available_offline=available_offline,
-    check_name=check_name,
-    card=CARD,
-    optional=True,
-)
+@register_source("clip", optional=True)
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:

@@ -582,17 +582,13 @@ def _load_checkpoint(module: nn.Module, path: Path, *, allow_pickle: bool = Fals
 
 
 #: the catalogue card of every cornet model (the architecture is the model's name)
-CARD = ModelCard(
-    family="CORnet",
-    architecture="",
-    training_data="ImageNet-1k",
-    objective="supervised classification",
-    weights_licence="GPL-3.0 (dicarlolab/CORnet release)",
-    paper="Kubilius et al., Brain-like object recognition with high-performing shallow recurrent ANNs, NeurIPS 2019",
-)
+CARD = ModelCard(family="CORnet", architecture="", objective="supervised classification",
+                 training_data="ImageNet-1k", weights_licence="GPL-3.0 (dicarlolab/CORnet release)",
+                 paper="Kubilius et al., Brain-like object recognition with high-performing shallow recurrent ANNs, "
+                 "NeurIPS 2019")  # fmt: skip
 
 
-@register_source("cornet", list_names=list_names, available_offline=available_offline, check_name=check_name, card=CARD)
+@register_source("cornet")
 def load(
     name: str,
     *,

@@ -564,9 +564,7 @@ def card(name: str) -> ModelCard:
     )
 
 
-@register_source(
-    "dreamsim", list_names=list_names, available_offline=available_offline, check_name=check_name, card=card
-)
+@register_source("dreamsim")
 def load(
     name: str,
     *,

@@ -195,14 +195,7 @@ def _random(keras: Any, entry: Harmonized, seed: int) -> Any:
         return getattr(applications, entry.application)(weights=None, input_shape=(SIDE, SIDE, 3))
 
 
-@register_source(
-    "harmonization",
-    list_names=list_names,
-    available_offline=available_offline,
-    check_name=check_name,
-    optional=True,
-    card=card,
-)
+@register_source("harmonization", optional=True)
 def load(
     name: str,
     *,

@@ -323,7 +323,7 @@ def _check_loaded(hf: HFName, info: dict[str, Any]) -> None:
     )
 
 
-@register_source("hf", list_names=list_names, available_offline=available_offline, check_name=check_name, optional=True)
+@register_source("hf", optional=True)
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:

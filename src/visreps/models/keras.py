@@ -344,24 +344,13 @@ def _preprocess_function(module: str) -> tuple[Callable, str]:
 
 
 #: the catalogue card of every keras model (the architecture is the model's name)
-CARD = ModelCard(
-    family="Keras applications",
-    architecture="",
-    training_data="ImageNet-1k",
-    objective="supervised classification",
-    weights_licence="Apache-2.0 (keras-team) unless the application says otherwise",
-    paper="Chollet et al., Keras (2015); and the paper of each architecture",
-)
+CARD = ModelCard(family="Keras applications", architecture="", objective="supervised classification",
+                 training_data="ImageNet-1k",
+                 weights_licence="Apache-2.0 (keras-team) unless the application says otherwise",
+                 paper="Chollet et al., Keras (2015); and the paper of each architecture")  # fmt: skip
 
 
-@register_source(
-    "keras",
-    list_names=list_names,
-    available_offline=available_offline,
-    check_name=check_name,
-    card=CARD,
-    optional=True,
-)
+@register_source("keras", optional=True)
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:

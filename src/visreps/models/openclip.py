@@ -73,24 +73,14 @@ def available_offline(name: str) -> bool:
 
 
 #: the catalogue card of every openclip model (the architecture is the model's name)
-CARD = ModelCard(
-    family="OpenCLIP",
-    architecture="",
-    training_data="per pretrained tag (LAION-400M/2B, DataComp, ...)",
-    objective="contrastive image-text",
-    weights_licence="per pretrained tag (mostly MIT)",
-    paper="Cherti et al., Reproducible scaling laws for contrastive language-image learning, CVPR 2023",
-)
+CARD = ModelCard(family="OpenCLIP", architecture="", objective="contrastive image-text",
+                 training_data="per pretrained tag (LAION-400M/2B, DataComp, ...)",
+                 weights_licence="per pretrained tag (mostly MIT)",
+                 paper="Cherti et al., Reproducible scaling laws for contrastive language-image learning, CVPR "
+                 "2023")  # fmt: skip
 
 
-@register_source(
-    "openclip",
-    list_names=list_names,
-    available_offline=available_offline,
-    check_name=check_name,
-    card=CARD,
-    optional=True,
-)
+@register_source("openclip", optional=True)
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:

@@ -143,14 +143,10 @@ def available_offline(name: str) -> bool:
 
 
 #: the catalogue card of every timm model (the architecture is the model's name)
-CARD = ModelCard(
-    family="timm",
-    architecture="",
-    training_data="per model: see its pretrained tag on the Hugging Face hub",
-    objective="per model (mostly supervised classification)",
-    weights_licence="per model: see its Hugging Face model card",
-    paper="Wightman, PyTorch Image Models (2019); and the paper of each architecture",
-)
+CARD = ModelCard(family="timm", architecture="", objective="per model (mostly supervised classification)",
+                 training_data="per model: see its pretrained tag on the Hugging Face hub",
+                 weights_licence="per model: see its Hugging Face model card",
+                 paper="Wightman, PyTorch Image Models (2019); and the paper of each architecture")  # fmt: skip
 
 
 def card(name: str) -> ModelCard:
@@ -174,7 +170,7 @@ def _preprocessing(module: Any) -> Preprocessing:
     return Preprocessing.from_timm_config(resolve_data_config({}, model=module))
 
 
-@register_source("timm", list_names=list_names, available_offline=available_offline, check_name=check_name, card=card)
+@register_source("timm")
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:

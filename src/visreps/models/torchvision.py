@@ -92,17 +92,13 @@ def _safe_checkpoint_loads():
 
 
 #: the catalogue card of every torchvision model (the architecture is the model's name)
-CARD = ModelCard(
-    family="torchvision",
-    architecture="",
-    training_data="ImageNet-1k (the DEFAULT weights of torchvision)",
-    objective="supervised classification",
-    weights_licence="BSD-3-Clause (torchvision); see each weights enum for data terms",
-    paper="TorchVision maintainers, torchvision (2016); and the paper of each architecture",
-)
+CARD = ModelCard(family="torchvision", architecture="", objective="supervised classification",
+                 training_data="ImageNet-1k (the DEFAULT weights of torchvision)",
+                 weights_licence="BSD-3-Clause (torchvision); see each weights enum for data terms",
+                 paper="TorchVision maintainers, torchvision (2016); and the paper of each architecture")  # fmt: skip
 
 
-@register_source("torchvision", list_names=list_names, available_offline=available_offline, card=CARD)
+@register_source("torchvision")
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
