@@ -38,6 +38,14 @@ from ._base import LoadedModel, Preprocessing, TextTower, file_sha256
 from ._card import ModelCard
 from ._registry import register_source
 
+#: the catalogue card of every clip model (the architecture is the model's name)
+CARD = ModelCard(family="CLIP (OpenAI)", architecture="", objective="contrastive image-text",
+                 training_data="WIT-400M (OpenAI, not public)",
+                 weights_licence="MIT (openai/CLIP)",
+                 paper="Radford et al., Learning transferable visual models from natural language supervision, "
+                 "ICML 2021")  # fmt: skip
+
+
 OPENAI_TAG = "openai"
 INSTALL_HINT = "pip install 'visreps[clip]'"
 #: pooling modes of open_clip's text towers that pick one token (``text_global_pool``)
@@ -82,14 +90,6 @@ def check_name(name: str) -> None:
 def available_offline(name: str) -> bool:
     """Whether OpenAI's checkpoint of ``name`` is already in the cache."""
     return _arch(name) in list_names() and find_checkpoint(_arch(name), OPENAI_TAG) is not None
-
-
-#: the catalogue card of every clip model (the architecture is the model's name)
-CARD = ModelCard(family="CLIP (OpenAI)", architecture="", objective="contrastive image-text",
-                 training_data="WIT-400M (OpenAI, not public)",
-                 weights_licence="MIT (openai/CLIP)",
-                 paper="Radford et al., Learning transferable visual models from natural language supervision, ICML "
-                 "2021")  # fmt: skip
 
 
 @register_source("clip", optional=True)

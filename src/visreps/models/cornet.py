@@ -54,6 +54,13 @@ from ._base import LoadedModel, Preprocessing, file_sha256
 from ._card import ModelCard
 from ._registry import register_source
 
+#: the catalogue card of every cornet model (the architecture is the model's name)
+CARD = ModelCard(family="CORnet", architecture="", objective="supervised classification",
+                 training_data="ImageNet-1k", weights_licence="GPL-3.0 (dicarlolab/CORnet release)",
+                 paper="Kubilius et al., Brain-like object recognition with high-performing shallow recurrent ANNs, "
+                 "NeurIPS 2019")  # fmt: skip
+
+
 __all__ = [
     "CORblock_R",
     "CORblock_RT",
@@ -581,21 +588,9 @@ def _load_checkpoint(module: nn.Module, path: Path, *, allow_pickle: bool = Fals
     return unpickled
 
 
-#: the catalogue card of every cornet model (the architecture is the model's name)
-CARD = ModelCard(family="CORnet", architecture="", objective="supervised classification",
-                 training_data="ImageNet-1k", weights_licence="GPL-3.0 (dicarlolab/CORnet release)",
-                 paper="Kubilius et al., Brain-like object recognition with high-performing shallow recurrent ANNs, "
-                 "NeurIPS 2019")  # fmt: skip
-
-
 @register_source("cornet")
 def load(
-    name: str,
-    *,
-    pretrained: bool = True,
-    weights: str | os.PathLike | None = None,
-    seed: int = 0,
-    device: str | torch.device | None = None,
+    name: str, *, pretrained: bool = True, weights: str | os.PathLike | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
     """Load CORnet ``name`` for extraction.
 
@@ -649,10 +644,10 @@ def load(
         }
     else:
         record = {"kind": "random", "seed": seed}
-    return LoadedModel(
-        module=module.to(dev).eval(),
+    return LoadedModel.on_device(
+        module,
+        dev,
         preprocessing=Preprocessing(),
         model_id=f"cornet:{key}",
         weights=record,
-        device=dev,
     )

@@ -566,18 +566,11 @@ def card(name: str) -> ModelCard:
 
 @register_source("dreamsim")
 def load(
-    name: str,
-    *,
-    pretrained: bool = True,
-    weights: str | os.PathLike | None = None,
-    seed: int = 0,
-    device: Any = None,
+    name: str, *, pretrained: bool = True, weights: str | os.PathLike | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
     """``dreamsim:name`` (see the module docstring): the release's weights with LoRA merged, a local copy
     (``weights``: the zip or a folder of its files), or a seeded random initialisation (``pretrained=False``)."""
     import torch
-
-    from ..device import resolve_device
 
     check_name(name)
     variant = VARIANTS[name]
@@ -593,12 +586,11 @@ def load(
             torch.manual_seed(seed)
             module = build(name)
         record = {"kind": "random", "seed": seed}
-    dev = resolve_device(device)
-    return LoadedModel(
-        module=module.to(dev).eval(),
+    return LoadedModel.on_device(
+        module,
+        device,
         preprocessing=PREPROCESSING,
         model_id=model_id,
         weights=record,
-        device=dev,
         prefix_tokens=1,
     )

@@ -315,7 +315,9 @@ def _check_loaded(hf: HFName, info: dict[str, Any]) -> None:
     missing = sorted(k for k in info.get("missing_keys") or [] if not k.startswith(OPTIONAL_PREFIXES))
     if not missing:
         return
-    show = ", ".join(missing[:6]) + (f" ... ({len(missing)} in all)" if len(missing) > 6 else "")
+    from .custom import show_keys
+
+    show = show_keys(missing, 6)
     raise WeightsError(
         f"the weights {_weights_file(hf)} lack {len(missing)} parameter(s) of the architecture its config.json "
         f"describes ({show}): they would be random, not pretrained; check that the weights belong to this config, "
@@ -345,8 +347,6 @@ def load(
             sizes, damaged or pickled, or a weights file that does not fit.
         VisrepsError: a config that is not an image model (e.g. a text model).
     """
-    from ..device import resolve_device
-
     transformers = import_transformers()
     hf = parse_name(name)
     config = _load_config(hf)
@@ -360,13 +360,12 @@ def load(
         "prefix_tokens": prefix,
         "transformers": transformers.__version__,
     }
-    dev = resolve_device(device)
-    return LoadedModel(
-        module=module.to(dev).eval(),
+    return LoadedModel.on_device(
+        module,
+        device,
         preprocessing=prep,
         model_id=f"hf:{str(name).strip()}",
         weights=record,
-        device=dev,
         prefix_tokens=prefix,
         preprocessing_extra=extra,
     )

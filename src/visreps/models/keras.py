@@ -56,6 +56,13 @@ from ._keras_backend import _functional_model as _functional_model  # a seam tes
 from ._keras_session import INSTALL_HINT, fresh_names, import_keras, quiet_stderr, seeded
 from ._registry import register_source
 
+#: the catalogue card of every keras model (the architecture is the model's name)
+CARD = ModelCard(family="Keras applications", architecture="", objective="supervised classification",
+                 training_data="ImageNet-1k",
+                 weights_licence="Apache-2.0 (keras-team) unless the application says otherwise",
+                 paper="Chollet et al., Keras (2015); and the paper of each architecture")  # fmt: skip
+
+
 __all__ = [
     "APPLICATIONS",
     "INSTALL_HINT",
@@ -341,13 +348,6 @@ def _preprocess_function(module: str) -> tuple[Callable, str]:
     path = f"keras.applications.{module}"
     fn = importlib.import_module(path).preprocess_input
     return fn, f"{path}.preprocess_input"
-
-
-#: the catalogue card of every keras model (the architecture is the model's name)
-CARD = ModelCard(family="Keras applications", architecture="", objective="supervised classification",
-                 training_data="ImageNet-1k",
-                 weights_licence="Apache-2.0 (keras-team) unless the application says otherwise",
-                 paper="Chollet et al., Keras (2015); and the paper of each architecture")  # fmt: skip
 
 
 @register_source("keras", optional=True)

@@ -20,6 +20,13 @@ from ._card import ModelCard
 from ._registry import register_source
 from .clip import build, find_checkpoint, import_open_clip
 
+#: the catalogue card of every openclip model (the architecture is the model's name)
+CARD = ModelCard(family="OpenCLIP", architecture="", objective="contrastive image-text",
+                 training_data="per pretrained tag (LAION-400M/2B, DataComp, ...)",
+                 weights_licence="per pretrained tag (mostly MIT)",
+                 paper="Cherti et al., Reproducible scaling laws for contrastive language-image learning, "
+                 "CVPR 2023")  # fmt: skip
+
 
 @lru_cache(maxsize=1)
 def list_names() -> list[str]:
@@ -70,14 +77,6 @@ def available_offline(name: str) -> bool:
     except ModelNotFoundError:
         return False
     return tag is not None and find_checkpoint(arch, tag) is not None
-
-
-#: the catalogue card of every openclip model (the architecture is the model's name)
-CARD = ModelCard(family="OpenCLIP", architecture="", objective="contrastive image-text",
-                 training_data="per pretrained tag (LAION-400M/2B, DataComp, ...)",
-                 weights_licence="per pretrained tag (mostly MIT)",
-                 paper="Cherti et al., Reproducible scaling laws for contrastive language-image learning, CVPR "
-                 "2023")  # fmt: skip
 
 
 @register_source("openclip", optional=True)

