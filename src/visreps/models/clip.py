@@ -364,6 +364,46 @@ def _quiet_logging():
         logging.disable(previous)
 
 
+def _create_pretrained(oc: Any, arch: str, tag: str | None, model_id: str, options: dict) -> tuple[Any, dict]:
+    """The open_clip model of ``arch`` with the checkpoint of ``tag`` (fetched into the cache), and its record."""
+    if tag is None:
+        raise WeightsError(f"{model_id} has no pretrained weights without a tag; use random weights (--random)")
+    path = fetch_checkpoint(arch, tag, model_id)
+    try:
+        model = oc.create_model(arch, pretrained=str(path), **options)
+    except Exception as e:
+        raise WeightsError(
+            f"cannot load the checkpoint {str(path)!r} into {model_id}: {e.__class__.__name__}: {e}; "
+            "delete the file to download it again"
+        ) from e
+    record = {
+        "kind": "pretrained",
+        "name": tag,
+        "arch": arch,
+        "url": checkpoint_source(arch, tag).url,
+        "file": str(path),
+        "sha256": file_sha256(path),
+        "quick_gelu": options["force_quick_gelu"],
+    }
+    return model, record
+
+
+def _create_random(oc: Any, arch: str, model_id: str, options: dict, seed: int) -> tuple[Any, dict]:
+    """The open_clip model of ``arch`` initialised under ``torch.manual_seed(seed)``, and its record."""
+    import torch
+
+    try:
+        with torch.random.fork_rng(devices=[]), _quiet_logging():
+            torch.manual_seed(seed)
+            model = oc.create_model(arch, pretrained=None, **options)
+    except Exception as e:
+        raise VisrepsError(
+            f"open_clip could not build {model_id}: {e.__class__.__name__}: {e} (architectures with a "
+            "Hugging Face text tower need its config from the Hub: run once with network access)"
+        ) from e
+    return model, {"kind": "random", "seed": seed}
+
+
 def build(
     model_id: str, arch: str, tag: str | None, *, pretrained: bool, weights: str | None, seed: int, device: Any = None
 ) -> LoadedModel:
@@ -386,7 +426,6 @@ def build(
         ``prefix_tokens`` are set.
     """
     oc = import_open_clip()
-    import torch
 
     from ..cache import hf_cache_dir
     from ..device import resolve_device
@@ -407,37 +446,9 @@ def build(
         cache_dir=str(hf_cache_dir()),
     )
     if pretrained and weights is None:
-        if tag is None:
-            raise WeightsError(f"{model_id} has no pretrained weights without a tag; use random weights (--random)")
-        path = fetch_checkpoint(arch, tag, model_id)
-        try:
-            model = oc.create_model(arch, pretrained=str(path), **options)
-        except Exception as e:
-            raise WeightsError(
-                f"cannot load the checkpoint {str(path)!r} into {model_id}: {e.__class__.__name__}: {e}; "
-                "delete the file to download it again"
-            ) from e
-        src = checkpoint_source(arch, tag)
-        record = {
-            "kind": "pretrained",
-            "name": tag,
-            "arch": arch,
-            "url": src.url,
-            "file": str(path),
-            "sha256": file_sha256(path),
-            "quick_gelu": quick_gelu,
-        }
+        model, record = _create_pretrained(oc, arch, tag, model_id, options)
     else:
-        try:
-            with torch.random.fork_rng(devices=[]), _quiet_logging():
-                torch.manual_seed(seed)
-                model = oc.create_model(arch, pretrained=None, **options)
-        except Exception as e:
-            raise VisrepsError(
-                f"open_clip could not build {model_id}: {e.__class__.__name__}: {e} (architectures with a "
-                "Hugging Face text tower need its config from the Hub: run once with network access)"
-            ) from e
-        record = {"kind": "random", "seed": seed}
+        model, record = _create_random(oc, arch, model_id, options, seed)
         if weights is not None:
             record = load_weights_file(model, weights)
     model: Any = model.to(dev).eval()
