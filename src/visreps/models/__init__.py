@@ -103,7 +103,7 @@ def load_model(
 
 
 def _load_id(
-    model: str, *, pretrained: bool, weights: str | os.PathLike | None, seed: int, device: Any, pickle: bool
+    model: str, *, pretrained: bool, weights: str | os.PathLike | None, seed: int, device: Any, allow_pickle: bool
 ) -> LoadedModel:
     """A model id: ``file:PATH`` (a ``.keras`` file or a pickled torch model) or ``source:name``."""
     if model.startswith("file:") and model.lower().endswith(".keras"):
@@ -113,7 +113,7 @@ def _load_id(
     if model.startswith("file:"):
         from .custom import load_pickled_model
 
-        return load_pickled_model(model[5:], device=device, allow_pickle=pickle)
+        return load_pickled_model(model[5:], device=device, allow_pickle=allow_pickle)
     source, name = resolve(model)
     src = get_source(source)
     src.check(name)
@@ -121,7 +121,7 @@ def _load_id(
         raise VisrepsError(f"seed must be an integer, got {seed!r}")
     from .custom import pickle_scope
 
-    with pickle_scope(pickle):  # the source's --weights file honours the opt-in
+    with pickle_scope(allow_pickle):  # the source's --weights file honours the opt-in
         return src.load(
             name, pretrained=pretrained, weights=None if weights is None else str(weights), seed=seed, device=device
         )
