@@ -1,9 +1,9 @@
 """The catalogue card of a model id: family, architecture, training data, objective, weights licence, paper.
 
-``visreps models`` groups ids by :attr:`ModelCard.family`. A source module gives its cards where it registers
-itself (:func:`~visreps.models.register_source`'s ``card``): one :class:`ModelCard` for all its models (the
-architecture left empty is the model's name, see :func:`source_card`) or a ``card(name)`` function. This module
-holds only the card type and those helpers; every card lives in its source's module.
+``visreps models`` groups ids by :attr:`ModelCard.family`. A source module holds its own cards, read by
+:func:`~visreps.models.register_source` (or given to it as ``card``): a ``card(name)`` function, or a module-level
+``CARD``, one :class:`ModelCard` for all its models (the architecture left empty is the model's name, see
+:func:`source_card`). This module holds only the card type and those helpers.
 """
 
 from __future__ import annotations
