@@ -317,3 +317,47 @@ def test_rank_transform_order_and_reorder():
     assert P[0, 1] == D[7, 6]
     with pytest.raises(VisrepsError, match="permutation of 0..7"):
         reorder(D, [0, 0, 1, 2, 3, 4, 5, 6])
+
+
+def test_registries_are_the_option_values_one_documented_function_each():
+    """An RDM method or a comparison is one registered function (its formula in its docstring) per option value."""
+    from visreps import options
+    from visreps.analysis import rsa
+
+    assert tuple(rsa.RDM_FUNCTIONS) == options.RDM_METHODS
+    assert tuple(rsa.COMPARISON_FUNCTIONS) == options.COMPARISONS
+    for f in [*rsa.RDM_FUNCTIONS.values(), *rsa.COMPARISON_FUNCTIONS.values()]:
+        assert f.__doc__ and ("=" in f.__doc__ or "−" in f.__doc__), f.__name__
+    with pytest.raises(ValueError, match="add it there first"):
+        rsa.rdm_method("manhattan")
+    with pytest.raises(ValueError, match="add it there first"):
+        rsa.comparison("cosine")
+
+
+def test_a_new_rdm_method_and_comparison_are_one_function_each(monkeypatch):
+    """Adding a value to visreps.options and registering one function makes it usable by compute_rdm and
+    correlate_rdms (checked against scipy)."""
+    from visreps import options
+    from visreps.analysis import rsa
+
+    monkeypatch.setattr(rsa, "METHODS", (*options.RDM_METHODS, "cityblock"))
+    monkeypatch.setattr(rsa, "COMPARISONS", (*options.COMPARISONS, "weighted_tau"))
+    monkeypatch.setattr(rsa, "RDM_FUNCTIONS", dict(rsa.RDM_FUNCTIONS))
+    monkeypatch.setattr(rsa, "COMPARISON_FUNCTIONS", dict(rsa.COMPARISON_FUNCTIONS))
+
+    @rsa.rdm_method("cityblock")
+    def cityblock(src, *, sigma, block_size, device):
+        """``Σ_k |x_ik − x_jk|``."""
+        return sp_squareform(pdist(src.rows(0, src.n), "cityblock"))
+
+    @rsa.comparison("weighted_tau")
+    def weighted_tau(x, y):
+        """scipy's weighted tau."""
+        return float(stats.weightedtau(x, y).statistic)
+
+    X = rand(12, 30)
+    assert np.array_equal(compute_rdm(X, "cityblock"), sp_squareform(pdist(X, "cityblock")))
+    a, b = compute_rdm(X), compute_rdm(rand(12, 30, seed=1))
+    r = correlate_rdms(a, b, "weighted_tau")
+    assert r.method == "weighted_tau"
+    assert float(r) == stats.weightedtau(upper_triangle(a), upper_triangle(b)).statistic

@@ -358,3 +358,33 @@ def test_responses_rows_are_matched_to_images_by_name(first, tmp_path):
     named = visreps.bench(spec2, out=tmp_path / "out", progress=False)
     mine = res.ranking[res.ranking["target"] == "V4"].reset_index(drop=True)
     pd.testing.assert_frame_equal(named.ranking, mine, check_exact=False, rtol=1e-12)
+
+
+def test_outputs_are_one_transaction_of_the_analysis_output_plan(first, tmp_path, monkeypatch):
+    """Ctrl-C while the outputs are written leaves no file (final or partial); a complete run is recorded as the
+    analysis commands' runs are (``.visreps-outputs.json``), ``bench.json`` listing the same files."""
+    import importlib
+
+    from visreps.models._base import file_sha256
+    from visreps.outputs import recorded_files
+
+    tmp, spec, res = first
+    out = tmp_path / "out"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module("visreps.bench._outputs"), "_figure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        visreps.bench(spec, out=out, progress=False)
+    assert not out.exists() or list(out.iterdir()) == []
+    monkeypatch.undo()
+    again = visreps.bench(spec, out=out, progress=False)
+    pd.testing.assert_frame_equal(again.ranking, res.ranking, check_dtype=False)
+    from visreps.bench import OUTPUT_FILES
+
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, ".visreps-outputs.json"])
+    assert recorded_files(out) == sorted(OUTPUT_FILES)
+    record = json.loads((out / "bench.json").read_text())
+    assert record["files"] == list(OUTPUT_FILES)
+    assert record["checksums"] == {n: file_sha256(out / n) for n in OUTPUT_FILES if n != "bench.json"}

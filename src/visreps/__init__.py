@@ -42,6 +42,7 @@ _LAZY = {
     "compute_rdm": "visreps.analysis",
     "correlate_rdms": "visreps.analysis",
     "compare_features": "visreps.workflows",
+    "collect_features": "visreps.workflows",
     "compare_to_reference": "visreps.workflows",
     "rsa_inference": "visreps.workflows",
     "load_reference_rdms": "visreps.analysis",

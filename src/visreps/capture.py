@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import LayerNotFoundError, VisrepsError, closest
+from .errors import LayerNotFoundError, VisrepsError, closest_hint
 from .models._imagenet import imagenet_classes, model_classes, predictions_table, top_classes  # noqa: F401 (re-export)
 from .options import PRECISIONS as PRECISIONS
 from .options import RECURRENT_MODES
@@ -64,11 +64,8 @@ def parse_layers(module_names: Sequence[str], layers, pool) -> list[LayerSpec]:
                 raise VisrepsError(f"layer {spec!r}: a time step is written name@tK with K a number, e.g. V4.output@t3")
             call = int(step)
         if name not in valid:
-            hint = closest(name, module_names)
             raise LayerNotFoundError(
-                f"model has no layer {name!r}"
-                + (f"; closest: {', '.join(hint)}" if hint else "")
-                + " (list them with `visreps layers MODEL`)"
+                f"model has no layer {name!r}{closest_hint(name, module_names)} (list them with `visreps layers MODEL`)"
             )
         if spec in seen:
             raise VisrepsError(f"layer {spec!r} is requested twice")
@@ -230,7 +227,9 @@ def resolve_layers(lm, layers) -> list[str]:
     return expand_layers(lm.layer_names(), layers, lm.module if lm.adapter is None else None, lm.model_id)
 
 
-def plan_layers(lm, layers, *, pool="flatten", recurrent: str | None = None) -> list[LayerSpec]:
+def plan_layers(
+    lm, layers, *, pool: str | Mapping[str, str] = "flatten", recurrent: str | None = None
+) -> list[LayerSpec]:
     """Validate the requested layers and find, by a dry run, how often each runs and its shape."""
     import torch
 

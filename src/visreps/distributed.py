@@ -1,15 +1,16 @@
 """Extraction as a Ray Data pipeline: decoding in parallel tasks, the model in a pool of actors.
 
 The driver (the process that calls :func:`extract_ray`) does everything that decides the result
-exactly as a single-process run does: :func:`visreps.extraction.prepare` validates the arguments,
-loads the model, finds and orders the images, plans the layers and builds the metadata, and
+exactly as a single-process run does: :func:`visreps.extract` checks the options once
+(:class:`visreps.job.ExtractionOptions`), :func:`visreps.extraction.prepare` loads the model, finds
+and orders the images, plans the layers and builds the metadata, and
 :func:`visreps.extraction.run` writes the output folder (resume, progress, interruption, the
 manifest and the finishing touches are the same code). Only the batch source differs:
 
 1. ``ray.data.from_pandas`` makes blocks of image positions and relative paths (whole batches);
-2. ``map_batches(_decode_batch)`` tasks read and preprocess the images with the model's transform
+2. ``map_batches(decode_batch)`` tasks read and preprocess the images with the model's transform
    (:class:`visreps.data.ImageDataset`, so unreadable images give the same messages);
-3. ``map_batches(_Extractor, compute=ActorPoolStrategy(size=num_actors))``: each actor loads the
+3. ``map_batches(Extractor, compute=ActorPoolStrategy(size=num_actors))``: each actor loads the
    model once (the driver's loaded model is sent through Ray's object store, so the workers need
    no weights files and compute with the very same parameters) and runs
    :func:`visreps.capture.make_capture` on its batches, on a GPU of its own when the cluster
@@ -18,7 +19,8 @@ manifest and the finishing touches are the same code). Only the batch source dif
    by image position) and hands them to ``run``, which writes row after row: skipped images leave
    no gap, and row ``i`` of every array is row ``i`` of the manifest, as in a single-process run.
 
-Ray is imported only here, and only when this engine is asked for.
+What runs inside Ray (the decoding function and the actor) is in :mod:`visreps.ray_workers`. Ray is
+imported only in these two modules, and only when this engine is asked for.
 """
 
 from __future__ import annotations
@@ -28,16 +30,19 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import MissingExtraError, VisrepsError
+from .job import Batch, ExtractionOptions, Job
+from .ray_workers import Extractor, raise_failure
+from .ray_workers import decode_batch as _decode_batch  # its old name here
 
 if TYPE_CHECKING:
-    from .models import LoadedModel
+    from .data import ImageItem
 
 INSTALL_HINT = "pip install visreps[ray]"
 
@@ -53,233 +58,6 @@ def import_ray():
             f"({e}); install it with `{INSTALL_HINT}`, or use the default single-process engine"
         ) from None
     return ray
-
-
-# --------------------------------------------------------------------------- remote functions
-
-
-def _decode_batch(
-    batch: Mapping[str, np.ndarray], *, root: str, transform, input_shape: tuple, source: Any = None
-) -> dict:
-    """Ray task: read and preprocess the images of one block.
-
-    Returns ``i`` (image positions), ``x`` (float32 inputs; zeros for unreadable images) and
-    ``err`` (``""`` or the image's error message, as the single-process loader gives it).
-    """
-    from .data import DIGEST_SIZE, ImageDataset, ImageItem
-
-    paths = [str(p) for p in batch["path"]]
-    its = [ImageItem(p, "") for p in paths]
-    dataset = ImageDataset(root, its, transform) if source is None else source.dataset(its, transform)
-    xs: list = []
-    errs: list[str] = []
-    digests = np.zeros((len(paths), DIGEST_SIZE), np.uint8)
-    for j in range(len(paths)):
-        _, x, err, digest = dataset[j]
-        xs.append(None if x is None else np.asarray(x, dtype=np.float32))
-        errs.append(err)
-        if digest:
-            digests[j] = np.frombuffer(digest, np.uint8)
-    shapes = {x.shape for x in xs if x is not None}
-    shape = next(iter(shapes)) if len(shapes) == 1 else tuple(input_shape)
-    if len(shapes) > 1:  # only without a crop: keep the images as a ragged column, the actor says what is wrong
-        out_x = np.empty(len(xs), dtype=object)
-        for j, x in enumerate(xs):
-            out_x[j] = np.zeros(shape, np.float32) if x is None else x
-    else:
-        out_x = np.zeros((len(xs), *shape), np.float32)
-        for j, x in enumerate(xs):
-            if x is not None:
-                out_x[j] = x
-    return {
-        "i": np.asarray(batch["i"], dtype=np.int64),
-        "x": out_x,
-        "err": np.asarray(errs, dtype=object),
-        "hash": digests,
-    }
-
-
-def _stack_inputs(x: np.ndarray) -> np.ndarray:
-    if x.dtype != object:
-        return x
-    shapes = sorted({tuple(a.shape) for a in x})
-    if len(shapes) > 1:
-        raise VisrepsError(
-            f"images give model inputs of different sizes ({', '.join(str(s) for s in shapes[:3])}); "
-            "the preprocessing must end in a fixed size: set a crop (preprocessing={'crop': 224})"
-        )
-    return np.stack(list(x))
-
-
-class _Extractor:
-    """Ray actor: holds the model (loaded once) and runs the hooked forward pass on batches.
-
-    Errors travel back as data (the ``fail`` column: error type and message), because Ray Data
-    hands the driver only a text traceback of an exception raised here.
-    """
-
-    def __init__(self, spec: dict):
-        self.spec = spec
-        self.failure = ""
-        try:
-            self._setup()
-        except Exception as e:  # noqa: BLE001 - reported with the first batch
-            self.failure = _describe(e, "loading the model")
-
-    def _setup(self) -> None:
-        import torch
-
-        from .capture import make_capture, set_memory_format
-
-        spec = self.spec
-        if spec["threads"]:
-            torch.set_num_threads(spec["threads"])
-        self.lm = _actor_model(spec)
-        self.device = self.lm.device
-        if spec["channels_last"]:
-            set_memory_format(self.lm, True)
-        self.cap = make_capture(self.lm, spec["specs"], stop_early=spec["top_k"] is None)
-        self.cap.__enter__()  # the hooks stay on for the actor's lifetime
-
-    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict:
-        failure = self.failure
-        if not failure:
-            try:
-                return self._run(batch)
-            except Exception as e:  # noqa: BLE001
-                failure = _describe(e, "running the model")
-        out = self._empty(batch)
-        out["fail"] = np.full(len(out["i"]), failure, dtype=object)
-        return out
-
-    def _empty(self, batch: Mapping[str, np.ndarray]) -> dict:
-        spec = self.spec
-        n = len(batch["i"])
-        out: dict[str, Any] = {
-            "i": np.asarray(batch["i"]),
-            "err": np.asarray(batch["err"]),
-            "hash": np.asarray(batch["hash"]),
-            "fail": np.full(n, "", dtype=object),
-        }
-        for key, col in spec["columns"].items():
-            out[col] = np.zeros((n, *spec["shapes"][key]), np.float32)
-        if spec["top_k"] is not None:
-            out["topk_index"] = np.zeros((n, spec["top_k"]), np.int64)
-            out["topk_prob"] = np.zeros((n, spec["top_k"]), np.float32)
-        return out
-
-    def _run(self, batch: Mapping[str, np.ndarray]) -> dict:
-        import torch
-
-        from .capture import autocast, forward_with_backoff, model_classes, top_classes
-
-        spec = self.spec
-        err = np.asarray(batch["err"])
-        good = np.array([not e for e in err], dtype=bool)
-        if not good.any():
-            return self._empty(batch)
-        x = batch["x"] if good.all() else batch["x"][good]
-        x = _stack_inputs(np.asarray(x))
-        if not x.flags.writeable:
-            x = x.copy()
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        with torch.inference_mode(), autocast(self.device, spec["precision"]):
-            if self.lm.backend == "torch":
-                xt = xt.to(self.device, non_blocking=True)
-                if spec["channels_last"]:
-                    xt = xt.contiguous(memory_format=torch.channels_last)
-            outs, result = forward_with_backoff(self.cap, xt)
-            topk = None
-            if spec["top_k"] is not None:
-                topk = top_classes(result, spec["top_k"], self.lm.model_id, n_classes=len(model_classes(self.lm)))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # the hooks copy to the host without waiting
-        out: dict[str, Any] = {
-            "i": np.asarray(batch["i"]),
-            "err": err,
-            "hash": np.asarray(batch["hash"]),
-            "fail": np.full(len(err), "", dtype=object),
-        }
-        red = spec.get("reducer")
-        if red is not None:  # reduced here, so only reduced rows travel back to the driver
-            outs = {**outs, **red.apply({k: outs[k] for k in red.appliers})}
-        for key, col in spec["columns"].items():
-            out[col] = _fill(np.asarray(outs[key]), good)
-        if topk is not None:
-            out["topk_index"] = _fill(np.asarray(topk[0]), good)
-            out["topk_prob"] = _fill(np.asarray(topk[1]), good)
-        return out
-
-
-def _describe(e: BaseException, doing: str) -> str:
-    """An error in an actor as ``Type<TAB>message`` (visreps errors keep their message as it is)."""
-    import socket
-
-    if isinstance(e, VisrepsError):
-        return f"{type(e).__name__}\t{e}"
-    lines = str(e).strip().splitlines()
-    hint = ""
-    if isinstance(e, ImportError) or "No module named" in str(e):
-        hint = "; every machine of the Ray cluster needs the packages and modules the model comes from"
-    return (
-        f"VisrepsError\t{type(e).__name__} in a Ray actor on {socket.gethostname()} while {doing}: "
-        f"{lines[0] if lines else ''}{hint}"
-    )
-
-
-def _raise_failure(text: str):
-    from . import errors
-
-    name, _, msg = str(text).partition("\t")
-    cls = getattr(errors, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, VisrepsError)):
-        cls = VisrepsError
-    raise cls(msg)
-
-
-def _fill(rows: np.ndarray, good: np.ndarray) -> np.ndarray:
-    """``rows`` of the good images spread over a batch with zero rows for the bad ones."""
-    if good.all():
-        return rows
-    full = np.zeros((len(good), *rows.shape[1:]), rows.dtype)
-    full[good] = rows
-    return full
-
-
-def _actor_model(spec: dict) -> LoadedModel:
-    """The model in an actor: the driver's, from the object store, or loaded from its recipe."""
-    import ray
-    import torch
-
-    from . import cache
-
-    device = torch.device(spec["device"])
-    ref = spec.get("model_ref")
-    if ref is not None:
-        lm: LoadedModel = ray.get(ref)
-        if lm.backend == "torch":
-            lm.module.to(device).eval()
-            lm.device = device
-        return lm
-    from .models import load_model
-
-    recipe = spec["recipe"]
-    if "offline" in recipe["cache"]:
-        cache.set_offline(recipe["cache"]["offline"])
-    if "dir" in recipe["cache"]:
-        cache.set_cache_dir(recipe["cache"]["dir"])
-    return load_model(
-        recipe["model"],
-        pretrained=recipe["pretrained"],
-        weights=recipe["weights"],
-        seed=recipe["seed"],
-        device=spec["device"],
-        preprocessing=recipe["preprocessing"],
-        allow_pickle=recipe.get("allow_pickle", False),
-    )
-
-
-# --------------------------------------------------------------------------- driver side
 
 
 def _clean_error(e: BaseException) -> BaseException:
@@ -383,7 +161,7 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def _plan_resources(ray, device: str, num_actors: int, cpus_per_actor, gpus_per_actor) -> dict:
+def _plan_resources(ray, device: str | None, num_actors: int, cpus_per_actor, gpus_per_actor) -> dict:
     """Where the actors run (device), what each asks Ray for, and how many torch threads each uses."""
     res = ray.cluster_resources()
     total_cpus = float(res.get("CPU", 0))
@@ -489,7 +267,7 @@ def ray_batches(ray, plan: dict, actor_spec: dict):
                 },
             )
             ds = ds.map_batches(
-                _Extractor,
+                Extractor,
                 batch_size=job.batch_size,
                 batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=plan["num_actors"]),
@@ -504,7 +282,7 @@ def ray_batches(ray, plan: dict, actor_spec: dict):
                 for out in results:
                     fail = [f for f in out["fail"] if f]
                     if fail:
-                        _raise_failure(fail[0])
+                        raise_failure(fail[0])
                     for start, part in _contiguous_parts(out):
                         pending[start] = part
                     while expected in pending:
@@ -544,8 +322,6 @@ def _contiguous_parts(out: Mapping[str, np.ndarray]):
 
 
 def _to_batch(part: Mapping[str, np.ndarray], cols: Mapping[str, str], top_k, *, reduced: bool = False):
-    from .extraction import Batch
-
     i = np.asarray(part["i"])
     err = np.asarray(part["err"])
     good = np.array([not e for e in err], dtype=bool)
@@ -600,29 +376,29 @@ class RayEngine:
         self._plan: dict = {}
         self._spec: dict = {}
 
-    def start(self, options: dict[str, Any]) -> dict[str, Any]:
+    def start(self, options: ExtractionOptions) -> ExtractionOptions:
         """Join or start Ray and plan the actors; the driver plans the layers on the CPU, without decoders."""
-        device = options["device"]
-        if options["batch_size"] == "auto" and str(device).startswith(("cuda", "mps")):
+        device = options.device
+        if options.batch_size == "auto" and str(device).startswith(("cuda", "mps")):
             raise VisrepsError(
                 "batch_size='auto' searches GPU memory in one process; with the Ray engine give a number "
                 "(each actor splits a batch that runs out of device memory in halves)"
             )
-        if options.get("num_workers") is not None:
+        if options.num_workers is not None:
             raise VisrepsError("num_workers is for the local engine; with the Ray engine, Ray tasks decode the images")
         self._ray = import_ray()
         self._started = connect(self._ray, self.address, num_cpus=self.num_cpus)
         self._plan = _plan_resources(self._ray, device, self.num_actors, self.cpus_per_actor, self.gpus_per_actor)
         self._plan["num_actors"] = self.num_actors
-        return {**options, "device": "cpu", "num_workers": 0}
+        return options.adapted(device="cpu", num_workers=0)
 
-    def attach(self, job, recipe: dict[str, Any]) -> None:
+    def attach(self, job: Job, options: ExtractionOptions, model: Any) -> None:
         """Record the engine in the job's metadata and prepare what every actor needs to build the model."""
         from . import cache
         from .capture import set_memory_format
 
         plan = self._plan
-        if job.channels_last and recipe.get("channels_last") is None and plan["device"] not in ("cpu", "cuda"):
+        if job.channels_last and options.channels_last is None and plan["device"] not in ("cpu", "cuda"):
             set_memory_format(job.lm, False)  # automatic channels-last is for oneDNN/cuDNN only
             job.channels_last = False
         meta = job.metadata
@@ -643,11 +419,17 @@ class RayEngine:
             },
         )
         meta["options_identity"].update(device_type=plan["device"], channels_last=job.channels_last)
-        model = recipe["model"]
-        full = {**recipe, "preprocessing": job.lm.preprocessing, "cache": dict(cache._override)}
-        full.pop("channels_last", None)
+        recipe = {
+            "model": model,
+            "pretrained": options.pretrained,
+            "weights": None if options.weights is None else str(options.weights),
+            "seed": options.seed,
+            "allow_pickle": options.allow_pickle,
+            "preprocessing": job.lm.preprocessing,
+            "cache": dict(cache._override),
+        }
         self._spec = {
-            **_model_for_actors(self._ray, job, model, full),
+            **_model_for_actors(self._ray, job, model, recipe),
             "device": plan["device"],
             "threads": plan["threads"],
             "specs": job.specs,
@@ -658,7 +440,7 @@ class RayEngine:
             "reducer": job.reducer,  # SRP matrices / PCA fits: each actor reduces its batches
         }
 
-    def batches(self, job, items: Sequence):
+    def batches(self, job: Job, items: Sequence[ImageItem]) -> Iterator[Batch]:
         return ray_batches(self._ray, self._plan, self._spec)(job, items)
 
     def close(self) -> None:
@@ -690,11 +472,5 @@ def extract_ray(
 
     if "engine" in options:
         raise VisrepsError("extract_ray chooses the engine itself; call visreps.extract(..., engine=...) instead")
-    engine = RayEngine(
-        num_actors=num_actors,
-        address=ray_address,
-        cpus_per_actor=cpus_per_actor,
-        gpus_per_actor=gpus_per_actor,
-        num_cpus=ray_num_cpus,
-    )
+    engine = RayEngine(num_actors, ray_address, cpus_per_actor, gpus_per_actor, ray_num_cpus)  # in field order
     return extract(model, images, engine=engine, **options)

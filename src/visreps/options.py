@@ -27,11 +27,11 @@ BENCH_ENGINES = ("local",)
 REDUCE_METHODS = ("srp", "pca")
 
 # representational similarity ---------------------------------------------------------------------------------------
-#: RDM distances (:func:`visreps.analysis.rsa.rdm`).
+#: RDM distances (:func:`visreps.analysis.rsa.compute_rdm`).
 RDM_METHODS = ("correlation", "cosine", "euclidean", "sqeuclidean", "gaussian")
 #: RDM distances of the time-resolved RSA's model RDMs (no kernel width to choose there).
 TIME_RDM_METHODS = ("correlation", "cosine", "euclidean", "sqeuclidean")
-#: How two RDMs are compared (:func:`visreps.analysis.rsa.compare_rdms`).
+#: How two RDMs are compared (:func:`visreps.analysis.rsa.correlate_rdms`).
 COMPARISONS = ("pearson", "spearman", "kendall", "tau_a")
 #: Correlations of a time course or an frrsa score.
 CORRELATIONS = ("pearson", "spearman")

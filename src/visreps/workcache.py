@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DamagedOutputError, VisrepsError
+from .job import ExtractionOptions
 
 __all__ = ["CacheEntry", "cache_request", "cached_extract", "find_entry", "image_hashes"]
 
-#: extraction options that do not change the numbers (beyond float tolerance): left out of the key
-_NOT_IN_KEY = ("batch_size", "num_workers", "device", "progress", "command", "engine", "order", "format")
+#: extraction options that do not change the numbers (beyond float tolerance): left out of the key (declared
+#: with the options themselves, in :class:`visreps.job.ExtractionOptions`)
+_NOT_IN_KEY = ExtractionOptions.not_in_key()
 KEY_VERSION = 1
 
 

@@ -14,6 +14,8 @@ from .ceilings import NoiseCeiling, rdm_noise_ceiling, split_half_reliability
 from .cka import KERNELS, cka, cka_from_grams, cka_table, gram_matrix, hsic
 from .compare import (
     FeatureSet,
+    RDMOptions,
+    ReferenceStack,
     collect_features,
     compare_features,
     compare_rdms,
@@ -26,7 +28,7 @@ from .compare import (
 )
 from .encoding import EncodingResult, encode, make_folds
 from .frrsa import FRRSAResult, feature_reweighted_rsa, weighted_rsa
-from .inference import RSAInference, correct_pvalues, permutation_test, rdm_inference
+from .inference import InferenceOptions, RSAInference, correct_pvalues, permutation_test, rdm_inference
 from .partition import PartitionResult, variance_partitioning
 from .responses import Responses, load_responses, match_images
 from .rsa import (
@@ -60,6 +62,8 @@ __all__ = [
     "PCA",
     "FeatureSet",
     "IncrementalPCA",
+    "RDMOptions",
+    "ReferenceStack",
     "RDMCorrelation",
     "align",
     "center_features",
@@ -95,6 +99,7 @@ __all__ = [
     "make_folds",
     "match_images",
     # noise ceilings and inference
+    "InferenceOptions",
     "NoiseCeiling",
     "RSAInference",
     "correct_pvalues",

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LayerNotFoundError, VisrepsError, WeightsError, closest
+from ..errors import LayerNotFoundError, VisrepsError, WeightsError, closest_hint
 
 __all__ = ["GLOCAL_COMMIT", "GLOCAL_TRANSFORMS", "GLocalTransform", "align", "apply_glocal", "load_transform"]
 
@@ -178,10 +178,10 @@ def find_transform(model: str, layer: str | None = None, *, transform: str = "gL
     found = [t for t in GLOCAL_TRANSFORMS if model in _names(t)]
     if not found:
         every = [n for t in GLOCAL_TRANSFORMS for n in _names(t)]
-        hint = closest(model, every)
+        hint = closest_hint(model, every, lead=" (closest: ")
         raise VisrepsError(
             f"no gLocal transform is published for the model {model!r}"
-            + (f" (closest: {', '.join(hint)})" if hint else "")
+            + (f"{hint})" if hint else "")
             + f"; available: {'; '.join(available_transforms())}. Give the model with model=... (--model)"
         )
     if layer is not None:

@@ -26,7 +26,7 @@ drawing the triplet indices, at no cost per triplet.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import VisrepsError
 from ..options import OOO_SIMILARITIES as SIMILARITIES
+from ._params import LayerSelection, check_bootstrap
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -403,18 +404,11 @@ def bootstrap_accuracy(
 # --------------------------------------------------------------------------- the entry point
 
 
-def _check_bootstrap(n_bootstrap: Any, ci: Any) -> None:
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 0:
-        raise VisrepsError(f"n_bootstrap must be a non-negative integer (0: no interval), got {n_bootstrap!r}")
-    if not (isinstance(ci, (int, float)) and 0 < ci < 1):
-        raise VisrepsError(f"ci must be a level between 0 and 1 (e.g. 0.95), got {ci!r}")
-
-
 def odd_one_out(
     features: Any,
     triplets: Any,
     *,
-    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    layers: LayerSelection = None,
     similarity: str = "dot",
     n_bootstrap: int = 1000,
     ci: float = 0.95,
@@ -442,7 +436,7 @@ def odd_one_out(
     from .compare import collect_features
 
     similarity = _check_similarity(similarity)
-    _check_bootstrap(n_bootstrap, ci)
+    check_bootstrap(n_bootstrap, ci)
     trip = load_triplets(triplets)
     sets = collect_features(features, layers=layers)
     where = f"triplet file {trip.source.name!r}" if trip.source else "the triplets"

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import VisrepsError
 from ..options import CKA_KERNELS as KERNELS
+from ._params import check_choice
 from ._source import FeatureSource, stream_gram
 from .rsa import median_distance, sqdist_from_gram
 
@@ -49,10 +50,7 @@ _FEATURE_SPACE_MAX_BYTES = 512 * 2**20
 
 
 def _check_kernel(kernel: str) -> str:
-    k = str(kernel).lower()
-    if k not in KERNELS:
-        raise VisrepsError(f"kernel {kernel!r} is not known; use one of {', '.join(KERNELS)}")
-    return k
+    return check_choice(kernel, KERNELS, "kernel", sep=" ")
 
 
 def gram_matrix(

@@ -49,13 +49,18 @@ unchanged by a rotation of them, so this is PLS on the raw features, whatever th
 ``method="banded"`` fits banded ridge over all the chosen layers at once (one band each) with
 himalaya's ``MultipleKernelRidgeCV`` on the per-layer Gram matrices (random search of band
 weights, ``inner_folds`` inner folds), and reports each band's weight per target.
+
+Where the pieces live: this module holds the options (:class:`EncodingModel`, checked once), the entry points
+(:func:`encode`, :func:`run_encoding`) and :class:`EncodingResult`; the designs, penalty search and fold solvers are
+in :mod:`visreps.analysis._ridge`, the folds in :mod:`visreps.analysis._folds`, the result tables in
+:mod:`visreps.analysis._encoding_tables` (their public names are importable from here, as before).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,21 +69,147 @@ import numpy as np
 from ..errors import VisrepsError
 from ..options import ENCODING_MODELS as METHODS
 from ..options import INNER_CV as INNER
-from ..options import SOLVERS
-from ._source import FeatureSource, resolve_device, stream_gram
-from .responses import Responses, as_responses, clean_targets, load_responses, match_images
+from ..options import NAN_POLICIES, SOLVERS
+from ._encoding_tables import GRID_END_SHARE, tables, warn_grid_ends
+from ._folds import check_folds, groups_of, make_folds
+from ._params import LayerSelection, check_choice, check_count
+from ._ridge import (
+    KernelDesign,
+    PrimalDesign,
+    banded_fold,
+    fold_scores,
+    kfold_select,
+    layer_design,
+    loo_select,
+    pls_fold,
+    ridge_fold,
+)
+from ._source import resolve_device
+from .responses import apply_nan_policy, match_sets, responses_from
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from .compare import FeatureSet
 
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "GRID_END_SHARE",
+    "INNER",
+    "METHODS",
+    "SOLVERS",
+    "EncodingModel",
+    "EncodingResult",
+    "KernelDesign",
+    "PrimalDesign",
+    "banded_fold",
+    "encode",
+    "fold_scores",
+    "kfold_select",
+    "layer_design",
+    "loo_select",
+    "make_folds",
+    "pls_fold",
+    "ridge_fold",
+    "run_encoding",
+]
 
 #: default ridge penalties: 10⁻² … 10⁸, one per decade
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 8, 11))
-_TARGET_CHUNK_BYTES = 32 * 2**20
-#: default bytes of one float64 block of features streamed into the Gram matrix
-_STREAM_BLOCK_BYTES = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class EncodingModel:
+    """The options of an encoding model, checked once when it is made (the keyword arguments of :func:`encode`).
+
+    :func:`encode` builds one on its first line and ``visreps encode`` builds one from its options before any file
+    is read; every inner function takes the object and checks nothing again. A bad value is a
+    :class:`~visreps.errors.VisrepsError` naming the parameter and its valid values. Options that only one method
+    reads (``inner_folds`` of inner K-fold and banded ridge, ``n_components`` of PLS, ``n_iter`` of banded ridge)
+    are checked when that method uses them.
+
+    Attributes:
+        method: one of :data:`visreps.options.ENCODING_MODELS` (lower-cased).
+        alphas: the ridge penalties, positive finite numbers (a tuple of floats).
+        folds: the number of outer folds (2 or more) or a fold label per image (a tuple).
+        inner: how ridge chooses its penalty, one of :data:`visreps.options.INNER_CV`.
+        inner_folds: inner folds of ``inner="kfold"`` and of banded ridge (2 or more).
+        seed: seed of the folds, banded ridge's random search and the split-half ceiling.
+        n_components: PLS components (1 or more). n_iter: banded ridge's random-search draws (1 or more).
+        solver: one of :data:`visreps.options.SOLVERS`. nan: one of :data:`visreps.options.NAN_POLICIES`.
+        ceiling_splits: random half splits of the split-half ceiling (1 or more).
+        block_size: features per streamed block of the Gram matrix (``None``: ≈32 MB of float64).
+        device: where the Gram matrices are accumulated; given as :func:`encode`'s ``device``, kept resolved
+            (``"cpu"`` or a ``torch.device``).
+    """
+
+    method: str = "ridge"
+    alphas: Any = DEFAULT_ALPHAS
+    folds: Any = 5
+    inner: str = "loo"
+    inner_folds: int = 5
+    seed: Any = 0
+    n_components: int = 25
+    n_iter: int = 20
+    solver: str = "auto"
+    nan: str = "error"
+    ceiling_splits: int = 100
+    block_size: int | None = None
+    device: Any = "auto"
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("method", check_choice(self.method, METHODS, "method"))
+        put("inner", check_choice(self.inner, INNER, "inner"))
+        put("solver", check_choice(self.solver, SOLVERS, "solver"))
+        put("nan", check_choice(self.nan, NAN_POLICIES, "nan"))
+        put("alphas", tuple(_check_alphas(self.alphas).tolist()))
+        put("folds", _check_fold_option(self.folds))
+        uses_inner_folds = self.method == "banded" or self.inner == "kfold"
+        put("inner_folds", check_count(self.inner_folds, "inner_folds", 2 if uses_inner_folds else None))
+        put("n_components", check_count(self.n_components, "n_components", 1 if self.method == "pls" else None))
+        put("n_iter", check_count(self.n_iter, "n_iter", 1 if self.method == "banded" else None))
+        put("ceiling_splits", check_count(self.ceiling_splits, "ceiling_splits", 1))
+        if self.block_size is not None:
+            put("block_size", check_count(self.block_size, "block_size", 1))
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))):
+            raise VisrepsError(f"seed must be an integer, got {self.seed!r}")
+        put("device", resolve_device(self.device) or "cpu")  # a bad device is an error before any work
+
+    @property
+    def alpha_array(self) -> np.ndarray:
+        """The penalties as a float64 array."""
+        return np.asarray(self.alphas, dtype=np.float64)
+
+    @property
+    def inner_split(self) -> int | None:
+        """The inner folds every training set must hold (banded ridge, ``inner="kfold"``), else ``None``."""
+        return self.inner_folds if self.method == "banded" or self.inner == "kfold" else None
+
+
+def _check_alphas(alphas: Any) -> np.ndarray:
+    try:
+        a = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise VisrepsError(f"alphas must be positive numbers, got {alphas!r}") from None
+    if a.ndim != 1 or a.size == 0 or not np.isfinite(a).all() or (a <= 0).any():
+        raise VisrepsError(f"alphas must be positive finite numbers (e.g. numpy.logspace(-2, 8, 11)), got {alphas!r}")
+    return a
+
+
+def _check_fold_option(folds: Any) -> int | tuple[Any, ...]:
+    """A number of folds (2 or more), or one fold label per image (kept as a tuple; checked against the images by
+    :func:`make_folds`)."""
+    if isinstance(folds, (int, np.integer)) and not isinstance(folds, bool):
+        if int(folds) < 2:
+            raise VisrepsError(f"folds must be at least 2, got {int(folds)}")
+        return int(folds)
+    lab = np.asarray(folds)
+    if lab.ndim != 1:
+        raise VisrepsError(f"folds: give a number of folds or one fold label per image, got shape {lab.shape}")
+    return tuple(lab.tolist())
 
 
 @dataclass
@@ -172,356 +303,6 @@ class EncodingResult:
         )
 
 
-# --------------------------------------------------------------------------- folds
-
-
-def make_folds(n: int, folds: int | Sequence[int] | np.ndarray = 5, *, groups: Any = None, seed: int = 0) -> np.ndarray:
-    """The outer fold of each of ``n`` images.
-
-    * ``folds`` an integer ``K``, no groups: a random permutation of the images
-      (``numpy.random.default_rng(seed)``) cut into ``K`` consecutive parts whose sizes differ by
-      at most one (``numpy.array_split``).
-    * with ``groups`` (one label per image): the groups are shuffled with ``seed``, then taken
-      from the largest to the smallest (stable) and each put in the fold with the fewest images so
-      far (lowest index on ties): every group lies in one fold (as scikit-learn's ``GroupKFold``).
-    * ``folds`` an array of ``n`` fold labels: used as given.
-
-    Raises:
-        VisrepsError: fewer than 2 folds, fewer images (or groups) than folds, an empty fold.
-    """
-    if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool):
-        lab = np.asarray(folds)
-        if lab.shape != (n,):
-            raise VisrepsError(
-                f"folds: give a number of folds or one fold label per image ({n}), got shape {lab.shape}"
-            )
-        _, fold_of = np.unique(lab, return_inverse=True)
-        if fold_of.max() < 1:
-            raise VisrepsError("folds: the labels name only one fold; cross-validation needs at least 2")
-        return fold_of.astype(np.intp)
-    k = int(folds)
-    if k < 2:
-        raise VisrepsError(f"folds must be at least 2, got {k}")
-    if n < k:
-        raise VisrepsError(f"fewer images ({n}) than folds ({k}); use at most {n} folds or more images")
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(n, dtype=np.intp)
-    if groups is None:
-        for f, part in enumerate(np.array_split(rng.permutation(n), k)):
-            fold_of[part] = f
-        return fold_of
-    g = np.asarray(groups)
-    if g.shape != (n,):
-        raise VisrepsError(f"groups: one label per image is needed ({n}), got {g.shape[0] if g.ndim else 0}")
-    uniq, inv = np.unique(g, return_inverse=True)
-    if len(uniq) < k:
-        raise VisrepsError(f"fewer groups ({len(uniq)}) than folds ({k}); use at most {len(uniq)} folds")
-    order = rng.permutation(len(uniq))
-    sizes = np.bincount(inv, minlength=len(uniq))
-    order = order[np.argsort(-sizes[order], kind="stable")]
-    load = np.zeros(k, dtype=np.int64)
-    group_fold = np.empty(len(uniq), dtype=np.intp)
-    for gi in order:
-        f = int(np.argmin(load))
-        group_fold[gi] = f
-        load[f] += sizes[gi]
-    return group_fold[inv]
-
-
-def _inner_splits(n: int, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """scikit-learn's ``KFold(k)`` without shuffling: contiguous parts, the first ``n % k`` one longer."""
-    if n < k:
-        raise VisrepsError(f"a training set of {n} images cannot be split into {k} inner folds; use fewer inner folds")
-    out = []
-    idx = np.arange(n)
-    for part in np.array_split(idx, k):
-        out.append((np.setdiff1d(idx, part), part))
-    return out
-
-
-# --------------------------------------------------------------------------- designs (kernel or primal)
-
-
-@dataclass
-class _Spectrum:
-    """One training set's centred design: ``Kc = U diag(lam) Uᵀ`` (``U ⊥ 1``) and the test projections ``T``."""
-
-    U: np.ndarray
-    lam: np.ndarray
-    T: np.ndarray
-    complete: bool  # U spans the whole complement of the constant vector
-
-
-class KernelDesign:
-    """A layer as its Gram matrix ``K = X Xᵀ`` (images in response order)."""
-
-    kind = "kernel"
-
-    def __init__(self, K: np.ndarray):
-        self.K = K
-        self.n = K.shape[0]
-
-    def fold(self, tr: np.ndarray, te: np.ndarray) -> _Spectrum:
-        """Centre with the training means (``Kc_ij = K_ij − m_i − m_j + m̄``) and eigendecompose."""
-        Ktr = self.K[np.ix_(tr, tr)]
-        m = Ktr.mean(axis=1)
-        mm = m.mean()
-        Ktr -= m[:, None]
-        Ktr -= m[None, :]
-        Ktr += mm
-        Kte = self.K[np.ix_(te, tr)]
-        mt = Kte.mean(axis=1)
-        Kte -= mt[:, None]
-        Kte -= m[None, :]
-        Kte += mm
-        U, lam = _kernel_spectrum(Ktr)
-        return _Spectrum(U, lam, Kte @ U, True)
-
-
-class PrimalDesign:
-    """A layer held in memory as ``X`` (images × features, fewer features than images)."""
-
-    kind = "primal"
-
-    def __init__(self, X: np.ndarray):
-        self.X = X
-        self.n = X.shape[0]
-
-    def fold(self, tr: np.ndarray, te: np.ndarray) -> _Spectrum:
-        """SVD of the centred training rows ``Xc = U S Vᵀ``; ``lam = S²``, ``T = (X_te − μ) V S``."""
-        from scipy.linalg import svd
-
-        mu = self.X[tr].mean(axis=0)
-        Xc = self.X[tr] - mu
-        U, s, Vt = svd(Xc, full_matrices=False, check_finite=False)
-        r = int((s > s[0] * max(Xc.shape) * np.finfo(np.float64).eps).sum()) if len(s) and s[0] > 0 else 0
-        U, s, Vt = U[:, :r], s[:r], Vt[:r]
-        T = ((self.X[te] - mu) @ Vt.T) * s
-        return _Spectrum(np.ascontiguousarray(U), s * s, T, r >= len(tr) - 1)
-
-
-def _kernel_spectrum(Kc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvectors of a training-centred kernel orthogonal to the constant vector, and their eigenvalues.
-
-    ``Kc 1 = 0``; the constant direction is split off exactly by decomposing ``Kc − s·11ᵀ/n`` with
-    ``s = trace(Kc)/n`` (the mean eigenvalue; 1 for an all-zero kernel): it is the one eigenvector
-    with eigenvalue ``−s`` (the smallest, as ``Kc`` is positive semi-definite) and is dropped.
-    Round-off negatives are set to 0.
-    """
-    from scipy.linalg import eigh
-
-    n = Kc.shape[0]
-    s = float(np.trace(Kc)) / n
-    s = s if s > 0 else 1.0
-    Kc -= s / n
-    lam, Q = eigh(Kc, overwrite_a=True, check_finite=False)
-    return Q[:, 1:], np.maximum(lam[1:], 0.0)
-
-
-def layer_design(
-    features: Any,
-    rows: np.ndarray,
-    *,
-    solver: str = "auto",
-    block_size: int | None = None,
-    name: str,
-    device: Any = "cpu",
-):
-    """The design of one layer for the response rows ``rows`` (feature row of each response row).
-
-    ``solver="auto"``: the kernel form when the layer has at least as many features as images,
-    else the primal form. The kernel is streamed (:func:`visreps.analysis._source.stream_gram`,
-    features centred by their overall means, which leaves every fold's centring exact and keeps
-    the sums well conditioned), its products on ``device`` (``"cpu"``: numpy/BLAS; a CUDA device:
-    torch, float64); the primal form reads the layer into memory (float64).
-    """
-    src = FeatureSource(features, name=name)
-    kind = solver if solver != "auto" else ("kernel" if src.p >= len(rows) else "primal")
-    if kind == "kernel":
-        if block_size is None:  # smaller blocks than the RDMs' 128 MB: the targets need memory too
-            block_size = max(1, min(src.p, _STREAM_BLOCK_BYTES // (8 * src.n)))
-        K = stream_gram(src, center="columns", block_size=block_size, device=device)["G"]
-        return KernelDesign(np.ascontiguousarray(K[np.ix_(rows, rows)]))
-    X = src.cols(0, src.p)
-    return PrimalDesign(np.ascontiguousarray(X[rows] - X.mean(axis=0)))
-
-
-# --------------------------------------------------------------------------- alpha selection
-
-
-def _chunks(n_rows: int, n_cols: int) -> list[slice]:
-    w = max(1, min(n_cols, _TARGET_CHUNK_BYTES // (8 * max(1, n_rows))))
-    return [slice(c, min(c + w, n_cols)) for c in range(0, n_cols, w)]
-
-
-def loo_select(sp: _Spectrum, Yc: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-target alpha index minimising the efficient leave-one-out MSE (scikit-learn ``RidgeCV`` gcv).
-
-    ``e = c / d`` with ``c = G⁻¹ Yc``, ``d = diag(G⁻¹)``; see the module documentation.
-
-    Returns:
-        ``(best index per target, LOO MSE (n_alphas × targets))``.
-    """
-    n = Yc.shape[0]
-    U, lam = sp.U, sp.lam
-    U2 = U * U
-    mse = np.empty((len(alphas), Yc.shape[1]))
-    for sl in _chunks(n, Yc.shape[1]):
-        Yb = Yc[:, sl]
-        Z = U.T @ Yb
-        for a, alpha in enumerate(alphas):
-            if sp.complete:
-                w = 1.0 / (lam + alpha)
-                C = U @ (w[:, None] * Z)
-                d = U2 @ w
-            else:  # G⁻¹ = U diag(w − 1/α) Uᵀ + P⊥/α
-                g = -lam / (alpha * (lam + alpha))
-                C = U @ (g[:, None] * Z)
-                C += Yb / alpha
-                d = U2 @ g + (1.0 - 1.0 / n) / alpha
-            C /= d[:, None]
-            mse[a, sl] = np.einsum("ij,ij->j", C, C) / n
-    return np.argmin(mse, axis=0), mse
-
-
-def kfold_select(design, tr: np.ndarray, Y: np.ndarray, alphas: np.ndarray, inner_folds: int) -> np.ndarray:
-    """Per-target alpha index by inner K-fold CV on the training images ``tr`` (himalaya's criterion)."""
-    scores = np.zeros((len(alphas), Y.shape[1]))
-    for a_idx, b_idx in _inner_splits(len(tr), inner_folds):
-        sp = design.fold(tr[a_idx], tr[b_idx])
-        Ya, Yb = Y[tr[a_idx]], Y[tr[b_idx]]
-        mu = Ya.mean(axis=0)
-        Z = sp.U.T @ (Ya - mu)
-        for a, alpha in enumerate(alphas):
-            P = sp.T @ (Z / (sp.lam + alpha)[:, None])
-            P += mu
-            P -= Yb
-            scores[a] += np.einsum("ij,ij->j", P, P) / len(b_idx)
-    scores /= inner_folds
-    scores -= 1e-10 * np.log(alphas)[:, None]
-    return np.argmin(scores, axis=0)
-
-
-def ridge_fold(
-    design, tr: np.ndarray, te: np.ndarray, Y: np.ndarray, alphas: np.ndarray, inner: str, inner_folds: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fit on ``tr`` with an alpha per target chosen by nested CV; return (test predictions, alpha index)."""
-    sp = design.fold(tr, te)
-    mu = Y[tr].mean(axis=0)
-    Yc = Y[tr] - mu
-    if inner == "loo":
-        best, _ = loo_select(sp, Yc, alphas)
-    else:
-        best = kfold_select(design, tr, Y, alphas, inner_folds)
-    pred = np.empty((len(te), Y.shape[1]))
-    for sl in _chunks(len(tr), Y.shape[1]):
-        Z = sp.U.T @ Yc[:, sl]
-        Z /= sp.lam[:, None] + alphas[best[sl]][None, :]
-        pred[:, sl] = sp.T @ Z + mu[sl]
-    return pred, best
-
-
-def pls_fold(design, tr: np.ndarray, te: np.ndarray, Y: np.ndarray, n_components: int) -> np.ndarray:
-    """PLS (scikit-learn ``PLSRegression(scale=False)``) on the fold's kernel-PCA scores; test predictions."""
-    try:
-        from sklearn.cross_decomposition import PLSRegression
-    except ImportError:
-        from ..errors import MissingExtraError
-
-        raise MissingExtraError("method='pls' needs scikit-learn: pip install 'visreps[brain]'") from None
-
-    sp = design.fold(tr, te)
-    keep = sp.lam > sp.lam.max(initial=0.0) * len(tr) * np.finfo(np.float64).eps
-    if not keep.any():
-        return np.tile(Y[tr].mean(axis=0), (len(te), 1))
-    root = np.sqrt(sp.lam[keep])
-    S_tr = sp.U[:, keep] * root
-    S_te = sp.T[:, keep] / root
-    k = min(int(n_components), S_tr.shape[1], len(tr) - 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # scikit-learn: y residual constant at iteration ...
-        pls = PLSRegression(n_components=k, scale=False).fit(S_tr, Y[tr])
-        return np.asarray(pls.predict(S_te)).reshape(len(te), -1)
-
-
-def banded_fold(
-    designs: Sequence[KernelDesign],
-    tr: np.ndarray,
-    te: np.ndarray,
-    Y: np.ndarray,
-    alphas: np.ndarray,
-    inner_folds: int,
-    n_iter: int,
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Banded ridge (himalaya ``MultipleKernelRidgeCV``, precomputed kernels, random search) on one fold.
-
-    Returns:
-        test predictions, band weights (bands × targets; ``γ_b = exp(δ_b) / Σ exp(δ)``, summing to
-        1 per target) and the effective alpha per target (``1 / Σ_b exp(δ_b)``).
-    """
-    try:
-        from himalaya.kernel_ridge import MultipleKernelRidgeCV
-    except ImportError:
-        from ..errors import MissingExtraError
-
-        raise MissingExtraError("method='banded' needs himalaya: pip install 'visreps[brain]'") from None
-    Ks_tr = np.stack([d.K[np.ix_(tr, tr)] for d in designs])
-    Ks_te = np.stack([d.K[np.ix_(te, tr)] for d in designs])
-    params = {"n_iter": int(n_iter), "alphas": np.asarray(alphas), "progress_bar": False}
-    model = MultipleKernelRidgeCV(
-        kernels="precomputed",
-        solver="random_search",
-        solver_params=params,
-        fit_intercept=True,
-        cv=inner_folds,
-        random_state=seed,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(Ks_tr, Y[tr])
-        pred = np.asarray(model.predict(Ks_te), dtype=np.float64).reshape(len(te), -1)
-    deltas = np.asarray(model.deltas_, dtype=np.float64)
-    e = np.exp(deltas)
-    return pred, e / e.sum(axis=0), 1.0 / e.sum(axis=0)
-
-
-# --------------------------------------------------------------------------- scores
-
-
-def fold_scores(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pearson r and R² (``1 − SSE / Σ(y − ȳ)²``) per column; NaN where undefined (a constant column)."""
-    yc = y - y.mean(axis=0)
-    pc = pred - pred.mean(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        den = np.sqrt(np.einsum("ij,ij->j", yc, yc) * np.einsum("ij,ij->j", pc, pc))
-        r = np.where(den > 0, np.einsum("ij,ij->j", yc, pc) / np.where(den > 0, den, 1.0), np.nan)
-        ss = np.einsum("ij,ij->j", yc, yc)
-        res = y - pred
-        r2 = np.where(ss > 0, 1.0 - np.einsum("ij,ij->j", res, res) / np.where(ss > 0, ss, 1.0), np.nan)
-    return np.clip(r, -1.0, 1.0), r2
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _check_alphas(alphas: Any) -> np.ndarray:
-    try:
-        a = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
-    except (TypeError, ValueError):
-        raise VisrepsError(f"alphas must be positive numbers, got {alphas!r}") from None
-    if a.ndim != 1 or a.size == 0 or not np.isfinite(a).all() or (a <= 0).any():
-        raise VisrepsError(f"alphas must be positive finite numbers (e.g. numpy.logspace(-2, 8, 11)), got {alphas!r}")
-    return a
-
-
-def _check_choice(value: str, choices: Sequence[str], what: str) -> str:
-    v = str(value).lower()
-    if v not in choices:
-        raise VisrepsError(f"{what}={value!r} is not known; use one of {', '.join(choices)}")
-    return v
-
-
 def _ceiling_of(
     ceiling: Any, reps: np.ndarray | None, n_flat: int, keep: np.ndarray, ceiling_splits: int, seed: int
 ) -> np.ndarray | None:
@@ -552,7 +333,7 @@ def encode(
     features: Any,
     responses: Any,
     *,
-    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    layers: LayerSelection = None,
     method: str = "ridge",
     alphas: Any = DEFAULT_ALPHAS,
     folds: int | Sequence[int] | np.ndarray = 5,
@@ -611,129 +392,85 @@ def encode(
         VisrepsError: unreadable responses, image sets that do not match, NaN with ``nan="error"``,
             fewer images than folds, a ceiling without repetitions, bad options.
     """
+    model = EncodingModel(
+        method=method, alphas=alphas, folds=folds, inner=inner, inner_folds=inner_folds, seed=seed,
+        n_components=n_components, n_iter=n_iter, solver=solver, nan=nan, ceiling_splits=ceiling_splits,
+        block_size=block_size, device=device,
+    )  # fmt: skip
+    data = dict(layers=layers, groups=groups, ceiling=ceiling, order=order, key=key, axes=axes)
+    return run_encoding(features, responses, model, return_predictions=return_predictions, **data)
+
+
+def run_encoding(
+    features: Any,
+    responses: Any,
+    model: EncodingModel,
+    *,
+    layers: LayerSelection = None,
+    groups: Any = None,
+    ceiling: Any = None,
+    order: Sequence[str] | str | os.PathLike | None = None,
+    key: str | None = None,
+    axes: str | Sequence[str] | None = None,
+    return_predictions: bool = False,
+) -> EncodingResult:
+    """:func:`encode` with its options as one checked :class:`EncodingModel` (what ``visreps encode`` calls).
+
+    The other arguments are the data's, as :func:`encode` takes them; nothing in ``model`` is checked again.
+    """
     from .compare import collect_features
 
-    method = _check_choice(method, METHODS, "method")
-    inner = _check_choice(inner, INNER, "inner")
-    solver = _check_choice(solver, SOLVERS, "solver")
-    alpha_arr = _check_alphas(alphas)
-    resp = (
-        load_responses(responses, key=key, axes=axes, images=order)
-        if isinstance(responses, (str, os.PathLike))
-        else as_responses(responses, axes=axes, images=order)
-    )
+    resp = responses_from(responses, key=key, axes=axes, order=order)
     sets = collect_features(features, layers=layers)
-    rows_of, images = _match(sets, resp)
+    rows_of, images = match_sets(sets, resp)
     Y, reps, labels = resp.flat()
     n_flat = len(labels)
-    Y, reps, labels, dropped, keep = clean_targets(Y, reps, labels, nan=nan, images=resp.images)
-    rho = _ceiling_of(ceiling, reps, n_flat, keep, ceiling_splits, seed)
-    fold_of = make_folds(Y.shape[0], folds, groups=_groups(groups, resp), seed=seed)
-    _check_folds(fold_of, int(inner_folds) if method == "banded" or inner == "kfold" else None)
+    Y, reps, labels, dropped, keep = apply_nan_policy(Y, reps, labels, nan=model.nan, images=resp.images, stacklevel=4)
+    rho = _ceiling_of(ceiling, reps, n_flat, keep, model.ceiling_splits, model.seed)
+    fold_of = make_folds(Y.shape[0], model.folds, groups=groups_of(groups, resp.n_images), seed=model.seed)
+    check_folds(fold_of, model.inner_split, stacklevel=4)
     constant = _constant_targets(Y, labels)
-    opts: dict[str, Any] = dict(
-        alphas=alpha_arr, inner=inner, inner_folds=int(inner_folds), n_components=int(n_components)
+    fits = _fit_all(model, sets, rows_of, Y, fold_of, constant)
+    out = tables(fits, Y, labels, fold_of, rho, model.alpha_array)
+    result = EncodingResult(
+        targets=out["targets"],
+        folds=out["folds"],
+        layers=out["layers"],
+        fold_of=fold_of,
+        images=images,
+        target_labels=list(labels),
+        dropped=dropped,
+        constant=[labels[t] for t in np.flatnonzero(constant)],
+        ceiling=rho,
+        band_weights=out["band_weights"],
+        predictions={f["label"]: f["pred"] for f in fits} if return_predictions else None,
+        info=_run_info(model, fold_of, Y.shape[0], len(labels), fits, resp),
     )
-    opts.update(n_iter=int(n_iter), seed=seed, solver=solver, block_size=block_size)
-    opts["device"] = resolve_device(device) or "cpu"  # a bad device is an error before any work
-    fits = _fit_all(method, sets, rows_of, Y, fold_of, constant, opts)
-    result = _tables(fits, Y, labels, fold_of, rho, alpha_arr)
-    result.images, result.dropped = images, dropped
-    result.constant = [labels[t] for t in np.flatnonzero(constant)]
-    if return_predictions:
-        result.predictions = {f["label"]: f["pred"] for f in fits}
-    result.info.update(_run_info(method, opts, alpha_arr, fold_of, Y.shape[0], len(labels), fits, resp))
-    if method == "ridge":
-        _warn_grid_ends(result.targets, alpha_arr)
+    if model.method == "ridge":
+        warn_grid_ends(result.targets, model.alpha_array, stacklevel=4)
     return result
 
 
-#: :func:`encode` warns when the chosen ridge penalty is at an end of the grid for at least this share of fits
-GRID_END_SHARE = 0.1
-
-
-def _warn_grid_ends(targets: pd.DataFrame, alphas: np.ndarray) -> None:
-    """One warning, with the counts, when many targets' chosen alpha (median over folds) is the grid's smallest or
-    largest: the best penalty may lie outside the grid, which ``--alphas`` (``alphas=``) widens."""
-    if len(np.unique(alphas)) < 2:
-        return
-    a = targets["alpha"].to_numpy(dtype=np.float64)
-    a = a[np.isfinite(a)]
-    lo, hi = float(alphas.min()), float(alphas.max())
-    n_lo, n_hi = int(np.sum(a == lo)), int(np.sum(a == hi))
-    if not len(a) or (n_lo + n_hi) < GRID_END_SHARE * len(a):
-        return
-    new_lo, new_hi = (lo / 1e3 if n_lo else lo), (hi * 1e3 if n_hi else hi)
-    decades = np.arange(np.floor(np.log10(new_lo)), np.ceil(np.log10(new_hi)) + 1)
-    wider = ",".join(f"{10.0**d:g}" for d in decades)
-    warnings.warn(
-        f"the chosen ridge penalty is at an end of the alpha grid for {n_lo + n_hi} of {len(a)} (layer, target) "
-        f"fits ({n_lo} at the smallest, {lo:g}; {n_hi} at the largest, {hi:g}; median over folds, the alpha column "
-        "of targets.csv; a target without signal picks the largest): the best penalty may lie outside the grid; "
-        "widen it with --alphas (alphas=), "
-        f"e.g. --alphas {wider}",
-        UserWarning,
-        stacklevel=3,
-    )
-
-
-def _run_info(method, opts, alphas, fold_of, n_images, n_targets, fits, resp) -> dict[str, Any]:
+def _run_info(
+    model: EncodingModel, fold_of: np.ndarray, n_images: int, n_targets: int, fits: list[dict[str, Any]], resp
+) -> dict[str, Any]:
     """``EncodingResult.info``: the options and sizes of the run."""
-    dev = opts["device"]
+    dev = model.device
     return {
-        **{k: v for k, v in opts.items() if k in ("inner", "inner_folds", "seed", "solver")},
-        "method": method,
-        "alphas": alphas.tolist(),
+        "inner": model.inner,
+        "inner_folds": model.inner_folds,
+        "seed": model.seed,
+        "solver": model.solver,
+        "method": model.method,
+        "alphas": list(model.alphas),
         "n_folds": int(fold_of.max()) + 1,
         "n_images": int(n_images),
         "n_targets": n_targets,
         "solvers": {f["label"]: f["solver"] for f in fits},
         "responses": str(resp.source) if resp.source else None,
-        "n_components": opts["n_components"] if method == "pls" else None,
+        "n_components": model.n_components if model.method == "pls" else None,
         "device": dev if isinstance(dev, str) else str(dev),
     }
-
-
-def _match(sets: list[FeatureSet], resp: Responses) -> tuple[list[np.ndarray], list[str] | None]:
-    """Feature rows of every response row, for every set; and the manifest path of every response row."""
-    ref = next((s for s in sets if s.paths is not None), None)
-    paths = ref.paths if ref is not None else None
-    n = len(paths) if paths is not None else sets[0].n
-    where = f"responses in {resp.source.name!r}" if resp.source else "responses"
-    idx = match_images(resp.images, paths, n_rows=resp.n_images, n_features=n, where=where)
-    rows = [idx if s.order is None else s.order[idx] for s in sets]
-    return rows, None if paths is None else [paths[i] for i in idx]
-
-
-def _groups(groups: Any, resp: Responses) -> Any:
-    if groups is None:
-        return None
-    g = np.asarray(groups)
-    if g.shape != (resp.n_images,):
-        raise VisrepsError(f"groups: one label per response row ({resp.n_images}) is needed, got {len(g)}")
-    return g
-
-
-def _check_folds(fold_of: np.ndarray, inner_folds: int | None = None) -> None:
-    """Every outer fold has images, every training set 3 or more (and at least ``inner_folds``, when inner folds
-    split it: banded ridge, ``inner="kfold"``)."""
-    sizes = np.bincount(fold_of)
-    n = len(fold_of)
-    if (sizes == 0).any():
-        raise VisrepsError("a fold has no images; use fewer folds")
-    if (n - sizes).min() < 3:
-        raise VisrepsError(f"a training set would have {(n - sizes).min()} images; use more images or fewer folds")
-    if inner_folds is not None and (n - sizes).min() < inner_folds:
-        raise VisrepsError(
-            f"inner_folds={inner_folds} (--inner-folds) is more than the {(n - sizes).min()} training images of an "
-            "outer fold; lower --inner-folds, or use fewer --folds"
-        )
-    if sizes.min() < 3:
-        warnings.warn(
-            f"a test fold has only {sizes.min()} image(s): its Pearson r is ±1 or NaN; use fewer folds, or read "
-            "r_pooled (all out-of-fold predictions at once)",
-            stacklevel=3,
-        )
 
 
 def _constant_targets(Y: np.ndarray, labels: list[str]) -> np.ndarray:
@@ -742,40 +479,32 @@ def _constant_targets(Y: np.ndarray, labels: list[str]) -> np.ndarray:
         names = [labels[t] for t in np.flatnonzero(const)]
         warnings.warn(
             f"{len(names)} of {len(labels)} targets are constant across images (e.g. {names[:3]}): scores NaN",
-            stacklevel=3,
+            stacklevel=4,
         )
     return const
 
 
 def _fit_all(
-    method: str,
+    model: EncodingModel,
     sets: list[FeatureSet],
     rows_of: list[np.ndarray],
     Y: np.ndarray,
     fold_of: np.ndarray,
     constant: np.ndarray,
-    opts: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Out-of-fold predictions and per-fold choices of every layer (or of the one banded model)."""
     live = np.flatnonzero(~constant)
     Yl = Y[:, live] if len(live) < Y.shape[1] else Y
     n_folds = int(fold_of.max()) + 1
-    if method == "banded":
+    if model.method == "banded":
         if len(sets) < 2:
             raise VisrepsError("method='banded' needs at least 2 layers (the bands); give more layers or folders")
-        designs = [
-            layer_design(
-                s.features, rows, solver="kernel", block_size=opts["block_size"], name=s.where, device=opts["device"]
-            )
-            for s, rows in zip(sets, rows_of)
-        ]
-        return [_banded(sets, designs, Yl, live, Y.shape[1], fold_of, n_folds, opts)]
+        designs = [_design(s, rows, model, "kernel") for s, rows in zip(sets, rows_of)]
+        return [_banded(sets, designs, Yl, live, Y.shape[1], fold_of, model)]
     fits = []
     for s, rows in zip(sets, rows_of):
-        d = layer_design(
-            s.features, rows, solver=opts["solver"], block_size=opts["block_size"], name=s.where, device=opts["device"]
-        )
-        pred, chosen = _cross_validate(lambda tr, te, d=d: _one_fold(method, d, tr, te, Yl, opts), fold_of, Yl.shape)
+        d = _design(s, rows, model, model.solver)
+        pred, chosen = _cross_validate(lambda tr, te, d=d: _one_fold(model, d, tr, te, Yl), fold_of, Yl.shape)
         fit = {"label": s.label, "model": s.model, "weights": s.weights, "layer": s.layer, "solver": d.kind}
         fit.update(_full(pred, chosen, live, Y.shape[1], n_folds))
         fits.append(fit)
@@ -783,10 +512,14 @@ def _fit_all(
     return fits
 
 
-def _one_fold(method: str, d, tr, te, Y, opts) -> tuple[np.ndarray, np.ndarray | None]:
-    if method == "ridge":
-        return ridge_fold(d, tr, te, Y, opts["alphas"], opts["inner"], opts["inner_folds"])
-    return pls_fold(d, tr, te, Y, opts["n_components"]), None
+def _design(s: FeatureSet, rows: np.ndarray, model: EncodingModel, solver: str) -> KernelDesign | PrimalDesign:
+    return layer_design(s.features, rows, solver=solver, block_size=model.block_size, name=s.where, device=model.device)
+
+
+def _one_fold(model: EncodingModel, d, tr, te, Y) -> tuple[np.ndarray, np.ndarray | None]:
+    if model.method == "ridge":
+        return ridge_fold(d, tr, te, Y, model.alpha_array, model.inner, model.inner_folds)
+    return pls_fold(d, tr, te, Y, model.n_components), None
 
 
 def _cross_validate(
@@ -827,17 +560,17 @@ def _banded(
     live: np.ndarray,
     n_t: int,
     fold_of: np.ndarray,
-    n_folds: int,
-    opts: dict[str, Any],
+    model: EncodingModel,
 ) -> dict[str, Any]:
     bands = [s.label for s in sets]
+    n_folds = int(fold_of.max()) + 1
     pred = np.empty(Y.shape)
     weights = np.full((n_folds, len(bands), n_t), np.nan)
     alpha_eff = np.full((n_folds, n_t), np.nan)
     for f in range(n_folds):
         te = np.flatnonzero(fold_of == f)
         tr = np.flatnonzero(fold_of != f)
-        p, w, a = banded_fold(designs, tr, te, Y, opts["alphas"], opts["inner_folds"], opts["n_iter"], opts["seed"])
+        p, w, a = banded_fold(designs, tr, te, Y, model.alpha_array, model.inner_folds, model.n_iter, model.seed)
         pred[te] = p
         weights[f][:, live] = w
         alpha_eff[f, live] = a
@@ -845,99 +578,3 @@ def _banded(
     out.update(_full(pred, None, live, n_t, n_folds))
     out.update(solver="kernel", alpha_values=alpha_eff, band_weights=weights, bands=bands)
     return out
-
-
-def _nan_stats(v: np.ndarray) -> tuple[int, float, float, float]:
-    """Count, mean, median and SEM (``SD / √n``, ``ddof=1``) of the finite values."""
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return 0, np.nan, np.nan, np.nan
-    sem = float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else np.nan
-    return len(v), float(np.mean(v)), float(np.median(v)), sem
-
-
-def _tables(
-    fits: list[dict[str, Any]],
-    Y: np.ndarray,
-    labels: list[str],
-    fold_of: np.ndarray,
-    rho: np.ndarray | None,
-    alphas: np.ndarray,
-) -> EncodingResult:
-    import pandas as pd
-
-    n_folds = int(fold_of.max()) + 1
-    n_t = len(labels)
-    fold_rows, target_rows, layer_rows, band_rows = [], [], [], []
-    depth: dict[str, int] = {}
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN columns (constant targets)
-        root = None if rho is None else np.where(rho > 0, np.sqrt(np.where(rho > 0, rho, 1.0)), np.nan)
-        for fit in fits:
-            ident = {
-                "label": fit["label"],
-                "model": fit["model"],
-                "weights": fit.get("weights", ""),
-                "layer": fit["layer"],
-            }
-            r_f = np.empty((n_folds, n_t))
-            r2_f = np.empty((n_folds, n_t))
-            for f in range(n_folds):
-                te = fold_of == f
-                r_f[f], r2_f[f] = fold_scores(Y[te], fit["pred"][te])
-            a_f = fit.get("alpha_values")
-            if a_f is None and fit.get("alpha_idx") is not None:
-                idx = fit["alpha_idx"]
-                a_f = np.where(idx >= 0, alphas[np.maximum(idx, 0)], np.nan)
-            fold_rows.append(
-                pd.DataFrame(
-                    {
-                        **{k: v for k, v in ident.items()},
-                        "target": np.tile(labels, n_folds),
-                        "fold": np.repeat(np.arange(n_folds), n_t),
-                        "n_test": np.repeat(np.bincount(fold_of, minlength=n_folds), n_t),
-                        "r": r_f.ravel(),
-                        "r2": r2_f.ravel(),
-                        "alpha": np.nan if a_f is None else a_f.ravel(),
-                    }
-                )
-            )
-            cols: dict[str, Any] = {**ident, "target": labels}
-            cols["r"], cols["r2"] = np.nanmean(r_f, axis=0), np.nanmean(r2_f, axis=0)
-            cols["r_sd"], cols["r2_sd"] = np.nanstd(r_f, axis=0, ddof=1), np.nanstd(r2_f, axis=0, ddof=1)
-            cols["r_pooled"], cols["r2_pooled"] = fold_scores(Y, fit["pred"])
-            cols["alpha"] = np.nan if a_f is None else np.nanmedian(a_f, axis=0)
-            if rho is not None and root is not None:
-                cols["ceiling"] = rho
-                cols["r_ceiled"] = cols["r"] / root
-                cols["r2_ceiled"] = np.where(rho > 0, cols["r2"] / np.where(rho > 0, rho, 1.0), np.nan)
-            if fit.get("band_weights") is not None:
-                mean_w = np.nanmean(fit["band_weights"], axis=0)
-                for b, band in enumerate(fit["bands"]):
-                    cols[f"weight:{band}"] = mean_w[b]
-                    band_rows.append(pd.DataFrame({"target": labels, "band": band, "weight": mean_w[b]}))
-            target_rows.append(pd.DataFrame(cols))
-            depth[fit["model"]] = depth.get(fit["model"], -1) + 1
-            row: dict[str, Any] = {**ident, "depth": depth[fit["model"]], "solver": fit["solver"]}
-            for name in ("r", "r2", "r_pooled", "r2_pooled", "r_ceiled", "r2_ceiled"):
-                if name in cols:
-                    n, m, med, sem = _nan_stats(np.asarray(cols[name], dtype=np.float64))
-                    row.update({f"{name}_mean": m, f"{name}_median": med, f"{name}_sem": sem})
-                    if name == "r":
-                        row["n_targets"] = n
-            fold_means = np.nanmean(r_f, axis=1)
-            row["r_fold_sd"] = float(np.std(fold_means, ddof=1)) if n_folds > 1 else np.nan
-            if root is not None:
-                _, row["ceiling_r"], _, row["ceiling_r_sem"] = _nan_stats(root)
-            layer_rows.append(row)
-    bands = pd.concat(band_rows, ignore_index=True) if band_rows else None
-    return EncodingResult(
-        targets=pd.concat(target_rows, ignore_index=True),
-        folds=pd.concat(fold_rows, ignore_index=True),
-        layers=pd.DataFrame(layer_rows),
-        fold_of=fold_of,
-        images=None,
-        target_labels=list(labels),
-        ceiling=rho,
-        band_weights=bands,
-    )

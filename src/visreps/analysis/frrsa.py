@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import VisrepsError
 from ..options import CORRELATIONS as SCORES
 from ..options import FRRSA_MEASURES as MEASURES
+from ._params import LayerSelection, is_whole
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -226,7 +227,7 @@ def feature_reweighted_rsa(
     features: Any,
     reference: Any,
     *,
-    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    layers: LayerSelection = None,
     measure: str = "sqeuclidean",
     preprocess: bool = True,
     outer_folds: int = 5,
@@ -340,7 +341,7 @@ def _check_frrsa(measure, score, *ints) -> None:
     if score not in SCORES:
         raise VisrepsError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
     for v in ints:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        if not is_whole(v) or v < 1:
             raise VisrepsError(f"folds and repeats must be positive integers, got {v!r}")
 
 

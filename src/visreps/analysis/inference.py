@@ -24,45 +24,52 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import VisrepsError
 from ..options import BOOTSTRAP_FACTORS, CORRECTIONS, TEST_TYPES
-from .ceilings import ceiling_from_vectors, rdm_noise_ceiling, rdm_similarities, subject_vectors
+from .bootstrap import (
+    MIN_BOOTSTRAP_IMAGES,
+    BootstrapResult,
+    bootstrap_evaluations,
+    bootstrap_variances,
+    check_bootstrap,
+    check_count,
+    check_images,
+    draw_bootstrap_indices,
+    run_bootstrap,
+)
+from .ceilings import rdm_noise_ceiling, rdm_similarities, subject_vectors
 
 if TYPE_CHECKING:
     import pandas as pd
 
-
-#: fewest images an image bootstrap accepts (with fewer, too many samples have < 3 distinct images)
-MIN_BOOTSTRAP_IMAGES = 5
-
+__all__ = [  # the bootstrap lives in .bootstrap; its names are kept here, where they were
+    "BOOTSTRAP_FACTORS",
+    "MIN_BOOTSTRAP_IMAGES",
+    "BootstrapResult",
+    "InferenceOptions",
+    "RSAInference",
+    "bootstrap_evaluations",
+    "bootstrap_pair_pvalues",
+    "bootstrap_variances",
+    "check_bootstrap",
+    "check_correction",
+    "check_subjects",
+    "check_tests",
+    "correct_pvalues",
+    "draw_bootstrap_indices",
+    "permutation_test",
+    "rdm_inference",
+    "t_test_two_sided",
+    "t_test_zero",
+]
 
 # --------------------------------------------------------------------------- arguments
-
-
-def check_bootstrap(bootstrap: Any) -> tuple[str, ...]:
-    """Normalise ``bootstrap`` (``None``, ``"images"``, ``"subjects"``, ``"subjects,images"`` or a list) to a tuple."""
-    if bootstrap is None or bootstrap is False or bootstrap == "":
-        return ()
-    items = [x.strip() for x in bootstrap.split(",")] if isinstance(bootstrap, str) else [str(x) for x in bootstrap]
-    alias = {"stimuli": "images", "conditions": "images", "patterns": "images", "rdms": "subjects", "both": ""}
-    out = set()
-    for it in items:
-        low = alias.get(it.lower(), it.lower())
-        if it.lower() == "both":
-            out |= set(BOOTSTRAP_FACTORS)
-        elif low in BOOTSTRAP_FACTORS:
-            out.add(low)
-        elif low:
-            raise VisrepsError(
-                f"bootstrap over {it!r} is not known; use images, subjects, or subjects,images (both factors)"
-            )
-    return tuple(f for f in BOOTSTRAP_FACTORS if f in out)
 
 
 def check_correction(correction: Any) -> str:
@@ -83,9 +90,13 @@ def correct_pvalues(p: Any, correction: str = "fdr") -> np.ndarray:
 
     NaN p-values are left out of ``k`` and stay NaN.
     """
+    return _corrected(p, check_correction(correction))
+
+
+def _corrected(p: Any, correction: str) -> np.ndarray:
+    """:func:`correct_pvalues` with a checked ``correction``."""
     from scipy.stats import false_discovery_control
 
-    correction = check_correction(correction)
     p = np.asarray(p, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     ok = np.isfinite(p)
@@ -96,215 +107,6 @@ def correct_pvalues(p: Any, correction: str = "fdr") -> np.ndarray:
     else:
         out[ok] = false_discovery_control(p[ok], method="bh")
     return out
-
-
-# --------------------------------------------------------------------------- bootstrap
-
-
-def _pair_index(n: int, img: np.ndarray) -> np.ndarray:
-    """Condensed indices of the pairs of resampled images that are two different originals (``pdist`` order)."""
-    iu, ju = np.triu_indices(len(img), 1)
-    si, sj = img[iu], img[ju]
-    keep = si != sj
-    u, v = np.minimum(si[keep], sj[keep]), np.maximum(si[keep], sj[keep])
-    return n * u - u * (u + 1) // 2 + (v - u - 1)
-
-
-def draw_bootstrap_indices(
-    n_subjects: int, n_images: int, factors: Sequence[str], n_bootstrap: int, seed: Any = 0
-) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
-    """The resamples ``(subject indices, image indices)`` (``None``: that factor is not resampled).
-
-    Drawn with ``numpy.random.default_rng(seed).integers``, per sample the subjects first, then the
-    images (the order of ``rsatoolbox.inference.bootstrap_sample``).
-    """
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_bootstrap):
-        s = rng.integers(0, n_subjects, size=n_subjects) if "subjects" in factors else None
-        i = rng.integers(0, n_images, size=n_images) if "images" in factors else None
-        out.append((s, i))
-    return out
-
-
-@dataclass
-class BootstrapResult:
-    """Bootstrap evaluations of several models against subjects' RDMs.
-
-    Attributes:
-        factors: what was resampled: ``("images",)``, ``("subjects",)`` or ``("subjects", "images")``.
-        evaluations: ``(variants, n_bootstrap, models)``; one variant for a single factor, three for
-            both (``[both, subjects only, images only]``, the same draws). NaN for invalid samples.
-        ceilings: ``(variants, n_bootstrap, 2)`` noise-ceiling ``(lower, upper)`` per sample (NaN when
-            not computed or undefined, e.g. a sample of one distinct subject).
-        n_subjects, n_images: sizes of the data.
-        indices: the draws (see :func:`draw_bootstrap_indices`).
-    """
-
-    factors: tuple[str, ...]
-    evaluations: np.ndarray
-    ceilings: np.ndarray
-    n_subjects: int
-    n_images: int
-    indices: list = field(repr=False, default_factory=list)
-
-    @property
-    def valid(self) -> np.ndarray:
-        return np.isfinite(self.evaluations[0, :, 0])
-
-    @property
-    def dof(self) -> int:
-        """Degrees of freedom of the t-tests: ``n−1``, ``S−1`` or ``min(S, n)−1`` (as rsatoolbox)."""
-        if self.factors == ("images",):
-            return self.n_images - 1
-        if self.factors == ("subjects",):
-            return self.n_subjects - 1
-        return min(self.n_subjects, self.n_images) - 1
-
-
-def _evaluate(models: np.ndarray, data: np.ndarray, groups: np.ndarray, method: str, ceiling: bool):
-    evals = rdm_similarities(models, data, method).mean(axis=1)
-    nc = np.full(2, np.nan)
-    if ceiling:
-        per = ceiling_from_vectors(data, method, groups)
-        nc = per.mean(axis=0)
-    return evals, nc
-
-
-def bootstrap_evaluations(
-    models: Any,
-    data: Any,
-    *,
-    method: str = "pearson",
-    factors: Any = ("subjects", "images"),
-    n_bootstrap: int = 1000,
-    seed: Any = 0,
-    ceiling: bool = True,
-    indices: Sequence[tuple[Any, Any]] | None = None,
-) -> BootstrapResult:
-    """Bootstrap the mean-over-subjects comparison of every model RDM with the subjects' RDMs.
-
-    For a resample with subject indices ``s`` and image indices ``i``, the data are the RDMs of
-    subjects ``s`` (copies kept: a subject drawn twice counts twice in the mean) restricted to the
-    pairs of ``i`` that are two different originals, and every model RDM is restricted the same way;
-    a model's evaluation is ``(1/|s|) Σ_{t∈s} sim(model_i, v_t,i)``. With ``ceiling`` the
-    noise-ceiling bounds of the resampled data are computed too (:func:`ceiling_from_vectors`:
-    copies of a subject are left out together and count once, as rsatoolbox).
-
-    Args:
-        models: ``(models, m)`` condensed model RDMs (or ``(models, n, n)``).
-        data: ``(subjects, m)`` condensed subject RDMs (or ``(subjects, n, n)``).
-        method: comparison method (see :func:`visreps.analysis.ceilings.rdm_similarities`).
-        factors: ``images``, ``subjects`` or both.
-        n_bootstrap, seed: number of samples and seed of :func:`draw_bootstrap_indices`.
-        ceiling: also bootstrap the noise ceiling (needs ``subjects >= 2``).
-        indices: the draws to use instead of drawing (e.g. to reproduce another program's samples).
-
-    Raises:
-        VisrepsError: a subject bootstrap or ceiling with one subject; fewer than
-            ``MIN_BOOTSTRAP_IMAGES`` images for an image bootstrap.
-    """
-    from .rsa import check_comparison, n_from_condensed
-
-    method = check_comparison(method)
-    fac = check_bootstrap(factors)
-    if not fac:
-        raise VisrepsError("bootstrap_evaluations needs factors: images, subjects or subjects,images")
-    M = subject_vectors(models, name="the model RDMs", need=1)
-    D = subject_vectors(data, name="the reference", need=2 if ("subjects" in fac or ceiling) else 1)
-    if M.shape[1] != D.shape[1]:
-        raise VisrepsError(
-            f"model RDMs have {n_from_condensed(M.shape[1])} images, the reference {n_from_condensed(D.shape[1])}"
-        )
-    n, S = n_from_condensed(D.shape[1]), len(D)
-    if "images" in fac and n < MIN_BOOTSTRAP_IMAGES:
-        raise VisrepsError(
-            f"too few images to bootstrap over: {n} (need at least {MIN_BOOTSTRAP_IMAGES}; samples with fewer than "
-            "3 distinct images have no correlation); bootstrap over subjects only, or use more images"
-        )
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 2:
-        raise VisrepsError(f"n_bootstrap must be an integer >= 2, got {n_bootstrap!r}")
-    draws = list(indices) if indices is not None else draw_bootstrap_indices(S, n, fac, int(n_bootstrap), seed)
-    variants = 3 if len(fac) == 2 else 1
-    evals = np.full((variants, len(draws), len(M)), np.nan)
-    ceils = np.full((variants, len(draws), 2), np.nan)
-    all_s = np.arange(S)
-    for k, (s_idx, i_idx) in enumerate(draws):
-        s_idx = all_s if s_idx is None else np.asarray(s_idx)
-        pair = None if i_idx is None else _pair_index(n, np.asarray(i_idx))
-        if i_idx is not None and len(np.unique(i_idx)) < 3:
-            continue  # invalid sample (rsatoolbox: NaN)
-        cases = [(s_idx, pair)] if variants == 1 else [(s_idx, pair), (s_idx, None), (all_s, pair)]
-        for v, (ss, pp) in enumerate(cases):
-            dv = D[ss] if pp is None else D[ss][:, pp]
-            mv = M if pp is None else M[:, pp]
-            evals[v, k], ceils[v, k] = _evaluate(mv, dv, ss, method, ceiling and len(np.unique(ss)) > 1)
-    return BootstrapResult(fac, evals, ceils, S, n, draws)
-
-
-def _cov_pairwise(x: np.ndarray) -> np.ndarray:
-    """Sample covariance (ddof 1) of the columns of ``x``, each pair over the rows where both are finite."""
-    k = x.shape[1]
-    out = np.full((k, k), np.nan)
-    ok = np.isfinite(x)
-    for i in range(k):
-        for j in range(i, k):
-            rows = ok[:, i] & ok[:, j]
-            if rows.sum() > 1:
-                a, b = x[rows, i], x[rows, j]
-                out[i, j] = out[j, i] = ((a - a.mean()) * (b - b.mean())).sum() / (rows.sum() - 1)
-    return out
-
-
-def _dual(v: np.ndarray, n_rdm: int, n_pattern: int) -> np.ndarray:
-    cs, ci = n_rdm / (n_rdm - 1), n_pattern / (n_pattern - 1)
-    var = cs * v[1] + ci * v[2] - (n_pattern * n_rdm / (n_pattern - 1) / (n_rdm - 1)) * (v[0] - v[1] - v[2])
-    var = np.maximum(np.maximum(var, cs * v[1]), ci * v[2])
-    return np.minimum(var, v[0])
-
-
-def bootstrap_variances(result: BootstrapResult) -> dict[str, np.ndarray]:
-    """Variances of the model evaluations, of their pairwise differences and of model − lower ceiling.
-
-    Per variant, ``C`` is the sample covariance (ddof 1) over the valid samples of the columns
-    ``[models…, ceiling lower, ceiling upper]`` (pairs of columns over the samples where both are
-    defined). From it: ``var_i = C_ii``, ``var(i − j) = C_ii + C_jj − 2 C_ij``,
-    ``var(i − lower) = C_ii + C_LL − 2 C_iL``. Then, as rsatoolbox:
-
-    * one factor of size ``k`` (``n`` images or ``S`` subjects): ``k/(k−1) · var``;
-    * both factors, with ``v_b``, ``v_s``, ``v_i`` the variances of the both / subjects-only /
-      images-only resamples::
-
-        var = S/(S−1) v_s + n/(n−1) v_i − n S / ((n−1)(S−1)) · (v_b − v_s − v_i)
-
-      bounded below by ``max(S/(S−1) v_s, n/(n−1) v_i)`` and above by ``v_b``.
-
-    Returns:
-        dict with ``model`` ``(models,)``, ``difference`` ``(models, models)`` and ``ceiling``
-        ``(models,)`` (variance of model − lower bound; NaN without ceilings).
-    """
-    ev, nc = result.evaluations, result.ceilings
-    ok = result.valid
-    n_mod = ev.shape[2]
-    derived = []
-    for v in range(ev.shape[0]):
-        C = _cov_pairwise(np.concatenate([ev[v][ok], nc[v][ok]], axis=1))
-        d = np.diag(C)
-        model = d[:n_mod]
-        diff = model[:, None] + model[None, :] - 2 * C[:n_mod, :n_mod]
-        np.fill_diagonal(diff, 0.0)
-        ceil = model + d[n_mod] - 2 * C[:n_mod, n_mod]
-        derived.append((model, diff, ceil))
-    if ev.shape[0] == 1:
-        k = result.n_images if result.factors == ("images",) else result.n_subjects
-        f = k / (k - 1)
-        model, diff, ceil = derived[0]
-        return {"model": f * model, "difference": f * diff, "ceiling": f * ceil}
-    S, n = result.n_subjects, result.n_images
-    return {
-        name: _dual(np.stack([d[j] for d in derived]), S, n)
-        for j, name in enumerate(("model", "difference", "ceiling"))
-    }
 
 
 # --------------------------------------------------------------------------- tests
@@ -370,7 +172,7 @@ def permutation_test(
     Returns:
         ``(T, p, null distribution)``.
     """
-    from .rsa import check_comparison, n_from_condensed, squareform, upper_triangle
+    from .rsa import check_comparison, upper_triangle
 
     method = check_comparison(method)
     mv = upper_triangle(model)
@@ -378,8 +180,13 @@ def permutation_test(
     D = subject_vectors(d[None] if (d.ndim == 1 or (d.ndim == 2 and d.shape[0] == d.shape[1])) else d, need=1)
     if len(mv) != D.shape[1]:
         raise VisrepsError("the model RDM and the reference describe different numbers of images")
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1:
-        raise VisrepsError(f"n_permutations must be an integer >= 1, got {n_permutations!r}")
+    return run_permutations(mv, D, method, check_count(n_permutations, "n_permutations", 1), seed)
+
+
+def run_permutations(mv: np.ndarray, D: np.ndarray, method: str, n_permutations: int, seed: Any):
+    """:func:`permutation_test` of checked arguments: a condensed model RDM and ``(subjects, m)`` references."""
+    from .rsa import n_from_condensed, squareform
+
     n = n_from_condensed(len(mv))
     sq = squareform(mv)
     exact = n <= 12 and math.factorial(n) <= n_permutations
@@ -470,21 +277,83 @@ def _model_and_reference(model_rdms: Mapping[str, Any], reference: Any) -> tuple
     return labels, M, D
 
 
-def _check_levels(test_type: str, ci: Any, alpha: Any, tests: tuple[str, ...], fac: tuple[str, ...]) -> None:
-    if test_type not in TEST_TYPES:
-        raise VisrepsError(f"test_type {test_type!r} is not known; use one of {', '.join(TEST_TYPES)}")
-    if not (isinstance(ci, (int, float)) and 0 < ci < 1) or not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-        raise VisrepsError(f"ci and alpha must be between 0 and 1, got ci={ci!r}, alpha={alpha!r}")
-    if "pairwise" in tests and not fac:
-        raise VisrepsError(
-            "a pairwise test needs a bootstrap for the variance of the differences: add bootstrap='subjects,images' "
-            "(CLI: --bootstrap subjects,images)"
-        )
+@dataclass(frozen=True)
+class InferenceOptions:
+    """The options of :func:`rdm_inference` (and ``rsa_inference``, ``visreps compare``), checked once.
+
+    Built (and validated, with messages naming the bad parameter and the valid values) on the first line of the
+    public functions, which keep their keyword arguments, and passed down as one object: nothing below checks
+    them again. ``bootstrap`` and ``test`` are normalised to tuples (``"subjects,images"`` → ``("subjects",
+    "images")``), ``method`` and ``correction`` to their canonical names. The meaning of every field is in
+    :func:`rdm_inference`.
+    """
+
+    method: str = "pearson"
+    noise_ceiling: bool = False
+    bootstrap: Any = ()
+    n_bootstrap: int = 1000
+    test: Any = ()
+    test_type: str = "t"
+    n_permutations: int = 1000
+    correction: str = "fdr"
+    alpha: float = 0.05
+    ci: float = 0.95
+    seed: Any = 0
+
+    def __post_init__(self) -> None:
+        from .rsa import check_comparison
+
+        fix = {"method": check_comparison(self.method), "bootstrap": check_bootstrap(self.bootstrap)}
+        fix.update(test=check_tests(self.test), correction=check_correction(self.correction))
+        for k, v in fix.items():
+            object.__setattr__(self, k, v)
+        if self.test_type not in TEST_TYPES:
+            raise VisrepsError(f"test_type {self.test_type!r} is not known; use one of {', '.join(TEST_TYPES)}")
+        ci, alpha = self.ci, self.alpha
+        if not (isinstance(ci, (int, float)) and 0 < ci < 1) or not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+            raise VisrepsError(f"ci and alpha must be between 0 and 1, got ci={ci!r}, alpha={alpha!r}")
+        if "pairwise" in self.test and not self.bootstrap:
+            raise VisrepsError(
+                "a pairwise test needs a bootstrap for the variance of the differences: add "
+                "bootstrap='subjects,images' (CLI: --bootstrap subjects,images)"
+            )
+        if self.bootstrap:
+            object.__setattr__(self, "n_bootstrap", check_count(self.n_bootstrap, "n_bootstrap", 2))
+        if "permutation" in self.test:
+            object.__setattr__(self, "n_permutations", check_count(self.n_permutations, "n_permutations", 1))
+
+    @classmethod
+    def pick(cls, values: Mapping[str, Any], **override: Any) -> InferenceOptions:
+        """The options named in ``values`` (a function's keyword arguments, the CLI's parameters; other names are
+        left out), with ``override`` on top: checked once, here."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in {**values, **override}.items() if k in names})
+
+    def check_subjects(self, n_subjects: int) -> None:
+        """The error for a one-subject reference asked for a noise ceiling or a bootstrap over subjects."""
+        _check_subjects(n_subjects, self.noise_ceiling, self.bootstrap)
+
+    def attrs(self) -> dict[str, Any]:
+        """What a result table's ``attrs`` record of these options."""
+        fac = self.bootstrap
+        return {
+            "bootstrap": ",".join(fac) or None,
+            "n_bootstrap": int(self.n_bootstrap) if fac else 0,
+            "test_type": self.test_type,
+            "correction": self.correction,
+            "alpha": float(self.alpha),
+            "ci": float(self.ci),
+            "seed": self.seed,
+        }
 
 
 def check_subjects(n_subjects: int, *, noise_ceiling: bool, bootstrap: Any) -> None:
     """Raise the error for a one-subject reference asked for a noise ceiling or a bootstrap over subjects."""
-    if n_subjects < 2 and (noise_ceiling or "subjects" in check_bootstrap(bootstrap)):
+    _check_subjects(n_subjects, noise_ceiling, check_bootstrap(bootstrap))
+
+
+def _check_subjects(n_subjects: int, noise_ceiling: bool, factors: tuple[str, ...]) -> None:
+    if n_subjects < 2 and (noise_ceiling or "subjects" in factors):
         what = "a noise ceiling" if noise_ceiling else "a bootstrap over subjects"
         raise VisrepsError(
             f"the reference has one subject's RDM, but {what} needs RDMs of at least 2 subjects (a (subjects, n, n) "
@@ -553,39 +422,36 @@ def rdm_inference(
         VisrepsError: a one-subject reference with ``noise_ceiling`` or a subject bootstrap; mismatched
             numbers of images; too few images to bootstrap; a pairwise test without bootstrap.
     """
+    return run_inference(model_rdms, reference, InferenceOptions.pick(locals()))
+
+
+def run_inference(model_rdms: Mapping[str, Any], reference: Any, opts: InferenceOptions) -> RSAInference:
+    """:func:`rdm_inference` with its options as one checked object."""
     import pandas as pd
-    from scipy import stats
 
-    from .rsa import check_comparison, n_from_condensed
+    from .rsa import n_from_condensed
 
-    method = check_comparison(method)
-    fac = check_bootstrap(bootstrap)
-    tests = check_tests(test)
-    correction = check_correction(correction)
-    _check_levels(test_type, ci, alpha, tests, fac)
     labels, M, D = _model_and_reference(model_rdms, reference)
-    S = len(D)
-    check_subjects(S, noise_ceiling=noise_ceiling, bootstrap=fac)
-    r = rdm_similarities(M, D, method).mean(axis=1)
+    opts.check_subjects(len(D))
+    r = rdm_similarities(M, D, opts.method).mean(axis=1)
     table = pd.DataFrame({"label": labels, "r": r})
     out = RSAInference(table=table)
-    if noise_ceiling:
-        nc = rdm_noise_ceiling(D, method)
+    if opts.noise_ceiling:
+        nc = rdm_noise_ceiling(D, opts.method)
         out.noise_ceiling = nc
         table["noise_ceiling_lower"], table["noise_ceiling_upper"] = nc.lower, nc.upper
         with np.errstate(divide="ignore", invalid="ignore"):
             table["r_over_lower"], table["r_over_upper"] = r / nc.lower, r / nc.upper
-    if fac:
-        bs = bootstrap_evaluations(
-            M, D, method=method, factors=fac, n_bootstrap=n_bootstrap, seed=seed, ceiling=noise_ceiling
+    if opts.bootstrap:
+        check_images(n_from_condensed(D.shape[1]), opts.bootstrap)
+        out.bootstrap = run_bootstrap(
+            M, D, opts.method, opts.bootstrap, opts.n_bootstrap, opts.seed, ceiling=opts.noise_ceiling
         )
-        out.bootstrap = bs
-        _bootstrap_columns(out, r, alpha, ci, test_type, correction, tests, stats)
-    if "permutation" in tests:
-        _permutation_columns(out, M, D, method, n_permutations, seed, correction, alpha)
-    table.attrs.update(method=method, n_conditions=n_from_condensed(M.shape[1]), n_subjects=S)
-    table.attrs.update(bootstrap=",".join(fac) or None, n_bootstrap=int(n_bootstrap) if fac else 0)
-    table.attrs.update(test_type=test_type, correction=correction, alpha=float(alpha), ci=float(ci), seed=seed)
+        _bootstrap_columns(out, r, opts)
+    if "permutation" in opts.test:
+        _permutation_columns(out, M, D, opts)
+    table.attrs.update(method=opts.method, n_conditions=n_from_condensed(M.shape[1]), n_subjects=len(D))
+    table.attrs.update(opts.attrs())
     if out.noise_ceiling is not None:
         table.attrs["noise_ceiling"] = (out.noise_ceiling.lower, out.noise_ceiling.upper)
     if out.pairwise is not None:
@@ -593,20 +459,23 @@ def rdm_inference(
     return out
 
 
-def _permutation_columns(out: RSAInference, M, D, method, n_permutations, seed, correction, alpha) -> None:
+def _permutation_columns(out: RSAInference, M: np.ndarray, D: np.ndarray, opts: InferenceOptions) -> None:
     table = out.table
     ps = []
     for lab, mv in zip(table["label"], M):
-        _, p, nd = permutation_test(mv, D, method=method, n_permutations=n_permutations, seed=seed)
+        _, p, nd = run_permutations(mv, D, opts.method, opts.n_permutations, opts.seed)
         out.null[lab] = nd
         ps.append(p)
     table["p_permutation"] = ps
-    table["p_permutation_corrected"] = correct_pvalues(ps, correction)
-    table["significant_permutation"] = table["p_permutation_corrected"] < alpha
+    table["p_permutation_corrected"] = _corrected(ps, opts.correction)
+    table["significant_permutation"] = table["p_permutation_corrected"] < opts.alpha
 
 
-def _bootstrap_columns(out: RSAInference, r, alpha, ci, test_type, correction, tests, stats) -> None:
+def _bootstrap_columns(out: RSAInference, r: np.ndarray, opts: InferenceOptions) -> None:
     import pandas as pd
+    from scipy import stats
+
+    alpha, ci, test_type, correction = opts.alpha, opts.ci, opts.test_type, opts.correction
 
     bs, table = out.bootstrap, out.table
     assert bs is not None
@@ -623,7 +492,7 @@ def _bootstrap_columns(out: RSAInference, r, alpha, ci, test_type, correction, t
     else:
         p_zero = (np.sum(samples <= 0, axis=0) + 1) / len(samples)
     table["p_zero"] = p_zero
-    table["p_zero_corrected"] = correct_pvalues(p_zero, correction)
+    table["p_zero_corrected"] = _corrected(p_zero, correction)
     table["significant_zero"] = table["p_zero_corrected"] < alpha
     if out.noise_ceiling is not None:
         lower = out.noise_ceiling.lower
@@ -632,7 +501,7 @@ def _bootstrap_columns(out: RSAInference, r, alpha, ci, test_type, correction, t
         else:
             lows = bs.ceilings[0][ok][:, :1]
             table["p_ceiling"] = (np.sum(lows - samples <= 0, axis=0) + 1) / len(samples)
-    if "pairwise" in tests:
+    if "pairwise" in opts.test:
         k = len(r)
         iu, ju = np.triu_indices(k, 1)
         diff = r[iu] - r[ju]
@@ -652,5 +521,5 @@ def _bootstrap_columns(out: RSAInference, r, alpha, ci, test_type, correction, t
                 "p": p,
             }
         )
-        out.pairwise["p_corrected"] = correct_pvalues(p, correction)
+        out.pairwise["p_corrected"] = _corrected(p, correction)
         out.pairwise["significant"] = out.pairwise["p_corrected"] < alpha

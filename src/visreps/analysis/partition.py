@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import VisrepsError
 from ..options import PARTITION_SCALES as SCALES
+from ._params import LayerSelection
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,7 +98,7 @@ def variance_partitioning(
     features: Any,
     responses: Any,
     *,
-    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    layers: LayerSelection = None,
     alphas: Any = None,
     folds: int | Sequence[int] | np.ndarray = 5,
     groups: Any = None,
@@ -126,31 +127,29 @@ def variance_partitioning(
     """
     import pandas as pd
 
-    from ._source import resolve_device
+    from ._folds import check_folds, groups_of, make_folds
     from .compare import collect_features
-    from .encoding import DEFAULT_ALPHAS, _check_alphas, _check_folds, _groups, _match, make_folds
-    from .responses import as_responses, clean_targets, load_responses
+    from .encoding import DEFAULT_ALPHAS, EncodingModel
+    from .responses import apply_nan_policy, match_sets, responses_from
 
     if scale not in SCALES:
         raise VisrepsError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    alpha_arr = _check_alphas(DEFAULT_ALPHAS if alphas is None else alphas)
-    resp = (
-        load_responses(responses, key=key, axes=axes, images=order)
-        if isinstance(responses, (str, os.PathLike))
-        else as_responses(responses, axes=axes, images=order)
-    )
+    alphas = DEFAULT_ALPHAS if alphas is None else alphas
+    model = EncodingModel(alphas=alphas, folds=folds, seed=seed, nan=nan, block_size=block_size, device=device)
+    resp = responses_from(responses, key=key, axes=axes, order=order)
     sets = collect_features(features, layers=layers)
     if not 2 <= len(sets) <= 4:
         raise VisrepsError(
             f"variance partitioning needs 2 to 4 feature sets, got {len(sets)} ({', '.join(s.label for s in sets)}); "
             "choose the layers with layers=... (CLI: --layers)"
         )
-    rows_of, _ = _match(sets, resp)
+    rows_of, _ = match_sets(sets, resp)
     Y, _, labels = resp.flat()
-    Y, _, labels, dropped, _ = clean_targets(Y, None, labels, nan=nan, images=resp.images)
-    fold_of = make_folds(Y.shape[0], folds, groups=_groups(groups, resp), seed=seed)
-    _check_folds(fold_of)
-    grams = _set_grams(sets, rows_of, scale, block_size, resolve_device(device) or "cpu")
+    Y, _, labels, dropped, _ = apply_nan_policy(Y, None, labels, nan=model.nan, images=resp.images)
+    fold_of = make_folds(Y.shape[0], model.folds, groups=groups_of(groups, resp.n_images), seed=model.seed)
+    check_folds(fold_of)
+    grams = _set_grams(sets, rows_of, scale, model.block_size, model.device)
+    alpha_arr = model.alpha_array
     k = len(sets)
     r2 = {S: _subset_r2(np.sum([grams[i] for i in S], axis=0), Y, fold_of, alpha_arr) for S in subsets_of(k)}
     names = _set_names(sets)
@@ -199,7 +198,7 @@ def _set_grams(sets, rows_of, scale: str, block_size: int | None, device: Any) -
 
 def _subset_r2(K: np.ndarray, Y: np.ndarray, fold_of: np.ndarray, alphas: np.ndarray) -> np.ndarray:
     """Pooled out-of-fold R² per target of ridge on the joint kernel ``K`` (alpha per target by LOO)."""
-    from .encoding import KernelDesign, ridge_fold
+    from ._ridge import KernelDesign, ridge_fold
 
     design = KernelDesign(K)
     pred = np.empty(Y.shape)

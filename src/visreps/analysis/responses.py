@@ -20,13 +20,16 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import VisrepsError
 from ..options import NAN_POLICIES
 from ._files import NAME_VARIABLES, check_file, numbers_to_rows, read_array, read_lines
+
+if TYPE_CHECKING:
+    from .compare import FeatureSet
 
 #: the axes a response array may have, in the order :class:`Responses` keeps them
 AXES = ("subjects", "repetitions", "images", "targets")
@@ -390,6 +393,13 @@ def match_images(
     dup = sorted({x for x in names if names.count(x) > 1}) if len(set(names)) != len(names) else []
     if dup:
         raise VisrepsError(f"{where} list {len(dup)} image(s) more than once, e.g. {dup[:3]}; give each image once")
+    idx = _rows_by_name(names, paths, where, features)
+    _check_all_once(names, idx, paths, where, features)
+    return idx
+
+
+def _rows_by_name(names: list[str], paths: list[str], where: str, features: str) -> np.ndarray:
+    """The manifest row of every name: its manifest path, else its file name when exactly one path has it."""
     pos = {p: i for i, p in enumerate(paths)}
     base: dict[str, list[int]] = {}
     for i, p in enumerate(paths):
@@ -400,14 +410,10 @@ def match_images(
         i = pos.get(name)
         if i is None:
             cands = base.get(Path(name).name, [])
-            if len(cands) == 1:
-                i = cands[0]
-            elif len(cands) > 1:
-                ambiguous.append(name)
+            if len(cands) != 1:
+                (ambiguous if cands else unknown).append(name)
                 continue
-            else:
-                unknown.append(name)
-                continue
+            i = cands[0]
         idx[j] = i
     if unknown:
         raise VisrepsError(
@@ -418,6 +424,11 @@ def match_images(
         raise VisrepsError(
             f"{where}: the file name(s) {ambiguous[:3]} match several manifest paths; give full manifest paths"
         )
+    return idx
+
+
+def _check_all_once(names: list[str], idx: np.ndarray, paths: list[str], where: str, features: str) -> None:
+    """Every manifest image named by exactly one response row."""
     if len(set(idx.tolist())) != len(idx):
         first: dict[int, str] = {}
         twice = []
@@ -432,7 +443,26 @@ def match_images(
             f"{where} have {len(names)} images but {features} have {len(paths)}; e.g. no response for {missing[:3]}. "
             "Responses and features must hold the same images (extract the features from exactly those images)"
         )
-    return idx
+
+
+def responses_from(responses: Any, *, key: str | None = None, axes: Any = None, order: Any = None) -> Responses:
+    """A file's responses (:func:`load_responses`) or an array's/table's (:func:`as_responses`), as the analyses
+    that take ``responses, key=, axes=, order=`` read them."""
+    if isinstance(responses, (str, os.PathLike)):
+        return load_responses(responses, key=key, axes=axes, images=order)
+    return as_responses(responses, axes=axes, images=order)
+
+
+def match_sets(sets: Sequence[FeatureSet], resp: Responses) -> tuple[list[np.ndarray], list[str] | None]:
+    """Feature rows of every response row, for every feature set (:func:`match_images` against the first set with
+    a manifest); and the manifest path of every response row (``None`` without a manifest)."""
+    ref = next((s for s in sets if s.paths is not None), None)
+    paths = ref.paths if ref is not None else None
+    n = len(paths) if paths is not None else sets[0].n
+    where = f"responses in {resp.source.name!r}" if resp.source else "responses"
+    idx = match_images(resp.images, paths, n_rows=resp.n_images, n_features=n, where=where)
+    rows = [idx if s.order is None else s.order[idx] for s in sets]
+    return rows, None if paths is None else [paths[i] for i in idx]
 
 
 def _check_numbers(rows: list[int], n: int, where: str, features: str) -> np.ndarray:
@@ -464,6 +494,19 @@ def clean_targets(
     """
     if nan not in NAN_POLICIES:
         raise VisrepsError(f"nan={nan!r} is not known; use 'error' or 'drop'")
+    return apply_nan_policy(Y, reps, labels, nan=nan, images=images, stacklevel=4)
+
+
+def apply_nan_policy(
+    Y: np.ndarray,
+    reps: np.ndarray | None,
+    labels: list[str],
+    *,
+    nan: str,
+    images: list[str] | None = None,
+    stacklevel: int = 3,
+) -> tuple[np.ndarray, np.ndarray | None, list[str], list[str], np.ndarray]:
+    """:func:`clean_targets` with ``nan`` already checked (an option object's); ``stacklevel`` of its warning."""
     src = reps if reps is not None else Y[None]
     bad_vals = ~np.isfinite(src)
     bad_t = bad_vals.any(axis=(0, 1))
@@ -482,7 +525,8 @@ def clean_targets(
     if len(keep) == 0:
         raise VisrepsError(f"every one of the {len(labels)} targets has NaN/inf values; nothing is left to fit")
     warnings.warn(
-        f"dropped {len(dropped)} of {len(labels)} targets with NaN/inf values (e.g. {dropped[:3]})", stacklevel=3
+        f"dropped {len(dropped)} of {len(labels)} targets with NaN/inf values (e.g. {dropped[:3]})",
+        stacklevel=stacklevel,
     )
     return (
         Y[:, keep],

@@ -9,12 +9,15 @@ in row-major order, the same order as :func:`scipy.spatial.distance.pdist`), and
 All RDM methods are computed from one Gram matrix accumulated over blocks of features with
 matrix products in float64 (BLAS ``dsyrk`` on the CPU, or torch on a CUDA GPU when available), so
 wide layers never need to be in memory and a memory-mapped ``.npy`` is read once.
+
+Each RDM method and each comparison is one function registered under its name in
+:data:`visreps.options` (:func:`rdm_method`, :func:`comparison`), its formula in its docstring.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,19 +38,23 @@ _COMPARISON_ALIASES = {
 _CONSTANT_RTOL = 1e-20
 
 
+def _known(value: str, valid: Sequence[str], what: str, aliases: dict[str, str] | None = None) -> str:
+    """``value`` lower-cased (and un-aliased) when it is one of ``valid``, else an error naming ``what``."""
+    v = str(value).lower()
+    v = (aliases or {}).get(v, v)
+    if v not in valid:
+        raise VisrepsError(f"{what} {value!r} is not known; use one of {', '.join(valid)}")
+    return v
+
+
 def check_method(method: str) -> str:
-    m = str(method).lower()
-    if m not in METHODS:
-        raise VisrepsError(f"RDM method {method!r} is not known; use one of {', '.join(METHODS)}")
-    return m
+    """The RDM method ``method`` lower-cased; raises :class:`VisrepsError` for an unknown one."""
+    return _known(method, METHODS, "RDM method")
 
 
 def check_comparison(method: str) -> str:
-    m = str(method).lower()
-    m = _COMPARISON_ALIASES.get(m, m)
-    if m not in COMPARISONS:
-        raise VisrepsError(f"comparison method {method!r} is not known; use one of {', '.join(COMPARISONS)}")
-    return m
+    """The comparison ``method`` lower-cased, aliases resolved (``tau_b`` → ``kendall``); raises for an unknown one."""
+    return _known(method, COMPARISONS, "comparison method", _COMPARISON_ALIASES)
 
 
 # --------------------------------------------------------------------------- RDMs
@@ -65,19 +72,16 @@ def compute_rdm(
 ) -> np.ndarray:
     """The representational dissimilarity matrix of the rows of ``features``.
 
-    Rows are conditions (images); N-D feature arrays are flattened to ``(n, features)``. With
-    ``x_i`` the i-th row, ``p`` the number of features, ``x̄_i`` the mean of ``x_i``:
+    Rows are conditions (images); N-D feature arrays are flattened to ``(n, features)``. The methods, one
+    function each in :data:`RDM_FUNCTIONS` whose docstring holds its formula (``x_i`` the i-th row):
 
-    * ``correlation``: ``1 − r_ij``, with ``r_ij`` the Pearson correlation between rows
-      ``x_i`` and ``x_j`` across features: ``r = Σ(x_i − x̄_i)(x_j − x̄_j) / (‖x_i − x̄_i‖ ‖x_j − x̄_j‖)``.
-      In [0, 2]. Same as ``pdist(X, "correlation")``.
-    * ``cosine``: ``1 − x_i·x_j / (‖x_i‖ ‖x_j‖)``. In [0, 2]. Same as ``pdist(X, "cosine")``.
-    * ``euclidean``: the plain L2 distance ``‖x_i − x_j‖`` (not squared, not divided by ``p``).
-      Same as ``pdist(X, "euclidean")``.
-    * ``sqeuclidean``: ``‖x_i − x_j‖²``. Same as ``pdist(X, "sqeuclidean")``.
-    * ``gaussian``: ``1 − exp(−‖x_i − x_j‖² / (2σ²))``, one minus a Gaussian (RBF) kernel of the
-      Euclidean distances, in [0, 1). Bandwidth rule: unless ``sigma`` is given, ``σ`` is the
-      median of the ``n(n−1)/2`` pairwise Euclidean distances (``np.median(pdist(X))``).
+    * ``correlation`` (:func:`correlation_rdm`): ``1 − r_ij``, ``r_ij`` the Pearson correlation of ``x_i``
+      and ``x_j`` across features; in [0, 2]. Same as ``pdist(X, "correlation")``.
+    * ``cosine`` (:func:`cosine_rdm`): ``1 − x_i·x_j / (‖x_i‖ ‖x_j‖)``; in [0, 2]. Same as ``pdist(X, "cosine")``.
+    * ``euclidean`` (:func:`euclidean_rdm`): ``‖x_i − x_j‖`` (not squared, not divided by the number of
+      features). ``sqeuclidean`` (:func:`sqeuclidean_rdm`): ``‖x_i − x_j‖²``. Same as ``pdist``.
+    * ``gaussian`` (:func:`gaussian_rdm`): ``1 − exp(−‖x_i − x_j‖² / (2σ²))``, in [0, 1). Bandwidth rule:
+      unless ``sigma`` is given, ``σ`` is the median of the pairwise Euclidean distances (``np.median(pdist(X))``).
 
     How it is computed: one pass over blocks of ``block_size`` features accumulates the Gram
     matrix ``G = X Xᵀ`` in float64 (for the Euclidean family of feature-centred ``X``, for
@@ -119,20 +123,89 @@ def compute_rdm(
         raise VisrepsError(f"sigma is the bandwidth of method='gaussian'; it has no meaning for method={method!r}")
     if sigma is not None:
         _check_sigma(sigma)
-    if method == "correlation":
-        res = stream_gram(src, center="shift_rows", block_size=block_size, device=device)
-        rdm = _correlation_from_gram(res["G"], res["shift"], res["row_sums"], src.p)
-    elif method == "cosine":
-        res = stream_gram(src, center="none", block_size=block_size, device=device)
-        rdm = _cosine_from_gram(res["G"])
-    else:
-        res = stream_gram(src, center="columns", block_size=block_size, device=device)
-        rdm = sqdist_from_gram(res["G"])
-        if method == "euclidean":
-            np.sqrt(rdm, out=rdm)
-        elif method == "gaussian":
-            rdm = _gaussian_from_sqdist(rdm, sigma)
+    rdm = RDM_FUNCTIONS[method](src, sigma=sigma, block_size=block_size, device=device)
     return upper_triangle(rdm, check=False) if condensed else rdm
+
+
+# --------------------------------------------------------------------------- the RDM methods, one entry each
+
+#: An RDM method: ``f(src, *, sigma, block_size, device)`` → the square ``n × n`` float64 RDM of the rows of
+#: ``src`` (a :class:`~visreps.analysis._source.FeatureSource`; ``sigma`` is already checked, ``None`` unless the
+#: method is ``gaussian``). Its docstring holds its formula.
+RDMFunction = Callable[..., np.ndarray]
+#: The RDM methods by name, in the order of :data:`visreps.options.RDM_METHODS` (a test ties the two).
+RDM_FUNCTIONS: dict[str, RDMFunction] = {}
+#: Comparisons of two condensed RDMs ``f(x, y) -> float``, in the order of :data:`visreps.options.COMPARISONS`.
+COMPARISON_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {}
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _register(registry: dict[str, Any], valid: Sequence[str], name: str) -> Callable[[_F], _F]:
+    if name not in valid:  # a programming error: the option value comes first (visreps/options.py)
+        raise ValueError(f"{name!r} is not in visreps.options ({', '.join(valid)}); add it there first")
+
+    def add(func: _F) -> _F:
+        registry[name] = func
+        return func
+
+    return add
+
+
+def rdm_method(name: str) -> Callable[[_F], _F]:
+    """Register an RDM method under ``name`` (which must be in :data:`visreps.options.RDM_METHODS`)."""
+    return _register(RDM_FUNCTIONS, METHODS, name)
+
+
+def comparison(name: str) -> Callable[[_F], _F]:
+    """Register an RDM comparison under ``name`` (which must be in :data:`visreps.options.COMPARISONS`)."""
+    return _register(COMPARISON_FUNCTIONS, COMPARISONS, name)
+
+
+@rdm_method("correlation")
+def correlation_rdm(src: FeatureSource, *, sigma: float | None, block_size: int | None, device: Any) -> np.ndarray:
+    """``1 − r_ij``, ``r_ij`` the Pearson correlation of rows ``x_i`` and ``x_j`` across the ``p`` features:
+    ``r = Σ(x_i − x̄_i)(x_j − x̄_j) / (‖x_i − x̄_i‖ ‖x_j − x̄_j‖)``; in [0, 2] (= ``pdist(X, "correlation")``).
+
+    From the Gram matrix of the row-shifted features (exact algebra that avoids cancellation).
+    """
+    res = stream_gram(src, center="shift_rows", block_size=block_size, device=device)
+    return _correlation_from_gram(res["G"], res["shift"], res["row_sums"], src.p)
+
+
+@rdm_method("cosine")
+def cosine_rdm(src: FeatureSource, *, sigma: float | None, block_size: int | None, device: Any) -> np.ndarray:
+    """``1 − x_i·x_j / (‖x_i‖ ‖x_j‖)``; in [0, 2] (= ``pdist(X, "cosine")``). From the Gram matrix ``X Xᵀ``."""
+    res = stream_gram(src, center="none", block_size=block_size, device=device)
+    return _cosine_from_gram(res["G"])
+
+
+def _sqdist(src: FeatureSource, block_size: int | None, device: Any) -> np.ndarray:
+    """``‖x_i − x_j‖² = G_ii + G_jj − 2 G_ij`` from the Gram matrix of the feature-centred rows."""
+    res = stream_gram(src, center="columns", block_size=block_size, device=device)
+    return sqdist_from_gram(res["G"])
+
+
+@rdm_method("euclidean")
+def euclidean_rdm(src: FeatureSource, *, sigma: float | None, block_size: int | None, device: Any) -> np.ndarray:
+    """``‖x_i − x_j‖``, the plain L2 distance (not squared, not divided by ``p``) (= ``pdist(X, "euclidean")``)."""
+    rdm = _sqdist(src, block_size, device)
+    np.sqrt(rdm, out=rdm)
+    return rdm
+
+
+@rdm_method("sqeuclidean")
+def sqeuclidean_rdm(src: FeatureSource, *, sigma: float | None, block_size: int | None, device: Any) -> np.ndarray:
+    """``‖x_i − x_j‖²`` (= ``pdist(X, "sqeuclidean")``)."""
+    return _sqdist(src, block_size, device)
+
+
+@rdm_method("gaussian")
+def gaussian_rdm(src: FeatureSource, *, sigma: float | None, block_size: int | None, device: Any) -> np.ndarray:
+    """``1 − exp(−‖x_i − x_j‖² / (2σ²))``, one minus a Gaussian (RBF) kernel of the Euclidean distances, in
+    [0, 1); ``σ = sigma``, or the median of the ``n(n−1)/2`` pairwise Euclidean distances (``np.median(pdist(X))``).
+    """
+    return _gaussian_from_sqdist(_sqdist(src, block_size, device), sigma)
 
 
 def _check_sigma(sigma) -> float:
@@ -389,12 +462,47 @@ def _vector_pair(a, b) -> tuple[np.ndarray, np.ndarray, int]:
     return va, vb, n_from_condensed(len(va))
 
 
+def _statistic(result: Any) -> float:
+    """The ``statistic`` of a ``scipy.stats`` result, as a float.
+
+    Those results are tuple bunches whose classes scipy builds at run time, so a type checker sees
+    none of their fields: ``result`` is ``Any`` here and nowhere else.
+    """
+    return float(result.statistic)
+
+
+@comparison("pearson")
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson's ``Σ(x − x̄)(y − ȳ) / (‖x − x̄‖ ‖y − ȳ‖)`` (= ``scipy.stats.pearsonr``)."""
+    from scipy import stats
+
+    return _statistic(stats.pearsonr(x, y))
+
+
+@comparison("spearman")
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho: Pearson's r of the ranks, ties given their average rank (= ``scipy.stats.spearmanr``)."""
+    from scipy import stats
+
+    return _statistic(stats.spearmanr(x, y))
+
+
+@comparison("kendall")
+def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b: ``(C − D) / √((m0 − t_x)(m0 − t_y))``, ``C``/``D`` the concordant/discordant pairs,
+    ``m0 = m(m−1)/2``, ``t_x``/``t_y`` the pairs tied in ``x``/``y`` (= ``scipy.stats.kendalltau``)."""
+    from scipy import stats
+
+    return _statistic(stats.kendalltau(x, y, variant="b"))
+
+
 def _tie_pairs(v: np.ndarray) -> int:
     _, counts = np.unique(v, return_counts=True)
     counts = counts.astype(np.int64)
     return int((counts * (counts - 1) // 2).sum())
 
 
+@comparison("tau_a")
 def kendall_tau_a(x: np.ndarray, y: np.ndarray) -> float:
     """Kendall's tau-a: ``(concordant − discordant) / (m(m−1)/2)`` over all pairs of the ``m`` entries.
 
@@ -416,48 +524,22 @@ def kendall_tau_a(x: np.ndarray, y: np.ndarray) -> float:
     return s / m0
 
 
-def _statistic(result: Any) -> float:
-    """The ``statistic`` of a ``scipy.stats`` result, as a float.
-
-    Those results are tuple bunches whose classes scipy builds at run time, so a type checker sees
-    none of their fields: ``result`` is ``Any`` here and nowhere else.
-    """
-    return float(result.statistic)
-
-
 def _correlate_vectors(x: np.ndarray, y: np.ndarray, method: str) -> float:
-    from scipy import stats
-
-    if method == "pearson":
-        return _statistic(stats.pearsonr(x, y))
-    if method == "spearman":
-        return _statistic(stats.spearmanr(x, y))
-    if method == "kendall":
-        return _statistic(stats.kendalltau(x, y, variant="b"))
-    return kendall_tau_a(x, y)
+    """The comparison ``method`` (a key of :data:`COMPARISON_FUNCTIONS`, already checked) of two condensed RDMs."""
+    return COMPARISON_FUNCTIONS[method](x, y)
 
 
 def correlate_rdms(
-    a: Any,
-    b: Any,
-    method: str = "pearson",
-    *,
-    n_bootstrap: int = 0,
-    ci: float = 0.95,
-    seed: int | None = 0,
+    a: Any, b: Any, method: str = "pearson", *, n_bootstrap: int = 0, ci: float = 0.95, seed: int | None = 0
 ) -> RDMCorrelation:
     """Correlate two RDMs over their upper triangles (pairs ``i < j``, diagonal excluded).
 
-    Methods (``x``, ``y`` the two condensed vectors of ``m = n(n−1)/2`` dissimilarities):
-
-    * ``pearson``: ``Σ(x − x̄)(y − ȳ) / (‖x − x̄‖ ‖y − ȳ‖)`` (= ``scipy.stats.pearsonr``).
-    * ``spearman``: Pearson correlation of the ranks, ties given their average rank
-      (= ``scipy.stats.spearmanr``).
-    * ``kendall``: Kendall's tau-b, ``(C − D) / √((m0 − t_x)(m0 − t_y))`` with ``C``/``D`` the
-      concordant/discordant pairs, ``m0 = m(m−1)/2``, ``t_x``/``t_y`` pairs tied in ``x``/``y``
-      (= ``scipy.stats.kendalltau``).
-    * ``tau_a``: Kendall's tau-a, ``(C − D) / m0``, recommended for RDMs with tied entries
-      (categorical model RDMs; Nili et al. 2014).
+    Methods (``x``, ``y`` the two condensed vectors of ``m = n(n−1)/2`` dissimilarities), one function each
+    in :data:`COMPARISON_FUNCTIONS` whose docstring holds its formula: ``pearson`` (:func:`pearson`,
+    = ``scipy.stats.pearsonr``), ``spearman`` (:func:`spearman`, Pearson on the ranks, ties averaged),
+    ``kendall`` (:func:`kendall_tau_b`, tau-b, = ``scipy.stats.kendalltau``), ``tau_a``
+    (:func:`kendall_tau_a`, ``(C − D) / (m(m−1)/2)``, recommended for RDMs with tied entries such as
+    categorical model RDMs; Nili et al. 2014).
 
     Only the upper triangle is read, so an asymmetric matrix (e.g. a confusion matrix) is compared
     on its entries above the diagonal.

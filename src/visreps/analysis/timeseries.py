@@ -20,7 +20,7 @@ the upper triangles (``method``: Pearson r, or Spearman ρ = Pearson r of the ra
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import VisrepsError
 from ..options import CORRELATIONS as METHODS
+from ._params import LayerSelection, check_bootstrap, is_whole
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,7 +49,7 @@ class TimeRDMs:
 
     @property
     def n_subjects(self) -> int:
-        return int(self.rdms.shape[0])
+        return len(self.rdms)
 
 
 @dataclass
@@ -230,13 +231,10 @@ def cluster_test(
 def _check(method: str, n_bootstrap: Any, ci: Any, tail: Any, n_permutations: Any) -> None:
     if method not in METHODS:
         raise VisrepsError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 0:
-        raise VisrepsError(f"n_bootstrap must be a non-negative integer (0: no bands), got {n_bootstrap!r}")
-    if not (isinstance(ci, (int, float)) and 0 < ci < 1):
-        raise VisrepsError(f"ci must be a level between 0 and 1 (e.g. 0.95), got {ci!r}")
+    check_bootstrap(n_bootstrap, ci, zero="no bands")
     if tail not in (-1, 0, 1):
         raise VisrepsError(f"tail must be 1 (r > 0), -1 (r < 0) or 0 (both), got {tail!r}")
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1:
+    if not is_whole(n_permutations) or n_permutations < 1:
         raise VisrepsError(f"n_permutations must be a positive integer, got {n_permutations!r}")
 
 
@@ -245,7 +243,7 @@ def time_resolved_rsa(
     reference: Any,
     *,
     times: Any = None,
-    layers: Sequence[str] | Mapping[str, Sequence[str]] | str | None = None,
+    layers: LayerSelection = None,
     rdm_method: str = "correlation",
     method: str = "spearman",
     n_bootstrap: int = 1000,

@@ -490,35 +490,10 @@ def ensemble_features(
         raise VisrepsError("features must be a mapping layer → array (e.g. visreps.load_features(folder))")
     if scale not in ("unit", "none"):
         raise VisrepsError(f"scale {scale!r} is not known; use 'unit' (equal variance per layer) or 'none'")
-    names = list(layers) if layers is not None else [k for k in features if k != penultimate]
-    if penultimate is not None:
-        names.append(penultimate)
-    if not names:
-        raise VisrepsError("no layers to concatenate; pass layers=[...]")
-    missing = [k for k in names if k not in features]
-    if missing:
-        raise VisrepsError(f"layers {missing} are not in the features; available: {', '.join(map(str, features))}")
-    if len(set(names)) != len(names):
-        raise VisrepsError(f"a layer is listed twice in {names}")
-    srcs = [FeatureSource(features[k], name=f"layer {k!r}") for k in names]
+    names, srcs = _ensemble_layers(features, layers, penultimate)
     n = srcs[0].n
-    for k, s in zip(names, srcs):
-        if s.n != n:
-            raise VisrepsError(
-                f"layer {k!r} has {s.n} rows but layer {names[0]!r} has {n}; all layers must be the same images"
-            )
     if n_components is None and retained_var is None:
-        parts = []
-        for k in names:
-            X = np.asarray(features[k]).reshape(n, -1)
-            if scale == "unit":
-                X = X.astype(np.float64) - X.mean(axis=0, dtype=np.float64)
-                norm = np.linalg.norm(X)
-                if norm == 0:
-                    raise VisrepsError(f"layer {k!r} is constant over the images; leave it out of the ensemble")
-                X = X / norm
-            parts.append(X)
-        return np.concatenate(parts, axis=1)
+        return _concatenate(features, names, n, scale)
     k_req, frac = _check_k_or_fraction(n_components, retained_var, min(n, sum(s.p for s in srcs)))
     G = np.zeros((n, n))
     for k, s in zip(names, srcs):
@@ -543,3 +518,42 @@ def ensemble_features(
     # deterministic signs: the largest-magnitude score of each component is positive
     _flip_signs(scores.T)
     return np.ascontiguousarray(scores)
+
+
+def _ensemble_layers(
+    features: Mapping[str, Any], layers: Sequence[str] | None, penultimate: str | None
+) -> tuple[list[str], list[FeatureSource]]:
+    """The ensemble's layers in order (``penultimate`` last) and their sources; all present, once, same images."""
+    names = list(layers) if layers is not None else [k for k in features if k != penultimate]
+    if penultimate is not None:
+        names.append(penultimate)
+    if not names:
+        raise VisrepsError("no layers to concatenate; pass layers=[...]")
+    missing = [k for k in names if k not in features]
+    if missing:
+        raise VisrepsError(f"layers {missing} are not in the features; available: {', '.join(map(str, features))}")
+    if len(set(names)) != len(names):
+        raise VisrepsError(f"a layer is listed twice in {names}")
+    srcs = [FeatureSource(features[k], name=f"layer {k!r}") for k in names]
+    n = srcs[0].n
+    for k, s in zip(names, srcs):
+        if s.n != n:
+            raise VisrepsError(
+                f"layer {k!r} has {s.n} rows but layer {names[0]!r} has {n}; all layers must be the same images"
+            )
+    return names, srcs
+
+
+def _concatenate(features: Mapping[str, Any], names: list[str], n: int, scale: str) -> np.ndarray:
+    """The layers side by side; with ``scale="unit"`` each centred and divided by its Frobenius norm."""
+    parts = []
+    for k in names:
+        X = np.asarray(features[k]).reshape(n, -1)
+        if scale == "unit":
+            X = X.astype(np.float64) - X.mean(axis=0, dtype=np.float64)
+            norm = np.linalg.norm(X)
+            if norm == 0:
+                raise VisrepsError(f"layer {k!r} is constant over the images; leave it out of the ensemble")
+            X = X / norm
+        parts.append(X)
+    return np.concatenate(parts, axis=1)

@@ -1,20 +1,31 @@
-"""Writing a bench's outputs as one transaction: partial names first, renamed when all are written.
+"""Writing a bench's outputs as one transaction, through the analysis output plan (:mod:`visreps.outputs`):
+partial names first, renamed together when all are written.
 
-``bench.json`` is written last and records the files of the run (``files``); a later bench into the
-same folder replaces those files and nothing else.
+``bench.json`` is written (and renamed) last and records the files of the run (``files``); a later bench
+into the same folder replaces those files and nothing else.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 RECORD = "bench.json"
+#: the files of a bench, in the order they are renamed into the output folder (``bench.json`` last)
+OUTPUT_FILES = (
+    "ranking.csv",
+    "pairwise.csv",
+    "layers.csv",
+    "split.csv",
+    "ranking.png",
+    "ranking.pdf",
+    "report.md",
+    RECORD,
+)
 
 
 def owned_outputs(out: Path) -> set[str]:
@@ -92,7 +103,7 @@ def _report(spec, ranking, split) -> str:
     )
 
 
-def _figure(ranking, layers, base: Path) -> None:
+def _figure(ranking, layers, png: Path, pdf: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -126,8 +137,8 @@ def _figure(ranking, layers, base: Path) -> None:
         ax2.set_title(f"{t}: layer profiles (★ committed)", fontsize=10)
         ax2.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(base / "ranking.png", dpi=110, format="png")
-    fig.savefig(base / "ranking.pdf", format="pdf")
+    fig.savefig(png, dpi=110, format="png")
+    fig.savefig(pdf, format="pdf")
     plt.close(fig)
 
 
@@ -154,29 +165,48 @@ def reuse_outputs(out: Path, fingerprint: str) -> tuple | None:
     return (*tables, [{**c, "extracted": False} for c in rec.get("cache", [])])
 
 
-def write_outputs(
-    out: Path, spec, ranking, pairwise, layers, split, cache: list[dict[str, Any]], fingerprint: str
-) -> None:
-    """Every output under a partial name in ``out/.bench-partial``, then renamed into ``out``; ``bench.json`` last."""
-    import shutil
+def plan_outputs(out: Path, spec) -> Any:
+    """The checked :class:`visreps.outputs.OutputPlan` of a bench's files in ``out`` (before any work).
 
+    The bench's own rule of ownership (:func:`owned_outputs`: only files an earlier bench recorded in its
+    ``bench.json`` are replaced) is checked by the caller first, so the plan replaces (``overwrite``) what
+    it finds; it refuses the spec, the targets and the image folder as outputs. Raises ``VisrepsError``.
+    """
+    from ..outputs import OutputPlan
+
+    plan = OutputPlan(overwrite=True, options="--out")
+    plan.add(*(out / name for name in OUTPUT_FILES))  # bench.json last: renamed last, its presence says complete
+    plan.add_inputs(*(t.path for t in spec.targets), what="target")
+    plan.add_inputs(spec.source, what="spec")
+    plan.add_inputs(spec.images, what="image folder", tree=True)
+    return plan.check()
+
+
+def write_outputs(
+    plan: Any, spec, ranking, pairwise, layers, split, cache: list[dict[str, Any]], fingerprint: str
+) -> None:
+    """Every output through ``plan`` (partial names, renamed together when all are written); ``bench.json`` last."""
     from ..models._base import file_sha256
+
+    out = plan.files[0].parent
+    tables = {"ranking": ranking, "pairwise": pairwise, "layers": layers}
+    with plan:  # an error or Ctrl-C in the block removes the partial files
+        for name, df in tables.items():
+            plan.write(out / f"{name}.csv", lambda p, df=df: df.to_csv(p, index=False, float_format="%.17g"))
+        plan.write(out / "split.csv", lambda p: split.to_csv(p, index=False))
+        _figure(ranking, layers, plan.partial(out / "ranking.png"), plan.partial(out / "ranking.pdf"))
+        plan.write(out / "report.md", lambda p: p.write_text(_report(spec, ranking, split), encoding="utf-8"))
+        checksums = {name: file_sha256(plan.partial(out / name)) for name in OUTPUT_FILES if name != RECORD}
+        record = _record(spec, split, cache, fingerprint, checksums)
+        plan.write(out / RECORD, lambda p: p.write_text(json.dumps(record, indent=1), encoding="utf-8"))
+
+
+def _record(spec, split, cache: list[dict[str, Any]], fingerprint: str, checksums: dict[str, str]) -> dict[str, Any]:
+    """The content of ``bench.json``: the spec, the versions, the cache entries, the split, the files and checksums."""
     from ..storage import versions
 
-    out.mkdir(parents=True, exist_ok=True)
-    stage = out / ".bench-partial"
-    if stage.exists():
-        shutil.rmtree(stage)  # our own staging folder of an interrupted run
-    stage.mkdir()
-    ranking.to_csv(stage / "ranking.csv", index=False, float_format="%.17g")
-    pairwise.to_csv(stage / "pairwise.csv", index=False, float_format="%.17g")
-    layers.to_csv(stage / "layers.csv", index=False, float_format="%.17g")
-    split.to_csv(stage / "split.csv", index=False)
-    _figure(ranking, layers, stage)
-    (stage / "report.md").write_text(_report(spec, ranking, split), encoding="utf-8")
-    files = ["ranking.csv", "pairwise.csv", "layers.csv", "split.csv", "ranking.png", "ranking.pdf", "report.md"]
     sel = spec.analysis["selection"]
-    record = {
+    return {
         "tool": "visreps bench",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "spec": _jsonable(spec.raw),
@@ -194,11 +224,7 @@ def write_outputs(
             "selection": [p for p, part in zip(split["path"], split["part"]) if part == "selection"],
             "test": [p for p, part in zip(split["path"], split["part"]) if part == "test"],
         },
-        "files": [*files, RECORD],
+        "files": list(OUTPUT_FILES),
         "fingerprint": fingerprint,
-        "checksums": {name: file_sha256(stage / name) for name in files},
+        "checksums": checksums,
     }
-    (stage / RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
-    for name in [*files, RECORD]:  # the record last: its presence says the run is complete
-        os.replace(stage / name, out / name)
-    stage.rmdir()

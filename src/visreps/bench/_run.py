@@ -13,18 +13,8 @@ import numpy as np
 
 from ..errors import VisrepsError
 from . import _score
+from ._outputs import OUTPUT_FILES
 from ._spec import MIN_PART, ModelSpec, Spec, TargetSpec, fail, parse_spec
-
-OUTPUT_FILES = (
-    "ranking.csv",
-    "pairwise.csv",
-    "layers.csv",
-    "split.csv",
-    "ranking.png",
-    "ranking.pdf",
-    "report.md",
-    "bench.json",
-)
 
 
 @dataclass
@@ -215,8 +205,11 @@ def _check_reduce(m: ModelSpec, problems: list[str]) -> None:
         problems.append(f"{m.where}.reduce: {e}")
 
 
-def _check_out(out: Path, spec: Spec, problems: list[str]) -> None:
-    from ._outputs import owned_outputs
+def _check_out(out: Path, spec: Spec, problems: list[str]) -> Any:
+    """The checked output plan of ``out`` (``None`` when ``out`` has a problem, added to ``problems``)."""
+    from ._outputs import owned_outputs, plan_outputs
+
+    before = len(problems)
 
     if out == spec.images or spec.images in out.parents:
         problems.append(f"--out: {str(out)!r} lies in the image folder; choose a folder outside {str(spec.images)!r}")
@@ -228,13 +221,20 @@ def _check_out(out: Path, spec: Spec, problems: list[str]) -> None:
         problems.append(f"--out: the spec {str(spec.source)!r} would be overwritten; choose another --out")
     if out.exists() and not out.is_dir():
         problems.append(f"--out: {str(out)!r} is a file, not a folder")
-        return
+        return None
     ours = owned_outputs(out)
     for p in sorted(planned):
         if (p.exists() or p.is_symlink()) and p.name not in ours:
             problems.append(
                 f"--out: {str(p)!r} exists and was not written by visreps bench; choose another --out or move it away"
             )
+    if len(problems) > before:
+        return None
+    try:
+        return plan_outputs(out, spec)
+    except VisrepsError as e:
+        problems.append(f"--out: {e}")
+        return None
 
 
 # --------------------------------------------------------------------------- the run
@@ -275,7 +275,7 @@ def bench(
     targets = [t for ts in s.targets if (t := _load_target(ts, paths, problems)) is not None] if paths else []
     sel = _check_split(s, labels, problems) if paths else None
     factors = _factors(s, targets, problems)
-    _check_out(outp, s, problems)
+    plan = _check_out(outp, s, problems)
     from ..workcache import cache_request
 
     requests, missing = [], []
@@ -307,7 +307,7 @@ def bench(
          "checksums": {k: v.get("sha256") for k, v in (e.load().metadata.get("checksums") or {}).items()}}
         for m, e in zip(s.models, entries)
     ]  # fmt: skip
-    write_outputs(outp, s, ranking, pairwise, layer_rows, split, cache, fingerprint)
+    write_outputs(plan, s, ranking, pairwise, layer_rows, split, cache, fingerprint)
     say(f"wrote {outp}")
     return BenchResult(ranking, pairwise, layer_rows, split, outp, [c["label"] for c in cache if c["extracted"]], cache)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VisrepsError
+from ..options import COMPARISONS, CORRECTIONS, ENCODING_MODELS, RDM_METHODS
 
 TOP_KEYS = ("images", "order", "work_dir", "models", "targets", "analysis", "device", "batch_size")
 MODEL_KEYS = ("id", "weights", "seed", "label", "layers", "reduce", "pool")
@@ -125,12 +126,36 @@ def read_spec(spec: Any) -> tuple[dict[str, Any], Path, Path | None]:
     return raw, p.resolve().parent, p.resolve()
 
 
+def _did_you_mean(value: Any, valid: tuple[str, ...], cutoff: float) -> str | None:
+    """``"did you mean 'x'?"`` for the one entry of ``valid`` most like ``value``, else ``None``."""
+    close = difflib.get_close_matches(str(value), valid, n=1, cutoff=cutoff)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
 def _unknown(d: Mapping[str, Any], valid: tuple[str, ...], where: str, problems: list[str]) -> None:
     for k in d:
         if k not in valid:
-            close = difflib.get_close_matches(str(k), valid, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+            hint = _did_you_mean(k, valid, 0.5) or f"valid keys: {', '.join(valid)}"
             problems.append(f"{where}{k}: unknown key ({hint})")
+
+
+def _table(kind: str, i: int, value: Any, keys: tuple[str, ...], first: str, problems: list[str]) -> Mapping | None:
+    """The ``i``-th ``[[kind]]`` table with its unknown keys reported, or ``None`` (reported) when it is no table."""
+    where = f"{kind}[{i}]"
+    if not isinstance(value, Mapping):
+        problems.append(f"{where}: must be a table ([[{kind}]] with {first} = ...), got {value!r}")
+        return None
+    _unknown(value, keys, f"{where}.", problems)
+    return value
+
+
+def _text(table: Mapping[str, Any], key: str, where: str, way_out: str, problems: list[str]) -> str | None:
+    """The non-empty string ``table[key]``, or ``None`` with the problem ``<where>.<key>: missing; <way_out>``."""
+    value = table.get(key)
+    if not isinstance(value, str) or not value:
+        problems.append(f"{where}.{key}: missing; {way_out}")
+        return None
+    return value
 
 
 def _path(base: Path, value: Any) -> Path:
@@ -146,13 +171,10 @@ def _int(value: Any, key: str, problems: list[str], minimum: int = 0) -> int:
 
 def _model(i: int, m: Any, base: Path, problems: list[str]) -> ModelSpec | None:
     where = f"models[{i}]"
-    if not isinstance(m, Mapping):
-        problems.append(f"{where}: must be a table ([[models]] with id = ...), got {m!r}")
+    if _table("models", i, m, MODEL_KEYS, "id", problems) is None:
         return None
-    _unknown(m, MODEL_KEYS, f"{where}.", problems)
-    mid = m.get("id")
-    if not isinstance(mid, str) or not mid:
-        problems.append(f'{where}.id: missing; give the model id, e.g. id = "torchvision:alexnet"')
+    mid = _text(m, "id", where, 'give the model id, e.g. id = "torchvision:alexnet"', problems)
+    if mid is None:
         return None
     out = ModelSpec(id=mid, where=where, seed=_int(m.get("seed", 0), f"{where}.seed", problems))
     w = m.get("weights", "pretrained")
@@ -188,14 +210,9 @@ def _model(i: int, m: Any, base: Path, problems: list[str]) -> ModelSpec | None:
 
 def _target(i: int, t: Any, base: Path, problems: list[str]) -> TargetSpec | None:
     where = f"targets[{i}]"
-    if not isinstance(t, Mapping):
-        problems.append(f"{where}: must be a table ([[targets]] with name = ...), got {t!r}")
+    if _table("targets", i, t, TARGET_KEYS, "name", problems) is None:
         return None
-    _unknown(t, TARGET_KEYS, f"{where}.", problems)
-    name = t.get("name")
-    if not isinstance(name, str) or not name:
-        problems.append(f'{where}.name: missing; give the target a name, e.g. name = "IT"')
-        name = f"target {i}"
+    name = _text(t, "name", where, 'give the target a name, e.g. name = "IT"', problems) or f"target {i}"
     has = [k for k in ("rdms", "responses") if k in t]
     if len(has) != 1:
         problems.append(f"{where}: give exactly one of rdms = (subjects × n × n) or responses = (images × units)")
@@ -230,21 +247,16 @@ def _analysis(a: Any, problems: list[str]) -> dict[str, Any]:
 
 
 def _check_analysis(a: dict[str, Any], problems: list[str]) -> None:
-    from ..analysis.encoding import METHODS
-    from ..analysis.inference import CORRECTIONS
-    from ..analysis.rsa import COMPARISONS
-    from ..analysis.rsa import METHODS as RDM_METHODS
-
     checks = (
         ("rsa.rdm", a["rsa"]["rdm"], RDM_METHODS),
         ("rsa.compare", a["rsa"]["compare"], COMPARISONS),
-        ("encoding.model", a["encoding"]["model"], tuple(m for m in METHODS if m != "banded")),
+        ("encoding.model", a["encoding"]["model"], tuple(m for m in ENCODING_MODELS if m != "banded")),
         ("correction", a["correction"], CORRECTIONS),
     )
     for key, value, valid in checks:
         if value not in valid:
-            close = difflib.get_close_matches(str(value), valid, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            close = _did_you_mean(value, valid, 0.6)
+            hint = f"{close} " if close else ""
             problems.append(f"analysis.{key}: {value!r} is not one of {', '.join(valid)} ({hint}choose one)")
     sel = a["selection"]
     split = sel["split"]

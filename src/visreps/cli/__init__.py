@@ -2,9 +2,9 @@
 
 Every error is one line on stderr and exit code 2; Ctrl-C says what was done and exits 130.
 Each family of commands lives in a module of its own (:mod:`.extract`, :mod:`.models`,
-:mod:`.folders`, :mod:`.text`, :mod:`.analysis`) that imports only :mod:`._base`; this module
-adds them to ``main``. Heavy libraries are imported inside the commands, so ``visreps --help``
-starts fast.
+:mod:`.folders`, :mod:`.text`, :mod:`.rsa`, :mod:`.compare`, :mod:`.cka`...) that imports only
+:mod:`._base`; this module adds them to ``main``. Heavy libraries are imported inside the commands,
+so ``visreps --help`` starts fast.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import IO, Any
 import click
 
 from ..errors import ExtractionInterrupted, VisrepsError
-from . import align, analysis, behaviour, bench, encode, extract, folders, models, text
+from . import align, behaviour, bench, cka, compare, encode, extract, folders, models, rsa, text
 
 __all__ = ["VisrepsGroup", "main"]
 
@@ -101,9 +101,9 @@ for _command in (
     folders.merge,
     folders.verify,
     text.text,
-    analysis.rsa,
-    analysis.compare,
-    analysis.cka,
+    rsa.rsa,
+    compare.compare,
+    cka.cka,
     align.align,
     encode.encode,
     *behaviour.COMMANDS,

@@ -247,3 +247,72 @@ def labelled_sources(sources: list[str], labels: Iterable[str]) -> list[str] | d
     if len(keyed) < len(sources):
         raise VisrepsError("--label gives two sources the same name; every source needs its own")
     return keyed
+
+
+def extraction_output_options(f: F) -> F:
+    """``--out/-o``, ``--format``, ``--device`` and ``--overwrite``: the options ``extract`` and ``text`` share."""
+    from ..options import FORMATS
+
+    f = click.option("--overwrite", is_flag=True, help="Replace earlier results in the output folder.")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")(f)
+    f = click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(FORMATS))(f)
+    return click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")(f)
+
+
+def choice_option(*decls: str, choices: tuple[str, ...], default: str | None, **kw: Any) -> Callable[[F], F]:
+    """A ``click.Choice`` option of one tuple of :mod:`visreps.options`, its default shown (other keywords: click's)."""
+    return click.option(*decls, type=click.Choice(choices), default=default, show_default=default is not None, **kw)
+
+
+def parse_source(arg: str) -> tuple[str, list[str] | None]:
+    """``FOLDER`` or ``FOLDER::layer1,layer2``: the source and its layers (``None``: not given)."""
+    if "::" in arg:
+        src, _, layers = arg.rpartition("::")
+        return src, split_list(layers)
+    return arg, None
+
+
+def compute_options(f: F) -> F:
+    """``--block-size`` and ``--device`` of the commands that compute RDMs or Gram matrices."""
+    f = click.option(
+        "--device", default="auto", show_default=True, help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."
+    )(f)
+    return click.option(
+        "--block-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Features read per block (memory ≈ 2 × images × block × 8 bytes). Default: ≈128 MB blocks.",
+    )(f)
+
+
+def heatmap_options(f: F) -> F:
+    """:func:`figure_options` and ``--cmap`` (a matplotlib colormap), for the commands that draw matrices."""
+    f = figure_options(f)
+    return click.option("--cmap", default="viridis", show_default=True, help="Matplotlib colormap.")(f)
+
+
+class pd_display:
+    """pandas display options for tables printed to the terminal (a context manager)."""
+
+    def __enter__(self) -> None:
+        import pandas as pd
+
+        self.ctx = pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_rows", 200)
+        self.ctx.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.ctx.__exit__(*exc)
+
+
+def responses_options(f: F) -> F:
+    """``--order``, ``--key``, ``--axes`` and ``--nan``: how a responses file is read
+    (:mod:`visreps.analysis.responses`), shared by the commands that read one (``encode``, ``partition``)."""
+    from ..options import NAN_POLICIES
+
+    nan_help = "Responses with NaN: stop with an error, or drop those targets (listed)."
+    f = choice_option("--nan", choices=NAN_POLICIES, default="error", help=nan_help)(f)
+    axes_help = "Axes of the responses array, e.g. repetitions,images,targets (default images,targets)."
+    f = click.option("--axes", default=None, help=axes_help)(f)
+    f = click.option("--key", default=None, help="Variable/dataset of an npz/mat/hdf5 responses file.")(f)
+    order_help = "Text file: the image of every response row, one manifest path (or unique file name) per line."
+    return click.option("--order", type=click.Path(dir_okay=False), default=None, help=order_help)(f)

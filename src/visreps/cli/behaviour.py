@@ -18,13 +18,12 @@ import click
 from ..options import (
     CORRELATIONS,
     FRRSA_MEASURES,
-    NAN_POLICIES,
     OOO_SIMILARITIES,
     PARTITION_SCALES,
     TAILS,
     TIME_RDM_METHODS,
 )
-from ._base import check_figure_path, echo_replaced, overwrite_option, split_list
+from ._base import check_figure_path, choice_option, echo_replaced, overwrite_option, responses_options, split_list
 from ._base import plan_outputs as _plan_outputs
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -93,6 +92,27 @@ def write_figure(plan: Any, plot: Callable[..., Any], result: Any, path: Path, *
     plan.write(path, lambda p: plot(result, p, format=path.suffix.lstrip("."), **kw))
 
 
+def write_run(
+    plan: Any,
+    tables: Iterable[tuple[Any, Path | None]],
+    msg: str,
+    figure: tuple[Path | None, Callable[..., Any], Any] | None = None,
+    **plot_kw: Any,
+) -> None:
+    """A command's tables (those with a path) and its figure (``(path or None, plot, result)``) through the plan as
+    one transaction (partial names, renamed together at the end); then what was replaced and ``msg``."""
+    with plan:
+        for df, path in tables:
+            if path is not None:
+                write_table(plan, df, path)
+        fig, plot, result = figure or (None, None, None)
+        if fig is not None and plot is not None:
+            write_figure(plan, plot, result, fig, **plot_kw)
+            msg += f", figure → {fig}"
+    echo_replaced(plan)
+    click.echo(msg)
+
+
 def _echo_table(df: Any, drop: Iterable[str] = ()) -> None:
     import pandas as pd
 
@@ -111,11 +131,10 @@ def _layers_option(f: F) -> F:
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.argument("triplets", type=click.Path(dir_okay=False))
 @_layers_option
-@click.option(
+@choice_option(
     "--similarity",
-    type=click.Choice(OOO_SIMILARITIES),
+    choices=OOO_SIMILARITIES,
     default="dot",
-    show_default=True,
     help="Pair similarity: dot product (as gLocal) or cosine; the odd one out is left by the most similar pair.",
 )
 @click.option("--per-triplet", type=click.Path(dir_okay=False), default=None, help="CSV of every triplet's choices.")
@@ -158,17 +177,9 @@ def odd_one_out(
     )
     _echo_table(res.table, drop=("label", "model"))
     msg = f"table → {table}" + (f", per triplet → {extra}" if extra else "")
-    with plan:  # under partial names, renamed together at the end
-        write_table(plan, res.table, table)
-        if extra is not None:
-            write_table(plan, res.per_triplet, extra)
-        if fig is not None:
-            n = int(res.table["n_triplets"].iloc[0])
-            title = f"odd-one-out: {n} triplets ({similarity})"
-            write_figure(plan, plot_odd_one_out, res, fig, dpi=dpi, title=title)
-            msg += f", figure → {fig}"
-    echo_replaced(plan)
-    click.echo(msg)
+    title = f"odd-one-out: {int(res.table['n_triplets'].iloc[0])} triplets ({similarity})"
+    figure = (fig, plot_odd_one_out, res)
+    write_run(plan, [(res.table, table), (res.per_triplet, extra)], msg, figure, dpi=dpi, title=title)
 
 
 # --------------------------------------------------------------------------- time-resolved RSA
@@ -196,30 +207,26 @@ def _read_times(value: str | None) -> Any:
     raise VisrepsError(f"--times {value!r} is neither a file of times nor START:STEP (e.g. -0.1:0.01)")
 
 
+#: ``--help`` of ``time-rsa --times``
+TIMES_HELP = (
+    "The time of every point: a text file (one per line) or START:STEP (default: the file's `times`, else 0, 1, ...)."
+)
+
+
 @click.command("time-rsa")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.argument("reference", type=click.Path(dir_okay=False))
 @_layers_option
 @click.option("--reference-key", default=None, help="Variable of a .npz/.mat/.h5 reference holding the RDM stack.")
-@click.option(
-    "--times",
-    default=None,
-    help="The time of every point: a text file (one per line) or START:STEP "
-    "(default: the file's `times`, else 0, 1, ...).",
-)
+@click.option("--times", default=None, help=TIMES_HELP)
 @click.option("--time-unit", default="", help="Unit of the times, for the figure's axis (e.g. s, ms).")
 @click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file: the image of every RDM row.")
-@click.option(
-    "--rdm-method",
-    type=click.Choice(TIME_RDM_METHODS),
-    default="correlation",
-    show_default=True,
-)
-@click.option("--method", "-m", type=click.Choice(CORRELATIONS), default="spearman", show_default=True)
+@choice_option("--rdm-method", choices=TIME_RDM_METHODS, default="correlation")
+@choice_option("--method", "-m", choices=CORRELATIONS, default="spearman")
 @click.option("--n-bootstrap", type=click.IntRange(min=0), default=1000, show_default=True)
 @click.option("--n-permutations", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--threshold", type=float, default=None, help="Cluster-forming t threshold (default: MNE's, p = 0.05).")
-@click.option("--tail", type=click.Choice(TAILS), default="1", show_default=True)
+@choice_option("--tail", choices=TAILS, default="1")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
 @click.option("--ci", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -251,29 +258,20 @@ def time_rsa(folder: str, reference: str, **p: Any) -> None:
         folder,
         ref,
         layers=split_list(p["layers"]),
-        rdm_method=p["rdm_method"],
-        method=p["method"],
-        n_bootstrap=p["n_bootstrap"],
-        ci=p["ci"],
-        n_permutations=p["n_permutations"],
-        threshold=p["threshold"],
         tail=int(p["tail"]),
-        alpha=p["alpha"],
-        seed=p["seed"],
+        **{
+            k: p[k]
+            for k in ("rdm_method", "method", "n_bootstrap", "ci", "n_permutations", "threshold", "alpha", "seed")
+        },
     )
     _echo_table(res.peaks, drop=("label", "model"))
     if res.info["n_subjects"] < 2:
         click.echo("one subject: no cluster test over time (it needs RDMs of 2+ subjects)")
     msg = f"tables → {table}, {peaks}, {clusters}"
-    with plan:  # under partial names, renamed together at the end
-        for df, path in ((res.timecourse, table), (res.peaks, peaks), (res.clusters, clusters)):
-            write_table(plan, df, path)
-        if fig is not None:
-            title = f"{ref.n_subjects} subject(s), {res.info['n_images']} images, {p['rdm_method']} RDMs"
-            write_figure(plan, plot_timecourse, res, fig, dpi=p["dpi"], time_unit=p["time_unit"], title=title)
-            msg += f", figure → {fig}"
-    echo_replaced(plan)
-    click.echo(msg)
+    title = f"{ref.n_subjects} subject(s), {res.info['n_images']} images, {p['rdm_method']} RDMs"
+    tables = [(res.timecourse, table), (res.peaks, peaks), (res.clusters, clusters)]
+    figure = (fig, plot_timecourse, res)
+    write_run(plan, tables, msg, figure, dpi=p["dpi"], time_unit=p["time_unit"], title=title)
 
 
 # --------------------------------------------------------------------------- variance partitioning
@@ -283,18 +281,14 @@ def time_rsa(folder: str, reference: str, **p: Any) -> None:
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--responses", "-r", type=click.Path(dir_okay=False), required=True, help="Response file (as encode).")
 @_layers_option
-@click.option("--key", default=None, help="Variable of a .mat/.npz/.h5 response file.")
-@click.option("--axes", default=None, help="Axis names of an N-D response array (as encode).")
-@click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file: the image of every row.")
+@responses_options
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True)
-@click.option(
+@choice_option(
     "--scale",
-    type=click.Choice(PARTITION_SCALES),
+    choices=PARTITION_SCALES,
     default="equal",
-    show_default=True,
     help="equal: every feature set scaled to unit mean squared centred row norm before joining.",
 )
-@click.option("--nan", type=click.Choice(NAN_POLICIES), default="error", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds.")
 @_outputs_options("partition.csv")
 def partition(sources: tuple[str, ...], **p: Any) -> None:
@@ -315,25 +309,13 @@ def partition(sources: tuple[str, ...], **p: Any) -> None:
         list(sources),
         p["responses"],
         layers=split_list(p["layers"]),
-        folds=p["folds"],
-        seed=p["seed"],
-        scale=p["scale"],
-        nan=p["nan"],
-        order=p["order"],
-        key=p["key"],
-        axes=p["axes"],
+        **{k: p[k] for k in ("folds", "seed", "scale", "nan", "order", "key", "axes")},
     )
     _echo_table(res.summary)
     msg = f"tables → {table}, {subsets}, {summary}"
-    with plan:  # under partial names, renamed together at the end
-        for df, path in ((res.parts, table), (res.subsets, subsets), (res.summary, summary)):
-            write_table(plan, df, path)
-        if fig is not None:
-            title = f"variance partitioning: {', '.join(res.sets)}"
-            write_figure(plan, plot_partition, res, fig, dpi=p["dpi"], title=title)
-            msg += f", figure → {fig}"
-    echo_replaced(plan)
-    click.echo(msg)
+    tables = [(res.parts, table), (res.subsets, subsets), (res.summary, summary)]
+    title = f"variance partitioning: {', '.join(res.sets)}"
+    write_run(plan, tables, msg, (fig, plot_partition, res), dpi=p["dpi"], title=title)
 
 
 # --------------------------------------------------------------------------- reweighted RSA
@@ -345,11 +327,10 @@ def partition(sources: tuple[str, ...], **p: Any) -> None:
 @_layers_option
 @click.option("--reference-key", default=None, help="Variable of a .mat/.npz/.h5 reference.")
 @click.option("--order", type=click.Path(dir_okay=False), default=None, help="Text file: the image of every RDM row.")
-@click.option(
+@choice_option(
     "--measure",
-    type=click.Choice(FRRSA_MEASURES),
+    choices=FRRSA_MEASURES,
     default="sqeuclidean",
-    show_default=True,
     help="Per-channel matrix: sqeuclidean (for dissimilarities) or dot (for similarities).",
 )
 @click.option("--no-preprocess", is_flag=True, help="Do not z-score/L2-normalise each image's pattern first.")
@@ -374,10 +355,7 @@ def frrsa(sources: tuple[str, ...], **p: Any) -> None:
     if p["weighted"]:
         df = _weighted(sources, p)
         _echo_table(df)
-        with plan:
-            write_table(plan, df, table)
-        echo_replaced(plan)
-        click.echo(f"table → {table}")
+        write_run(plan, [(df, table)], f"table → {table}")
         return
     from ..analysis.frrsa import feature_reweighted_rsa
 
@@ -385,26 +363,16 @@ def frrsa(sources: tuple[str, ...], **p: Any) -> None:
         list(sources),
         p["reference"],
         layers=split_list(p["layers"]),
-        measure=p["measure"],
         preprocess=not p["no_preprocess"],
         outer_folds=p["folds"],
-        repeats=p["repeats"],
-        seed=p["seed"],
         key=p["reference_key"],
-        order=p["order"],
+        **{k: p[k] for k in ("measure", "repeats", "seed", "order")},
     )
     assert splits is not None
     _echo_table(res.table, drop=("label", "model"))
-    msg = f"tables → {table}, {splits}"
-    with plan:  # under partial names, renamed together at the end
-        write_table(plan, res.table, table)
-        write_table(plan, res.splits, splits)
-        if fig is not None:
-            title = f"feature-reweighted RSA ({p['measure']})"
-            write_figure(plan, plot_frrsa, res, fig, dpi=p["dpi"], title=title)
-            msg += f", figure → {fig}"
-    echo_replaced(plan)
-    click.echo(msg)
+    title = f"feature-reweighted RSA ({p['measure']})"
+    tables = [(res.table, table), (res.splits, splits)]
+    write_run(plan, tables, f"tables → {table}, {splits}", (fig, plot_frrsa, res), dpi=p["dpi"], title=title)
 
 
 def _weighted(sources: tuple[str, ...], p: dict[str, Any]) -> Any:

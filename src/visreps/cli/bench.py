@@ -7,23 +7,14 @@ import click
 from ..options import BENCH_ENGINES
 from ._base import quiet_option
 
+_OUT_HELP = "Output folder of the tables, figure and report."
+_ENGINE_HELP = "Where the models are extracted (local: this process)."
+
 
 @click.command("bench")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option(
-    "--out",
-    "-o",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Output folder of the tables, figure and report.",
-)
-@click.option(
-    "--engine",
-    type=click.Choice(BENCH_ENGINES),
-    default="local",
-    show_default=True,
-    help="Where the models are extracted (local: this process).",
-)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help=_OUT_HELP)
+@click.option("--engine", type=click.Choice(BENCH_ENGINES), default="local", show_default=True, help=_ENGINE_HELP)
 @quiet_option
 def bench(spec: str, out: str, engine: str, quiet: bool) -> None:
     """Rank models (and their layers) against brain or behaviour targets with honest layer selection.

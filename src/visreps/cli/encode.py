@@ -12,19 +12,8 @@ from typing import Any
 
 import click
 
-from ..options import ENCODING_MODELS, INNER_CV, NAN_POLICIES, SOLVERS
-from ._base import (
-    echo_replaced,
-    figure_options,
-    folder_inputs,
-    label_option,
-    labelled_sources,
-    overwrite_option,
-    plan_outputs,
-    plot_formats,
-    split_list,
-    write_figure,
-)
+from ..options import ENCODING_MODELS, INNER_CV, SOLVERS
+from ._base import choice_option, figure_options, label_option, overwrite_option, responses_options, split_list
 
 
 def _alphas(value: str | None) -> list[float] | None:
@@ -53,18 +42,17 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
     return read(path, names, n)
 
 
+#: ``--help`` of ``--method``
+METHOD_HELP = (
+    "ridge (alpha per target by nested CV), pls (scikit-learn PLSRegression, scale=False), "
+    "banded (himalaya banded ridge over all layers)."
+)
+
+
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="FOLDER... RESPONSES")
 @click.option("--layers", "-l", default=None, help="Comma-separated layers of every folder (default: all).")
-@click.option(
-    "--method",
-    "-m",
-    type=click.Choice(ENCODING_MODELS),
-    default="ridge",
-    show_default=True,
-    help="ridge (alpha per target by nested CV), pls (scikit-learn PLSRegression, scale=False), "
-    "banded (himalaya banded ridge over all layers).",
-)
+@choice_option("--method", "-m", choices=ENCODING_MODELS, default="ridge", help=METHOD_HELP)
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Outer cross-validation folds.")
 @click.option(
     "--groups",
@@ -74,33 +62,14 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
     "folds keep groups whole.",
 )
 @click.option("--alphas", default=None, help="Comma-separated ridge penalties (default: 1e-2 … 1e8, 11 values).")
-@click.option(
+@choice_option(
     "--inner",
-    type=click.Choice(INNER_CV),
+    choices=INNER_CV,
     default="loo",
-    show_default=True,
     help="How alphas are chosen on the training images: efficient leave-one-out or inner K-fold.",
 )
 @click.option("--inner-folds", type=click.IntRange(min=2), default=5, show_default=True)
-@click.option(
-    "--order",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Text file: the image of every response row, one manifest path (or unique file name) per line.",
-)
-@click.option("--key", default=None, help="Variable/dataset of an npz/mat/hdf5 responses file.")
-@click.option(
-    "--axes",
-    default=None,
-    help="Axes of the responses array, e.g. repetitions,images,targets (default images,targets).",
-)
-@click.option(
-    "--nan",
-    type=click.Choice(NAN_POLICIES),
-    default="error",
-    show_default=True,
-    help="Responses with NaN: stop with an error, or drop those targets (listed).",
-)
+@responses_options
 @click.option(
     "--ceiling",
     is_flag=True,
@@ -112,11 +81,10 @@ def read_groups(path: str, names: list[str] | None, n: int) -> list[str]:
     "--n-iter", type=click.IntRange(min=1), default=20, show_default=True, help="Banded: random-search draws."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds (and ceiling, banded search).")
-@click.option(
+@choice_option(
     "--solver",
-    type=click.Choice(SOLVERS),
+    choices=SOLVERS,
     default="auto",
-    show_default=True,
     help="kernel: stream the Gram matrix; primal: read the layer; auto: kernel when features ≥ images.",
 )
 @click.option("--block-size", type=click.IntRange(min=1), default=None, help="Features per streamed block.")
@@ -148,16 +116,17 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
     folds.csv (per fold), fold_of_image.csv, band_weights.csv (banded), encoding.<plot-format> and
     its caption encoding.txt. Tables carry `label` (model and weights; --label SOURCE=NAME) and `weights`.
     """
-    from ..analysis.encoding import DEFAULT_ALPHAS
-    from ..analysis.encoding import encode as run_encode
+    from ..analysis.encoding import DEFAULT_ALPHAS, EncodingModel, run_encoding
     from ..analysis.responses import load_responses
     from ..errors import VisrepsError
+    from ._base import folder_inputs, labelled_sources, plan_outputs, plot_formats
 
     if len(paths) < 2:
         raise VisrepsError("give at least one FOLDER and then the RESPONSES file: visreps encode FOLDER RESPONSES")
     *folders, responses_path = paths
     out = Path(kw["out"])
     alphas = _alphas(kw["alphas"]) or DEFAULT_ALPHAS
+    model = EncodingModel(alphas=alphas, **{k: kw[k] for k in MODEL_OPTIONS})  # checked once, before any file
     kw["plot_format"] = plot_formats(kw["plot_format"])
     srcs, layer_map = _sources(folders, kw["layers"])
     named = labelled_sources(srcs, kw["label"])
@@ -180,31 +149,16 @@ def encode(paths: tuple[str, ...], **kw: Any) -> None:
         groups = read_groups(kw["groups"], names, resp.n_images)
     with warnings.catch_warnings(record=True) as caught:  # shown as "warning: ..." lines, not Python's format
         warnings.simplefilter("always")
-        res = run_encode(
-            named,
-            resp,
-            layers=layer_map,
-            method=kw["method"],
-            alphas=alphas,
-            folds=kw["folds"],
-            groups=groups,
-            inner=kw["inner"],
-            inner_folds=kw["inner_folds"],
-            seed=kw["seed"],
-            n_components=kw["n_components"],
-            n_iter=kw["n_iter"],
-            ceiling=True if kw["ceiling"] else None,
-            ceiling_splits=kw["ceiling_splits"],
-            nan=kw["nan"],
-            solver=kw["solver"],
-            block_size=kw["block_size"],
-            device=kw["device"],
-        )
+        res = run_encoding(named, resp, model, layers=layer_map, groups=groups, ceiling=True if kw["ceiling"] else None)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     _summary(res)
     _write(res, out, plan, kw)
 
+
+#: the options of `visreps encode` that make its :class:`~visreps.analysis.encoding.EncodingModel` (with --alphas)
+MODEL_OPTIONS = ("method", "folds", "inner", "inner_folds", "seed", "n_components", "n_iter", "solver", "nan")
+MODEL_OPTIONS += ("ceiling_splits", "block_size", "device")
 
 #: the tables `visreps encode` writes into --out (besides the figure)
 RESULT_FILES = ("layers.csv", "targets.csv", "folds.csv", "fold_of_image.csv", "band_weights.csv")
@@ -258,6 +212,7 @@ R_NOTE = (
 def _write(res: Any, out: Path, plan: Any, kw: dict[str, Any]) -> None:
     """Every planned file under a partial name, then all renamed together (see visreps.outputs)."""
     from ..plotting import figure_caption, plot_encoding
+    from ._base import echo_replaced, write_figure
 
     writers = res.table_writers()
     with plan:

@@ -6,8 +6,16 @@ from typing import Any
 
 import click
 
-from ..options import ENGINES, FORMATS, POOL_MODES, PRECISIONS, RECURRENT_MODES
-from ._base import batch_size, command_line, go_offline, quiet_option, split_layers, weights_options
+from ..options import ENGINES, POOL_MODES, PRECISIONS, RECURRENT_MODES
+from ._base import (
+    batch_size,
+    command_line,
+    extraction_output_options,
+    go_offline,
+    quiet_option,
+    split_layers,
+    weights_options,
+)
 
 
 @click.command()
@@ -20,9 +28,8 @@ from ._base import batch_size, command_line, go_offline, quiet_option, split_lay
     help="Comma-separated layer names (see `visreps layers MODEL`); name@tK for a time step; glob patterns "
     "('layer?.*': * stays within one dotted part, ** crosses dots) and 'blocks' (the model's main blocks).",
 )
-@click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")
+@extraction_output_options
 @weights_options
-@click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(FORMATS))
 @click.option(
     "--pool",
     default="flatten",
@@ -48,7 +55,6 @@ from ._base import batch_size, command_line, go_offline, quiet_option, split_lay
 @click.option(
     "--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: number of cores)."
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option(
     "--channels-last/--no-channels-last",
@@ -90,7 +96,6 @@ from ._base import batch_size, command_line, go_offline, quiet_option, split_lay
     help="With --reduce pca:K: a folder of images to fit the PCA on, or the pca_fit.npz of an earlier run "
     "(default: the first max(K, 1000) images of the run).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace earlier results in the output folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last fully written batch.")
 @click.option(
     "--shard",

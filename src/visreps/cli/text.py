@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from ..options import FORMATS, TEXT_POOL_MODES
-from ._base import command_line, go_offline, quiet_option, split_layers, weights_options
+from ..options import TEXT_POOL_MODES
+from ._base import command_line, extraction_output_options, go_offline, quiet_option, split_layers, weights_options
 
 
 @click.command("text")
 @click.argument("model")
 @click.argument("texts_file", type=click.Path(dir_okay=False))
-@click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")
+@extraction_output_options
 @click.option(
     "--layers",
     "-l",
@@ -27,10 +27,7 @@ from ._base import command_line, go_offline, quiet_option, split_layers, weights
     help="For per-token layers: the end-of-text token (eot), every position (flatten), or keep the token axis (none).",
 )
 @weights_options
-@click.option("--format", "fmt", default="npy", show_default=True, type=click.Choice(FORMATS))
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--overwrite", is_flag=True, help="Replace earlier results in the output folder.")
 @quiet_option
 def text(
     model: str,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ImageError, LayerNotFoundError, VisrepsError, closest
+from ..errors import ImageError, LayerNotFoundError, VisrepsError, closest_hint
 from . import deprecated
 
 if TYPE_CHECKING:
@@ -136,13 +136,8 @@ def show_model(model: Any, model_name: str) -> str:
         if answer in valid:
             print()
             return answer
-        hint = closest(answer, sorted(valid)) if answer else []
-        print(
-            f"{answer!r} is not a module of {model_name}"
-            + (f"; closest: {', '.join(hint)}" if hint else "")
-            + ". Enter one of the names printed above:",
-            flush=True,
-        )
+        hint = closest_hint(answer, sorted(valid)) if answer else ""
+        print(f"{answer!r} is not a module of {model_name}{hint}. Enter one of the names printed above:", flush=True)
 
 
 # --------------------------------------------------------------------------- data
@@ -277,20 +272,30 @@ def _probabilities(predictions: Any, n_classes: int = 1000) -> np.ndarray:
     return out
 
 
-def _engine(lm: LoadedModel, loader: ImageLoader, layers: list[str], pool: str, top_k: int | None) -> Any:
+def run_in_memory(
+    lm: LoadedModel,
+    root: Any,
+    order: list[str],
+    layers: list[str],
+    *,
+    pool: str,
+    batch_size: int,
+    top_k: int | None = None,
+    progress: bool = True,
+) -> Any:
+    """The features of the images ``order`` (relative to ``root``), in memory, as both compatibility layers extract
+    them: visreps' engine (:func:`visreps.extraction.prepare`, :func:`~visreps.extraction.run`) keeping the last
+    time step of recurrent layers; ``top_k``: the ImageNet predictions too."""
     from ..extraction import prepare, run
 
-    job = prepare(
-        lm,
-        loader.root,
-        layers=layers,
-        pool=pool,
-        batch_size=loader.batch_size,
-        order=loader.file_names,
-        recurrent="last",
-        top_k=top_k,
+    job = prepare(lm, root, layers=layers, pool=pool, batch_size=batch_size, order=order, recurrent="last", top_k=top_k)
+    return run(job, out=None, progress=progress)
+
+
+def _engine(lm: LoadedModel, loader: ImageLoader, layers: list[str], pool: str, top_k: int | None) -> Any:
+    return run_in_memory(
+        lm, loader.root, loader.file_names, layers, pool=pool, batch_size=loader.batch_size, top_k=top_k
     )
-    return run(job, out=None, progress=True)
 
 
 def _ensemble(lm: LoadedModel, loader: ImageLoader, module_name: str, top_k: int | None) -> tuple[np.ndarray, Any]:
@@ -377,11 +382,9 @@ def extract_features(
         layer = "embedding" if (clip_model and module_name == "visual") else module_name
         names = lm.layer_names()
         if layer not in names:
-            hint = closest(layer, names + list(ENSEMBLES))
+            hint = closest_hint(layer, names + list(ENSEMBLES))
             raise LayerNotFoundError(
-                f"{lm.model_id} has no module {module_name!r}"
-                + (f"; closest: {', '.join(hint)}" if hint else "")
-                + " (vision.show_model prints them all)"
+                f"{lm.model_id} has no module {module_name!r}{hint} (vision.show_model prints them all)"
             )
         res = _engine(run_lm, data_loader, [layer], "flatten" if flatten_acts else "none", top_k)
         features = np.asarray(res[layer])

@@ -5,6 +5,7 @@ A thin wrapper over :func:`visreps.analysis.cka` with THINGSvision 2.7.3's signa
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = ["CKA", "get_cka"]
 BACKENDS = ("numpy", "torch")
 
 
+@dataclasses.dataclass(eq=False)
 class CKA:
     """What :func:`get_cka` returns: ``compare(X, Y)`` is the CKA of two feature matrices (rows = images).
 
@@ -29,13 +31,12 @@ class CKA:
     ``unbiased``: the unbiased HSIC estimator.
     """
 
-    def __init__(self, backend: str, m: int, kernel: str, unbiased: bool, sigma: float | None, device: Any) -> None:
-        self.backend = backend
-        self.m = m
-        self.kernel = kernel
-        self.unbiased = unbiased
-        self.sigma = sigma
-        self.device = device
+    backend: str
+    m: int
+    kernel: str
+    unbiased: bool
+    sigma: float | None
+    device: Any
 
     def _sigma(self, X: np.ndarray) -> float:
         if self.sigma is not None:

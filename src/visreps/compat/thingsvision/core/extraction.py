@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from ....errors import LayerNotFoundError, VisrepsError, closest
+from ....errors import LayerNotFoundError, VisrepsError, closest_hint
 from ..._files import atomic
 from .._warn import warn_once
+from ._model_ids import SOURCES, model_id
 
 if TYPE_CHECKING:
     from ....models import LoadedModel
@@ -37,71 +38,8 @@ __all__ = [
     "normalize_features",
 ]
 
-SOURCES = ("torchvision", "timm", "keras", "ssl", "custom", "vissl")
 TOKEN_EXTRACTIONS = ("cls_token", "avg_pool", "cls_token+avg_pool")
 OUTPUT_TYPES = ("ndarray", "tensor")
-
-# THINGSvision's custom models → visreps ids (the ones with a fixed name)
-_CUSTOM = {
-    "alexnet_ecoset": "ecoset:alexnet",
-    "resnet50_ecoset": "ecoset:resnet50",
-    "vgg16_ecoset": "ecoset:vgg16",
-    "vgg16bn_ecoset": "ecoset:vgg16_bn",
-    "inception_ecoset": "ecoset:inception_v3",
-    "alexnet_salobjsub": "salobjsub:alexnet",
-}
-_SIZES = {"small": "s", "base": "b", "large": "l", "huge": "h", "giant": "g"}
-
-
-def _ssl_id(name: str) -> str:
-    """THINGSvision's ``ssl`` names → visreps ``ssl:`` ids (``dino-vit-small-p16`` → ``ssl:dino-vits16``)."""
-    m = re.fullmatch(r"(dino|dinov2|mae)-vit-(small|base|large|huge|giant)-p(\d+)", name)
-    if m:
-        return f"ssl:{m.group(1)}-vit{_SIZES[m.group(2)]}{m.group(3)}"
-    return f"ssl:{name}"
-
-
-def _custom_id(name: str, params: dict[str, Any]) -> str:
-    low = name.lower()
-    if low.startswith("cornet"):
-        return f"cornet:{re.sub(r'^cornet[-_]?', '', low)}"
-    if low == "clip":
-        return f"clip:{str(params.get('variant', 'ViT-B/32')).replace('/', '-')}"
-    if low == "openclip":
-        return f"openclip:{params.get('variant', 'ViT-B-32-quickgelu')}/{params.get('dataset', 'laion400m_e32')}"
-    if low in ("harmonization", "dreamsim"):
-        if "variant" not in params:
-            raise VisrepsError(f"{name} needs model_parameters={{'variant': ...}} (see `visreps models {low}`)")
-        return f"{low}:{params['variant']}"
-    if low in _CUSTOM:
-        return _CUSTOM[low]
-    raise VisrepsError(
-        f"custom model {name!r} has no visreps counterpart; use one of cornet-s/-z/-r/-rt, clip, OpenCLIP, "
-        f"Harmonization, DreamSim, {', '.join(sorted(_CUSTOM))}, or `visreps models` for every id"
-    )
-
-
-def model_id(model_name: str, source: str, model_parameters: dict[str, Any] | None = None) -> str:
-    """The visreps model id of a THINGSvision 2.x ``(model_name, source, model_parameters)``.
-
-    ``torchvision`` → ``torchvision:<name>``; ``timm`` → ``timm:<name>``; ``keras`` →
-    ``keras:<name>``; ``ssl`` (and the deprecated ``vissl``) → ``ssl:<name>``, with
-    ``dino-vit-small-p16`` → ``ssl:dino-vits16`` (likewise ``dinov2-``, ``mae-``); ``custom``:
-    ``cornet-s`` → ``cornet:s``, ``clip`` + ``variant='ViT-B/32'`` → ``clip:ViT-B-32``,
-    ``OpenCLIP`` + ``variant``/``dataset`` → ``openclip:<variant>/<dataset>``, ``Harmonization`` /
-    ``DreamSim`` + ``variant`` → ``harmonization:<variant>`` / ``dreamsim:<variant>``,
-    ``Alexnet_ecoset`` ... → ``ecoset:alexnet`` ..., ``AlexNet_SalObjSub`` → ``salobjsub:alexnet``.
-    """
-    if not isinstance(model_name, str) or not model_name.strip():
-        raise VisrepsError(f"model_name must be a model name such as 'alexnet', got {model_name!r}")
-    if source not in SOURCES:
-        raise VisrepsError(f"source {source!r} is not known; use one of {', '.join(SOURCES[:-1])}")
-    params = dict(model_parameters or {})
-    if source in ("torchvision", "timm", "keras"):
-        return f"{source}:{model_name}"
-    if source in ("ssl", "vissl"):
-        return _ssl_id(model_name)
-    return _custom_id(model_name, params)
 
 
 def _device(device: Any) -> str:
@@ -335,11 +273,9 @@ class Extractor:
         valid = self.get_module_names()
         for m in layers:
             if m not in valid:
-                hint = closest(str(m), valid)
+                hint = closest_hint(str(m), valid)
                 raise LayerNotFoundError(
-                    f"{m!r} is not a module of {self.lm.model_id}"
-                    + (f"; closest: {', '.join(hint)}" if hint else "")
-                    + " (extractor.get_module_names() lists them)"
+                    f"{m!r} is not a module of {self.lm.model_id}{hint} (extractor.get_module_names() lists them)"
                 )
         if len(set(layers)) != len(layers):
             raise VisrepsError(f"module_names lists a module twice: {layers}")
@@ -380,23 +316,17 @@ class Extractor:
         return self._hook_chunks(batches, layers, pool, step)
 
     def _engine_chunks(self, loader: Any, layers: list[str], pool: str, step: int | None) -> Iterator[tuple[int, dict]]:
-        from ....extraction import prepare, run
+        from ..._core import run_in_memory
 
         dataset = loader.dataset
         lm = self._with_transform(dataset.transforms, dataset.samples[0])
         paths = dataset.relative_paths()
         per = len(paths) if step is None else step * loader.batch_size
         for start in range(0, len(paths), per):
-            job = prepare(
-                lm,
-                dataset.root,
-                layers=layers,
-                pool=pool,
-                batch_size=loader.batch_size,
-                order=paths[start : start + per],
-                recurrent="last",
+            order = paths[start : start + per]
+            res = run_in_memory(
+                lm, dataset.root, order, layers, pool=pool, batch_size=loader.batch_size, progress=False
             )
-            res = run(job, out=None, progress=False)
             arrays = {m: np.asarray(res[m]) for m in layers}
             yield len(arrays[layers[0]]), arrays
 
@@ -587,12 +517,7 @@ def get_extractor(
         weights = None if weights == "DEFAULT" else weights
     lm = _load(mid, pretrained=bool(pretrained), device=dev, weights=weights)
     return Extractor(
-        lm,
-        model_name=model_name,
-        source=source,
-        device=dev,
-        pretrained=bool(pretrained),
-        model_parameters=params,
+        lm, model_name=model_name, source=source, device=dev, pretrained=bool(pretrained), model_parameters=params
     )
 
 
@@ -622,16 +547,8 @@ def get_extractor_from_model(
             f"backend={backend!r} does not fit a {type(model).__name__}; "
             f"use backend='{'pt' if lm.backend == 'torch' else 'tf'}'"
         )
-    return Extractor(
-        lm,
-        model_name="custom",
-        source="custom_model",
-        device=dev,
-        pretrained=True,
-        preprocess=preprocess,
-        forward_fn=forward_fn,
-        flatten_fn=flatten_fn,
-    )
+    hooks = {"preprocess": preprocess, "forward_fn": forward_fn, "flatten_fn": flatten_fn}  # 2.7.3's attributes
+    return Extractor(lm, model_name="custom", source="custom_model", device=dev, pretrained=True, **hooks)
 
 
 def center_features(X: Any) -> Any:

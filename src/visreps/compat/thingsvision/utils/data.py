@@ -217,22 +217,10 @@ class DataLoader:
 
 
 def load_batches(
-    root: str,
-    out_path: str,
-    backend: str,
-    batch_size: int,
-    class_names: list[str] | None = None,
-    file_names: list[str] | None = None,
-    transforms: Any = None,
-) -> DataLoader:
+    root: str, out_path: str, backend: str, batch_size: int,
+    class_names: list[str] | None = None, file_names: list[str] | None = None, transforms: Any = None,
+) -> DataLoader:  # fmt: skip
     """THINGSvision 2.x's ``load_batches``: an :class:`ImageDataset` in a :class:`DataLoader`."""
     warn_once("visreps.compat.thingsvision.utils.data.load_batches")
-    dataset = ImageDataset(
-        root=root,
-        out_path=out_path,
-        backend=backend,
-        class_names=class_names,
-        file_names=file_names,
-        transforms=transforms,
-    )
+    dataset = ImageDataset(root, out_path, backend, class_names, file_names, transforms)
     return DataLoader(dataset=dataset, batch_size=batch_size, backend=backend)
