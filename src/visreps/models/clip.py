@@ -276,14 +276,9 @@ def preprocessing_from_open_clip(cfg: dict[str, Any], model_id: str = "") -> Pre
         return Preprocessing(resize=size, crop=size, mean=mean, std=std, interpolation=interp)
     if mode == "squash":
         return OpenClipPreprocessing(resize=size, crop=None, mean=mean, std=std, interpolation=interp, resize_mode=mode)
+    fill = int(cfg.get("fill_color") or 0)
     return OpenClipPreprocessing(
-        resize=size,
-        crop=size,
-        mean=mean,
-        std=std,
-        interpolation=interp,
-        resize_mode=mode,
-        fill_color=int(cfg.get("fill_color") or 0),
+        resize=size, crop=size, mean=mean, std=std, interpolation=interp, resize_mode=mode, fill_color=fill
     )
 
 
