@@ -19,9 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .errors import LayerNotFoundError, VisrepsError, closest_hint
+from .models._imagenet import imagenet_classes, model_classes, predictions_table, top_classes  # noqa: F401 (re-export)
 from .options import PRECISIONS as PRECISIONS
 from .options import RECURRENT_MODES
 from .pooling import POOL_MODES, first_tensor, pool_output
@@ -443,61 +442,3 @@ def find_batch_size(lm, specs, *, start: int = 512, minimum: int = 1) -> int:
                         "precision='fp16'/'bf16', or device='cpu'"
                     ) from e
                 b //= 2
-
-
-# --------------------------------------------------------------------------- ImageNet predictions
-
-
-def imagenet_classes() -> list[str]:
-    """The 1000 ImageNet-1k class names, in class-index order (from torchvision's weight metadata)."""
-    from torchvision.models import ResNet50_Weights
-
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-def model_classes(lm) -> list[str]:
-    """The names of ``lm``'s output classes: ``lm.class_names``, ImageNet-1k's when it is ``None``.
-
-    Raises:
-        VisrepsError: the model's classes are not known (``class_names == ()``).
-    """
-    names = getattr(lm, "class_names", None)
-    if names is None:
-        return imagenet_classes()
-    if not names:
-        raise VisrepsError(
-            f"top-k class predictions need the names of the model's classes, and those of {lm.model_id} are not "
-            "known (they are not ImageNet-1k's); leave out top-k (--top-k) and extract the classifier layer instead"
-        )
-    return list(names)
-
-
-def top_classes(result, k: int, model_id: str, n_classes: int = 1000):
-    """Indices and softmax probabilities of the ``k`` most probable of ``n_classes`` classes, most probable first."""
-    import torch
-
-    t = first_tensor(result)
-    if t is None or t.dim() != 2 or t.shape[1] != n_classes:
-        shape = None if t is None else tuple(t.shape[1:])
-        what = "an ImageNet-1k classifier (1000 outputs)" if n_classes == 1000 else f"{n_classes} class scores"
-        raise VisrepsError(f"top-k class predictions need a model that ends in {what}; {model_id} outputs {shape}")
-    p = torch.softmax(t.float(), dim=1)
-    v, i = torch.topk(p, k, dim=1)
-    nb = i.device.type == "cuda"
-    return i.to("cpu", non_blocking=nb), v.to("cpu", non_blocking=nb)
-
-
-def predictions_table(indices: np.ndarray, probs: np.ndarray, paths: Sequence[str], names: Sequence[str] | None = None):
-    """One row per image: index, path, then class_k, name_k, prob_k for k = 1..K (most probable first).
-
-    ``names``: the class names (default: ImageNet-1k's; see :func:`model_classes`).
-    """
-    import pandas as pd
-
-    names = list(names) if names is not None else imagenet_classes()
-    cols: dict[str, Any] = {"index": np.arange(len(paths)), "path": list(paths)}
-    for r in range(indices.shape[1]):
-        cols[f"class_{r + 1}"] = indices[:, r]
-        cols[f"name_{r + 1}"] = [names[c] for c in indices[:, r]]
-        cols[f"prob_{r + 1}"] = probs[:, r]
-    return pd.DataFrame(cols)

@@ -91,55 +91,75 @@ def load_model(
         raise VisrepsError(f"allow_pickle must be True or False, got {allow_pickle!r}")
     if isinstance(model, LoadedModel):
         lm = model
-    elif isinstance(model, str) and model.startswith("file:") and model.lower().endswith(".keras"):
+    elif isinstance(model, str):
+        lm = _load_id(
+            model, pretrained=pretrained, weights=weights, seed=seed, device=device, allow_pickle=allow_pickle
+        )
+    else:
+        lm = _wrap_object(model, weights=weights, device=device, allow_pickle=allow_pickle)
+    if preprocessing is not None:
+        lm.with_preprocessing(_preprocessing_of(lm, preprocessing))
+    return lm
+
+
+def _load_id(
+    model: str, *, pretrained: bool, weights: str | os.PathLike | None, seed: int, device: Any, allow_pickle: bool
+) -> LoadedModel:
+    """A model id: ``file:PATH`` (a ``.keras`` file or a pickled torch model) or ``source:name``."""
+    if model.startswith("file:") and model.lower().endswith(".keras"):
         from .keras import load_model_file
 
-        lm = load_model_file(model[5:], device=device)
-    elif isinstance(model, str) and model.startswith("file:"):
+        return load_model_file(model[5:], device=device)
+    if model.startswith("file:"):
         from .custom import load_pickled_model
 
-        lm = load_pickled_model(model[5:], device=device, allow_pickle=allow_pickle)
-    elif isinstance(model, str):
-        source, name = resolve(model)
-        src = get_source(source)
-        src.check(name)
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise VisrepsError(f"seed must be an integer, got {seed!r}")
-        from .custom import pickle_scope
+        return load_pickled_model(model[5:], device=device, allow_pickle=allow_pickle)
+    source, name = resolve(model)
+    src = get_source(source)
+    src.check(name)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise VisrepsError(f"seed must be an integer, got {seed!r}")
+    from .custom import pickle_scope
 
-        with pickle_scope(allow_pickle):  # the source's --weights file honours the opt-in
-            lm = src.load(
-                name, pretrained=pretrained, weights=None if weights is None else str(weights), seed=seed, device=device
-            )
-    elif _is_keras_model(model):  # decided without importing TensorFlow
+    with pickle_scope(allow_pickle):  # the source's --weights file honours the opt-in
+        return src.load(
+            name, pretrained=pretrained, weights=None if weights is None else str(weights), seed=seed, device=device
+        )
+
+
+def _wrap_object(model: Any, *, weights: str | os.PathLike | None, device: Any, allow_pickle: bool) -> LoadedModel:
+    """A user's ``keras.Model`` or ``torch.nn.Module`` (with a weights file loaded into it)."""
+    if _is_keras_model(model):  # decided without importing TensorFlow
         from .keras import check_device, from_keras_model
 
         check_device(device)
-        lm = from_keras_model(model, weights=weights)
-    else:
-        try:
-            import torch
-        except ImportError as e:  # pragma: no cover
-            raise VisrepsError("torch is required") from e
-        if not isinstance(model, torch.nn.Module):
-            raise VisrepsError(
-                "model must be a model id string, a torch.nn.Module, a keras.Model or a LoadedModel, "
-                f"got {type(model).__name__}"
-            )
-        from .custom import from_module, load_weights_file
+        return from_keras_model(model, weights=weights)
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover
+        raise VisrepsError("torch is required") from e
+    if not isinstance(model, torch.nn.Module):
+        raise VisrepsError(
+            "model must be a model id string, a torch.nn.Module, a keras.Model or a LoadedModel, "
+            f"got {type(model).__name__}"
+        )
+    from .custom import from_module, load_weights_file
 
-        lm = from_module(model, device=device)
-        if weights is not None:
-            lm.weights = load_weights_file(lm.module, os.fspath(weights), allow_pickle=allow_pickle)
-            lm.module.to(lm.device).eval()
-    if preprocessing is not None:
-        if isinstance(preprocessing, dict):
-            base = lm.preprocessing.to_dict()
-            unknown = set(preprocessing) - set(base)
-            if unknown:
-                raise VisrepsError(f"unknown preprocessing field(s) {sorted(unknown)}; valid: {sorted(base)}")
-            base.update(preprocessing)
-            base["mean"], base["std"] = tuple(base["mean"]), tuple(base["std"])
-            preprocessing = type(lm.preprocessing)(**base)
-        lm.with_preprocessing(preprocessing)
+    lm = from_module(model, device=device)
+    if weights is not None:
+        lm.weights = load_weights_file(lm.module, os.fspath(weights), allow_pickle=allow_pickle)
+        lm.module.to(lm.device).eval()
     return lm
+
+
+def _preprocessing_of(lm: LoadedModel, preprocessing: Preprocessing | dict) -> Preprocessing:
+    """``preprocessing``, or the model's own with the fields of a dict replaced (unknown fields are an error)."""
+    if not isinstance(preprocessing, dict):
+        return preprocessing
+    base = lm.preprocessing.to_dict()
+    unknown = set(preprocessing) - set(base)
+    if unknown:
+        raise VisrepsError(f"unknown preprocessing field(s) {sorted(unknown)}; valid: {sorted(base)}")
+    base.update(preprocessing)
+    base["mean"], base["std"] = tuple(base["mean"]), tuple(base["std"])
+    return type(lm.preprocessing)(**base)

@@ -242,6 +242,15 @@ class LoadedModel:
     class_names: tuple[str, ...] | None = None
     _transform: Callable[[Any], Any] | None = field(default=None, repr=False)
 
+    @classmethod
+    def on_device(cls, module: Any, device: Any, **fields: Any) -> LoadedModel:
+        """The torch ``module`` moved to ``device`` (``auto``, ``cpu``, ``cuda:N``..., see
+        :func:`visreps.device.resolve_device`) in eval mode, with the other ``fields`` of a :class:`LoadedModel`."""
+        from ..device import resolve_device
+
+        dev = resolve_device(device)
+        return cls(module=module.to(dev).eval(), device=dev, **fields)
+
     def __post_init__(self) -> None:
         self.seq_first = frozenset(self.seq_first)
         if self.adapter is not None:

@@ -1,8 +1,9 @@
 """The catalogue card of a model id: family, architecture, training data, objective, weights licence, paper.
 
-``visreps models`` groups ids by :attr:`ModelCard.family`. A source gives cards by registering a
-``card(name)`` function (see :func:`~visreps.models.register_source`); for sources without one
-:func:`default_card` describes the id from :data:`SOURCE_CARDS`.
+``visreps models`` groups ids by :attr:`ModelCard.family`. A source module holds its own cards, read by
+:func:`~visreps.models.register_source` (or given to it as ``card``): a ``card(name)`` function, or a module-level
+``CARD``, one :class:`ModelCard` for all its models (the architecture left empty is the model's name, see
+:func:`source_card`). This module holds only the card type and those helpers.
 """
 
 from __future__ import annotations
@@ -39,63 +40,22 @@ class ModelCard:
         return asdict(self)
 
 
-#: what is known of every model of a source that gives no card of its own (the architecture is the name)
-SOURCE_CARDS: dict[str, ModelCard] = {
-    "torchvision": ModelCard(
-        family="torchvision",
-        architecture="",
-        training_data="ImageNet-1k (the DEFAULT weights of torchvision)",
-        objective="supervised classification",
-        weights_licence="BSD-3-Clause (torchvision); see each weights enum for data terms",
-        paper="TorchVision maintainers, torchvision (2016); and the paper of each architecture",
-    ),
-    "timm": ModelCard(
-        family="timm",
-        architecture="",
-        training_data="per model: see its pretrained tag on the Hugging Face hub",
-        objective="per model (mostly supervised classification)",
-        weights_licence="per model: see its Hugging Face model card",
-        paper="Wightman, PyTorch Image Models (2019); and the paper of each architecture",
-    ),
-    "cornet": ModelCard(
-        family="CORnet",
-        architecture="",
-        training_data="ImageNet-1k",
-        objective="supervised classification",
-        weights_licence="GPL-3.0 (dicarlolab/CORnet release)",
-        paper="Kubilius et al., Brain-like object recognition with high-performing shallow recurrent ANNs, "
-        "NeurIPS 2019",
-    ),
-    "clip": ModelCard(
-        family="CLIP (OpenAI)",
-        architecture="",
-        training_data="WIT-400M (OpenAI, not public)",
-        objective="contrastive image-text",
-        weights_licence="MIT (openai/CLIP)",
-        paper="Radford et al., Learning transferable visual models from natural language supervision, ICML 2021",
-    ),
-    "openclip": ModelCard(
-        family="OpenCLIP",
-        architecture="",
-        training_data="per pretrained tag (LAION-400M/2B, DataComp, ...)",
-        objective="contrastive image-text",
-        weights_licence="per pretrained tag (mostly MIT)",
-        paper="Cherti et al., Reproducible scaling laws for contrastive language-image learning, CVPR 2023",
-    ),
-    "keras": ModelCard(
-        family="Keras applications",
-        architecture="",
-        training_data="ImageNet-1k",
-        objective="supervised classification",
-        weights_licence="Apache-2.0 (keras-team) unless the application says otherwise",
-        paper="Chollet et al., Keras (2015); and the paper of each architecture",
-    ),
-}
+def source_card(base: ModelCard, name: str) -> ModelCard:
+    """``base`` (a source's card for all its models) for the model ``name``: the architecture is the name unless
+    ``base`` gives one."""
+    return replace(base, architecture=base.architecture or name)
+
+
+def unknown_card(source: str, name: str) -> ModelCard:
+    """The card of ``source:name`` for a source that gives no card at all."""
+    return ModelCard(family=source, architecture=name, training_data="unknown", objective="unknown")
 
 
 def default_card(source: str, name: str) -> ModelCard:
-    """The card of ``source:name`` for a source without cards of its own."""
-    base = SOURCE_CARDS.get(source)
-    if base is None:
-        return ModelCard(family=source, architecture=name, training_data="unknown", objective="unknown")
-    return replace(base, architecture=base.architecture or name)
+    """The card of ``source:name`` from the card its source registered (the card of an unknown one without)."""
+    from ._registry import get_source
+
+    try:
+        return get_source(source).describe(name)
+    except LookupError:  # ModelNotFoundError: not a source
+        return unknown_card(source, name)

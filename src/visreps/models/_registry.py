@@ -4,15 +4,21 @@ A source is a module that builds models of one kind (``torchvision``, ``timm``, 
 ``clip``, ``openclip``, ``keras``). It registers itself when imported, by decorating its ``load``
 function with :func:`register_source`, as torchvision's ``register_model`` registers builders::
 
-    @register_source("timm", list_names=list_names, available_offline=available_offline, check_name=check_name)
+    CARD = ModelCard(family="timm", architecture="", ...)  # the catalogue card of every name
+
+
+    @register_source("timm")
     def load(name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0,
              device: Any = None) -> LoadedModel: ...
 
-which records a typed :class:`Source`: ``list_names() -> list[str]`` (every name it can build),
+which records a typed :class:`Source` from the functions of that module (or those given to the
+decorator): ``list_names() -> list[str]`` (every name it can build),
 ``load(name, *, pretrained, weights, seed, device) -> LoadedModel``, and optionally
-``available_offline(name) -> bool`` (pretrained weights already on this machine) and
+``available_offline(name) -> bool`` (pretrained weights already on this machine),
 ``check_name(name)`` (raise :class:`~visreps.errors.ModelNotFoundError` for an unknown name; by
-default the name must be one of ``list_names()``).
+default the name must be one of ``list_names()``) and its catalogue card: ``card(name) -> ModelCard``,
+or ``CARD``, one :class:`~visreps.models.ModelCard` for every name. So a new source is one module, plus
+its line in :data:`SOURCE_MODULES`.
 
 Sources are imported only when used, so listing torchvision's models never imports timm, and
 ``import visreps`` or ``visreps --help`` imports none of them (nor torch). Discovery is therefore
@@ -36,12 +42,13 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import re
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..errors import ModelNotFoundError, VisrepsError, closest
-from ._card import ModelCard, default_card
+from ..errors import ModelNotFoundError, VisrepsError, closest, closest_hint
+from ._card import ModelCard, source_card, unknown_card
 
 if TYPE_CHECKING:
     from ._base import LoadedModel
@@ -87,8 +94,8 @@ class Source:
             (``None``: the name must be one of ``list_names()``).
         optional: its dependencies are an extra (see the module docstring).
         module: the module that registered it.
-        card: the catalogue :class:`~visreps.models.ModelCard` of a name (``None``: a card from
-            :data:`~visreps.models._card.SOURCE_CARDS`).
+        card: the catalogue card: one :class:`~visreps.models.ModelCard` for every name (its empty
+            ``architecture`` is the name), or a function of the name (``None``: a card saying "unknown").
     """
 
     name: str
@@ -98,11 +105,15 @@ class Source:
     check_name: Callable[[str], object] | None = None
     optional: bool = False
     module: str = ""
-    card: Callable[[str], ModelCard] | None = None
+    card: Callable[[str], ModelCard] | ModelCard | None = None
 
     def describe(self, name: str) -> ModelCard:
         """The catalogue card of ``name``."""
-        return self.card(name) if self.card is not None else default_card(self.name, name)
+        if self.card is None:
+            return unknown_card(self.name, name)
+        if isinstance(self.card, ModelCard):
+            return source_card(self.card, name)
+        return self.card(name)
 
     def check(self, name: str) -> None:
         """Raise :class:`~visreps.errors.ModelNotFoundError` unless this source can build ``name``."""
@@ -111,11 +122,14 @@ class Source:
             return
         names = self.list_names()
         if name not in names:
-            hint = closest(name, names)
-            msg = f"{self.name} has no model {name!r}"
-            if hint:
-                msg += f"; closest: {', '.join(f'{self.name}:{h}' for h in hint)}"
-            raise ModelNotFoundError(msg + " (see `visreps models PATTERN`)")
+            raise no_model_error(self.name, name, names)
+
+
+def no_model_error(
+    source: str, name: str, names: Iterable[str], *, tail: str = " (see `visreps models PATTERN`)"
+) -> ModelNotFoundError:
+    """``"{source} has no model {name!r}; closest: {source}:a, ...{tail}"``, the error of an unknown name."""
+    return ModelNotFoundError(f"{source} has no model {name!r}{closest_hint(name, names, prefix=f'{source}:')}{tail}")
 
 
 _REGISTRY: dict[str, Source] = {}
@@ -126,13 +140,17 @@ L = TypeVar("L", bound=LoadFunction)
 def register_source(
     name: str,
     *,
-    list_names: Callable[[], list[str]],
+    list_names: Callable[[], list[str]] | None = None,
     available_offline: Callable[[str], bool] | None = None,
     check_name: Callable[[str], object] | None = None,
     optional: bool = False,
-    card: Callable[[str], ModelCard] | None = None,
+    card: Callable[[str], ModelCard] | ModelCard | None = None,
 ) -> Callable[[L], L]:
     """Decorator of a source module's ``load``: registers the :class:`Source` ``name`` (see the module docstring).
+
+    Without ``list_names``, the source is the module that defines ``load``: its ``list_names``,
+    ``available_offline``, ``check_name`` and ``card`` (else ``CARD``), those defined above ``load``, are
+    the source's. With ``list_names``, only the functions given are (a module that registers several sources).
 
     Re-importing the same module registers it again; another module taking an existing name is an error.
     """
@@ -144,16 +162,19 @@ def register_source(
         old = _REGISTRY.get(name)
         if old is not None and old.module != module:
             raise VisrepsError(f"model source {name!r} is registered by {old.module} already (not {module})")
-        _REGISTRY[name] = Source(
-            name=name,
-            load=load,
-            list_names=list_names,
-            available_offline=available_offline,
-            check_name=check_name,
-            optional=optional,
-            module=module,
-            card=card,
-        )
+        given: dict[str, Any] = {
+            "list_names": list_names,
+            "available_offline": available_offline,
+            "check_name": check_name,
+            "card": card,
+        }
+        if list_names is None:  # the module's own: it is executing, so what stands above load is there
+            own = vars(sys.modules[module]) if module in sys.modules else {}
+            given = {k: v if v is not None else own.get(k) for k, v in given.items()}
+            given["card"] = given["card"] or own.get("CARD")
+        if not callable(given["list_names"]):
+            raise VisrepsError(f"model source {name!r} ({module}) has no list_names function")
+        _REGISTRY[name] = Source(name=name, load=load, optional=optional, module=module, **given)
         return load
 
     return decorate
@@ -219,11 +240,8 @@ def resolve(model_id: str, sources: Iterable[str] | None = None) -> tuple[str, s
         for n in _names(s):
             by_name.setdefault(n, []).append(f"{s}:{n}")
     hint = [i for n in closest(model_id.split(":")[-1], by_name) for i in by_name[n]]
-    msg = f"unknown model {model_id!r}"
-    if hint:
-        msg += f"; closest: {', '.join(hint)}"
-    msg += " (see `visreps models PATTERN`)"
-    raise ModelNotFoundError(msg)
+    msg = f"unknown model {model_id!r}" + (f"; closest: {', '.join(hint)}" if hint else "")
+    raise ModelNotFoundError(msg + " (see `visreps models PATTERN`)")
 
 
 def list_models(pattern: str | None = None, *, source: str | None = None) -> list[str]:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import LayerNotFoundError, VisrepsError, closest
+from ..errors import LayerNotFoundError, VisrepsError, closest_hint
 
 BLOCKS = "blocks"
 _GLOB = re.compile(r"[*?\[]")
@@ -130,11 +130,10 @@ def expand_layers(
             rx = glob_regex(base)
             found = [n + at + step for n in names if rx.match(n)]
             if not found:
-                hint = closest(base.replace("*", "").replace("?", ""), names)
+                hint = closest_hint(base.replace("*", "").replace("?", ""), names, lead="; names look like: ")
                 raise LayerNotFoundError(
-                    f"layer pattern {spec!r} matches no layer of {model_id}"
-                    + (f"; names look like: {', '.join(hint)}" if hint else "")
-                    + " ('*' stays within one dotted part, '**' crosses dots; list them with `visreps layers MODEL`)"
+                    f"layer pattern {spec!r} matches no layer of {model_id}{hint}"
+                    " ('*' stays within one dotted part, '**' crosses dots; list them with `visreps layers MODEL`)"
                 )
         out.extend(n for n in found if n not in out)
     return out

@@ -69,26 +69,20 @@ def resnet50_trunk() -> Any:
     return model
 
 
+def _resnet50(objective: str, licence: str, paper: str, checkpoint: Checkpoint, keys: KeyMap) -> ZooModel:
+    """An id of this family: :func:`resnet50_trunk` with the weights of ``checkpoint`` (laid out as ``keys``)."""
+    card = ModelCard(FAMILY, "ResNet-50", IMAGENET_NO_LABELS, objective, weights_licence=licence, paper=paper)
+    return ZooModel(build=resnet50_trunk, card=card, checkpoint=checkpoint, keys=keys, preprocessing=EVAL_224)
+
+
 def _vissl(folder: str, file: str, objective: str, paper: str) -> ZooModel:
     """An id whose weights are the VISSL model-zoo checkpoint ``<VISSL_ZOO>/<folder>/<file>``.
 
     The cache name joins folder and file (``model_final_checkpoint_phase799.torch`` alone is the name
     of several of these files).
     """
-    return ZooModel(
-        build=resnet50_trunk,
-        card=ModelCard(
-            family=FAMILY,
-            architecture="ResNet-50",
-            training_data=IMAGENET_NO_LABELS,
-            objective=objective,
-            weights_licence=VISSL_LICENCE,
-            paper=f"{paper}; weights: {VISSL_PAPER}",
-        ),
-        checkpoint=Checkpoint(url=f"{VISSL_ZOO}{folder}/{file}", filename=f"vissl_{folder}_{file}"),
-        keys=VISSL_KEYS,
-        preprocessing=EVAL_224,
-    )
+    checkpoint = Checkpoint(url=f"{VISSL_ZOO}{folder}/{file}", filename=f"vissl_{folder}_{file}")
+    return _resnet50(objective, VISSL_LICENCE, f"{paper}; weights: {VISSL_PAPER}", checkpoint, VISSL_KEYS)
 
 
 MODELS: dict[str, ZooModel] = {
@@ -132,36 +126,22 @@ MODELS: dict[str, ZooModel] = {
         "PIRL pretext-invariant contrastive (jigsaw), 800 epochs, VISSL",
         "Misra & van der Maaten, Self-supervised learning of pretext-invariant representations, CVPR 2020",
     ),
-    "barlowtwins-rn50": ZooModel(
-        build=resnet50_trunk,
-        card=ModelCard(
-            family=FAMILY,
-            architecture="ResNet-50",
-            training_data=IMAGENET_NO_LABELS,
-            objective="Barlow Twins redundancy reduction, 1000 epochs",
-            weights_licence="MIT (facebookresearch/barlowtwins)",
-            paper="Zbontar, Jing, Misra, LeCun & Deny, Barlow Twins: self-supervised learning via redundancy "
-            "reduction, ICML 2021",
-        ),
-        checkpoint=Checkpoint(
+    "barlowtwins-rn50": _resnet50(
+        "Barlow Twins redundancy reduction, 1000 epochs",
+        "MIT (facebookresearch/barlowtwins)",
+        "Zbontar, Jing, Misra, LeCun & Deny, Barlow Twins: self-supervised learning via redundancy reduction, "
+        "ICML 2021",
+        Checkpoint(
             url="https://dl.fbaipublicfiles.com/barlowtwins/ljng/resnet50.pth", filename="barlowtwins_ljng_resnet50.pth"
         ),
-        keys=PLAIN_KEYS,
-        preprocessing=EVAL_224,
+        PLAIN_KEYS,
     ),
-    "vicreg-rn50": ZooModel(
-        build=resnet50_trunk,
-        card=ModelCard(
-            family=FAMILY,
-            architecture="ResNet-50",
-            training_data=IMAGENET_NO_LABELS,
-            objective="VICReg variance-invariance-covariance regularisation, 1000 epochs",
-            weights_licence="MIT (facebookresearch/vicreg)",
-            paper="Bardes, Ponce & LeCun, VICReg: variance-invariance-covariance regularization for "
-            "self-supervised learning, ICLR 2022",
-        ),
-        checkpoint=Checkpoint(url="https://dl.fbaipublicfiles.com/vicreg/resnet50.pth", filename="vicreg_resnet50.pth"),
-        keys=PLAIN_KEYS,
-        preprocessing=EVAL_224,
+    "vicreg-rn50": _resnet50(
+        "VICReg variance-invariance-covariance regularisation, 1000 epochs",
+        "MIT (facebookresearch/vicreg)",
+        "Bardes, Ponce & LeCun, VICReg: variance-invariance-covariance regularization for self-supervised learning, "
+        "ICLR 2022",
+        Checkpoint(url="https://dl.fbaipublicfiles.com/vicreg/resnet50.pth", filename="vicreg_resnet50.pth"),
+        PLAIN_KEYS,
     ),
 }

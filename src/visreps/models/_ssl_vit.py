@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -208,6 +209,18 @@ REG_PAPER = "Darcet et al., Vision transformers need registers, ICLR 2024"
 MAE_PAPER = "He et al., Masked autoencoders are scalable vision learners, CVPR 2022"
 
 
+#: the card of every DINO id (the architecture is each id's)
+DINO_CARD = ModelCard(family="DINO", architecture="", training_data="ImageNet-1k (no labels)",
+                      objective="DINO self-distillation (teacher backbone)",
+                      weights_licence="Apache-2.0 (facebookresearch/dino)", paper=DINO_PAPER)  # fmt: skip
+
+
+def _dino(build: Callable[[], Any], architecture: str, file: str, prefix_tokens: int | None = None) -> ZooModel:
+    """A DINO id: its network, architecture (for the card) and checkpoint ``<DINO_URL>/<file>``."""
+    card = replace(DINO_CARD, architecture=architecture)
+    return ZooModel(build, card, Checkpoint(f"{DINO_URL}/{file}"), DINO_KEYS, EVAL_224, prefix_tokens=prefix_tokens)
+
+
 def _dino_entries() -> dict[str, ZooModel]:
     out: dict[str, ZooModel] = {}
     for name, size, patch, tag, timm_id in [
@@ -216,35 +229,11 @@ def _dino_entries() -> dict[str, ZooModel]:
         ("dino-vitb16", "b", 16, "vitbase16", "vit_base_patch16_224.dino"),
         ("dino-vitb8", "b", 8, "vitbase8", "vit_base_patch8_224.dino"),
     ]:
-        out[name] = ZooModel(
-            build=_dino_vit(size, patch),
-            card=ModelCard(
-                family="DINO",
-                architecture=f"ViT-{size.upper()}/{patch} = timm:{timm_id}",
-                training_data="ImageNet-1k (no labels)",
-                objective="DINO self-distillation (teacher backbone)",
-                weights_licence="Apache-2.0 (facebookresearch/dino)",
-                paper=DINO_PAPER,
-            ),
-            checkpoint=Checkpoint(f"{DINO_URL}/dino_{tag}_pretrain/dino_{tag}_pretrain.pth"),
-            keys=DINO_KEYS,
-            preprocessing=EVAL_224,
-            prefix_tokens=1,
-        )
-    out["dino-rn50"] = ZooModel(
-        build=resnet50_trunk,  # as DINO's hubconf: torchvision's resnet50 with fc = Identity (the file has no fc)
-        card=ModelCard(
-            family="DINO",
-            architecture="ResNet-50 (torchvision, fc removed)",
-            training_data="ImageNet-1k (no labels)",
-            objective="DINO self-distillation (teacher backbone)",
-            weights_licence="Apache-2.0 (facebookresearch/dino)",
-            paper=DINO_PAPER,
-        ),
-        checkpoint=Checkpoint(f"{DINO_URL}/dino_resnet50_pretrain/dino_resnet50_pretrain.pth"),
-        keys=DINO_KEYS,
-        preprocessing=EVAL_224,
-    )
+        arch = f"ViT-{size.upper()}/{patch} = timm:{timm_id}"
+        out[name] = _dino(_dino_vit(size, patch), arch, f"dino_{tag}_pretrain/dino_{tag}_pretrain.pth", prefix_tokens=1)
+    # as DINO's hubconf: torchvision's resnet50 with fc = Identity (the file has no fc)
+    rn50 = "dino_resnet50_pretrain/dino_resnet50_pretrain.pth"
+    out["dino-rn50"] = _dino(resnet50_trunk, "ResNet-50 (torchvision, fc removed)", rn50)
     return out
 
 

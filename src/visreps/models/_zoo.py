@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 
-from ..errors import ModelNotFoundError, WeightsError, closest
+from ..errors import WeightsError
 from ._base import LoadedModel, Preprocessing, file_sha256
 from ._card import ModelCard
-from ._registry import register_source
+from ._registry import no_model_error, register_source
+from .custom import mismatch_report, shape_mismatches
 
 __all__ = [
     "Checkpoint",
@@ -142,10 +143,6 @@ class KeyMap:
         return out, origin
 
 
-def _show(keys: list[str]) -> str:
-    return ", ".join(keys[:6]) + (f" ... ({len(keys)} in all)" if len(keys) > 6 else "")
-
-
 def load_mapped(module: Any, obj: Any, keys: KeyMap, path: Path | str, what: str) -> None:
     """Load a checkpoint object into ``module`` through ``keys``, strictly.
 
@@ -156,22 +153,13 @@ def load_mapped(module: Any, obj: Any, keys: KeyMap, path: Path | str, what: str
     own = module.state_dict()
     missing = [keys.to_original(k) for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     unexpected = [origin[k] for k in sd if k not in own]
-    wrong = [
-        f"{origin[k]} (file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})"
-        for k in own
-        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
+    wrong = shape_mismatches(own, sd, origin.__getitem__)
     if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"keys missing from the file: {_show(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys in the file: {_show(unexpected)}")
-        if wrong:
-            parts.append(f"shape mismatches: {_show(wrong)}")
+        labels = ("keys missing from the file", "unexpected keys in the file", "shape mismatches")
+        report = mismatch_report(missing, unexpected, wrong, labels=labels, most=6)
         raise WeightsError(
-            f"checkpoint {str(path)!r} does not fit {what}: " + "; ".join(parts) + ". Is it the original file of "
-            "this model id (not a fine-tuned or converted copy)?"
+            f"checkpoint {str(path)!r} does not fit {what}: {report}. Is it the original file of this model id "
+            "(not a fine-tuned or converted copy)?"
         )
     for k, v in own.items():  # counters old files lack; they play no part in evaluation
         if k not in sd and k.endswith("num_batches_tracked"):
@@ -266,7 +254,6 @@ def load_zoo_model(
     The weights record in the metadata holds the address, the file and its sha256 (and whether that
     hash is the pinned one).
     """
-    from ..device import resolve_device
     from .custom import open_checkpoint, pickle_allowed
 
     model_id = f"{source}:{name}"
@@ -295,13 +282,12 @@ def load_zoo_model(
             record["allow_pickle"] = True
     if model.after_load is not None:
         module = model.after_load(module) or module
-    dev = resolve_device(device)
-    return LoadedModel(
-        module=module.to(dev).eval(),
+    return LoadedModel.on_device(
+        module,
+        device,
         preprocessing=model.preprocessing,
         model_id=model_id,
         weights=record,
-        device=dev,
         prefix_tokens=model.prefix_tokens,
     )
 
@@ -320,10 +306,7 @@ def register_zoo(source: str, models: Mapping[str, ZooModel], *, module: str) ->
 
     def check_name(name: str) -> str:
         if name not in models:
-            hint = closest(name, list(models))
-            msg = f"{source} has no model {name!r}"
-            msg += f"; closest: {', '.join(f'{source}:{h}' for h in hint)}" if hint else ""
-            raise ModelNotFoundError(msg + f" (see `visreps models {source}:`)")
+            raise no_model_error(source, name, models, tail=f" (see `visreps models {source}:`)")
         return name
 
     def available_offline(name: str) -> bool:
@@ -337,18 +320,8 @@ def register_zoo(source: str, models: Mapping[str, ZooModel], *, module: str) ->
             return entry.card
         return replace(entry.card, url=ckpt.url, sha256=entry.card.sha256 or ckpt.sha256)
 
-    def load(
-        name: str,
-        *,
-        pretrained: bool = True,
-        weights: str | os.PathLike | None = None,
-        seed: int = 0,
-        device: Any = None,
-    ) -> LoadedModel:
-        check_name(name)
-        return load_zoo_model(
-            source, name, models[name], pretrained=pretrained, weights=weights, seed=seed, device=device
-        )
+    def load(name: str, **options: Any) -> LoadedModel:  # pretrained, weights, seed, device: load_zoo_model's
+        return load_zoo_model(source, name, models[check_name(name)], **options)
 
     load.__module__ = module
     register_source(

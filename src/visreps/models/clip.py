@@ -33,9 +33,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError, closest
+from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError, closest_hint
 from ._base import LoadedModel, Preprocessing, TextTower, file_sha256
+from ._card import ModelCard
 from ._registry import register_source
+
+#: the catalogue card of every clip model (the architecture is the model's name)
+CARD = ModelCard(family="CLIP (OpenAI)", architecture="", objective="contrastive image-text",
+                 training_data="WIT-400M (OpenAI, not public)",
+                 weights_licence="MIT (openai/CLIP)",
+                 paper="Radford et al., Learning transferable visual models from natural language supervision, "
+                 "ICML 2021")  # fmt: skip
+
 
 OPENAI_TAG = "openai"
 INSTALL_HINT = "pip install 'visreps[clip]'"
@@ -71,11 +80,9 @@ def check_name(name: str) -> None:
     """Raise :class:`~visreps.errors.ModelNotFoundError` unless ``name`` is one of :func:`list_names`."""
     names = list_names()
     if _arch(name) not in names:
-        hint = closest(_arch(name), names)
         raise ModelNotFoundError(
-            f"clip has no model {name!r}"
-            + (f"; closest: {', '.join(f'clip:{h}' for h in hint)}" if hint else "")
-            + f". OpenAI's CLIP models: {', '.join(names)}; other CLIP weights are openclip:ARCH/TAG "
+            f"clip has no model {name!r}{closest_hint(_arch(name), names, prefix='clip:')}"
+            f". OpenAI's CLIP models: {', '.join(names)}; other CLIP weights are openclip:ARCH/TAG "
             "(see `visreps models openclip:`)"
         )
 
@@ -85,9 +92,7 @@ def available_offline(name: str) -> bool:
     return _arch(name) in list_names() and find_checkpoint(_arch(name), OPENAI_TAG) is not None
 
 
-@register_source(
-    "clip", list_names=list_names, available_offline=available_offline, check_name=check_name, optional=True
-)
+@register_source("clip", optional=True)
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
@@ -271,14 +276,9 @@ def preprocessing_from_open_clip(cfg: dict[str, Any], model_id: str = "") -> Pre
         return Preprocessing(resize=size, crop=size, mean=mean, std=std, interpolation=interp)
     if mode == "squash":
         return OpenClipPreprocessing(resize=size, crop=None, mean=mean, std=std, interpolation=interp, resize_mode=mode)
+    fill = int(cfg.get("fill_color") or 0)
     return OpenClipPreprocessing(
-        resize=size,
-        crop=size,
-        mean=mean,
-        std=std,
-        interpolation=interp,
-        resize_mode=mode,
-        fill_color=int(cfg.get("fill_color") or 0),
+        resize=size, crop=size, mean=mean, std=std, interpolation=interp, resize_mode=mode, fill_color=fill
     )
 
 
@@ -359,6 +359,46 @@ def _quiet_logging():
         logging.disable(previous)
 
 
+def _create_pretrained(oc: Any, arch: str, tag: str | None, model_id: str, options: dict) -> tuple[Any, dict]:
+    """The open_clip model of ``arch`` with the checkpoint of ``tag`` (fetched into the cache), and its record."""
+    if tag is None:
+        raise WeightsError(f"{model_id} has no pretrained weights without a tag; use random weights (--random)")
+    path = fetch_checkpoint(arch, tag, model_id)
+    try:
+        model = oc.create_model(arch, pretrained=str(path), **options)
+    except Exception as e:
+        raise WeightsError(
+            f"cannot load the checkpoint {str(path)!r} into {model_id}: {e.__class__.__name__}: {e}; "
+            "delete the file to download it again"
+        ) from e
+    record = {
+        "kind": "pretrained",
+        "name": tag,
+        "arch": arch,
+        "url": checkpoint_source(arch, tag).url,
+        "file": str(path),
+        "sha256": file_sha256(path),
+        "quick_gelu": options["force_quick_gelu"],
+    }
+    return model, record
+
+
+def _create_random(oc: Any, arch: str, model_id: str, options: dict, seed: int) -> tuple[Any, dict]:
+    """The open_clip model of ``arch`` initialised under ``torch.manual_seed(seed)``, and its record."""
+    import torch
+
+    try:
+        with torch.random.fork_rng(devices=[]), _quiet_logging():
+            torch.manual_seed(seed)
+            model = oc.create_model(arch, pretrained=None, **options)
+    except Exception as e:
+        raise VisrepsError(
+            f"open_clip could not build {model_id}: {e.__class__.__name__}: {e} (architectures with a "
+            "Hugging Face text tower need its config from the Hub: run once with network access)"
+        ) from e
+    return model, {"kind": "random", "seed": seed}
+
+
 def build(
     model_id: str, arch: str, tag: str | None, *, pretrained: bool, weights: str | None, seed: int, device: Any = None
 ) -> LoadedModel:
@@ -381,7 +421,6 @@ def build(
         ``prefix_tokens`` are set.
     """
     oc = import_open_clip()
-    import torch
 
     from ..cache import hf_cache_dir
     from ..device import resolve_device
@@ -402,37 +441,9 @@ def build(
         cache_dir=str(hf_cache_dir()),
     )
     if pretrained and weights is None:
-        if tag is None:
-            raise WeightsError(f"{model_id} has no pretrained weights without a tag; use random weights (--random)")
-        path = fetch_checkpoint(arch, tag, model_id)
-        try:
-            model = oc.create_model(arch, pretrained=str(path), **options)
-        except Exception as e:
-            raise WeightsError(
-                f"cannot load the checkpoint {str(path)!r} into {model_id}: {e.__class__.__name__}: {e}; "
-                "delete the file to download it again"
-            ) from e
-        src = checkpoint_source(arch, tag)
-        record = {
-            "kind": "pretrained",
-            "name": tag,
-            "arch": arch,
-            "url": src.url,
-            "file": str(path),
-            "sha256": file_sha256(path),
-            "quick_gelu": quick_gelu,
-        }
+        model, record = _create_pretrained(oc, arch, tag, model_id, options)
     else:
-        try:
-            with torch.random.fork_rng(devices=[]), _quiet_logging():
-                torch.manual_seed(seed)
-                model = oc.create_model(arch, pretrained=None, **options)
-        except Exception as e:
-            raise VisrepsError(
-                f"open_clip could not build {model_id}: {e.__class__.__name__}: {e} (architectures with a "
-                "Hugging Face text tower need its config from the Hub: run once with network access)"
-            ) from e
-        record = {"kind": "random", "seed": seed}
+        model, record = _create_random(oc, arch, model_id, options, seed)
         if weights is not None:
             record = load_weights_file(model, weights)
     model: Any = model.to(dev).eval()

@@ -12,7 +12,7 @@ import contextlib
 import re
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -203,31 +203,43 @@ def extract_state_dict(obj: Any, path: str | Path = "<checkpoint>") -> dict:
     return sd
 
 
+def show_keys(keys: list[str], most: int = 8) -> str:
+    """``"a, b, c ... (N in all)"``: the first ``most`` of ``keys``."""
+    return ", ".join(keys[:most]) + (f" ... ({len(keys)} in all)" if len(keys) > most else "")
+
+
+def shape_mismatches(own: dict[str, Any], state_dict: dict[str, Any], name: Callable[[str], str] = str) -> list[str]:
+    """``"key (file (3, 4) vs model (4, 4))"`` for every tensor of ``own`` whose shape differs in ``state_dict``
+    (``name``: how the file calls a key)."""
+    return [
+        f"{name(k)} (file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)})"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+
+
+def mismatch_report(
+    missing: list[str],
+    unexpected: list[str],
+    wrong: list[str],
+    *,
+    labels: tuple[str, str, str] = ("missing keys", "unexpected keys", "shape mismatches"),
+    most: int = 8,
+) -> str:
+    """``"missing keys: a, b; shape mismatches: c (...)"``: each kind of mismatch there is, with its first keys."""
+    return "; ".join(f"{lab}: {show_keys(k, most)}" for lab, k in zip(labels, (missing, unexpected, wrong)) if k)
+
+
 def load_state_dict_strict(module: Any, state_dict: dict[str, Any], path: str | Path = "<checkpoint>") -> None:
     """Load with strict key and shape checking; a mismatch lists the offending keys."""
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    wrong = [
-        f"{k} (file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)})"
-        for k in own
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
-    ]
+    wrong = shape_mismatches(own, state_dict)
     if missing or unexpected or wrong:
-
-        def show(keys):
-            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
-
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {show(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {show(unexpected)}")
-        if wrong:
-            parts.append(f"shape mismatches: {show(wrong)}")
         raise WeightsError(
             f"weights file {str(path)!r} does not fit the architecture {type(module).__name__}: "
-            + "; ".join(parts)
+            + mismatch_report(missing, unexpected, wrong)
             + ". Check that the file belongs to this model id."
         )
     module.load_state_dict(state_dict, strict=True)

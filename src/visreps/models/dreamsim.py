@@ -59,10 +59,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelNotFoundError, WeightsError, closest
+from ..errors import WeightsError
 from ._base import LoadedModel, Preprocessing
 from ._card import ModelCard
-from ._registry import register_source
+from ._registry import no_model_error, register_source
 from ._zoo import Checkpoint, KeyMap, fetch_checkpoint, load_mapped, verify_sha256
 
 __all__ = ["BACKBONES", "VARIANTS", "build", "load", "merge_lora"]
@@ -535,11 +535,9 @@ def list_names() -> list[str]:
 
 def check_name(name: str) -> str:
     if name not in VARIANTS:
-        hint = closest(name, list(VARIANTS))
-        msg = f"dreamsim has no model {name!r}" + (
-            f"; closest: {', '.join(f'dreamsim:{h}' for h in hint)}" if hint else ""
+        raise no_model_error(
+            "dreamsim", name, VARIANTS, tail=f"; available: {', '.join(f'dreamsim:{n}' for n in VARIANTS)}"
         )
-        raise ModelNotFoundError(msg + f"; available: {', '.join(f'dreamsim:{n}' for n in VARIANTS)}")
     return name
 
 
@@ -566,22 +564,13 @@ def card(name: str) -> ModelCard:
     )
 
 
-@register_source(
-    "dreamsim", list_names=list_names, available_offline=available_offline, check_name=check_name, card=card
-)
+@register_source("dreamsim")
 def load(
-    name: str,
-    *,
-    pretrained: bool = True,
-    weights: str | os.PathLike | None = None,
-    seed: int = 0,
-    device: Any = None,
+    name: str, *, pretrained: bool = True, weights: str | os.PathLike | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
     """``dreamsim:name`` (see the module docstring): the release's weights with LoRA merged, a local copy
     (``weights``: the zip or a folder of its files), or a seeded random initialisation (``pretrained=False``)."""
     import torch
-
-    from ..device import resolve_device
 
     check_name(name)
     variant = VARIANTS[name]
@@ -597,12 +586,11 @@ def load(
             torch.manual_seed(seed)
             module = build(name)
         record = {"kind": "random", "seed": seed}
-    dev = resolve_device(device)
-    return LoadedModel(
-        module=module.to(dev).eval(),
+    return LoadedModel.on_device(
+        module,
+        device,
         preprocessing=PREPROCESSING,
         model_id=model_id,
         weights=record,
-        device=dev,
         prefix_tokens=1,
     )

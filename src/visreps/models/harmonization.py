@@ -44,11 +44,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelNotFoundError, WeightsError, closest
+from ..errors import ModelNotFoundError, WeightsError, closest_hint
 from ._base import LoadedModel, file_sha256
 from ._card import ModelCard
+from ._keras_session import fresh_names, import_keras, seeded
 from ._registry import register_source
-from .keras import _fresh_names, _import_keras, _seeded, _weights_download, _wrap, check_device, weights_dirs
+from .keras import _weights_download, _wrap, check_device, weights_dirs
 
 BASE_URL = "https://storage.googleapis.com/serrelab/prj_harmonization/models/"
 
@@ -128,10 +129,9 @@ def check_name(name: str) -> None:
             f"harmonization:{name} is not available in visreps: {NOT_AVAILABLE[name]}, "
             f"which visreps does not build with Keras 3; available: {ids}"
         )
-    hint = closest(name, list(MODELS)) or [n for n in MODELS if n.lower().startswith(name.lower()[:5])]
-    msg = f"harmonization has no model {name!r}"
-    msg += f"; closest: {', '.join(f'harmonization:{h}' for h in hint)}" if hint else f"; available: {ids}"
-    raise ModelNotFoundError(msg)
+    same = [f"harmonization:{n}" for n in MODELS if n.lower().startswith(name.lower()[:5])]
+    hint = closest_hint(name, MODELS, prefix="harmonization:") or (f"; closest: {', '.join(same)}" if same else "")
+    raise ModelNotFoundError(f"harmonization has no model {name!r}{hint or f'; available: {ids}'}")
 
 
 def _find_cached(fname: str) -> Path | None:
@@ -179,7 +179,7 @@ def _read_model(keras: Any, path: Path, model_id: str) -> Any:
             f"{str(path)!r} is not a Keras model file: {model_id} reads the original whole-model .h5 file"
         )
     try:
-        with _fresh_names():
+        with fresh_names():
             return keras.saving.load_model(str(path), compile=False)
     except Exception as e:
         raise WeightsError(
@@ -191,18 +191,11 @@ def _read_model(keras: Any, path: Path, model_id: str) -> Any:
 def _random(keras: Any, entry: Harmonized, seed: int) -> Any:
     import keras.applications as applications  # the submodule is not an attribute until imported
 
-    with _fresh_names(), _seeded(keras, seed):
+    with fresh_names(), seeded(keras, seed):
         return getattr(applications, entry.application)(weights=None, input_shape=(SIDE, SIDE, 3))
 
 
-@register_source(
-    "harmonization",
-    list_names=list_names,
-    available_offline=available_offline,
-    check_name=check_name,
-    optional=True,
-    card=card,
-)
+@register_source("harmonization", optional=True)
 def load(
     name: str,
     *,
@@ -216,7 +209,7 @@ def load(
 
     check_name(name)
     check_device(device)
-    keras = _import_keras()
+    keras = import_keras()
     entry = MODELS[name]
     model_id = f"harmonization:{name}"
     record: dict[str, Any]

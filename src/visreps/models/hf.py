@@ -42,100 +42,59 @@ by image (``resize_mode="processor"``, recorded in the metadata).
 
 from __future__ import annotations
 
-import contextlib
-import json
-import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError
-from ._base import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocessing, file_sha256
+from ..errors import ModelNotFoundError, VisrepsError, WeightsError
+from ._base import LoadedModel, file_sha256
+from ._hf_hub import (
+    INSTALL_HINT,
+    WEIGHT_FILES,
+    HFName,
+    _cached_file,
+    _commit,
+    _hub_kwargs,
+    _missing,
+    _quiet,
+    import_transformers,
+    parse_name,
+)
+from ._hf_preprocessing import (
+    PIXEL_TOLERANCE,
+    HFPreprocessing,
+    HFTransform,
+    ProcessorTransform,
+    default_preprocessing,
+    preprocessing_of,
+    probe_images,
+    translate_processor,
+)
 from ._registry import register_source
 
-INSTALL_HINT = 'pip install "visreps[hf]"'
-#: a Hub repository id: NAME or ORG/NAME (letters, digits, ``-``, ``_``, ``.``; at most 96 characters)
-_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
-#: a revision: branch, tag or commit (branches may hold ``/``, e.g. ``refs/pr/3``)
-_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}")
-#: the weights files of a saved model, preferred first
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-#: the largest per-pixel difference between visreps' transform and the processor accepted as exact
-PIXEL_TOLERANCE = 1e-4
-
-
-def import_transformers() -> Any:
-    """``transformers``, or a :class:`~visreps.errors.MissingExtraError` saying how to install it."""
-    try:
-        import transformers
-    except ImportError as e:
-        raise MissingExtraError(f"Hugging Face models (hf:...) need the package transformers: {INSTALL_HINT}") from e
-    return transformers
-
-
-# --------------------------------------------------------------------------- ids
-
-
-@dataclass(frozen=True)
-class HFName:
-    """A parsed ``hf:`` name: a local folder, or a Hub repository with an optional revision."""
-
-    folder: Path | None = None
-    repo: str | None = None
-    revision: str | None = None
-
-    @property
-    def source(self) -> str:
-        """What ``from_pretrained`` takes: the folder's path or the repository id."""
-        return str(self.folder) if self.folder is not None else str(self.repo)
-
-    def describe(self) -> str:
-        if self.folder is not None:
-            return f"folder {str(self.folder)!r}"
-        return f"hf:{self.repo}@{self.revision or 'main'}"
-
-
-def _looks_like_path(s: str) -> bool:
-    """A name that can only be a path: absolute, relative (``./``), ``~``, a drive, or more than ORG/NAME."""
-    head = s.partition("@")[0]
-    return s.startswith(("/", ".", "~")) or "\\" in s or head.count("/") > 1 or bool(re.match(r"[A-Za-z]:", s))
-
-
-def parse_name(name: str) -> HFName:
-    """``"ORG/NAME@REV"`` → a Hub :class:`HFName`; an existing folder (or a path-like name) → a folder.
-
-    Raises:
-        ModelNotFoundError: a malformed id, a path to a missing folder, or a folder without ``config.json``.
-    """
-    s = str(name).strip()
-    if not s:
-        raise ModelNotFoundError("hf: needs a Hub id or a folder, e.g. hf:facebook/dinov2-small or hf:./my_model")
-    path = Path(s).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(
-                f"hf: folder {str(path)!r} has no config.json; give a folder written by save_pretrained "
-                "(config.json and the weights, optionally preprocessor_config.json)"
-            )
-        return HFName(folder=path.resolve())
-    if _looks_like_path(s):
-        raise ModelNotFoundError(
-            f"hf: folder {str(path)!r} does not exist; give a folder written by save_pretrained, "
-            "or a Hub id such as hf:facebook/dinov2-small"
-        )
-    repo, at, revision = s.partition("@")
-    if not _REPO.fullmatch(repo) or (at and not _REVISION.fullmatch(revision)):
-        raise ModelNotFoundError(
-            f"hf:{s} is not a valid Hugging Face id; write hf:ORG/NAME, hf:ORG/NAME@REVISION "
-            "(a branch, tag or commit) or hf:FOLDER (a folder written by save_pretrained)"
-        )
-    return HFName(repo=repo, revision=revision or None)
+__all__ = [
+    "INSTALL_HINT",
+    "OPTIONAL_PREFIXES",
+    "PIXEL_TOLERANCE",
+    "PREFIX_TOKENS",
+    "WEIGHT_FILES",
+    "HFName",
+    "HFPreprocessing",
+    "HFTransform",
+    "ProcessorTransform",
+    "architecture",
+    "available_offline",
+    "check_name",
+    "count_prefix_tokens",
+    "default_preprocessing",
+    "import_transformers",
+    "list_names",
+    "load",
+    "parse_name",
+    "preprocessing_of",
+    "probe_images",
+    "translate_processor",
+]
 
 
 def list_names() -> list[str]:
@@ -146,18 +105,6 @@ def list_names() -> list[str]:
 def check_name(name: str) -> None:
     """Raise :class:`~visreps.errors.ModelNotFoundError` unless ``name`` is a valid Hub id or an existing folder."""
     parse_name(name)
-
-
-def _cached_file(repo: str, filename: str, revision: str | None) -> Path | None:
-    """The file of ``repo`` at ``revision`` in visreps' Hugging Face cache, if it is there."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
-        return None
-    from ..cache import hf_cache_dir
-
-    hit = try_to_load_from_cache(repo, filename, cache_dir=str(hf_cache_dir()), revision=revision)
-    return Path(hit) if isinstance(hit, str) else None
 
 
 def available_offline(name: str) -> bool:
@@ -172,310 +119,6 @@ def available_offline(name: str) -> bool:
     return _cached_file(hf.repo, "config.json", hf.revision) is not None and any(
         _cached_file(hf.repo, f, hf.revision) is not None for f in WEIGHT_FILES
     )
-
-
-def _commit(hf: HFName) -> str | None:
-    """The commit the revision of a Hub id resolved to (the snapshot folder of its cached config.json)."""
-    if hf.repo is None:
-        return None
-    hit = _cached_file(hf.repo, "config.json", hf.revision)
-    return hit.parent.name if hit is not None else None
-
-
-def _missing(hf: HFName, reason: BaseException | None = None) -> WeightsError:
-    """The error for files of a Hub id that are neither in the cache nor downloadable."""
-    from ..cache import hf_cache_dir, offline
-
-    assert hf.repo is not None
-    rev = hf.revision or "main"
-    detail = str(reason).strip().splitlines()[0][:160] if reason is not None and str(reason).strip() else ""
-    why = "offline mode is on" if offline() else f"the download failed: {type(reason).__name__}: {detail}"
-    return WeightsError(
-        f"hf:{hf.repo} at revision {rev} is not in the cache {hf_cache_dir()} ({why}): run once online to download "
-        f"it, or `hf download {hf.repo} --revision {rev} --cache-dir {hf_cache_dir()}`, or save the model with "
-        "save_pretrained and use hf:FOLDER"
-    )
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """transformers' loading reports and progress bars off (what matters goes into the weights record)."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _hub_kwargs(hf: HFName) -> dict[str, Any]:
-    from ..cache import hf_cache_dir, offline
-
-    if hf.folder is not None:
-        return {"local_files_only": True}
-    return {"revision": hf.revision, "cache_dir": str(hf_cache_dir()), "local_files_only": offline()}
-
-
-# --------------------------------------------------------------------------- preprocessing
-
-
-@dataclass(frozen=True)
-class HFPreprocessing(Preprocessing):
-    """A Hugging Face image processor as visreps preprocessing.
-
-    Pipeline (exactly that of transformers' torchvision image processors): the PIL RGB image as a
-    uint8 tensor; resize with antialiasing (``resize_mode="shortest"``: the shorter side to
-    ``resize``, the longer to ``int(resize * long / short)``; ``"squash"``: both sides to ``resize``);
-    centre crop to ``crop`` with offset ``int((H - crop) / 2)`` (zero padding if the image is smaller);
-    then ``(x - mean / r) / (std / r)`` in float32 with ``r = rescale_factor`` (i.e. ``(x·r - mean) / std``).
-    ``resize_mode="processor"`` runs the processor itself (``processor_config``), image by image;
-    the other fields then only describe it.
-
-    Args:
-        resize_mode: ``shortest``, ``squash`` or ``processor``.
-        rescale_factor: ``r`` above (``1/255`` for 8-bit images).
-        interpolation: ``bilinear``, ``bicubic``, ``nearest-exact``, ``lanczos`` (torchvision's names).
-        processor: the processor's class name (recorded).
-        processor_config: its JSON (``resize_mode="processor"`` only).
-        input_hw: the output height and width in ``processor`` mode.
-    """
-
-    resize_mode: str = "shortest"
-    rescale_factor: float = 1 / 255
-    processor: str = ""
-    processor_config: str = ""
-    input_hw: tuple[int, int] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d.update(resize_mode=self.resize_mode, rescale_factor=self.rescale_factor, processor=self.processor)
-        if self.resize_mode == "processor":
-            d["processor_config"] = self.processor_config
-            d["input_hw"] = list(self.input_hw or ())
-        return d
-
-    def input_size(self) -> tuple[int, int, int]:
-        if self.resize_mode == "processor" and self.input_hw:
-            return (3, int(self.input_hw[0]), int(self.input_hw[1]))
-        if self.resize_mode == "squash" and not self.crop:
-            return (3, self.resize or 224, self.resize or 224)
-        return super().input_size()
-
-    def build(self) -> Callable[[Any], Any]:
-        if self.resize_mode == "processor":
-            return ProcessorTransform(self.processor, self.processor_config)
-        if self.resize_mode not in ("shortest", "squash"):
-            raise VisrepsError(
-                f"resize_mode {self.resize_mode!r} is not valid; use 'shortest', 'squash' or 'processor'"
-            )
-        return HFTransform(self)
-
-
-class HFTransform:
-    """PIL RGB image → float tensor (3, H, W), as :class:`HFPreprocessing` describes (picklable)."""
-
-    def __init__(self, prep: HFPreprocessing) -> None:
-        import torch
-        from torchvision.transforms import InterpolationMode
-
-        self.resize, self.crop, self.mode = prep.resize, prep.crop, prep.resize_mode
-        try:
-            self.interpolation = InterpolationMode(prep.interpolation)
-        except ValueError:
-            raise VisrepsError(
-                f"interpolation {prep.interpolation!r} is not one of torchvision's "
-                f"{[m.value for m in InterpolationMode]}"
-            ) from None
-        r = float(prep.rescale_factor)
-        # transformers' fused rescale and normalise: mean and std scaled by 1/r in float32
-        self.mean = torch.tensor(prep.mean) * (1.0 / r)
-        self.std = torch.tensor(prep.std) * (1.0 / r)
-
-    def size(self, h: int, w: int) -> tuple[int, int]:
-        """The (height, width) after resizing an image of (h, w)."""
-        s = int(self.resize or 0)
-        if self.mode == "squash":
-            return s, s
-        if w <= h:
-            return int(s * h / w), s
-        return s, int(s * w / h)
-
-    def __call__(self, img: Any) -> Any:
-        import numpy as np
-        import torch
-        from torchvision.transforms.v2 import functional as F
-
-        # (3, H, W) as a view of the (H, W, 3) pixels: the channels-last layout torch's uint8 antialiased
-        # resize works in (3-4x faster than on a contiguous copy, the same bits)
-        x = torch.from_numpy(np.array(img.convert("RGB") if img.mode != "RGB" else img)).permute(2, 0, 1)
-        if self.resize:
-            x = F.resize(x, list(self.size(*x.shape[-2:])), interpolation=self.interpolation, antialias=True)
-        if self.crop:
-            x = _center_crop(x, int(self.crop))
-        x = x.to(torch.float32, memory_format=torch.contiguous_format)
-        # (x - mean/r) / (std/r), as torchvision's normalize computes it for transformers
-        return x.sub_(self.mean.view(-1, 1, 1)).div_(self.std.view(-1, 1, 1))
-
-
-def _center_crop(x: Any, c: int) -> Any:
-    """transformers' centre crop of (3, H, W) to (3, c, c): zero padding if smaller, offset ``int((H - c) / 2)``."""
-    from torchvision.transforms.v2 import functional as F
-
-    h, w = x.shape[-2:]
-    if c > h or c > w:
-        pad = [max(c - w, 0) // 2, max(c - h, 0) // 2, (max(c - w, 0) + 1) // 2, (max(c - h, 0) + 1) // 2]
-        x = F.pad(x, pad, fill=0)
-        h, w = x.shape[-2:]
-    top, left = int((h - c) / 2.0), int((w - c) / 2.0)
-    return x[..., top : top + c, left : left + c]
-
-
-class ProcessorTransform:
-    """The image processor itself on one PIL image → float tensor (3, H, W) (picklable: rebuilt from its JSON)."""
-
-    def __init__(self, processor: str, config: str) -> None:
-        self.processor_name, self.config = processor, config
-        self._processor: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"processor_name": self.processor_name, "config": self.config, "_processor": None}
-
-    def __call__(self, img: Any) -> Any:
-        if self._processor is None:
-            transformers = import_transformers()
-            cls = getattr(transformers, self.processor_name)
-            with _quiet():
-                self._processor = cls.from_dict(json.loads(self.config))
-        return self._processor(images=img, return_tensors="pt")["pixel_values"][0]
-
-
-def _size(size: Any) -> dict[str, Any]:
-    """A processor's ``size``/``crop_size`` (dict or SizeDict) as a dict of its set entries."""
-    if size is None:
-        return {}
-    items = size.items() if hasattr(size, "items") else vars(size).items()
-    return {k: v for k, v in items if v is not None}
-
-
-def _interpolation(resample: Any) -> str | None:
-    """torchvision's name of a processor's ``resample`` (a PIL resampling code), as transformers maps it."""
-    if resample is None:
-        return "bilinear"
-    if hasattr(resample, "value") and isinstance(resample.value, str):  # already an InterpolationMode
-        return str(resample.value)
-    names = {0: "nearest-exact", 2: "bilinear", 3: "bicubic", 1: "lanczos"}
-    return names.get(int(resample))
-
-
-def translate_processor(processor: Any) -> HFPreprocessing | str:
-    """The :class:`HFPreprocessing` of a processor, or the reason it cannot be expressed as one."""
-    name = type(processor).__name__
-    if getattr(processor, "backend", "") != "torchvision":
-        return f"{name} is not a torchvision-backend processor"
-    own = [
-        k for k in ("_preprocess", "resize", "center_crop", "rescale_and_normalize") if k in type(processor).__dict__
-    ]
-    convnext = name == "ConvNextImageProcessor"
-    if own and not (convnext and set(own) <= {"_preprocess", "resize"}):
-        return f"{name} has its own {', '.join(own)}"
-    if getattr(processor, "do_pad", None):
-        return f"{name} pads images"
-    interp = _interpolation(getattr(processor, "resample", None))
-    if interp is None or interp not in ("nearest-exact", "bilinear", "bicubic"):
-        return f"{name} resamples with {getattr(processor, 'resample', None)!r}"
-    size, crop = _size(processor.size) if processor.do_resize else {}, _size(getattr(processor, "crop_size", None))
-    resize, mode, crop_side = None, "shortest", None
-    if convnext and size:  # ConvNeXt: shortest edge S/crop_pct then crop S below 384, else squash to S
-        s = int(size["shortest_edge"])
-        resize, mode, crop_side = (int(s / processor.crop_pct), "shortest", s) if s < 384 else (s, "squash", None)
-    elif set(size) == {"shortest_edge"}:
-        resize = int(size["shortest_edge"])
-    elif set(size) == {"height", "width"} and size["height"] == size["width"]:
-        resize, mode = int(size["height"]), "squash"
-    elif size:
-        return f"{name} resizes to {size} (only a shortest edge or a square size is expressible)"
-    if getattr(processor, "do_center_crop", False) and not convnext:
-        if set(crop) != {"height", "width"} or crop["height"] != crop["width"]:
-            return f"{name} crops to {crop} (only a square crop is expressible)"
-        crop_side = int(crop["height"])
-    if not processor.do_normalize:
-        return f"{name} does not normalise"
-    return HFPreprocessing(
-        resize=resize,
-        crop=crop_side,
-        mean=tuple(float(m) for m in processor.image_mean),
-        std=tuple(float(s) for s in processor.image_std),
-        interpolation=interp,
-        resize_mode=mode,
-        rescale_factor=float(processor.rescale_factor) if processor.do_rescale else 1.0,
-        processor=name,
-    )
-
-
-def probe_images() -> list[Any]:
-    """Three deterministic RGB images: small landscape and portrait (odd sizes: crop rounding, upsampling)
-    and a larger one (antialiased downsampling to the usual 224-384)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    out = []
-    for h, w in ((45, 67), (71, 39), (301, 453)):
-        yy, xx = np.mgrid[0:h, 0:w]
-        base = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 127 / (h + w)], axis=-1)
-        noise = rng.integers(-40, 40, size=(h, w, 3))
-        out.append(Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)))
-    return out
-
-
-def preprocessing_of(processor: Any) -> tuple[HFPreprocessing, dict[str, Any]]:
-    """The preprocessing of ``processor``: its translation if it reproduces the processor on the
-    :func:`probe_images` (max abs difference ≤ :data:`PIXEL_TOLERANCE`), else the processor itself.
-
-    Returns:
-        The preprocessing and the note recorded in the metadata (``preprocessing_extra``).
-    """
-    name = type(processor).__name__
-    images = probe_images()
-    ref = [processor(images=im, return_tensors="pt")["pixel_values"][0] for im in images]
-    prep = translate_processor(processor)
-    if isinstance(prep, HFPreprocessing):
-        transform = prep.build()
-        mine = [transform(im) for im in images]
-        same = all(a.shape == b.shape for a, b in zip(mine, ref))
-        diff = max(float((a - b).abs().max()) for a, b in zip(mine, ref)) if same else float("inf")
-        if diff <= PIXEL_TOLERANCE:
-            return prep, {"hf_image_processor": name, "hf_preprocessing_max_abs_diff": diff}
-        reason = f"visreps' transform differs from {name} by {diff:.3g} on a probe image"
-    else:
-        reason = prep
-    config = json.dumps(processor.to_dict(), default=str)
-    hw = (int(ref[0].shape[-2]), int(ref[0].shape[-1]))
-    fallback = HFPreprocessing(
-        resize=None,
-        crop=None,
-        mean=tuple(float(m) for m in (getattr(processor, "image_mean", None) or IMAGENET_MEAN)),
-        std=tuple(float(s) for s in (getattr(processor, "image_std", None) or IMAGENET_STD)),
-        resize_mode="processor",
-        processor=name,
-        processor_config=config,
-        input_hw=hw,
-    )
-    if any(tuple(r.shape[-2:]) != hw for r in ref):
-        raise VisrepsError(f"{name} gives images of different sizes; visreps needs one input size per model")
-    return fallback, {"hf_image_processor": name, "hf_preprocessing_note": f"run by the processor itself: {reason}"}
-
-
-def default_preprocessing(config: Any) -> HFPreprocessing:
-    """No ``preprocessor_config.json``: ImageNet's pipeline at the config's ``image_size`` (224 if none)."""
-    side = getattr(config, "image_size", None) or 224
-    side = int(side[0] if isinstance(side, (list, tuple)) else side)
-    return HFPreprocessing(resize=int(side / 0.875), crop=side, interpolation="bilinear", rescale_factor=1 / 255)
 
 
 # --------------------------------------------------------------------------- the module
@@ -672,7 +315,9 @@ def _check_loaded(hf: HFName, info: dict[str, Any]) -> None:
     missing = sorted(k for k in info.get("missing_keys") or [] if not k.startswith(OPTIONAL_PREFIXES))
     if not missing:
         return
-    show = ", ".join(missing[:6]) + (f" ... ({len(missing)} in all)" if len(missing) > 6 else "")
+    from .custom import show_keys
+
+    show = show_keys(missing, 6)
     raise WeightsError(
         f"the weights {_weights_file(hf)} lack {len(missing)} parameter(s) of the architecture its config.json "
         f"describes ({show}): they would be random, not pretrained; check that the weights belong to this config, "
@@ -680,7 +325,7 @@ def _check_loaded(hf: HFName, info: dict[str, Any]) -> None:
     )
 
 
-@register_source("hf", list_names=list_names, available_offline=available_offline, check_name=check_name, optional=True)
+@register_source("hf", optional=True)
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
@@ -702,8 +347,6 @@ def load(
             sizes, damaged or pickled, or a weights file that does not fit.
         VisrepsError: a config that is not an image model (e.g. a text model).
     """
-    from ..device import resolve_device
-
     transformers = import_transformers()
     hf = parse_name(name)
     config = _load_config(hf)
@@ -717,13 +360,12 @@ def load(
         "prefix_tokens": prefix,
         "transformers": transformers.__version__,
     }
-    dev = resolve_device(device)
-    return LoadedModel(
-        module=module.to(dev).eval(),
+    return LoadedModel.on_device(
+        module,
+        device,
         preprocessing=prep,
         model_id=f"hf:{str(name).strip()}",
         weights=record,
-        device=dev,
         prefix_tokens=prefix,
         preprocessing_extra=extra,
     )

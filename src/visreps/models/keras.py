@@ -36,28 +36,55 @@ How a Keras model plugs into the extraction engine (see :class:`KerasAdapter`):
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import importlib
 import importlib.util
 import os
-import random
 import re
-import sys
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError, ModelNotFoundError, VisrepsError, WeightsError, closest
+from ..errors import ModelNotFoundError, VisrepsError, WeightsError, closest_hint
 from ._base import LoadedModel, Preprocessing, file_sha256
-from ._layers import LayerInfo
+from ._card import ModelCard
+from ._keras_backend import KerasAdapter, KerasCapture, pool_array
+from ._keras_backend import _functional_model as _functional_model  # a seam tests replace: KerasAdapter calls it here
+from ._keras_session import INSTALL_HINT, fresh_names, import_keras, quiet_stderr, seeded
 from ._registry import register_source
 
-INSTALL_HINT = "pip install 'visreps[keras]'"
+#: the catalogue card of every keras model (the architecture is the model's name)
+CARD = ModelCard(family="Keras applications", architecture="", objective="supervised classification",
+                 training_data="ImageNet-1k",
+                 weights_licence="Apache-2.0 (keras-team) unless the application says otherwise",
+                 paper="Chollet et al., Keras (2015); and the paper of each architecture")  # fmt: skip
+
+
+__all__ = [
+    "APPLICATIONS",
+    "INSTALL_HINT",
+    "WEIGHTS_SUFFIXES",
+    "KerasAdapter",
+    "KerasCapture",
+    "available_offline",
+    "check_device",
+    "check_name",
+    "from_keras_model",
+    "is_keras_model",
+    "list_names",
+    "load",
+    "load_model_file",
+    "load_weights_file",
+    "pool_array",
+    "weights_dirs",
+    "weights_file",
+]
+
+# the names these had before the session and the backend became modules of their own
+_import_keras, _quiet_stderr, _fresh_names, _seeded = import_keras, quiet_stderr, fresh_names, seeded
 
 #: class → (module of keras.applications holding its preprocess_input, input side of the
 #: ImageNet weights, ImageNet weights file with the classifier), generated from Keras 3.15; the
@@ -143,13 +170,11 @@ def check_name(name: str) -> None:
     names = list_names()
     if name in names:
         return
-    hint = closest(name, names)
+    hint = closest_hint(name, names, prefix="keras:")
     if not hint:
-        hint = [n for n in names if n.lower() == name.lower()]
-    msg = f"keras has no application {name!r}"
-    if hint:
-        msg += f"; closest: {', '.join(f'keras:{h}' for h in hint)}"
-    raise ModelNotFoundError(msg + " (see `visreps models keras:`)")
+        same = [n for n in names if n.lower() == name.lower()]
+        hint = f"; closest: {', '.join(f'keras:{n}' for n in same)}" if same else ""
+    raise ModelNotFoundError(f"keras has no application {name!r}{hint} (see `visreps models keras:`)")
 
 
 def _app_module(name: str) -> str:
@@ -159,97 +184,6 @@ def _app_module(name: str) -> str:
     if mod is None:
         raise ModelNotFoundError(f"keras has no application {name!r}")
     return mod
-
-
-# --------------------------------------------------------------------------- importing Keras
-
-
-def _import_keras():
-    """Import Keras 3 (and its TensorFlow backend) safely next to torch, or say how to install it."""
-
-    def spec(mod: str):
-        try:
-            return importlib.util.find_spec(mod)
-        except (ImportError, ValueError):
-            return None
-
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if spec("keras") is None or (backend == "tensorflow" and spec("tensorflow") is None):
-        raise MissingExtraError(f"Keras models need TensorFlow and Keras 3, which are not installed: {INSTALL_HINT}")
-    import torch  # noqa: F401  torch's own imports first: triton imported after TensorFlow segfaults
-
-    # importing triton after TensorFlow segfaults: do it now, unless TensorFlow is already loaded
-    # (then importing triton would crash, and torch has managed without it so far)
-    if spec("triton") is not None and "tensorflow" not in sys.modules:
-        try:
-            import triton  # noqa: F401
-        except Exception:  # noqa: BLE001 - a broken triton only matters to torch.compile
-            pass
-    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ and "keras" not in sys.modules
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info and warnings
-    try:
-        with _quiet_stderr(quiet):  # TensorFlow prints banners (oneDNN...) before its logging starts
-            import keras
-    except ImportError as e:
-        raise MissingExtraError(f"cannot import Keras ({e}): {INSTALL_HINT}") from e
-    major = int(str(getattr(keras, "__version__", "0")).split(".")[0] or 0)
-    if major < 3:
-        raise MissingExtraError(f"Keras {keras.__version__} is installed; visreps needs Keras 3: {INSTALL_HINT}")
-    return keras
-
-
-@contextlib.contextmanager
-def _quiet_stderr(enabled: bool = True):
-    """Silence file descriptor 2 (C++ writes included) for the duration; Python exceptions still propagate."""
-    if not enabled:
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-@contextlib.contextmanager
-def _fresh_names():
-    """Build with Keras's layer-name counters as in a fresh session (``activation``, not ``activation_37``)."""
-    try:
-        from keras.src.backend.common import global_state
-    except ImportError:  # pragma: no cover - Keras internals moved: names stay Keras's own
-        yield
-        return
-    old = global_state.get_global_attribute("object_name_uids")
-    fresh: collections.defaultdict = collections.defaultdict(int)
-    global_state.set_global_attribute("object_name_uids", fresh)
-    try:
-        yield
-    finally:
-        if old is not None:
-            for k, v in fresh.items():  # later user layers must not reuse names of this model
-                old[k] = max(old.get(k, 0), v)
-        global_state.set_global_attribute("object_name_uids", old if old is not None else fresh)
-
-
-@contextlib.contextmanager
-def _seeded(keras, seed: int):
-    """``keras.utils.set_random_seed(seed)`` for the build, without moving Python's or NumPy's global RNGs."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    keras.utils.set_random_seed(int(seed))
-    try:
-        yield
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
 
 
 # --------------------------------------------------------------------------- weights
@@ -416,16 +350,14 @@ def _preprocess_function(module: str) -> tuple[Callable, str]:
     return fn, f"{path}.preprocess_input"
 
 
-@register_source(
-    "keras", list_names=list_names, available_offline=available_offline, check_name=check_name, optional=True
-)
+@register_source("keras", optional=True)
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
     """Build ``keras.applications.<name>`` with ImageNet weights, random (seeded) weights, or a file."""
     check_name(name)
     check_device(device)
-    keras = _import_keras()
+    keras = import_keras()
     import keras.applications as applications  # the submodule is not an attribute until imported
 
     ctor = getattr(applications, name)
@@ -438,13 +370,13 @@ def load(
         weights, pretrained = None, True
     if weights is None and pretrained:
         used: dict = {}
-        with _weights_download(model_id, used), _fresh_names(), _seeded(keras, seed):
+        with _weights_download(model_id, used), fresh_names(), seeded(keras, seed):
             model = ctor(weights="imagenet", **kwargs)
         record: dict[str, Any] = {"kind": "pretrained", "name": "imagenet"}
         if used.get("file"):
             record.update(file=Path(used["file"]).name, sha256=file_sha256(used["file"]), origin=used.get("origin"))
     else:
-        with _fresh_names(), _seeded(keras, seed):
+        with fresh_names(), seeded(keras, seed):
             model = ctor(weights=None, **kwargs)
         if weights is not None:
             record = load_weights_file(model, weights, model_id)
@@ -538,7 +470,7 @@ def from_keras_model(
     Returns:
         A :class:`~visreps.models.LoadedModel` with ``backend="keras"``.
     """
-    keras = _import_keras()
+    keras = import_keras()
     if not isinstance(model, keras.Model):
         what = type(model).__module__.split(".")[0]
         hint = (
@@ -592,7 +524,7 @@ def from_keras_model(
 def load_model_file(path: str | os.PathLike[str], *, device: Any = None) -> LoadedModel:
     """A whole Keras model saved with ``model.save("m.keras")`` (wiring: ``visreps.load_model("file:m.keras")``)."""
     check_device(device)
-    keras = _import_keras()
+    keras = import_keras()
     p = Path(path).expanduser()
     if p.is_dir():
         from .custom import directory_message
@@ -624,297 +556,3 @@ def _has_inputs(model) -> bool:
         return bool(model.inputs)
     except (AttributeError, ValueError):
         return False
-
-
-# --------------------------------------------------------------------------- the adapter
-
-
-def pool_array(a: np.ndarray, mode: str, layer: str = "", prefix_tokens: int = 1) -> np.ndarray:
-    """:func:`visreps.pooling.pool_output` for channels-last NumPy arrays (B, ...).
-
-    ``flatten`` keeps Keras's native (H, W, C) order; ``avg``/``max`` pool the spatial axes of
-    (B, H, W, C) → (B, C); ``cls``/``patch_mean`` as for torch token sequences.
-    """
-    import torch
-
-    from ..pooling import POOL_MODES, pool_output
-
-    if mode not in POOL_MODES:
-        raise VisrepsError(f"pool mode {mode!r} is not valid; use {', '.join(POOL_MODES)}")
-    return pool_output(
-        torch.from_numpy(np.ascontiguousarray(a)), mode, layer, prefix_tokens, channels_last=True
-    ).numpy()
-
-
-def _functional_model(keras, inputs, outputs, name: str):
-    """One multi-output Keras model (a seam for tests to count builds)."""
-    return keras.Model(inputs=inputs, outputs=outputs, name=name)
-
-
-def _first_output(out: Any) -> Any:
-    if isinstance(out, (list, tuple)):
-        return _first_output(out[0]) if out else None
-    if isinstance(out, dict):
-        return _first_output(next(iter(out.values()))) if out else None
-    return out
-
-
-class _KerasTransform:
-    """PIL RGB image → float32 tensor (S, S, 3) with pixels 0..255 (picklable for loader workers)."""
-
-    def __init__(self, prep: Preprocessing):
-        _check_prep(prep)
-        self.prep = prep
-        self._steps = None
-
-    def _build(self):
-        from torchvision import transforms as T
-
-        modes = {
-            "bilinear": T.InterpolationMode.BILINEAR,
-            "bicubic": T.InterpolationMode.BICUBIC,
-            "nearest": T.InterpolationMode.NEAREST,
-        }
-        steps: list = []
-        if self.prep.resize:
-            steps.append(T.Resize(self.prep.resize, interpolation=modes[self.prep.interpolation], antialias=True))
-        if self.prep.crop:
-            steps.append(T.CenterCrop(self.prep.crop))
-        return T.Compose(steps)
-
-    def __getstate__(self):
-        return {"prep": self.prep, "_steps": None}
-
-    def __call__(self, img):
-        import torch
-
-        if self._steps is None:
-            self._steps = self._build()
-        return torch.from_numpy(np.array(self._steps(img), dtype=np.float32))
-
-
-def _check_prep(prep: Preprocessing) -> None:
-    if prep.interpolation not in ("bilinear", "bicubic", "nearest"):
-        raise VisrepsError(f"interpolation {prep.interpolation!r} is not supported; use bilinear, bicubic or nearest")
-    if any(float(m) != 0.0 for m in prep.mean) or any(float(s) != 1.0 for s in prep.std):
-        raise VisrepsError(
-            "Keras models take pixels 0..255 into their own preprocess_input; leave mean at 0 and std at 1 "
-            f"(got mean={list(prep.mean)}, std={list(prep.std)}), or give from_keras_model(..., preprocess=...)"
-        )
-
-
-class KerasAdapter:
-    """How the extraction engine drives a Keras model: the :class:`~visreps.models.Backend` in ``lm.adapter``.
-
-    Attributes:
-        model: the ``keras.Model``.
-        preprocess: batch function applied before the model (NumPy NHWC, pixels 0..255), or ``None``.
-        builds: how many multi-output models were built (one per set of requested layers).
-    """
-
-    kind = "keras"
-
-    def __init__(
-        self,
-        model: Any,
-        *,
-        preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
-        preprocess_name: str | None = None,
-    ) -> None:
-        self.model = model
-        self.preprocess = preprocess
-        self.preprocess_name = preprocess_name
-        self.builds = 0
-        self._models: dict[tuple, Any] = {}
-        self._lm: Callable[[], LoadedModel | None] = lambda: None
-        self._final_softmax = _ends_in_softmax(model)
-
-    def bind(self, lm: LoadedModel) -> None:
-        self._lm = weakref.ref(lm)
-
-    # -- what the engine asks
-
-    def layer_names(self) -> list[str]:
-        return [layer.name for layer in self.model.layers]
-
-    def _prep(self) -> Preprocessing:
-        lm = self._lm()
-        return (
-            lm.preprocessing if lm is not None else Preprocessing(resize=224, crop=224, mean=(0.0,) * 3, std=(1.0,) * 3)
-        )
-
-    def input_side(self) -> int:
-        prep = self._prep()
-        _check_prep(prep)
-        side = prep.crop or prep.resize
-        if not side:
-            raise VisrepsError("Keras models need a fixed square input: set preprocessing crop (and resize)")
-        h, w = tuple(self.model.input_shape[1:3])
-        if h is not None and (h != side or w != side):
-            lm = self._lm()
-            raise VisrepsError(
-                f"{lm.model_id if lm else 'the model'} takes {h}×{w} images; preprocessing gives {side}×{side} "
-                f"(set crop={h})"
-            )
-        return int(side)
-
-    def dummy_input(self, n: int = 1) -> Any:
-        import torch
-
-        s = self.input_side()
-        return torch.zeros((n, s, s, 3), dtype=torch.float32)
-
-    def build_transform(self, preprocessing: Preprocessing) -> Callable:
-        return _KerasTransform(preprocessing)
-
-    def capture(
-        self, specs: Sequence, *, expected: dict[str, int] | None = None, stop_early: bool = True
-    ) -> KerasCapture:
-        return KerasCapture(self, list(specs), expected=expected, stop_early=stop_early)
-
-    def describe_layers(self) -> list[LayerInfo]:
-        shapes = {}
-        unknown = []
-        for layer in self.model.layers:
-            shp = self.static_shape(layer.name)
-            shapes[layer.name] = shp
-            if shp is None or any(d is None for d in shp):
-                unknown.append(layer.name)
-        if unknown:  # flexible input sizes: one run of the model on a blank image
-            names = self.layer_names()
-            outs = self.run_layers(names, self.dummy_input(1), include_final=False)
-            shapes = {n: tuple(int(d) for d in o.shape[1:]) for n, o in zip(names, outs)}
-        return [
-            LayerInfo(name=layer.name, type=type(layer).__name__, shape=shapes[layer.name], calls=1, depth=0)
-            for layer in self.model.layers
-        ]
-
-    # -- the multi-output model
-
-    def _layer_output(self, name: str):
-        try:
-            layer = self.model.get_layer(name)
-        except ValueError as e:
-            raise VisrepsError(f"model has no layer {name!r}") from e
-        try:
-            out = layer.output
-        except (AttributeError, ValueError, RuntimeError) as e:
-            raise VisrepsError(
-                f"layer {name!r} is called more than once in the model (a shared layer) or never; "
-                "visreps takes Keras layers called once per pass"
-            ) from e
-        return _first_output(out)
-
-    def static_shape(self, name: str) -> tuple | None:
-        try:
-            out = self._layer_output(name)
-        except VisrepsError:
-            return None
-        return tuple(None if d is None else int(d) for d in out.shape[1:])
-
-    def multi_output_model(self, modules: Sequence[str], include_final: bool) -> Any:
-        """The cached ``keras.Model(inputs, [outputs of modules] (+ final output))``."""
-        key = (tuple(modules), bool(include_final))
-        if key not in self._models:
-            keras = _import_keras()
-            outs = [self._layer_output(m) for m in modules]
-            if include_final:
-                outs.append(_first_output(self.model.outputs))
-            inputs = self.model.inputs
-            inputs = inputs[0] if len(inputs) == 1 else inputs  # a bare tensor: batches are plain arrays
-            self._models[key] = _functional_model(keras, inputs, outs, name=f"visreps_{self.model.name}")
-            self.builds += 1
-        return self._models[key]
-
-    def run_layers(self, modules: Sequence[str], x: Any, include_final: bool) -> list[np.ndarray]:
-        """Outputs of ``modules`` (+ the final output) for a batch ``x`` (pixels 0..255, NHWC)."""
-        model = self.multi_output_model(modules, include_final)
-        a = x.detach().cpu().numpy() if hasattr(x, "detach") else x
-        a = np.array(a, dtype=np.float32, copy=True)  # preprocess_input may work in place
-        if self.preprocess is not None:
-            a = self.preprocess(a)
-        outs = model.predict_on_batch(a)
-        if not isinstance(outs, (list, tuple)):
-            outs = [outs]
-        return [np.asarray(o) for o in outs]
-
-    def final_as_logits(self, out: np.ndarray) -> Any:
-        """The model's final output as a torch tensor whose softmax gives its probabilities."""
-        import torch
-
-        a = np.asarray(out, dtype=np.float32)
-        if self._final_softmax:
-            a = np.log(np.maximum(a, np.float32(1e-38)))
-        return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def _ends_in_softmax(model) -> bool:
-    """Whether the model's last layer applies a softmax (Keras applications end in one)."""
-    layer = model.layers[-1] if model.layers else None
-    act = getattr(layer, "activation", None)
-    return getattr(act, "__name__", "") == "softmax" or type(layer).__name__ == "Softmax"
-
-
-def _host(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.float32, copy=False) if np.issubdtype(a.dtype, np.floating) else a
-
-
-class KerasCapture:
-    """The :class:`visreps.capture.Capture` interface on a Keras model: one multi-output pass.
-
-    ``expected`` (calls per module) comes from the engine; while it is ``None`` (the first dry run, which
-    only counts calls) the model is not run when every requested layer has a static shape: each
-    Keras layer runs once per pass, and pooling is checked on a blank array of that shape.
-    """
-
-    def __init__(
-        self,
-        adapter: KerasAdapter,
-        specs: list,
-        *,
-        expected: dict[str, int] | None = None,
-        stop_early: bool = True,
-        prefix_tokens: int = 1,
-    ):
-        self.adapter = adapter
-        self.specs = specs
-        self.stop_early = stop_early
-        self.prefix_tokens = prefix_tokens
-        self.modules = list(dict.fromkeys(s.module for s in specs))
-        self.expected = expected
-        self.counts: dict[str, int] = {}
-        self.outputs: dict[str, Any] = {}
-        self.result = None
-
-    def __enter__(self) -> KerasCapture:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-    def run(self, x: Any) -> dict[str, np.ndarray]:
-        self.counts, self.outputs, self.result = {}, {}, None
-        if self.expected is None:
-            found = {m: self.adapter.static_shape(m) for m in self.modules}
-            shapes = {m: s for m, s in found.items() if s is not None and None not in s}
-            if len(shapes) == len(found):
-                for spec in self.specs:
-                    pool_array(
-                        np.zeros((1, *shapes[spec.module]), dtype=np.float32),
-                        spec.pool,
-                        spec.module,
-                        self.prefix_tokens,
-                    )
-                self.counts = {m: 1 for m in self.modules}
-                return self.outputs
-        include_final = not self.stop_early
-        outs = self.adapter.run_layers(self.modules, x, include_final)
-        by_name = dict(zip(self.modules, outs))
-        for spec in self.specs:
-            p = _host(pool_array(by_name[spec.module], spec.pool, spec.module, self.prefix_tokens))
-            for key in spec.keys or (spec.module,):
-                self.outputs[key] = p
-        self.counts = {m: 1 for m in self.modules}
-        if include_final:
-            self.result = self.adapter.final_as_logits(outs[-1])
-        return self.outputs

@@ -14,10 +14,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelNotFoundError, WeightsError, closest
+from ..errors import ModelNotFoundError, WeightsError, closest_hint
 from ._base import LoadedModel
+from ._card import ModelCard
 from ._registry import register_source
 from .clip import build, find_checkpoint, import_open_clip
+
+#: the catalogue card of every openclip model (the architecture is the model's name)
+CARD = ModelCard(family="OpenCLIP", architecture="", objective="contrastive image-text",
+                 training_data="per pretrained tag (LAION-400M/2B, DataComp, ...)",
+                 weights_licence="per pretrained tag (mostly MIT)",
+                 paper="Cherti et al., Reproducible scaling laws for contrastive language-image learning, "
+                 "CVPR 2023")  # fmt: skip
 
 
 @lru_cache(maxsize=1)
@@ -38,12 +46,8 @@ def split_name(name: str) -> tuple[str, str | None]:
     arch, _, tag = name.strip().partition("/")
     archs = oc.list_models()
     if arch not in archs:
-        hint = closest(arch, archs)
-        raise ModelNotFoundError(
-            f"open_clip has no architecture {arch!r}"
-            + (f"; closest: {', '.join(f'openclip:{h}' for h in hint)}" if hint else "")
-            + " (see `visreps models openclip:`)"
-        )
+        hint = closest_hint(arch, archs, prefix="openclip:")
+        raise ModelNotFoundError(f"open_clip has no architecture {arch!r}{hint} (see `visreps models openclip:`)")
     if not tag:
         return arch, None
     tags = oc.list_pretrained_tags_by_model(arch)
@@ -56,11 +60,9 @@ def split_name(name: str) -> tuple[str, str | None]:
         raise ModelNotFoundError(
             f"open_clip has no pretrained weights for {arch}; use openclip:{arch} with random weights (--random)"
         )
-    hint = closest(tag, tags)
-    choices = ", ".join(f"openclip:{arch}/{t}" for t in (hint or tags))
-    raise ModelNotFoundError(
-        f"open_clip has no weights {tag!r} for {arch}; {'closest' if hint else 'choose one of'}: {choices}"
-    )
+    listed = ", ".join(f"openclip:{arch}/{t}" for t in tags)
+    hint = closest_hint(tag, tags, prefix=f"openclip:{arch}/") or f"; choose one of: {listed}"
+    raise ModelNotFoundError(f"open_clip has no weights {tag!r} for {arch}{hint}")
 
 
 def check_name(name: str) -> None:
@@ -77,9 +79,7 @@ def available_offline(name: str) -> bool:
     return tag is not None and find_checkpoint(arch, tag) is not None
 
 
-@register_source(
-    "openclip", list_names=list_names, available_offline=available_offline, check_name=check_name, optional=True
-)
+@register_source("openclip", optional=True)
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:

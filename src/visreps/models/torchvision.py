@@ -10,7 +10,14 @@ from typing import Any
 
 from ..errors import WeightsError
 from ._base import LoadedModel, Preprocessing, file_sha256
+from ._card import ModelCard
 from ._registry import register_source
+
+#: the catalogue card of every torchvision model (the architecture is the model's name)
+CARD = ModelCard(family="torchvision", architecture="", objective="supervised classification",
+                 training_data="ImageNet-1k (the DEFAULT weights of torchvision)",
+                 weights_licence="BSD-3-Clause (torchvision); see each weights enum for data terms",
+                 paper="TorchVision maintainers, torchvision (2016); and the paper of each architecture")  # fmt: skip
 
 
 def list_names() -> list[str]:
@@ -90,7 +97,7 @@ def _safe_checkpoint_loads():
         WeightsEnum.get_state_dict = original  # type: ignore[method-assign]
 
 
-@register_source("torchvision", list_names=list_names, available_offline=available_offline)
+@register_source("torchvision")
 def load(
     name: str, *, pretrained: bool = True, weights: str | None = None, seed: int = 0, device: Any = None
 ) -> LoadedModel:
@@ -140,10 +147,10 @@ def load(
             own = preprocessing_from_weights(enum["DEFAULT"])
             if own.crop and own.crop != 224:
                 prep = Preprocessing(resize=own.resize, crop=own.crop)
-    return LoadedModel(
-        module=module.to(dev).eval(),
+    return LoadedModel.on_device(
+        module,
+        dev,
         preprocessing=prep,
         model_id=f"torchvision:{name}",
         weights=record,
-        device=dev,
     )
