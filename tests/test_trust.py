@@ -43,7 +43,7 @@ class _Injector:
     primitive steps of writing a batch (array writes, the progress record, renames)."""
 
     TARGETS = [
-        (storage, "_pwrite"),
+        (storage.formats.npy, "_pwrite"),
         (storage.TxtWriter, "write"),
         (storage._H5Layer, "write"),
         (storage.OutputWriter, "write"),
@@ -296,7 +296,7 @@ def test_disk_full_during_the_run_is_one_error_and_resumable(tiny_net, eight_ima
     out = tmp_path / "o"
     full = visreps.extract(tiny_net, eight_images, **_kw(small_prep))
     calls = {"n": 0}
-    real = storage._pwrite
+    real = storage.formats.npy._pwrite
 
     def pwrite(fd, data, offset):
         calls["n"] += 1
@@ -305,7 +305,7 @@ def test_disk_full_during_the_run_is_one_error_and_resumable(tiny_net, eight_ima
         return real(fd, data, offset)
 
     with monkeypatch.context() as m:
-        m.setattr(storage, "_pwrite", pwrite)
+        m.setattr(storage.formats.npy, "_pwrite", pwrite)
         with pytest.raises(VisrepsError, match=r"no space left on the device of .*'.*/o'.*--resume"):
             visreps.extract(tiny_net, eight_images, out=out, **_kw(small_prep))
     assert not (out / "metadata.json").exists() and not (out / "3.npy").exists()

@@ -7,7 +7,6 @@ The forward pass itself (hooks, early exit, the forward step shared by every eng
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -639,7 +638,7 @@ def _engine(engine: Any) -> Any:
 
 def _open_sink(job: Job, out, *, overwrite: bool, resume: bool):
     """The sink of a run (a folder or memory) with its files created, and the progress to start from."""
-    from .storage import PREDICTION_FILES, MemorySink, OutputWriter, Sink
+    from .storage import PREDICTION_FILES, MemorySink
 
     n = job.stop - job.start
     state: dict[str, Any] = {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}

@@ -237,5 +237,7 @@ def _text_metadata(
     }
     options = {"batch_size": batch_size, "device": str(lm.device), "pool": pool}
     return dict(
-        new_record("text", lm, layers=layers, fmt=fmt, options=options, command=command, source=texts, versions_=versions)
+        new_record(
+            "text", lm, layers=layers, fmt=fmt, options=options, command=command, source=texts, versions_=versions
+        )
     )

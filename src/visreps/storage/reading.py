@@ -102,6 +102,8 @@ def read_metadata(folder: Path) -> dict:
     if metadata.get("status", "complete") != "complete":
         raise VisrepsError(f"{str(folder)!r} is not complete (status {metadata.get('status')!r})")
     return metadata
+
+
 def read_manifest(folder: Path, metadata: dict | None = None):
     """``manifest.csv`` as a DataFrame (``index, path, label`` [, ``blake2b``]), checked against the metadata."""
     import pandas as pd

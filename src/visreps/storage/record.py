@@ -21,39 +21,45 @@ from .folder import _jsonable, versions
 from .formats import get_format
 
 
-class LayerRecord(TypedDict, total=False):
-    """One layer of ``metadata.json``: where it comes from, how it was pooled, its array and its file."""
-
+class _LayerKeys(TypedDict):
     module: str
-    call: int
-    calls_per_pass: int
     pool: str
     shape: list[int]
     dtype: str
     file: str
+
+
+class LayerRecord(_LayerKeys, total=False):
+    """One layer of ``metadata.json``: where it comes from, how it was pooled, its array and its file."""
+
+    call: int
+    calls_per_pass: int
     reduce: dict[str, Any]
 
 
-class RunRecord(TypedDict, total=False):
-    """``metadata.json`` (the keys of image runs, text runs and merged shards; see :func:`new_record`)."""
-
+class _RunKeys(TypedDict):
     status: str  # running, interrupted, failed, complete
     created: str
     model: str
-    backend: str
     weights: Any
+    layers: dict[str, LayerRecord]
+    format: str
+    options: dict[str, Any]
+    versions: dict[str, str]
+    command: str | None
+
+
+class RunRecord(_RunKeys, total=False):
+    """``metadata.json`` (the keys of image runs, text runs and merged shards; see :func:`new_record`)."""
+
+    backend: str
     preprocessing: dict[str, Any]
     images: dict[str, Any]
     kind: str  # "text" for text runs
     texts: dict[str, Any]
     layers_requested: list[str]
-    layers: dict[str, LayerRecord]
-    format: str
-    options: dict[str, Any]
     options_identity: dict[str, Any]
     images_identity: dict[str, Any]
-    versions: dict[str, str]
-    command: str | None
     shard: dict[str, int]
     reduce: dict[str, Any]
     files: list[str]
@@ -146,8 +152,9 @@ def merged_record(ref: RunRecord, shards: list[RunRecord], total: int) -> RunRec
     meta["status"] = "running"
     meta["created"] = min(m["created"] for m in shards)
     meta["seconds"] = round(sum(m.get("seconds", 0) for m in shards), 3)
-    meta["images"]["n_extracted"] = total
-    meta["images"]["skipped"] = [s for m in shards for s in m["images"].get("skipped", [])]
+    images = meta.get("images") or {}
+    images["n_extracted"] = total
+    images["skipped"] = [s for m in shards for s in (m.get("images") or {}).get("skipped", [])]
     for rec in meta["layers"].values():
         rec["shape"][0] = total
     return meta

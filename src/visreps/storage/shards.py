@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def merge_shards(
     layers = list(ref["layers"])
     total = sum(len(p.manifest) for p in parts)
     writer = OutputWriter(out, ref["format"], overwrite=overwrite)
-    meta = merged_record(RunRecord(**ref), [RunRecord(**metas[j]) for j in order], total)
+    meta: dict = dict(merged_record(cast(RunRecord, ref), [cast(RunRecord, metas[j]) for j in order], total))
     extra = [e for e in ref.get("extra_files") or [] if e in (*PREDICTION_FILES, PCA_FIT)]
     writer.begin(meta, {k: tuple(ref["layers"][k]["shape"][1:]) for k in layers}, total, extra_files=extra)
     try:
@@ -119,11 +120,11 @@ def merge_shards(
                 writer.write(row + s, {k: _rows(part[k], s, min(n, s + chunk_rows)) for k in layers})
             row += n
         writer.add_files(lambda folder: _merge_extra_files(parts, folders[order[0]], folder, extra))
-        return writer.finish(total, _manifest_rows(parts), dict(meta))
+        return writer.finish(total, _manifest_rows(parts), meta)
     except BaseException as e:
         meta["status"] = "failed"
         meta["error"] = f"{type(e).__name__}: {e}"
-        writer.abort(dict(meta))
+        writer.abort(meta)
         raise
 
 

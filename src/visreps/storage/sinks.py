@@ -70,7 +70,9 @@ class Sink(Protocol):
 
     def add_files(self, write: Callable[[Path], None]) -> None: ...
 
-    def finish(self, n_rows: int, manifest_rows: Sequence[tuple], metadata: dict, predictions: Any = None) -> Features: ...
+    def finish(
+        self, n_rows: int, manifest_rows: Sequence[tuple], metadata: dict, predictions: Any = None
+    ) -> Features: ...
 
     def abort(self, metadata: dict | None = None) -> None: ...
 
@@ -311,9 +313,9 @@ class MemorySink:
         n_rows: int,
         *,
         aux: Mapping[str, tuple] | None = None,
-        extra_files: Sequence[str] = (),
-        resume_state: dict | None = None,
+        **_: Any,
     ) -> None:
+        """Room for the arrays (``extra_files`` and ``resume_state`` mean nothing in memory)."""
         self.arrays = {k: np.empty((n_rows, *s), dtype=np.float32) for k, s in shapes.items()}
         self.aux = {k: np.empty((n_rows, *s), dtype=d) for k, (s, d) in (aux or {}).items()}
 

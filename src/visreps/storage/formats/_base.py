@@ -41,6 +41,18 @@ def safe_file_name(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]", "_", layer)
 
 
+def rows_per_chunk(row_shape: tuple, n_rows: int, dtype: Any = np.float32) -> int:
+    """Rows per chunk of a chunked store (hdf5, zarr): about 1 MiB, at least one row, at most every row."""
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return int(max(1, min(n_rows, (1 << 20) // max(1, row_bytes))))
+
+
+def check_resumed(what: str, layer: str, shape: tuple, n_rows: int, row_shape: tuple) -> None:
+    """A store's existing array of ``layer`` (a dataset, an array) has the shape the resumed run expects."""
+    if tuple(shape) != (n_rows, *row_shape):
+        raise VisrepsError(f"cannot resume: {what} {layer!r} has shape {tuple(shape)}, expected {(n_rows, *row_shape)}")
+
+
 class Format:
     """One output format. Subclasses set the class attributes and override the writer and reader hooks."""
 

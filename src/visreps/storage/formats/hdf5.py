@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import VisrepsError
 from ..folder import PARTIAL, _check_size, _damaged
-from ._base import Format
+from ._base import Format, check_resumed, rows_per_chunk
 
 if TYPE_CHECKING:
     import h5py
@@ -39,15 +39,11 @@ class H5Writer:
     def add(self, layer: str, row_shape: tuple, n_rows: int, dtype=np.float32) -> _H5Layer:
         if layer in self.h5:
             ds = cast("h5py.Dataset", self.h5[layer])
-            if ds.shape != (n_rows, *row_shape):
-                raise VisrepsError(
-                    f"cannot resume: dataset {layer!r} has shape {ds.shape}, expected {(n_rows, *row_shape)}"
-                )
+            check_resumed("dataset", layer, ds.shape, n_rows, row_shape)
             return _H5Layer(ds)
-        row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        chunk_rows = int(max(1, min(n_rows, (1 << 20) // max(1, row_bytes))))
+        chunk = (rows_per_chunk(row_shape, n_rows, dtype), *row_shape)
         ds = self.h5.create_dataset(
-            layer, shape=(n_rows, *row_shape), maxshape=(None, *row_shape), dtype=dtype, chunks=(chunk_rows, *row_shape)
+            layer, shape=(n_rows, *row_shape), maxshape=(None, *row_shape), dtype=dtype, chunks=chunk
         )
         return _H5Layer(ds)
 

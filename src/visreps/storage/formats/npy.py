@@ -1,4 +1,4 @@
-"""``npy``: one ``<layer>.npy`` per layer, preallocated on disk and written in place with ``pwrite``; read memory-mapped.
+"""``npy``: one ``<layer>.npy`` per layer, preallocated and written in place with ``pwrite``; read memory-mapped.
 
 Also the staging writer of the formats converted at the end (``mat``, ``pt``), which stream into a ``.npy``.
 """
@@ -85,34 +85,44 @@ class NpyWriter:
             self.fd = -1
 
 
-class StagedWriter(NpyWriter):
-    """Formats converted at the end (mat, pt): rows stream into ``<file>.stage.npy.partial``, then ``convert``
-    writes the whole array to ``<file>.partial`` (one layer in memory) and the staging file goes."""
+class StagedWriter:
+    """Formats converted at the end (mat, pt): rows stream into ``<file>.stage.npy.partial`` (an :class:`NpyWriter`),
+    then ``convert`` writes the whole array to ``<file>.partial`` (one layer in memory) and the staging file goes."""
 
-    def __init__(
-        self,
-        path: Path,
-        row_shape: tuple,
-        n_rows: int,
-        dtype=np.float32,
-        *,
-        convert: Callable[[Path, np.ndarray], None],
-        resume: bool = False,
-    ):
-        self.target = Path(path)
-        self.convert = convert
-        super().__init__(
-            self.target.with_name(self.target.name + ".stage.npy"), row_shape, n_rows, dtype, resume=resume
-        )
+    def __init__(self, target: Path, stage: NpyWriter, convert: Callable[[Path, np.ndarray], None]) -> None:
+        self.target, self.stage, self.convert = Path(target), stage, convert
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        self.stage.write(start, rows)
 
     def finish(self, n_rows: int) -> Path:
-        staged = super().finish(n_rows)
+        staged = self.stage.finish(n_rows)
         out = self.target.with_name(self.target.name + PARTIAL)
         arr = np.load(staged, mmap_mode="r")
         self.convert(out, arr)
         del arr
         os.unlink(staged)
         return out
+
+    def abort(self) -> None:
+        self.stage.abort()
+
+
+class StagedFormat(Format):
+    """A format written whole at the end from a staging ``.npy`` (``mat``, ``pt``): subclasses give ``convert``."""
+
+    stage: ClassVar[str | None] = ".stage.npy"
+
+    @staticmethod
+    def convert(out: Path, arr: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def extra_bytes(self, layer_bytes: list[int]) -> int:
+        return max(layer_bytes, default=0)  # the staging copy of the layer being converted
+
+    def open_layer(self, path, row_shape, n_rows, *, resume, size=0, dtype=np.float32) -> Any:
+        stage = NpyWriter(path.with_name(path.name + ".stage.npy"), row_shape, n_rows, dtype, resume=resume)
+        return StagedWriter(path, stage, self.convert)
 
 
 class NpyFormat(Format):

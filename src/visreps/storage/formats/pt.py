@@ -7,27 +7,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._base import Format
-from .npy import StagedWriter
+from .npy import StagedFormat
 
 
-def _save(out: Path, arr: np.ndarray) -> None:
-    import torch
-
-    with open(out, "wb") as f:
-        torch.save(torch.from_numpy(np.array(arr)), f)
-
-
-class PtFormat(Format):
+class PtFormat(StagedFormat):
     name: ClassVar[str] = "pt"
     suffix: ClassVar[str] = ".pt"
-    stage: ClassVar[str | None] = ".stage.npy"
 
-    def extra_bytes(self, layer_bytes: list[int]) -> int:
-        return max(layer_bytes, default=0)  # the staging copy of the layer being converted
+    @staticmethod
+    def convert(out: Path, arr: np.ndarray) -> None:
+        import torch
 
-    def open_layer(self, path, row_shape, n_rows, *, resume, size=0, dtype=np.float32) -> Any:
-        return StagedWriter(path, row_shape, n_rows, dtype, convert=_save, resume=resume)
+        with open(out, "wb") as f:
+            torch.save(torch.from_numpy(np.array(arr)), f)
 
     def read(self, path, layer, handle, *, mmap, expected, dtype) -> Any:
         import torch

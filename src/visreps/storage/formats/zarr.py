@@ -17,7 +17,7 @@ import numpy as np
 
 from ...errors import MissingExtraError, VisrepsError
 from ..folder import PARTIAL, _check_size, _damaged
-from ._base import Format
+from ._base import Format, check_resumed, rows_per_chunk
 
 ZARR_NAME = "features.zarr"
 
@@ -30,7 +30,9 @@ def _zarr():
             'the zarr format needs the zarr package (3 or newer): pip install "visreps[zarr]", or choose npy/hdf5'
         ) from None
     if int(zarr.__version__.split(".")[0]) < 3:
-        raise MissingExtraError(f'the zarr format needs zarr 3 or newer (found {zarr.__version__}): pip install "visreps[zarr]"')
+        raise MissingExtraError(
+            f'the zarr format needs zarr 3 or newer (found {zarr.__version__}): pip install "visreps[zarr]"'
+        )
     return zarr
 
 
@@ -75,7 +77,7 @@ class ZarrWriter:
         self.path = self.final.with_name(self.final.name + PARTIAL)
         if resume:
             try:
-                self.group = zarr.open_group(store=str(self.path), mode="r+")
+                self.group: Any = zarr.open_group(store=str(self.path), mode="r+")
             except Exception as e:  # noqa: BLE001 - a missing or damaged store
                 raise VisrepsError(
                     f"cannot resume: {self.path.name} in {str(self.path.parent)!r} cannot be reopened ({e}); "
@@ -86,22 +88,16 @@ class ZarrWriter:
 
     def add(self, layer: str, row_shape: tuple, n_rows: int, dtype=np.float32) -> _ZarrLayerWriter:
         if layer in self.group:
-            arr = self.group[layer]
-            if tuple(arr.shape) != (n_rows, *row_shape):
-                raise VisrepsError(
-                    f"cannot resume: array {layer!r} has shape {tuple(arr.shape)}, expected {(n_rows, *row_shape)}"
-                )
+            arr: Any = self.group[layer]
+            check_resumed("array", layer, arr.shape, n_rows, row_shape)
             return _ZarrLayerWriter(arr)
-        row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        chunk_rows = int(max(1, min(n_rows, (1 << 20) // max(1, row_bytes))))
-        arr = self.group.create_array(
-            name=layer, shape=(n_rows, *row_shape), chunks=(chunk_rows, *row_shape), dtype=dtype, fill_value=0
-        )
+        chunk = (rows_per_chunk(row_shape, n_rows, dtype), *row_shape)
+        arr = self.group.create_array(name=layer, shape=(n_rows, *row_shape), chunks=chunk, dtype=dtype, fill_value=0)
         return _ZarrLayerWriter(arr)
 
     def finish(self, n_rows: int) -> Path:
         for _, arr in self.group.arrays():
-            arr.resize((n_rows, *arr.shape[1:]))
+            arr.resize((n_rows, *tuple(arr.shape)[1:]))
         return self.path
 
     def abort(self) -> None:
