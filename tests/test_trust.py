@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,8 @@ class _Injector:
             monkeypatch.setattr(owner, name, self._wrap(getattr(owner, name)))
 
     def _tick(self):
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python delivers Ctrl-C to the main thread only (zarr writes its chunks from a worker thread)
         self.n += 1
         if self.k is not None and self.n == self.k:
             self.k = None  # once
