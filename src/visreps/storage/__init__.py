@@ -17,9 +17,9 @@ A file under its final name is complete: arrays are written under ``<name>.parti
 renamed when the run finishes; ``metadata.json`` is written last. While a run is under way (or
 after it died) the folder holds ``metadata.partial.json`` with ``"status": "running"``.
 
-Streaming: ``npy``, ``hdf5``, ``zarr`` and ``txt`` arrays are preallocated on disk and every batch is
-written into place with ``pwrite`` (not a memory map), so the process's memory does not grow with
-the number of images. ``mat`` and ``pt`` are staged as ``.npy`` and converted at the end (the
+Streaming: ``npy``, ``hdf5``, ``zarr`` and ``txt`` arrays are written batch by batch (``npy`` preallocated
+and written into place with ``pwrite``, not a memory map; ``hdf5`` and ``zarr`` chunk by chunk; ``txt``
+appended), so the process's memory does not grow with the number of images. ``mat`` and ``pt`` are staged as ``.npy`` and converted at the end (the
 conversion holds one layer in memory: prefer npy/hdf5 for very large layers).
 
 The package: :mod:`~visreps.storage.formats` (one module per format and the registry ``FORMATS``),
@@ -27,7 +27,8 @@ The package: :mod:`~visreps.storage.formats` (one module per format and the regi
 (``Sink``, ``OutputWriter``, ``MemorySink``), :mod:`~visreps.storage.reading` (``Features``,
 ``load_features``, ``verify``), :mod:`~visreps.storage.record` (``RunRecord``, the ``metadata.json``),
 :mod:`~visreps.storage.shards` (``merge_shards``) and :mod:`~visreps.storage.finite` (NaN and inf).
-Every name this module had before it became a package is still importable from it.
+Every public name of the module this package replaced, and every private one that other modules or tests
+used, is still importable from here (``_StagedWriter`` is now :class:`~visreps.storage.formats.npy.StagedWriter`).
 """
 
 from __future__ import annotations
