@@ -19,8 +19,9 @@ after it died) the folder holds ``metadata.partial.json`` with ``"status": "runn
 
 Streaming: ``npy``, ``hdf5``, ``zarr`` and ``txt`` arrays are written batch by batch (``npy`` preallocated
 and written into place with ``pwrite``, not a memory map; ``hdf5`` and ``zarr`` chunk by chunk; ``txt``
-appended), so the process's memory does not grow with the number of images. ``mat`` and ``pt`` are staged as ``.npy`` and converted at the end (the
-conversion holds one layer in memory: prefer npy/hdf5 for very large layers).
+appended), so the process's memory does not grow with the number of images. ``mat`` and ``pt`` are staged
+as ``.npy`` and converted at the end (the conversion holds one layer in memory: prefer npy/hdf5/zarr for very
+large layers).
 
 The package: :mod:`~visreps.storage.formats` (one module per format and the registry ``FORMATS``),
 :mod:`~visreps.storage.folder` (names, ownership, atomic writes, hashes), :mod:`~visreps.storage.sinks`
