@@ -638,7 +638,7 @@ def _engine(engine: Any) -> Any:
 
 def _open_sink(job: Job, out, *, overwrite: bool, resume: bool):
     """The sink of a run (a folder or memory) with its files created, and the progress to start from."""
-    from .storage import PREDICTION_FILES, MemorySink
+    from .storage import PREDICTION_FILES, MemorySink, SinkPlan
 
     n = job.stop - job.start
     state: dict[str, Any] = {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}
@@ -652,9 +652,8 @@ def _open_sink(job: Job, out, *, overwrite: bool, resume: bool):
     if job.reducer is not None and job.reducer.pca_fits:
         extra.append("pca_fit.npz")
     try:
-        sink.begin(
-            job.metadata, job.shapes, n, aux=_aux_shapes(job), extra_files=extra, resume_state=state if resume else None
-        )
+        sink.start(job.metadata, SinkPlan.of(job.shapes, n, aux=_aux_shapes(job), extra_files=extra),
+                   state if resume else None)  # fmt: skip
     except (OSError, RuntimeError) as e:
         wrapped = _write_error(e, sink, job, state["next_image"])
         if wrapped is None:

@@ -76,7 +76,7 @@ from .formats.zarr import ZARR_NAME, ZarrLayer, ZarrWriter
 from .reading import Features, _read_layer, _verify_finite, load_features, read_manifest, read_metadata, verify
 from .record import RUN_IDENTITY, LayerRecord, RunRecord
 from .shards import _merge_extra_files, _read_meta, _rows, merge_shards
-from .sinks import MemorySink, OutputWriter, Sink
+from .sinks import MemorySink, OutputWriter, Sink, SinkPlan
 
 #: the file suffix of each format with a file per layer (``hdf5`` and ``zarr`` keep every layer in one file)
 SUFFIX = {name: f.suffix for name, f in FORMAT_REGISTRY.items() if f.one_file is None}
@@ -121,6 +121,7 @@ __all__ = [
     "OutputWriter",
     "RunRecord",
     "Sink",
+    "SinkPlan",
     "StagedWriter",
     "TxtWriter",
     "VisrepsError",

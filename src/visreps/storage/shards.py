@@ -14,7 +14,7 @@ from ..errors import VisrepsError
 from .folder import METADATA, METADATA_PARTIAL, PARTIAL, PCA_FIT, PREDICTION_FILES, save_predictions
 from .reading import Features, load_features, read_metadata
 from .record import RUN_IDENTITY, RunRecord, merged_record
-from .sinks import OutputWriter
+from .sinks import OutputWriter, SinkPlan
 
 
 def _read_meta(folder: Path) -> dict:
@@ -111,7 +111,7 @@ def merge_shards(
     writer = OutputWriter(out, ref["format"], overwrite=overwrite)
     meta: dict = dict(merged_record(cast(RunRecord, ref), [cast(RunRecord, metas[j]) for j in order], total))
     extra = [e for e in ref.get("extra_files") or [] if e in (*PREDICTION_FILES, PCA_FIT)]
-    writer.begin(meta, {k: tuple(ref["layers"][k]["shape"][1:]) for k in layers}, total, extra_files=extra)
+    writer.start(meta, SinkPlan.of({k: ref["layers"][k]["shape"][1:] for k in layers}, total, extra_files=extra))
     try:
         row = 0
         for part in parts:

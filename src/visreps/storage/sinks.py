@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -40,9 +41,25 @@ from .reading import Features, load_features
 from .record import to_json
 
 
+@dataclass(frozen=True)
+class SinkPlan:
+    """What a run will write: the per-image shapes of the layers (float32), the rows, the auxiliary arrays
+    (:data:`AUX_FILES` name → ``(row_shape, dtype)``) and the extra files (predictions, a PCA fit)."""
+
+    shapes: Mapping[str, tuple]
+    n_rows: int
+    aux: Mapping[str, tuple] = field(default_factory=dict)
+    extra_files: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, shapes: Mapping[str, tuple], n_rows: int, *, aux=None, extra_files: Sequence[str] = ()) -> SinkPlan:
+        """The plan, with the shapes as tuples and the optional parts filled in."""
+        return cls({k: tuple(v) for k, v in shapes.items()}, int(n_rows), dict(aux or {}), tuple(extra_files))
+
+
 @runtime_checkable
 class Sink(Protocol):
-    """What the batch loop writes into: ``begin``, then ``write`` and ``checkpoint`` per batch, then ``finish``
+    """What the batch loop writes into: ``start``, then ``write`` and ``checkpoint`` per batch, then ``finish``
     (or ``abort``). ``folder`` is ``None`` in memory; ``last_state`` is the last progress recorded."""
 
     @property
@@ -51,16 +68,7 @@ class Sink(Protocol):
     last_state: dict | None
     bytes_needed: int
 
-    def begin(
-        self,
-        metadata: dict,
-        shapes: Mapping[str, tuple],
-        n_rows: int,
-        *,
-        aux: Mapping[str, tuple] | None = None,
-        extra_files: Sequence[str] = (),
-        resume_state: dict | None = None,
-    ) -> None: ...
+    def start(self, metadata: dict, plan: SinkPlan, resume_state: dict | None = None) -> None: ...
 
     def write(self, start: int, batch: Mapping[str, np.ndarray]) -> None: ...
 
@@ -171,13 +179,17 @@ class OutputWriter:
         extra_files: Sequence[str] = (),
         resume_state: dict | None = None,
     ) -> None:
+        """:meth:`start` with the plan given as arguments."""
+        self.start(metadata, SinkPlan.of(shapes, n_rows, aux=aux, extra_files=extra_files), resume_state)
+
+    def start(self, metadata: dict, plan: SinkPlan, resume_state: dict | None = None) -> None:
         """Check, then create the folder's files: the metadata record first, then the preallocated arrays.
 
-        ``shapes`` are per-image shapes of the layers (float32); ``aux`` maps auxiliary array names
-        (:data:`AUX_FILES`) to ``(row_shape, dtype)``. ``metadata["files"]`` becomes the list of
-        every name the run may create: the record that later runs trust to replace only these.
+        ``metadata["files"]`` becomes the list of every name the run may create: the record that later runs
+        trust to replace only these.
         """
-        self.plan(shapes, n_rows, aux={k: v for k, v in (aux or {}).items()}, extra_files=extra_files)
+        n_rows = plan.n_rows
+        self.plan(plan.shapes, n_rows, aux=plan.aux, extra_files=plan.extra_files)
         prepare_output_folder(self.folder, overwrite=self.overwrite, planned=self.planned, resume=self.resume)
         if not self.resume:
             self._check_space()
@@ -306,18 +318,15 @@ class MemorySink:
     last_state: dict | None = None
     bytes_needed: int = 0
 
-    def begin(
-        self,
-        metadata: dict,
-        shapes: Mapping[str, tuple],
-        n_rows: int,
-        *,
-        aux: Mapping[str, tuple] | None = None,
-        **_: Any,
-    ) -> None:
-        """Room for the arrays (``extra_files`` and ``resume_state`` mean nothing in memory)."""
-        self.arrays = {k: np.empty((n_rows, *s), dtype=np.float32) for k, s in shapes.items()}
-        self.aux = {k: np.empty((n_rows, *s), dtype=d) for k, (s, d) in (aux or {}).items()}
+    def begin(self, metadata: dict, shapes: Mapping[str, tuple], n_rows: int, **options) -> None:
+        """:meth:`start` with the plan given as arguments (``extra_files`` and ``resume_state`` mean nothing here)."""
+        self.start(metadata, SinkPlan.of(shapes, n_rows, aux=options.get("aux")))
+
+    def start(self, metadata: dict, plan: SinkPlan, resume_state: dict | None = None) -> None:
+        """Room for the arrays and the auxiliary arrays of every row."""
+        n_rows = plan.n_rows
+        self.arrays = {k: np.empty((n_rows, *s), dtype=np.float32) for k, s in plan.shapes.items()}
+        self.aux = {k: np.empty((n_rows, *s), dtype=d) for k, (s, d) in plan.aux.items()}
 
     def write(self, start: int, batch: Mapping[str, np.ndarray]) -> None:
         check_finite({k: v for k, v in batch.items() if k not in self.aux}, start, where="the extraction")
