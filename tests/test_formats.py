@@ -193,3 +193,27 @@ def test_zarr_layers_are_read_only_when_indexed(tiny_net, image_dir, small_prep,
     np.testing.assert_array_equal(np.asarray(layer), ref)
     eager = load_features(out, mmap=False)["3"]
     assert type(eager) is np.ndarray
+
+
+# --------------------------------------------------------------------------- sinks
+
+
+def test_both_sinks_are_sinks_and_finish_with_features(tmp_path):
+    from visreps.storage import Features, MemorySink, OutputWriter, Sink, SinkPlan
+
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    plan = SinkPlan.of({"fc": [4]}, 3)
+    got = []
+    for sink in (MemorySink(), OutputWriter(tmp_path / "o", "zarr")):
+        assert isinstance(sink, Sink)
+        layer = {"shape": [3, 4], "dtype": "float32", "file": "features.zarr"}
+        meta = {"status": "running", "model": "m", "layers": {"fc": layer}, "format": "zarr"}
+        sink.start(meta, plan)
+        sink.write(0, {"fc": rows[:2]})
+        sink.write(2, {"fc": rows[2:]})
+        feats = sink.finish(3, [("a.png", ""), ("b.png", ""), ("c.png", "")], meta)
+        assert isinstance(feats, Features) and feats.paths == ["a.png", "b.png", "c.png"]
+        got.append(np.asarray(feats["fc"]))
+    np.testing.assert_array_equal(got[0], rows)
+    np.testing.assert_array_equal(got[1], rows)
+    assert json.loads((tmp_path / "o" / "metadata.json").read_text())["status"] == "complete"
