@@ -9,9 +9,10 @@ import torch
 import visreps
 from visreps.errors import VisrepsError
 from visreps.storage import NpyWriter, OutputWriter, load_features
+from visreps.storage.formats import FORMATS
 
 
-@pytest.mark.parametrize("fmt", ["npy", "hdf5", "mat", "pt", "txt"])
+@pytest.mark.parametrize("fmt", list(FORMATS))
 def test_round_trip_every_format(tiny_net, image_dir, small_prep, tmp_path, fmt):
     # the same batches (4 + 2 images) in both runs, so the numbers are bit for bit the same and every comparison
     # below checks the file format alone (a batch of 6 may round the last bits differently)
@@ -30,6 +31,7 @@ def test_round_trip_every_format(tiny_net, image_dir, small_prep, tmp_path, fmt)
         "mat": {"3.mat", "7.mat"},
         "pt": {"3.pt", "7.pt"},
         "txt": {"3.txt", "7.txt"},
+        "zarr": {"features.zarr"},
     }[fmt]
     assert files == expected | {"manifest.csv", "metadata.json"}
     # readable by the standard tools, not only by visreps
@@ -43,12 +45,16 @@ def test_round_trip_every_format(tiny_net, image_dir, small_prep, tmp_path, fmt)
         np.testing.assert_array_equal(scipy.io.loadmat(f / "7.mat")["features"], ref["7"])
     elif fmt == "pt":
         np.testing.assert_array_equal(torch.load(f / "7.pt").numpy(), ref["7"])
+    elif fmt == "zarr":
+        import zarr
+
+        np.testing.assert_array_equal(zarr.open_group(str(f / "features.zarr"), mode="r")["7"][...], ref["7"])
     else:
         np.testing.assert_array_equal(np.loadtxt(f / "7.txt", dtype=np.float32), ref["7"])
 
 
 def test_keep_shape_in_npy_hdf5_and_txt_refuses(tiny_net, image_dir, small_prep, tmp_path):
-    for fmt in ("npy", "hdf5"):
+    for fmt in (f for f in FORMATS if FORMATS[f].rows_fit((6, 8, 8))):  # every format but txt
         res = visreps.extract(
             tiny_net,
             image_dir,

@@ -326,7 +326,7 @@ def test_12_inf_in_a_later_batch_names_that_image_and_keeps_earlier_rows(tmp_pat
 def _nan_folder(tmp_path, images, monkeypatch, name="old", fmt="npy") -> Path:
     """A complete folder holding NaN, as visreps wrote it before each batch was checked."""
     with monkeypatch.context() as m:
-        m.setattr(storage, "check_finite", lambda *a, **k: None)
+        m.setattr(storage.sinks, "check_finite", lambda *a, **k: None)
         extract(net(nan=True), images, tmp_path / name, format=fmt)
     return tmp_path / name
 

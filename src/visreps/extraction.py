@@ -9,7 +9,6 @@ folder and memory sinks in :mod:`visreps.storage`. Every name these held here is
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -42,7 +41,7 @@ from .extract_reduce import same_reduction as _same_reduction
 from .extract_reduce import save_fit as _save_fit
 from .job import Batch, BatchSource, Engine, ExtractionOptions, Job, parse_shard, shard_bounds
 from .pooling import POOL_MODES, pool_output
-from .storage import versions
+from .storage import Features, OutputWriter, Sink, versions
 
 __all__ = [
     "Batch",
@@ -105,48 +104,30 @@ def _run_metadata(
     command: str | None,
 ) -> dict[str, Any]:
     """The metadata record of an image extraction, as :func:`prepare` decided it (status ``running``)."""
-    from .storage import layer_filename
+    from .storage.record import layer_record, new_record
 
     list_hash = hashlib.sha256("\n".join(i.path for i in items).encode("utf-8", "surrogateescape")).hexdigest()
     requested = [layers] if isinstance(layers, str) else list(layers)
     identity = {
         k: options[k] for k in ("batch_size", "precision", "recurrent", "channels_last", "skip_bad_images", "top_k")
     }
-    return {
-        "status": "running",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": lm.model_id,
-        "backend": lm.backend,
-        "weights": lm.weights,
-        "preprocessing": {**lm.preprocessing.to_dict(), **lm.preprocessing_extra},
-        "images": {
-            "root": str(root),
-            "order_file": str(Path(order).resolve()) if isinstance(order, (str, os.PathLike)) else None,
-            "n_found": len(items),
-            "image_list_sha256": list_hash,
-        },
-        "layers_requested": requested,
-        "layers": {
-            k: {
-                "module": s.module,
-                "call": int(k.rpartition("@t")[2]) if "@t" in k else (s.calls - 1 if s.calls > 1 else 0),
-                "calls_per_pass": s.calls,
-                "pool": s.pool,
-                "shape": [n, *shapes[k]],
-                "dtype": "float32",
-                "file": (layer_filename(k, fmt) if fmt != "hdf5" else "features.h5"),
-            }
-            for s in specs
-            for k in s.keys
-        },
-        "format": fmt,
-        "options": dict(options),
-        # what must not change between the parts of one run (resume, shards): same numbers, same rows
-        "options_identity": {**identity, "device_type": lm.device.type},
-        "images_identity": {"image_list_sha256": list_hash, "n_found": len(items)},
-        "versions": versions(),
-        "command": command,
+    images = {
+        "root": str(root),
+        "order_file": str(Path(order).resolve()) if isinstance(order, (str, os.PathLike)) else None,
+        "n_found": len(items),
+        "image_list_sha256": list_hash,
     }
+    records = {
+        k: layer_record(k, module=s.module, pool=s.pool, shape=[n, *shapes[k]], fmt=fmt, calls=s.calls,
+                        call=int(k.rpartition("@t")[2]) if "@t" in k else (s.calls - 1 if s.calls > 1 else 0))
+        for s in specs
+        for k in s.keys
+    }  # fmt: skip
+    return dict(
+        new_record("images", lm, layers=records, fmt=fmt, options=options, command=command, source=images,
+                   versions_=versions(), layers_requested=requested,
+                   options_identity={**identity, "device_type": lm.device.type})
+    )  # fmt: skip
 
 
 def prepare(model: Any, images: str | os.PathLike, options: ExtractionOptions | None = None, **kwargs: Any) -> Job:
@@ -217,9 +198,10 @@ def _options_record(options: ExtractionOptions, lm, batch_size: int, workers: in
     return record
 
 
-def _check_resumable(sink, metadata: dict) -> dict:
+def _check_resumable(sink: OutputWriter, metadata: dict) -> dict:
     """The earlier run's progress, after checking that it is the same run."""
-    from .storage import METADATA, METADATA_PARTIAL, RUN_IDENTITY
+    from .storage import METADATA, METADATA_PARTIAL
+    from .storage.record import RUN_IDENTITY
 
     folder = sink.folder
     if (folder / METADATA).is_file():
@@ -275,11 +257,11 @@ def _none_readable(job: Job, skipped: list, folder) -> ImageError:
     )
 
 
-def _write_error(e: BaseException, sink, job: Job, done: int) -> VisrepsError | None:
+def _write_error(e: BaseException, sink: Sink, job: Job, done: int) -> VisrepsError | None:
     """A clear error for a failed write to the output folder (disk full, permissions), else ``None``."""
     from .storage import _is_disk_full, human_bytes
 
-    folder = getattr(sink, "folder", None)
+    folder = sink.folder
     if folder is None or not isinstance(e, (OSError, RuntimeError)) or isinstance(e, VisrepsError):
         return None
     n = job.stop - job.start
@@ -305,22 +287,22 @@ def _write_error(e: BaseException, sink, job: Job, done: int) -> VisrepsError | 
 
 def _open_sink(job: Job, out, *, overwrite: bool, resume: bool):
     """The sink of a run (a folder or memory) with its files created, and the progress to start from."""
-    from .storage import PREDICTION_FILES, MemorySink, OutputWriter
+    from .storage import PREDICTION_FILES, MemorySink, SinkPlan
 
     n = job.stop - job.start
     state: dict[str, Any] = {"next_image": 0, "rows": 0, "skipped": [], "txt_bytes": {}}
-    sink: Any = MemorySink()
+    sink: Sink = MemorySink()
     if out is not None:
-        sink = OutputWriter(out, job.fmt, overwrite=overwrite, resume=resume)
+        writer = OutputWriter(out, job.fmt, overwrite=overwrite, resume=resume)
         if resume:
-            state = _check_resumable(sink, job.metadata)
+            state = _check_resumable(writer, job.metadata)
+        sink = writer
     extra: list[str] = list(PREDICTION_FILES) if job.top_k is not None else []
     if job.reducer is not None and job.reducer.pca_fits:
         extra.append("pca_fit.npz")
     try:
-        sink.begin(
-            job.metadata, job.shapes, n, aux=_aux_shapes(job), extra_files=extra, resume_state=state if resume else None
-        )
+        sink.start(job.metadata, SinkPlan.of(job.shapes, n, aux=_aux_shapes(job), extra_files=extra),
+                   state if resume else None)  # fmt: skip
     except (OSError, RuntimeError) as e:
         wrapped = _write_error(e, sink, job, state["next_image"])
         if wrapped is None:
@@ -330,7 +312,7 @@ def _open_sink(job: Job, out, *, overwrite: bool, resume: bool):
     return sink, state
 
 
-def _failed(job: Job, sink, e: BaseException, first: int) -> BaseException:
+def _failed(job: Job, sink: Sink, e: BaseException, first: int) -> BaseException:
     """Record a run that stopped (metadata status and error) and return the error to raise for it."""
     row, skipped = getattr(e, "visreps_state", (0, []))
     done = (sink.last_state or {}).get("next_image", first)
@@ -397,10 +379,8 @@ def run(
         raise wrapped from None
 
 
-def _finish(job: Job, sink, row: int, skipped: list, elapsed: float):
+def _finish(job: Job, sink: Sink, row: int, skipped: list, elapsed: float) -> Features:
     """Manifest rows, predictions and metadata of a finished loop; the sink's files under their final names."""
-    from .storage import Features, load_features, save_predictions
-
     metadata = job.metadata
     skipped_paths = {s["path"] for s in skipped}
     kept = [it for it in job.items[job.start : job.stop] if it.path not in skipped_paths]
@@ -424,22 +404,9 @@ def _finish(job: Job, sink, row: int, skipped: list, elapsed: float):
         paths = [r[0] for r in manifest_rows]
         predictions = predictions_table(aux["topk_index"], aux["topk_prob"], paths, model_classes(job.lm))
         metadata["extra_files"] = ["predictions.csv", "predictions.json", *metadata.get("extra_files", [])]
-    if sink.folder is None:
-        import pandas as pd
-
-        metadata["status"] = "complete"
-        columns = {"index": range(row), "path": [r[0] for r in manifest_rows], "label": [r[1] for r in manifest_rows]}
-        if hashes is not None:
-            columns["blake2b"] = hashes
-        return Features(
-            {k: v[:row] for k, v in sink.arrays.items()}, pd.DataFrame(columns), metadata, None, predictions
-        )
-    if predictions is not None:
-        save_predictions(predictions, sink.folder)
     if job.reducer is not None and job.reducer.pca_fits:
-        _save_fit(job, sink.folder)
-    sink.finish(row, manifest_rows, metadata)
-    return load_features(sink.folder)
+        sink.add_files(lambda folder: _save_fit(job, folder))
+    return sink.finish(row, manifest_rows, metadata, predictions)
 
 
 def plan_text(job: Job, out: Any = None) -> str:

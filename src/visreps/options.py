@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # extraction ---------------------------------------------------------------------------------------------------------
 #: Output formats of an extraction folder (one module each under :mod:`visreps.storage.formats`).
-FORMATS = ("npy", "hdf5", "mat", "pt", "txt")
+FORMATS = ("npy", "hdf5", "mat", "pt", "txt", "zarr")
 #: How a layer's activation becomes one row per image (:mod:`visreps.pooling`).
 POOL_MODES = ("flatten", "none", "avg", "max", "cls", "patch_mean")
 #: How a text encoder's token activations become one row per text (:mod:`visreps.text`).

@@ -21,7 +21,6 @@ Texts longer than the context length (77 tokens for CLIP) are truncated by the t
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from .data import ImageItem
 from .errors import VisrepsError
 from .extraction import Batch, Job, run
 from .options import TEXT_POOL_MODES
+from .storage import versions as _versions
 
 DEFAULT_TEXT_LAYER = "text_embedding"
 
@@ -118,7 +118,7 @@ def extract_text(
         layers: ``text_embedding`` (default) and/or text-tower modules such as
             ``transformer.resblocks.5`` (a list or a comma-separated string).
         out: output folder; ``None`` keeps the arrays in memory.
-        format: ``npy``, ``hdf5``, ``mat``, ``pt`` or ``txt``.
+        format: one of :data:`visreps.options.FORMATS` (``npy``, ``hdf5``, ``mat``, ``pt``, ``txt``, ``zarr``).
         pool: for per-token layers: ``eot`` (the token the text embedding is read from),
             ``flatten`` (every position) or ``none`` (keep (context_length, width)).
         batch_size: texts per forward pass.
@@ -220,38 +220,24 @@ def _text_metadata(
 ) -> dict[str, Any]:
     """The metadata record of a text extraction (see the module docstring)."""
     from .models.clip import import_open_clip
-    from .storage import layer_filename
-    from .storage import versions as _versions
+    from .storage.record import layer_record, new_record
 
     n = len(items)
-    oc = import_open_clip()
     versions = _versions()
-    versions["open_clip_torch"] = oc.__version__
-    metadata: dict[str, Any] = {
-        "status": "running",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": lm.model_id,
-        "weights": lm.weights,
-        "kind": "text",
-        "texts": {
-            "file": str(source_file) if source_file else None,
-            "n": n,
-            "texts_sha256": hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest(),
-            "context_length": context_length,
-        },
-        "layers": {
-            k: {
-                "module": module_of[k],
-                "pool": pool if k in per_token else "none",
-                "shape": [n, *shapes[k]],
-                "dtype": "float32",
-                "file": layer_filename(k, fmt) if fmt != "hdf5" else "features.h5",
-            }
-            for k in keys
-        },
-        "format": fmt,
-        "options": {"batch_size": batch_size, "device": str(lm.device), "pool": pool},
-        "versions": versions,
-        "command": command,
+    versions["open_clip_torch"] = import_open_clip().__version__
+    texts = {
+        "file": str(source_file) if source_file else None,
+        "n": n,
+        "texts_sha256": hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest(),
+        "context_length": context_length,
     }
-    return metadata
+    layers = {
+        k: layer_record(k, module=module_of[k], pool=pool if k in per_token else "none", shape=[n, *shapes[k]], fmt=fmt)
+        for k in keys
+    }
+    options = {"batch_size": batch_size, "device": str(lm.device), "pool": pool}
+    return dict(
+        new_record(
+            "text", lm, layers=layers, fmt=fmt, options=options, command=command, source=texts, versions_=versions
+        )
+    )

@@ -229,7 +229,7 @@ def features_folder(images: Path, out: Path, *, nan: bool = False) -> Path:
     if nan:
         with torch.no_grad():
             net.fc.weight.fill_(float("nan"))
-    with mock.patch.object(storage, "check_finite", lambda *a, **k: None) if nan else nullcontext():
+    with mock.patch.object(storage.sinks, "check_finite", lambda *a, **k: None) if nan else nullcontext():
         visreps.extract(
             net,
             images,

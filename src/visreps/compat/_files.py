@@ -23,8 +23,8 @@ from ..errors import VisrepsError
 #: file formats of ``save_features`` / ``save_targets`` / ``split_features``
 FILE_FORMATS = ("npy", "hdf5", "mat", "txt")
 FILE_NAMES = "file_names.txt"
-#: the file suffix of each format, as :mod:`visreps.storage` names its files (HDF5: ``.h5``)
-SUFFIX = {**{f: storage.SUFFIX[f] for f in ("npy", "mat", "txt")}, "hdf5": Path(storage.H5_NAME).suffix}
+#: the file suffix of each format, as :mod:`visreps.storage`'s formats name their files (HDF5: ``.h5``)
+SUFFIX = {f: storage.get_format(f).suffix for f in FILE_FORMATS}
 
 #: ``path``'s text written under a temporary name and renamed when complete
 write_text = storage._atomic_write_text
@@ -32,8 +32,10 @@ write_text = storage._atomic_write_text
 
 def check_format(file_format: str) -> str:
     """``npy``, ``hdf5``, ``mat`` or ``txt`` (also ``.npy``, ``h5``, ``hdf``); anything else is refused."""
-    f = str(file_format).lower().lstrip(".")
-    f = {"h5": "hdf5", "hdf": "hdf5"}.get(f, f)
+    try:
+        f = storage.get_format(str(file_format).lstrip(".")).name
+    except VisrepsError:
+        f = None
     if f not in FILE_FORMATS:
         raise VisrepsError(f"file format {file_format!r} is not supported; use one of {', '.join(FILE_FORMATS)}")
     return f

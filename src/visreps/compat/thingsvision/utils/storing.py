@@ -17,6 +17,7 @@ from typing import Any, cast
 import numpy as np
 
 from ....errors import VisrepsError
+from ....storage import get_format
 from ..._files import atomic
 from .._warn import warn_once
 
@@ -83,8 +84,13 @@ def store_features(root: str, features: Any, file_format: str) -> None:
     print("...Features successfully saved to disk.\n")
 
 
+def _fits(features: Any, fmt: str) -> bool:
+    """Whether the rows of ``features`` fit the format (txt: 2-D arrays only, the rule of visreps' txt format)."""
+    return get_format(fmt).rows_fit(tuple(np.shape(features)[1:])) or len(np.shape(features)) < 2
+
+
 def _check_txt(features: Any, fmt: str) -> None:
-    if fmt == "txt" and len(np.shape(features)) > 2:
+    if not _fits(features, fmt):
         raise VisrepsError(
             f"features of shape {tuple(np.shape(features))} cannot be saved as txt (2-D only): "
             "use file_format='npy', 'hdf5', 'mat' or 'pt', or extract with flatten_acts=True"
@@ -109,7 +115,7 @@ def save_features(features: Any, out_path: str, file_format: str, n_splits: int 
     import warnings
 
     fmt = _check_format(file_format)
-    if fmt == "txt" and len(np.shape(features)) > 2:  # as 2.7.3: nothing written, and said so
+    if not _fits(features, fmt):  # as 2.7.3: nothing written, and said so
         warnings.warn(
             f"features of shape {tuple(np.shape(features))} were not saved: txt holds 2-D arrays only; use "
             "file_format='npy', 'hdf5', 'mat' or 'pt', or extract with flatten_acts=True",
