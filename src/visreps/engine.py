@@ -20,6 +20,7 @@ from .job import Batch, BatchSource, Engine, ExtractionOptions, Job
 
 if TYPE_CHECKING:
     from .data import ImageItem
+    from .storage import Sink
 
 __all__ = ["LocalEngine", "batch_source", "drive", "local_batches", "resolve_engine"]
 
@@ -185,7 +186,7 @@ def _batch_arrays(job: Job, batch: Batch, nrows: int) -> dict[str, np.ndarray]:
 
 
 def drive(
-    job: Job, sink, batches: Iterable[Batch], state: dict[str, Any], *, progress: bool = True
+    job: Job, sink: Sink, batches: Iterable[Batch], state: dict[str, Any], *, progress: bool = True
 ) -> tuple[int, list]:
     """The batch loop: an engine's batches, in order, into the sink. Returns the rows written and the skipped images.
 

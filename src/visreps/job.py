@@ -187,7 +187,7 @@ class Job:
     specs: list[LayerSpec]
     keys: list[str]
     shapes: dict[str, tuple[int, ...]]
-    metadata: dict[str, Any]  # the run record (metadata.json)
+    metadata: dict[str, Any]  # the run record (metadata.json): storage.record.new_record builds it (a RunRecord)
     fmt: str
     batch_size: int
     workers: int
