@@ -82,17 +82,31 @@ def _read_record(folder: Path) -> list[dict[str, Any]]:
     path = folder / RECORD
     if not path.exists():
         return []
+
+    def ours(info: Any) -> bool:
+        runs = info.get("runs") if isinstance(info, dict) and info.get("kind") == _KIND else None
+        return isinstance(runs, list) and all(isinstance(r, dict) and isinstance(r.get("files"), dict) for r in runs)
+
+    return read_record_json(path, ours, VisrepsError)["runs"]
+
+
+def read_record_json(path: Path, ours: Callable[[Any], bool], error: type[VisrepsError]) -> Any:
+    """The JSON of a record visreps wrote (an analysis run record, an extraction's ``metadata.json``).
+
+    Raises:
+        error: the file cannot be read as JSON, or ``ours(info)`` says visreps did not write it (visreps replaces
+            only files it can prove it wrote).
+    """
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise VisrepsError(
+        raise error(
             f"{str(path)!r} is not a readable visreps record ({e.__class__.__name__}); visreps does not replace "
             "files it cannot prove it wrote: move or delete it yourself, or choose another --out"
         ) from None
-    runs = info.get("runs") if isinstance(info, dict) and info.get("kind") == _KIND else None
-    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("files"), dict) for r in runs):
-        raise VisrepsError(f"{str(path)!r} was not written by visreps; move it away or choose another --out")
-    return runs
+    if not ours(info):
+        raise error(f"{str(path)!r} was not written by visreps; move it away or choose another --out")
+    return info
 
 
 def recorded_files(folder: str | os.PathLike) -> list[str]:

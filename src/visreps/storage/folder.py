@@ -14,8 +14,10 @@ import platform
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import DamagedOutputError, OutputExistsError, VisrepsError
+from ..outputs import read_record_json
 
 MANIFEST = "manifest.csv"
 METADATA = "metadata.json"
@@ -215,6 +217,10 @@ def _is_disk_full(e: BaseException, folder: Path) -> bool:
 # --------------------------------------------------------------------------- ownership
 
 
+def _is_run_record(info: Any) -> bool:
+    return isinstance(info, dict) and isinstance(info.get("layers"), dict) and "status" in info
+
+
 def read_record(folder: Path) -> dict | None:
     """The run record (``metadata.json`` or ``metadata.partial.json``) of an earlier visreps run, if any.
 
@@ -225,15 +231,7 @@ def read_record(folder: Path) -> dict | None:
         path = folder / name
         if not path.is_file():
             continue
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as e:
-            raise OutputExistsError(
-                f"{str(path)!r} is not a readable visreps record ({e.__class__.__name__}); visreps does not replace "
-                "files it cannot prove it wrote: move or delete it yourself, or choose another --out"
-            ) from None
-        if not isinstance(info, dict) or not isinstance(info.get("layers"), dict) or "status" not in info:
-            raise OutputExistsError(f"{str(path)!r} was not written by visreps; move it away or choose another --out")
+        info = read_record_json(path, _is_run_record, OutputExistsError)
         info["_record"] = name
         return info
     return None
