@@ -418,7 +418,7 @@ class RayEngine:
                 "cluster_gpus": plan["cluster"]["GPU"],
             },
         )
-        meta["options_identity"].update(device_type=plan["device"], channels_last=job.channels_last)
+        meta.setdefault("options_identity", {}).update(device_type=plan["device"], channels_last=job.channels_last)
         recipe = {
             "model": model,
             "pretrained": options.pretrained,

@@ -42,6 +42,7 @@ from .extract_reduce import save_fit as _save_fit
 from .job import Batch, BatchSource, Engine, ExtractionOptions, Job, parse_shard, shard_bounds
 from .pooling import POOL_MODES, pool_output
 from .storage import Features, OutputWriter, Sink, versions
+from .storage.record import RunRecord
 
 __all__ = [
     "Batch",
@@ -102,7 +103,7 @@ def _run_metadata(
     n: int,
     options: dict[str, Any],
     command: str | None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """The metadata record of an image extraction, as :func:`prepare` decided it (status ``running``)."""
     from .storage.record import layer_record, new_record
 
@@ -123,11 +124,9 @@ def _run_metadata(
         for s in specs
         for k in s.keys
     }  # fmt: skip
-    return dict(
-        new_record("images", lm, layers=records, fmt=fmt, options=options, command=command, source=images,
-                   versions_=versions(), layers_requested=requested,
-                   options_identity={**identity, "device_type": lm.device.type})
-    )  # fmt: skip
+    return new_record("images", lm, layers=records, fmt=fmt, options=options, command=command, source=images,
+                      versions_=versions(), layers_requested=requested,
+                      options_identity={**identity, "device_type": lm.device.type})  # fmt: skip
 
 
 def prepare(model: Any, images: str | os.PathLike, options: ExtractionOptions | None = None, **kwargs: Any) -> Job:
@@ -170,7 +169,7 @@ def prepare(model: Any, images: str | os.PathLike, options: ExtractionOptions | 
     metadata = _run_metadata(lm, items, source.root, options.order, options.layers, specs, shapes, options.fmt, n,
                              record, options.command)  # fmt: skip
     if source.describe() is not None:
-        metadata["images"]["source"] = source.describe()
+        metadata.setdefault("images", {})["source"] = source.describe()
     if shard is not None:
         metadata["shard"] = {"index": shard[0], "count": shard[1], "start": start, "stop": stop}
     job = Job(lm, items, source.root, specs, keys, shapes, metadata, options.fmt, batch_size, workers,
@@ -198,7 +197,7 @@ def _options_record(options: ExtractionOptions, lm, batch_size: int, workers: in
     return record
 
 
-def _check_resumable(sink: OutputWriter, metadata: dict) -> dict:
+def _check_resumable(sink: OutputWriter, metadata: RunRecord) -> dict:
     """The earlier run's progress, after checking that it is the same run."""
     from .storage import METADATA, METADATA_PARTIAL
     from .storage.record import RUN_IDENTITY
@@ -319,9 +318,8 @@ def _failed(job: Job, sink: Sink, e: BaseException, first: int) -> BaseException
     metadata = job.metadata
     metadata["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
     if job.kind == "images":
-        metadata["images"]["n_done"] = done
-        metadata["images"]["rows_written"] = (sink.last_state or {}).get("rows", row)
-        metadata["images"]["skipped"] = skipped
+        images = metadata.setdefault("images", {})
+        images.update(n_done=done, rows_written=(sink.last_state or {}).get("rows", row), skipped=skipped)
     metadata["error"] = f"{type(e).__name__}: {e}"
     sink.abort(metadata)
     if isinstance(e, KeyboardInterrupt):
@@ -364,7 +362,8 @@ def run(
     if row == 0:
         err = _none_readable(job, skipped, sink.folder)
         job.metadata["status"] = "failed"
-        job.metadata["images"].update(n_done=job.stop - job.start, rows_written=0, skipped=skipped)
+        if job.kind == "images":
+            job.metadata.setdefault("images", {}).update(n_done=job.stop - job.start, rows_written=0, skipped=skipped)
         job.metadata["error"] = str(err)
         sink.abort(job.metadata)
         raise err
@@ -392,10 +391,10 @@ def _finish(job: Job, sink: Sink, row: int, skipped: list, elapsed: float) -> Fe
     metadata["status"] = "running"
     metadata.pop("error", None)
     if job.kind == "images":
+        images = metadata.setdefault("images", {})
         for key in ("n_done", "rows_written"):
-            metadata["images"].pop(key, None)
-        metadata["images"]["n_extracted"] = row
-        metadata["images"]["skipped"] = skipped
+            images.pop(key, None)
+        images.update(n_extracted=row, skipped=skipped)
         metadata["seconds"] = round(elapsed, 3)
     for k in job.keys:
         metadata["layers"][k]["shape"][0] = row

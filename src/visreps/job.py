@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .image_sources import ArraySource, FolderSource, ListSource
     from .models import LoadedModel
     from .reduce import Reducer, ReduceSpec
+    from .storage.record import RunRecord
 
 __all__ = ["Batch", "BatchSource", "Engine", "ExtractionOptions", "Job", "parse_shard", "shard_bounds"]
 
@@ -187,7 +188,7 @@ class Job:
     specs: list[LayerSpec]
     keys: list[str]
     shapes: dict[str, tuple[int, ...]]
-    metadata: dict[str, Any]  # the run record (metadata.json): storage.record.new_record builds it (a RunRecord)
+    metadata: RunRecord  # the run record (metadata.json), built by storage.record.new_record
     fmt: str
     batch_size: int
     workers: int

@@ -25,7 +25,6 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -34,6 +33,7 @@ from .errors import VisrepsError
 from .extraction import Batch, Job, run
 from .options import TEXT_POOL_MODES
 from .storage import versions as _versions
+from .storage.record import RunRecord
 
 DEFAULT_TEXT_LAYER = "text_embedding"
 
@@ -217,7 +217,7 @@ def _text_metadata(
     pool: str,
     batch_size: int,
     command: str | None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """The metadata record of a text extraction (see the module docstring)."""
     from .models.clip import import_open_clip
     from .storage.record import layer_record, new_record
@@ -236,8 +236,6 @@ def _text_metadata(
         for k in keys
     }
     options = {"batch_size": batch_size, "device": str(lm.device), "pool": pool}
-    return dict(
-        new_record(
-            "text", lm, layers=layers, fmt=fmt, options=options, command=command, source=texts, versions_=versions
-        )
+    return new_record(
+        "text", lm, layers=layers, fmt=fmt, options=options, command=command, source=texts, versions_=versions
     )

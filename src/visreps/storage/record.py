@@ -65,6 +65,7 @@ class RunRecord(_RunKeys, total=False):
     files: list[str]
     extra_files: list[str]
     seconds: float
+    reduce_fit_seconds: float  # the PCA fit's time (kept out of "reduce": runs compare that)
     checksums: dict[str, dict[str, Any]]
     error: str
 

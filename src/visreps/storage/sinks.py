@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -38,7 +38,10 @@ from .folder import (
 from .formats import get_format
 from .formats.npy import NpyWriter
 from .reading import Features, load_features
-from .record import to_json
+from .record import RunRecord, to_json
+
+#: the run record a sink writes: visreps' own :class:`RunRecord`, or a plain dict (``OutputWriter`` is public)
+Record = RunRecord | dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class Sink(Protocol):
     last_state: dict | None
     bytes_needed: int
 
-    def start(self, metadata: dict, plan: SinkPlan, resume_state: dict | None = None) -> None: ...
+    def start(self, metadata: Record, plan: SinkPlan, resume_state: dict | None = None) -> None: ...
 
     def write(self, start: int, batch: Mapping[str, np.ndarray]) -> None: ...
 
@@ -79,10 +82,10 @@ class Sink(Protocol):
     def add_files(self, write: Callable[[Path], None]) -> None: ...
 
     def finish(
-        self, n_rows: int, manifest_rows: Sequence[tuple], metadata: dict, predictions: Any = None
+        self, n_rows: int, manifest_rows: Sequence[tuple], metadata: Record, predictions: Any = None
     ) -> Features: ...
 
-    def abort(self, metadata: dict | None = None) -> None: ...
+    def abort(self, metadata: Record | None = None) -> None: ...
 
 
 class OutputWriter:
@@ -171,7 +174,7 @@ class OutputWriter:
     # ------------------------------------------------------------------ the run
     def begin(
         self,
-        metadata: dict,
+        metadata: Record,
         shapes: Mapping[str, tuple],
         n_rows: int,
         *,
@@ -182,7 +185,7 @@ class OutputWriter:
         """:meth:`start` with the plan given as arguments."""
         self.start(metadata, SinkPlan.of(shapes, n_rows, aux=aux, extra_files=extra_files), resume_state)
 
-    def start(self, metadata: dict, plan: SinkPlan, resume_state: dict | None = None) -> None:
+    def start(self, metadata: Record, plan: SinkPlan, resume_state: dict | None = None) -> None:
         """Check, then create the folder's files: the metadata record first, then the preallocated arrays.
 
         ``metadata["files"]`` becomes the list of every name the run may create: the record that later runs
@@ -206,7 +209,7 @@ class OutputWriter:
                         _remove(self.folder / name)
             raise
 
-    def write_metadata(self, metadata: dict, *, final: bool = False) -> None:
+    def write_metadata(self, metadata: Record, *, final: bool = False) -> None:
         from .folder import _atomic_write_text
 
         name = METADATA if final else METADATA_PARTIAL
@@ -275,7 +278,9 @@ class OutputWriter:
         """Let ``write(folder)`` add the run's extra files (each under a partial name, renamed when complete)."""
         write(self.folder)
 
-    def finish(self, n_rows: int, manifest_rows: Sequence[tuple], metadata: dict, predictions: Any = None) -> Features:
+    def finish(
+        self, n_rows: int, manifest_rows: Sequence[tuple], metadata: Record, predictions: Any = None
+    ) -> Features:
         """Finish the arrays, write the predictions and the manifest, rename everything to its final name, record
         the checksums and write ``metadata.json`` last. Returns the folder, read back (:func:`load_features`)."""
         if predictions is not None:
@@ -297,7 +302,7 @@ class OutputWriter:
         self.progress_path.unlink(missing_ok=True)
         return load_features(self.folder)
 
-    def abort(self, metadata: dict | None = None) -> None:
+    def abort(self, metadata: Record | None = None) -> None:
         """Close every file; with ``metadata``, record it (status and error) in ``metadata.partial.json``."""
         for w in [*self.writers.values(), *self.aux.values()]:
             if hasattr(w, "abort"):
@@ -318,11 +323,11 @@ class MemorySink:
     last_state: dict | None = None
     bytes_needed: int = 0
 
-    def begin(self, metadata: dict, shapes: Mapping[str, tuple], n_rows: int, **options) -> None:
+    def begin(self, metadata: Record, shapes: Mapping[str, tuple], n_rows: int, **options) -> None:
         """:meth:`start` with the plan given as arguments (``extra_files`` and ``resume_state`` mean nothing here)."""
         self.start(metadata, SinkPlan.of(shapes, n_rows, aux=options.get("aux")))
 
-    def start(self, metadata: dict, plan: SinkPlan, resume_state: dict | None = None) -> None:
+    def start(self, metadata: Record, plan: SinkPlan, resume_state: dict | None = None) -> None:
         """Room for the arrays and the auxiliary arrays of every row."""
         n_rows = plan.n_rows
         self.arrays = {k: np.empty((n_rows, *s), dtype=np.float32) for k, s in plan.shapes.items()}
@@ -342,7 +347,9 @@ class MemorySink:
     def add_files(self, write: Callable[[Path], None]) -> None:
         return None  # a run in memory writes no files
 
-    def finish(self, n_rows: int, manifest_rows: Sequence[tuple], metadata: dict, predictions: Any = None) -> Features:
+    def finish(
+        self, n_rows: int, manifest_rows: Sequence[tuple], metadata: Record, predictions: Any = None
+    ) -> Features:
         """The arrays' first ``n_rows`` rows with their manifest (``index, path, label`` [, ``blake2b``])."""
         import pandas as pd
 
@@ -355,7 +362,7 @@ class MemorySink:
         if manifest_rows and all(len(r) > 2 and r[2] for r in manifest_rows):
             columns["blake2b"] = [r[2] for r in manifest_rows]
         features = {k: v[:n_rows] for k, v in self.arrays.items()}
-        return Features(features, pd.DataFrame(columns), metadata, None, predictions)
+        return Features(features, pd.DataFrame(columns), cast(dict, metadata), None, predictions)
 
-    def abort(self, metadata: dict | None = None) -> None:
+    def abort(self, metadata: Record | None = None) -> None:
         pass
