@@ -304,6 +304,64 @@ def test_ctrl_c_while_writing_tables_leaves_no_table(setup, tmp_path):
     assert not out.exists()
 
 
+def test_partial_files_of_killed_runs_are_swept_at_commit(tmp_path):
+    """Partial names of this run's files whose process is gone are removed; live or foreign ones stay."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    out = tmp_path / "out"
+    out.mkdir()
+    orphans = [f".x.partial-{gone.pid}.csv", partial_name(out / RECORD).name.replace(str(os.getpid()), str(gone.pid))]
+    kept = [
+        f".x.partial-{os.getppid()}.csv",  # a live process (pytest's parent) may still be writing it
+        f".z.partial-{gone.pid}.csv",  # not a file of this run
+        f".x.partial-{gone.pid}.csv.bak",  # not the partial name of x.csv
+        "x.partial-1.csv",  # not hidden: a user's file
+    ]
+    for name in orphans + kept:
+        (out / name).write_text("half")
+    plan = OutputPlan(command="test").add(out / "x.csv").check()
+    with plan:
+        plan.write(out / "x.csv", lambda p: p.write_text("a\n"))
+    assert sorted(p.name for p in plan.swept) == sorted(orphans)
+    assert files_in(out) == sorted([RECORD, "x.csv", *kept])
+    assert "removed 2 partial file(s) a killed run left" in plan.summary()
+
+
+@pytest.mark.slow
+def test_kill_9_while_writing_tables_is_cleaned_by_the_next_run(setup, tmp_path):
+    """A real SIGKILL while encode writes targets.csv leaves partial files; the next run removes them."""
+    a, _, resp = setup
+    out = tmp_path / "out"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from pathlib import Path
+        import pandas as pd
+        original = pd.DataFrame.to_csv
+        def to_csv(self, path=None, *args, **kwargs):
+            if path is not None and "targets" in Path(path).name:
+                original(self.iloc[: len(self) // 2], path, *args, **kwargs)
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(self, path, *args, **kwargs)
+        pd.DataFrame.to_csv = to_csv
+        from visreps.cli import main
+        sys.argv = ["visreps"] + {[str(x) for x in encode_args(a, resp, out)]!r}
+        main()
+        """
+    )
+    here = Path(__file__).resolve().parent
+    paths = [str(here.parent / "src"), str(here), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == -9, r.stderr
+    left = [n for n in files_in(out) if ".partial-" in n]
+    assert any(n.startswith(".targets.partial-") for n in left) and not set(TABLES) & set(files_in(out))
+    r = run(*encode_args(a, resp, out))
+    assert r.exit_code == 0, r.output
+    assert f"removed {len(left)} partial file(s) a killed run left" in r.output
+    assert not [n for n in files_in(out) if ".partial-" in n] and set(TABLES) <= set(files_in(out))
+
+
 # --------------------------------------------------------------------------- finding 18: --overwrite and stale files
 
 

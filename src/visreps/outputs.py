@@ -18,6 +18,8 @@ The analysis commands (``rsa``, ``compare``, ``cka``, ``encode``) and
    earlier runs this one replaces lose their other files, the record is written, and every partial
    file is renamed to its final name. An exception or Ctrl-C before that removes the partial files
    (and the folders the run created, when empty): nothing under a final name is ever half-written.
+   A run killed outright (``kill -9``, a power cut) cannot clean up: the next run that commits the same
+   names removes the partial files of those names whose process is gone (:attr:`OutputPlan.swept`).
 
 The record is one JSON file per output folder, :data:`RECORD` (``.visreps-outputs.json``): a list of
 runs, each with the command, the time and its files in that folder (name, size, mtime). A run
@@ -52,6 +54,19 @@ def partial_name(path: str | os.PathLike) -> Path:
     """The temporary name ``path`` is written under: ``.<stem>.partial-<pid><suffix>`` in the same folder."""
     p = Path(path)
     return p.with_name(f".{p.stem}.partial-{os.getpid()}{p.suffix}")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (``True`` when that cannot be told, e.g. on Windows)."""
+    if os.name == "nt" or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but not ours to signal
+        return True
+    return True
 
 
 def _key(path: Path) -> str:
@@ -166,6 +181,7 @@ class OutputPlan:
         self.trees: list[tuple[Path, str]] = []
         self.removed: list[Path] = []
         self.kept: list[Path] = []
+        self.swept: list[Path] = []  # partial files of killed runs removed at commit
         self._partials: dict[Path, Path] = {}
         self._created: list[Path] = []
         self._records: dict[Path, list[dict[str, Any]]] = {}
@@ -401,7 +417,30 @@ class OutputPlan:
                 self.abort()
                 raise self.write_error(Path(e.filename or self.files[0]), e) from None
         self._done = True
+        self._sweep_orphans()
         return list(self.files)
+
+    def _sweep_orphans(self) -> None:
+        """Remove partial files of this run's names that a killed run left (``kill -9``, a power cut).
+
+        Only ``.<stem>.partial-<pid><suffix>`` of a file this run just wrote (or of the folder's record), and only
+        when no process ``<pid>`` runs on this machine: another run's files are never touched.
+        """
+        import re
+
+        names = {(p.parent, p.stem, p.suffix) for p in self.files}
+        names |= {(folder, Path(RECORD).stem, Path(RECORD).suffix) for folder in self._records}
+        for folder, stem, suffix in names:
+            pattern = re.compile(rf"\.{re.escape(stem)}\.partial-(\d+){re.escape(suffix)}")
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(folder):
+                    m = pattern.fullmatch(entry.name)
+                    if m is None or int(m[1]) == os.getpid() or _pid_alive(int(m[1])):
+                        continue
+                    if entry.is_file(follow_symlinks=False):
+                        with contextlib.suppress(OSError):
+                            os.unlink(entry.path)
+                            self.swept.append(Path(entry.path))
 
     def _remove_stale(self) -> None:
         for path, seen in self._stale:
@@ -435,10 +474,14 @@ class OutputPlan:
             os.replace(tmp, folder / RECORD)
 
     def summary(self) -> str:
-        """What replacing earlier runs did, for the terminal (empty when nothing was removed or kept)."""
+        """What replacing earlier runs did, for the terminal (empty when nothing was removed, kept or swept)."""
         out = []
         if self.removed:
             out.append("removed the earlier run's " + ", ".join(str(p) for p in self.removed))
         if self.kept:
             out.append("kept " + ", ".join(str(p) for p in self.kept) + " (changed since the earlier run wrote it)")
+        if self.swept:
+            out.append(
+                f"removed {len(self.swept)} partial file(s) a killed run left: " + ", ".join(p.name for p in self.swept)
+            )
         return "; ".join(out)
