@@ -147,7 +147,7 @@ def _place(zpath: Path, hub: Path | None, name: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(zpath, dest)
     if hub is not None:
-        shutil.copy(hub, vds.DINO_B16.path)
+        os.link(hub, vds.DINO_B16.path)  # a hard link, not a copy: the ensemble test would hold 3 GB of files
 
 
 def _images(root: Path) -> list[Path]:
@@ -207,7 +207,7 @@ def test_ensemble_matches_package(cache, tmp_path, monkeypatch):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     # weights=FOLDER: the package's own cache folder (the extracted zip; DINO's hub file in checkpoints/)
     (tmp_path / "ref" / "checkpoints").mkdir(exist_ok=True)
-    shutil.copy(hub, tmp_path / "ref" / "checkpoints" / "dino_vitbase16_pretrain.pth")
+    os.link(hub, tmp_path / "ref" / "checkpoints" / "dino_vitbase16_pretrain.pth")
     set_offline(True)
     lm2 = load_model("dreamsim:ensemble", weights=tmp_path / "ref")
     assert lm2.weights["kind"] == "file" and "ref" in lm2.weights["backbones"]["dino_vitb16"]["file"]
