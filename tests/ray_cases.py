@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -298,3 +299,64 @@ def test_ray_engine_reduces_in_its_actors(ray_local, photos, tmp_path):
     ma, mb = _same_output(local, remote)
     assert ma["reduce"] == mb["reduce"] and mb["reduce"]["layer2"]["method"] == "srp"
     assert remote["layer2"].shape == (16, 64) and remote["avgpool"].shape == (16, 64)
+
+
+# --------------------------------------------------------------------------- visreps bench --engine ray
+
+
+def _bench_spec(tmp_path, stimuli=None) -> dict:
+    from conftest import REPO
+
+    example = REPO / "examples" / "bench"
+    layers = ["features.5", "classifier.5"]
+    return {
+        "images": str(stimuli or example / "stimuli"),
+        "work_dir": str(tmp_path / "cache"),
+        "device": "cpu",
+        "models": [
+            {"id": "torchvision:alexnet", "weights": "random", "seed": s, "layers": layers, "pool": "avg"}
+            for s in (1, 2)
+        ],
+        "targets": [
+            {"name": "hIT", "rdms": str(example / "hIT_subjects.npy")},
+            {"name": "V4", "responses": str(example / "v4.npy")},
+        ],
+        "analysis": {"bootstrap": {"n": 50}, "encoding": {"folds": 3}},
+    }
+
+
+def test_bench_engine_ray_equals_local(ray_local, tmp_path, capsys):
+    """Each model extracted in a Ray task into its own cache folder; the tables equal the local engine's."""
+    local = visreps.bench(_bench_spec(tmp_path / "l"), out=tmp_path / "l" / "out", progress=False)
+    remote = visreps.bench(_bench_spec(tmp_path / "r"), out=tmp_path / "r" / "out", engine="ray", progress=True)
+    said = capsys.readouterr().err
+    assert said.count("extracting as a Ray task (num_cpus=1)") == 2 and "alexnet (random, seed 2): extracted (" in said
+    assert remote.extracted == local.extracted == ["alexnet (random, seed 1)", "alexnet (random, seed 2)"]
+    assert [Path(c["folder"]).parent for c in remote.cache] == [tmp_path / "r" / "cache"] * 2
+    assert [c["key"] for c in remote.cache] == [c["key"] for c in local.cache]  # the same requests, the same keys
+    for c in remote.cache:
+        assert json.loads((Path(c["folder"]) / "metadata.json").read_text())["status"] == "complete"
+    for name in ("ranking", "layers"):
+        a, b = getattr(local, name), getattr(remote, name)
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-4, atol=1e-6)
+    again = visreps.bench(_bench_spec(tmp_path / "r"), out=tmp_path / "r" / "out2", engine="ray", progress=False)
+    assert again.extracted == []  # all in the cache: no task
+
+
+def test_bench_engine_ray_names_the_model_whose_task_failed(ray_local, tmp_path):
+    """A task's error comes back as one line naming the first model (in spec order) whose task failed."""
+    import shutil
+
+    from conftest import REPO
+
+    stimuli = tmp_path / "stimuli"
+    shutil.copytree(REPO / "examples" / "bench" / "stimuli", stimuli)
+    spec = _bench_spec(tmp_path, stimuli)
+    bad = sorted(stimuli.rglob("*.png"))[3]
+    bad.write_bytes(b"not an image")  # the same names (the targets still match), one file undecodable
+    with pytest.raises(visreps.VisrepsError) as e:
+        visreps.bench(spec, out=tmp_path / "out", engine="ray", progress=False)
+    msg = str(e.value)
+    assert msg.startswith("models[0] (alexnet (random, seed 1)): ") and bad.name in msg and "\n" not in msg
+    assert msg.endswith("(1 other model(s) failed too)")
+    assert not list((tmp_path / "cache").glob("*-*[!l]"))  # no finished cache folder: only .partial ones and keys

@@ -316,6 +316,24 @@ def test_cli_bench(first, tmp_path):
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "targets: none given" in r.output
 
 
+def test_engine_is_checked_before_anything_is_read(tmp_path, monkeypatch):
+    """A wrong engine, or --engine ray without the extra: one line, before the spec is read (it does not exist)."""
+    import sys
+
+    from click.testing import CliRunner
+
+    from visreps.cli import main
+
+    with pytest.raises(VisrepsError, match=r"engine 'rya' is not a bench engine; use one of local, ray; closest: ray"):
+        visreps.bench(tmp_path / "nothing.toml", out=tmp_path / "o", engine="rya")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    r = CliRunner().invoke(
+        main, ["bench", str(tmp_path / "nothing.toml"), "--out", str(tmp_path / "o"), "--engine", "ray"]
+    )
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "pip install visreps[ray]" in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_the_spec_of_the_issue_runs_as_written(tmp_path):
     shutil.copytree(EXAMPLE, tmp_path / "bench", ignore=shutil.ignore_patterns("cache"))

@@ -22,7 +22,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 #: Where the batches run: this process, or Ray workers (:mod:`visreps.distributed`).
 ENGINES = ("local", "ray")
 #: Engines of ``visreps bench``.
-BENCH_ENGINES = ("local",)
+BENCH_ENGINES = ("local", "ray")
 #: Reductions while extracting (:mod:`visreps.reduce`): ``srp:K``, ``srp:auto``, ``pca:K[:M]``.
 REDUCE_METHODS = ("srp", "pca")
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VisrepsError
+from ..errors import VisrepsError, closest_hint
+from ..options import BENCH_ENGINES
 from . import _score
 from ._outputs import OUTPUT_FILES
 from ._spec import MIN_PART, ModelSpec, Spec, TargetSpec, fail, parse_spec
@@ -240,6 +241,17 @@ def _check_out(out: Path, spec: Spec, problems: list[str]) -> Any:
 # --------------------------------------------------------------------------- the run
 
 
+def _check_engine(engine: str) -> None:
+    """A bench engine, and for ``ray`` the extra installed: said before anything is read."""
+    if engine not in BENCH_ENGINES:
+        hint = closest_hint(engine, BENCH_ENGINES)
+        raise VisrepsError(f"engine {engine!r} is not a bench engine; use one of {', '.join(BENCH_ENGINES)}{hint}")
+    if engine == "ray":
+        from ..distributed import import_ray
+
+        import_ray()
+
+
 def bench(
     spec: Any,
     *,
@@ -255,7 +267,9 @@ def bench(
         out: the output folder: ``ranking.csv``, ``pairwise.csv``, ``layers.csv``, ``split.csv``,
             ``ranking.png``/``.pdf``, ``report.md`` and ``bench.json`` (the record of the run). A rerun
             into the same folder replaces the files the earlier bench recorded as its own, nothing else.
-        engine: ``"local"`` (the only engine so far).
+        engine: ``"local"`` (the models one after the other in this process) or ``"ray"`` (each missing model's
+            extraction a Ray task with its own GPU, or a share of the CPUs; the ``ray`` extra; see
+            :mod:`visreps.bench._ray`). Both write the same cache folders and the same outputs.
         progress: say what is done on stderr.
 
     Returns:
@@ -266,8 +280,7 @@ def bench(
             any extraction; errors of the extraction or the analysis.
     """
     say = _say(progress)
-    if engine != "local":
-        raise VisrepsError(f"engine {engine!r} is not available for bench; use engine='local'")
+    _check_engine(engine)
     s, problems = parse_spec(spec)
     outp = Path(out).expanduser().resolve()
     work = s.work_dir or outp / "cache"
@@ -298,7 +311,12 @@ def bench(
             say(f"{outp} holds the results of this spec already (same spec, images, targets and cache entries)")
             ranking, pairwise, layer_rows, split, cache = done
             return BenchResult(ranking, pairwise, layer_rows, split, outp, [], cache)
-    entries = _extract_all(s, work, hashes, missing, say)
+    ray_keys: set[str] = set()
+    if engine == "ray":
+        from ._ray import extract_on_ray
+
+        ray_keys = extract_on_ray(s, work, hashes, requests, missing, say)
+    entries = _extract_all(s, work, hashes, missing, say, ray_keys)
     say("scoring")
     ranking, pairwise, layer_rows = _score_all(s, targets, entries, sel, factors, say)
     split = _split_table(paths, labels, sel)
@@ -341,15 +359,21 @@ def _fingerprint(s: Spec, requests: list, hashes, sel: np.ndarray) -> str:
     return hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _extract_all(s: Spec, work: Path, hashes, missing: list[bool], say) -> list:
+def _extract_all(s: Spec, work: Path, hashes, missing: list[bool], say, ray_keys: set[str]) -> list:
+    """Every model's cache entry: read from the cache (verified), or extracted now, one model after the other.
+
+    ``ray_keys``: the cache keys that Ray tasks extracted in this run (read here, and marked as extracted)."""
     from ..workcache import cached_extract
+    from ._ray import model_options
 
     entries = []
     for m, todo in zip(s.models, missing):
-        opts = {**m.extract_options(), "order": s.order, "device": s.device, "batch_size": s.batch_size}
-        opts = {k: v for k, v in opts.items() if v is not None}
-        say(f"{m.label}: {'extracting' if todo else 'from the cache'}")
-        entries.append(cached_extract(m.id, s.images, layers=m.layers, work_dir=work, options=opts, image_list=hashes))
+        if not ray_keys:
+            say(f"{m.label}: {'extracting' if todo else 'from the cache'}")
+        opts = model_options(s, m)
+        entry = cached_extract(m.id, s.images, layers=m.layers, work_dir=work, options=opts, image_list=hashes)
+        entry.extracted = entry.extracted or entry.key in ray_keys
+        entries.append(entry)
     return entries
 
 

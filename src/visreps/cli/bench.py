@@ -8,7 +8,10 @@ from ..options import BENCH_ENGINES
 from ._base import quiet_option
 
 _OUT_HELP = "Output folder of the tables, figure and report."
-_ENGINE_HELP = "Where the models are extracted (local: this process)."
+_ENGINE_HELP = (
+    "Where the models are extracted: local (this process, one model after the other) or ray (each missing model a "
+    "Ray task with its own GPU or a share of the CPUs; needs visreps[ray]; joins RAY_ADDRESS when set)."
+)
 
 
 @click.command("bench")
