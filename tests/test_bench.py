@@ -204,6 +204,87 @@ def test_known_best_layer_is_committed_and_new_targets_extract_nothing(first, tm
     assert chosen[("known_enc", lab)] == "features.2"
 
 
+def test_triplet_target_matches_odd_one_out_on_each_part(first, tmp_path):
+    """An odd-one-out target: each layer's selection score, the committed layer, its held-out accuracy, interval,
+    ceiling and the McNemar test equal visreps.analysis.odd_one_out (itself checked against gLocal) and scipy on
+    the triplets whose three images are all in the part."""
+    from scipy import stats
+
+    from visreps.analysis import odd_one_out
+
+    tmp, spec, res0 = first
+    target = {"name": "ooo", "triplets": str(EXAMPLE / "triplets.csv"), "similarity": "cosine"}
+    res = visreps.bench({**spec, "targets": [target]}, out=tmp_path / "out", progress=False)
+    assert res.extracted == []  # the models are in the cache already
+    trip = pd.read_csv(EXAMPLE / "triplets.csv")
+    part = res.split.set_index("path")["part"]
+    where = np.stack([part[trip[c]].to_numpy() for c in ("image_1", "image_2", "image_3")], axis=1)
+    parts = {p: trip[(where == p).all(axis=1)] for p in ("selection", "test")}
+    ranking = res.ranking.set_index("label")
+    agree = {}
+    for c in res0.cache:
+        lab = c["label"]
+        sel = odd_one_out(c["folder"], parts["selection"], similarity="cosine", n_bootstrap=0).table
+        lay = res.layers[res.layers["label"] == lab].set_index("layer")
+        np.testing.assert_allclose(lay.loc[sel["layer"], "selection_score"], sel["accuracy"], rtol=0, atol=1e-12)
+        best = sel["layer"].iloc[int(np.argmax(sel["accuracy"].to_numpy()))]
+        assert ranking.loc[lab, "layer"] == best and ranking.loc[lab, "kind"] == "odd-one-out"
+        held = odd_one_out(c["folder"], parts["test"], layers=[best], similarity="cosine", n_bootstrap=0)
+        assert ranking.loc[lab, "score"] == held.table["accuracy"].iloc[0]
+        assert ranking.loc[lab, "n_test"] == len(parts["test"]) > 10
+        agree[lab] = next(iter(held.choices.values())) == held.odd
+        assert ranking.loc[lab, "ci_low"] < ranking.loc[lab, "score"] < ranking.loc[lab, "ci_high"]
+    # the ceiling: repeated test triplets agreeing with their most frequent choice (NaN without repeats)
+    ceiling = odd_one_out(res0.cache[0]["folder"], parts["test"], n_bootstrap=0).table.get("ceiling")
+    want = float(ceiling.iloc[0]) if ceiling is not None else np.nan
+    np.testing.assert_allclose(ranking["ceiling_upper"].to_numpy(), want)
+    a, b = agree["alexnet (random, seed 1)"], agree["alexnet (random, seed 2)"]
+    p = stats.binomtest(int((a & ~b).sum()), int((a != b).sum()), 0.5).pvalue
+    assert res.pairwise["p"].iloc[0] == pytest.approx(p, abs=1e-12)
+
+
+def test_triplet_target_commits_the_layer_the_choices_come_from(first, tmp_path):
+    tmp, spec, res0 = first
+    rng = np.random.default_rng(8)
+    lab = "alexnet (random, seed 2)"
+    X = _features(res0, lab, "features.12")
+    paths = res0.split["path"].tolist()
+    rows = np.array([rng.choice(len(paths), 3, replace=False) for _ in range(1500)])
+    G = X @ X.T
+    s = np.stack([G[rows[:, 1], rows[:, 2]], G[rows[:, 0], rows[:, 2]], G[rows[:, 0], rows[:, 1]]], axis=1)
+    odd = rows[np.arange(len(rows)), np.argmax(s, axis=1)]  # the dot-product choice of features.12
+    names = np.asarray(paths, dtype=object)
+    pd.DataFrame({"a": names[rows[:, 0]], "b": names[rows[:, 1]], "c": names[rows[:, 2]], "choice": names[odd]}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    spec2 = {**spec, "targets": [{"name": "t", "triplets": str(tmp_path / "t.csv")}]}
+    res = visreps.bench(spec2, out=tmp_path / "o", progress=False)
+    row = res.ranking.set_index("label").loc[lab]
+    assert row["layer"] == "features.12" and row["score"] == 1.0
+
+
+def test_triplet_target_problems_are_named(first, tmp_path):
+    tmp, spec, _ = first
+    trip = pd.read_csv(EXAMPLE / "triplets.csv")
+    trip.head(40).to_csv(tmp_path / "few.csv", index=False)
+    bad = trip.head(100).copy()
+    bad.loc[3, "image_2"] = "blobs/b99.png"
+    bad.to_csv(tmp_path / "unknown.csv", index=False)
+    targets = [
+        {"name": "few", "triplets": str(tmp_path / "few.csv")},
+        {"name": "unknown", "triplets": str(tmp_path / "unknown.csv"), "similarity": "cosin"},
+        {"name": "rdm", "rdms": str(EXAMPLE / "hIT_subjects.npy"), "similarity": "dot"},
+    ]
+    with pytest.raises(VisrepsError) as e:
+        visreps.bench({**spec, "targets": targets}, out=tmp_path / "o", progress=False)
+    msg = str(e.value)
+    assert "targets[0].triplets: " in msg and "at least 10 each are needed" in msg
+    assert "targets[1].similarity: 'cosin' is not one of dot, cosine; closest: cosine" in msg
+    assert "targets[1].triplets: " in msg and "blobs/b99.png" in msg
+    assert "targets[2].similarity: only for triplets targets" in msg
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_pure_noise_held_out_scores_are_centred_on_zero(first, tmp_path):
     """The committed layer's held-out score on noise targets is centred on 0; the best in-sample score is not."""

@@ -13,6 +13,9 @@ noise, so that a bench has structure to find and the noise ceilings are known.
   (1 − Pearson r) between the rows of ``S + ε_s``.
 * ``v4.npy``: ``(4, 32, 20)`` responses (repetitions × images × units, rows in image order):
   ``S W + ε_r`` with ``W ~ N(0, 1/7)`` (7 × 20) and ``ε_r ~ N(0, 0.5²)`` per repetition (seed 2).
+* ``triplets.csv``: 1,000 odd-one-out choices of a simulated observer on random triplets of the images
+  (900 triplets, 100 of them shown twice; seed 3): the image left out of the pair closest in ``S + ε``,
+  ``ε ~ N(0, 0.7²)`` per trial. Columns ``image_1, image_2, image_3, choice``.
 
 Run from the repository root: ``python examples/bench/make_bench_example.py`` (numpy and Pillow only).
 The images are listed in the order visreps reads them (sorted relative paths).
@@ -78,7 +81,28 @@ def main() -> None:
     W = rng.normal(0, 1 / np.sqrt(S.shape[1]), size=(S.shape[1], 20))
     signal = S @ W
     np.save(HERE / "v4.npy", np.stack([signal + rng.normal(0, 0.5, size=signal.shape) for _ in range(4)]))
-    print(f"wrote {n} images to {STIMULI}, hIT_subjects.npy (4, {n}, {n}) and v4.npy (4, {n}, 20)")
+    names = [f"{folder}/{folder[0]}{i:02d}.png" for folder in ("blobs", "gratings") for i in range(N_PER_CLASS)]
+    triplets(S, names, np.random.default_rng(3))
+    print(f"wrote {n} images to {STIMULI}, hIT_subjects.npy (4, {n}, {n}), v4.npy (4, {n}, 20), triplets.csv")
+
+
+def triplets(S: np.ndarray, names: list[str], rng: np.random.Generator, m: int = 900, repeated: int = 100) -> None:
+    """``triplets.csv``: ``m`` odd-one-out choices of a simulated observer, ``repeated`` of the triplets shown twice.
+
+    The observer sees ``S + ε`` (``ε ~ N(0, 0.7²)`` per trial) and names as odd the image left out of
+    the closest pair (Euclidean distance), as a person does in the THINGS task. Columns ``image_1,
+    image_2, image_3, choice`` (the odd one out, by name); the repeats make a noise ceiling.
+    """
+    n = len(names)
+    trip = np.array([rng.choice(n, 3, replace=False) for _ in range(m)])
+    trip = np.concatenate([trip, trip[rng.choice(m, repeated, replace=False)]])
+    rows = []
+    for a, b, c in trip:
+        X = S[[a, b, c]] + rng.normal(0, 0.7, size=(3, S.shape[1]))
+        d = [np.linalg.norm(X[1] - X[2]), np.linalg.norm(X[0] - X[2]), np.linalg.norm(X[0] - X[1])]
+        odd = (a, b, c)[int(np.argmin(d))]  # the pair left: d[k] is the distance of the pair without item k
+        rows.append(f"{names[a]},{names[b]},{names[c]},{names[odd]}")
+    (HERE / "triplets.csv").write_text("image_1,image_2,image_3,choice\n" + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def _report(spec, ranking, split) -> str:
             f"{len(spec.models)} model(s) × {len(spec.targets)} target(s) on {len(split)} images "
             f"({n_sel} selection, {len(split) - n_sel} test; split seed {sel['seed']}): {how}.",
             "`score` is the held-out score of the committed `layer`; `normalised` divides it by the upper noise "
-            "ceiling (RSA) or the split-half ceiling (encoding), both computed on the same test images.",
+            "ceiling (RSA), the split-half ceiling (encoding) or the repeated triplets' agreement (odd-one-out), "
+            "each computed on the same test images.",
             "",
             _markdown_table(ranking),
             "",
@@ -124,6 +125,9 @@ def _figure(ranking, layers, png: Path, pdf: Path) -> None:
             ax.axvline(hi, color="grey", lw=1)
             ax.legend(fontsize=7, loc="lower right")
         ax.axvline(0, color="black", lw=0.8)
+        if r["kind"].iloc[0] == "odd-one-out":  # three images: a guess is right one time in three
+            ax.axvline(1 / 3, color="#C44E52", lw=1, ls="--", label="chance (1/3)")
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_title(f"{t} ({r['kind'].iloc[0]}): held-out score", fontsize=10)
         ax.set_xlabel("score of the committed layer (test images)")
         ax2 = axes[1, j]

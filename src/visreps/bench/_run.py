@@ -15,7 +15,7 @@ from ..errors import VisrepsError, closest_hint
 from ..options import BENCH_ENGINES
 from . import _score
 from ._outputs import OUTPUT_FILES
-from ._spec import MIN_PART, ModelSpec, Spec, TargetSpec, fail, parse_spec
+from ._spec import MIN_PART, MIN_TRIPLETS, ModelSpec, Spec, TargetSpec, fail, parse_spec
 
 
 @dataclass
@@ -84,6 +84,8 @@ def _load_target(t: TargetSpec, paths: list[str], problems: list[str]) -> _Targe
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if t.kind == "odd-one-out":
+                return _load_triplets(t, paths)
             if t.kind == "rsa":
                 stack, _ = load_reference_rdms(t.path, key=t.key)
                 if stack.shape[1] != n:
@@ -104,6 +106,34 @@ def _load_target(t: TargetSpec, paths: list[str], problems: list[str]) -> _Targe
     except VisrepsError as e:
         problems.append(f"{t.where}: {e}")
         return None
+
+
+def _load_triplets(t: TargetSpec, paths: list[str]) -> _Target:
+    """Triplets matched to the images by name (or 0-based image index): ``data`` = (rows (m, 3), odd (m,))."""
+    from ..analysis.behaviour import load_triplets, resolve_items
+
+    trip = load_triplets(t.path)
+    rows = resolve_items(trip.items, paths, len(paths), f"the triplets of {t.path.name!r}")
+    same = (rows[:, 0] == rows[:, 1]) | (rows[:, 0] == rows[:, 2]) | (rows[:, 1] == rows[:, 2])
+    if same.any():
+        k = int(np.flatnonzero(same)[0])
+        raise VisrepsError(f"triplet {k + 1} of {t.path.name!r} shows one image twice; every triplet needs three")
+    return _Target(t, (rows, trip.odd))
+
+
+def _check_triplet_parts(spec: Spec, targets: list[_Target], sel: np.ndarray, problems: list[str]) -> None:
+    """Each part of the split must hold enough triplets with all three images in it (odd-one-out targets)."""
+    folds = _score.folds_of(sel, int(spec.analysis["selection"]["cv"]))
+    for t in targets:
+        if t.spec.kind != "odd-one-out":
+            continue
+        in_sel, in_test = _score.triplet_parts(t.data[0], folds)[0]
+        if min(int(in_sel.sum()), int(in_test.sum())) < MIN_TRIPLETS:
+            problems.append(
+                f"{t.spec.where}: {int(in_sel.sum())} triplet(s) have all three images among the selection images and "
+                f"{int(in_test.sum())} among the test images (of {len(in_sel)}); at least {MIN_TRIPLETS} each are "
+                "needed: give more triplets, or more images to the smaller part (selection.split)"
+            )
 
 
 def _check_split(spec: Spec, labels: list[str], problems: list[str]) -> np.ndarray | None:
@@ -287,6 +317,8 @@ def bench(
     paths, labels, hashes = _images(s, problems)
     targets = [t for ts in s.targets if (t := _load_target(ts, paths, problems)) is not None] if paths else []
     sel = _check_split(s, labels, problems) if paths else None
+    if sel is not None:
+        _check_triplet_parts(s, targets, sel, problems)
     factors = _factors(s, targets, problems)
     plan = _check_out(outp, s, problems)
     from ..workcache import cache_request
@@ -434,36 +466,63 @@ def _score_all(s: Spec, targets: list[_Target], entries: list, sel: np.ndarray, 
     return ranking, pairwise, pd.concat(layer_frames, ignore_index=True)
 
 
+def _scorers(s: Spec, t: _Target, feats: list, rdm_cache: dict) -> tuple[Callable, Callable]:
+    """``layer_scores(i, images)`` (every layer of model ``i`` on those images; ``None``: all) and
+    ``test(chosen, images, factors)`` (held-out rows and pairwise table of label → (model index, layer))."""
+    a = s.analysis
+    if t.spec.kind == "rsa":
+        return (
+            lambda i, idx: _score.rsa_layer_scores(rdm_cache[i], t.data, idx, a["rsa"]["compare"]),
+            lambda chosen, ti, factors: _score.rsa_test(
+                {lab: rdm_cache[i][layer] for lab, (i, layer) in chosen.items()}, t.data, ti, a, factors
+            ),
+        )
+    if t.spec.kind == "encoding":
+        return (
+            lambda i, idx: _score.encoding_layer_scores(feats[i], feats[i].layers, t.data, idx, a),
+            lambda chosen, ti, _: _score.encoding_test(
+                {lab: feats[i][layer] for lab, (i, layer) in chosen.items()}, t.data, ti, a
+            ),
+        )
+    rows, odd = t.data
+    agree: dict[tuple[int, str], np.ndarray] = {}  # each layer's choices computed once for all triplets
+
+    def agreement(i: int, layer: str) -> np.ndarray:
+        if (i, layer) not in agree:
+            name = f"{s.models[i].label} {layer}"
+            agree[i, layer] = _score.triplet_agreement(feats[i][layer], rows, odd, t.spec.similarity, name)
+        return agree[i, layer]
+
+    def within(idx) -> np.ndarray:
+        return np.ones(len(rows), dtype=bool) if idx is None else np.asarray(np.isin(rows, idx).all(axis=1))
+
+    def test(chosen, ti, _):
+        chosen_agree = {lab: agreement(i, layer) for lab, (i, layer) in chosen.items()}
+        out, pw = _score.ooo_test(chosen_agree, rows, odd, within(ti), a)
+        return {lab: {**r, "n_test": int(within(ti).sum())} for lab, r in out.items()}, pw
+
+    return (lambda i, idx: {layer: float(agreement(i, layer)[within(idx)].mean()) for layer in feats[i].layers}), test
+
+
 def _score_target(s: Spec, t: _Target, feats: list, rdm_cache: dict, folds, factors):
     """Rows of ranking.csv, pairwise frames and the layers frame of one target."""
     import pandas as pd
 
-    a = s.analysis
+    layer_scores, test = _scorers(s, t, feats, rdm_cache)
     sel_scores: list[list[dict[str, float]]] = [[] for _ in folds]
     all_scores: list[dict[str, float]] = []
     committed: list[list[str]] = [[] for _ in folds]
     tests: list[dict[str, dict[str, float]]] = []
     pairs = []
-    for i, (m, f) in enumerate(zip(s.models, feats)):
+    for i, m in enumerate(s.models):
         where = f"target {t.spec.name!r}, model {m.label!r}"
         for k, (si, _) in enumerate(folds):
-            if t.spec.kind == "rsa":
-                sc = _score.rsa_layer_scores(rdm_cache[i], t.data, si, a["rsa"]["compare"])
-            else:
-                sc = _score.encoding_layer_scores(f, f.layers, t.data, si, a)
+            sc = layer_scores(i, si)
             sel_scores[k].append(sc)
             committed[k].append(_score._best(sc, where))
-        if t.spec.kind == "rsa":
-            all_scores.append(_score.rsa_layer_scores(rdm_cache[i], t.data, None, a["rsa"]["compare"]))
-        else:
-            all_scores.append(_score.encoding_layer_scores(f, f.layers, t.data, None, a))
+        all_scores.append(layer_scores(i, None))
     for k, (_, ti) in enumerate(folds):
-        if t.spec.kind == "rsa":
-            chosen = {m.label: rdm_cache[i][committed[k][i]] for i, m in enumerate(s.models)}
-            rows, pw = _score.rsa_test(chosen, t.data, ti, a, factors)  # type: ignore[arg-type]
-        else:
-            chosen = {m.label: feats[i][committed[k][i]] for i, m in enumerate(s.models)}
-            rows, pw = _score.encoding_test(chosen, t.data, ti, a)
+        rows, pw = test({m.label: (i, committed[k][i]) for i, m in enumerate(s.models)}, ti, factors)
         tests.append(rows)
         if pw is not None and len(pw):
             pw = pw.copy()
@@ -480,7 +539,8 @@ def _score_target(s: Spec, t: _Target, feats: list, rdm_cache: dict, folds, fact
             {"target": t.spec.name, "kind": t.spec.kind, "model": m.id, "label": m.label, "weights": m.weights_text,
              "layer": layer, "score": vals["score"], "ceiling_lower": vals["ceiling_lower"],
              "ceiling_upper": vals["ceiling_upper"], "normalised": norm, "ci_low": vals["ci_low"],
-             "ci_high": vals["ci_high"], "n_test": int(np.mean([len(ti) for _, ti in folds])), "n_folds": len(folds)}
+             "ci_high": vals["ci_high"], "n_test": int(vals.get("n_test", np.mean([len(ti) for _, ti in folds]))),
+             "n_folds": len(folds)}
         )  # fmt: skip
     layer_rows = []
     for i, m in enumerate(s.models):

@@ -6,6 +6,9 @@ committed, and the reported score is the committed layer's score on the *test* i
 * RSA targets: the model RDM and every subject's RDM restricted to the test images; score = mean
   over subjects of the comparison (:func:`visreps.analysis.rdm_inference`), with the noise ceiling,
   bootstrap interval and pairwise tests (FDR) computed on the same test images.
+* Odd-one-out targets (``triplets``): a layer's score is its accuracy on the triplets whose three images are all
+  in the part (selection or test; mixed triplets are in neither), with the bootstrap interval over test triplets,
+  the ceiling from repeated test triplets and exact McNemar tests between models.
 * Encoding targets: cross-validated encoding (:func:`visreps.analysis.encode`) trained and tested
   within the test images; score = mean over targets of the held-out Pearson r of all out-of-fold
   predictions at once (``r_pooled``: with few test images a fold's own r is ±1 or undefined); ceiling = mean of
@@ -218,3 +221,67 @@ def restrict_responses(resp: Any, paths: list[str], where: str) -> Any:
     inv = np.empty(len(idx), dtype=np.intp)
     inv[idx] = np.arange(len(idx))
     return replace(resp.take_images(inv), images=None)
+
+
+# --------------------------------------------------------------------------- odd-one-out
+
+
+def triplet_parts(rows: np.ndarray, folds) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per fold, the triplets (masks) whose three images are all selection images, and all test images.
+
+    A triplet that mixes the parts is in neither: a layer is chosen on choices about selection images only, and
+    scored on choices about test images only, as the other targets are.
+    """
+    out = []
+    for si, ti in folds:
+        out.append((np.isin(rows, si).all(axis=1), np.isin(rows, ti).all(axis=1)))
+    return out
+
+
+def triplet_agreement(X: Any, rows: np.ndarray, odd: np.ndarray, similarity: str, name: str) -> np.ndarray:
+    """Per triplet, whether the layer's odd one out is the human's (a tie for the closest pair: no)."""
+    from ..analysis.behaviour import choices_from_similarities, triplet_similarities
+
+    return choices_from_similarities(*triplet_similarities(X, rows, similarity, name=name)) == odd
+
+
+def ooo_test(agree: dict[str, np.ndarray], rows: np.ndarray, odd: np.ndarray, mask: np.ndarray, analysis) -> tuple:
+    """Held-out accuracy of the committed layers (label → per-triplet agreement) on the triplets ``mask``.
+
+    Interval: the percentile bootstrap over triplets (:func:`visreps.analysis.behaviour.bootstrap_accuracy`);
+    ceiling (upper): the agreement of repeated test triplets with their most frequent choice (none without
+    repeats); pairwise: exact McNemar tests on the test triplets (FDR, or the spec's correction).
+    """
+    import pandas as pd
+    from scipy import stats
+
+    from ..analysis import correct_pvalues
+    from ..analysis.behaviour import bootstrap_accuracy, noise_ceiling
+
+    ceiling, _, _ = noise_ceiling(rows[mask], odd[mask])
+    n_boot, level = int(analysis["bootstrap"]["n"]), float(analysis["ci"])
+    rng = np.random.default_rng(analysis["bootstrap"]["seed"])
+    out = {}
+    for lab, a in agree.items():
+        acc = float(a[mask].mean())
+        lo, hi = (np.nan, np.nan)
+        if n_boot:
+            lo, hi = bootstrap_accuracy(acc, int(mask.sum()), n_bootstrap=n_boot, ci=level, rng=rng)
+        out[lab] = {"score": acc, "ceiling_lower": np.nan, "ceiling_upper": ceiling, "ci_low": lo, "ci_high": hi}
+    labels = list(agree)
+    if analysis["test"] != "pairwise" or len(labels) < 2:
+        return out, None
+    recs = []
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            a, b = agree[labels[i]][mask], agree[labels[j]][mask]
+            only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+            d = a.astype(np.float64) - b.astype(np.float64)
+            p = float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0
+            se = float(d.std(ddof=1) / np.sqrt(len(d)))
+            recs.append({"a": labels[i], "b": labels[j], "r_a": out[labels[i]]["score"]})
+            recs[-1].update(r_b=out[labels[j]]["score"], difference=float(d.mean()), se_difference=se, p=p)
+    pairwise = pd.DataFrame(recs)
+    pairwise["p_corrected"] = correct_pvalues(pairwise["p"].to_numpy(dtype=np.float64), analysis["correction"])
+    pairwise["significant"] = pairwise["p_corrected"] < 0.05
+    return out, pairwise

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import VisrepsError
-from ..options import COMPARISONS, CORRECTIONS, ENCODING_MODELS, RDM_METHODS
+from ..errors import VisrepsError, closest_hint
+from ..options import COMPARISONS, CORRECTIONS, ENCODING_MODELS, OOO_SIMILARITIES, RDM_METHODS
 
 TOP_KEYS = ("images", "order", "work_dir", "models", "targets", "analysis", "device", "batch_size")
 MODEL_KEYS = ("id", "weights", "seed", "label", "layers", "reduce", "pool")
-TARGET_KEYS = ("name", "rdms", "responses", "key", "axes")
+TARGET_KEYS = ("name", "rdms", "responses", "triplets", "similarity", "key", "axes")
 ANALYSIS_KEYS = ("rsa", "encoding", "selection", "bootstrap", "test", "correction", "ci")
 SUB_KEYS = {
     "rsa": ("rdm", "compare"),
@@ -35,6 +35,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: fewest images per part of the split (selection and test)
 MIN_PART = 3
+#: fewest triplets with all three images in one part (odd-one-out targets), for each part
+MIN_TRIPLETS = 10
+#: the key of a target's data → its kind (the ``kind`` column of ranking.csv)
+TARGET_KINDS = {"rdms": "rsa", "responses": "encoding", "triplets": "odd-one-out"}
 
 
 @dataclass
@@ -72,11 +76,12 @@ class ModelSpec:
 @dataclass
 class TargetSpec:
     name: str
-    kind: str  # "rsa" or "encoding"
+    kind: str  # "rsa", "encoding" or "odd-one-out"
     path: Path
     key: str | None = None
     axes: str | None = None
     where: str = ""
+    similarity: str = "dot"  # odd-one-out targets: dot (as gLocal) or cosine
 
 
 @dataclass
@@ -213,15 +218,33 @@ def _target(i: int, t: Any, base: Path, problems: list[str]) -> TargetSpec | Non
     if _table("targets", i, t, TARGET_KEYS, "name", problems) is None:
         return None
     name = _text(t, "name", where, 'give the target a name, e.g. name = "IT"', problems) or f"target {i}"
-    has = [k for k in ("rdms", "responses") if k in t]
+    has = [k for k in TARGET_KINDS if k in t]
     if len(has) != 1:
-        problems.append(f"{where}: give exactly one of rdms = (subjects × n × n) or responses = (images × units)")
+        problems.append(
+            f"{where}: give exactly one of rdms = (subjects × n × n), responses = (images × units) or "
+            "triplets = (odd-one-out choices)"
+        )
         return None
-    kind = "rsa" if has[0] == "rdms" else "encoding"
     p = _path(base, t[has[0]])
     if not p.exists():
         problems.append(f"{where}.{has[0]}: {str(p)!r} does not exist")
-    return TargetSpec(name=name, kind=kind, path=p, key=t.get("key"), axes=t.get("axes"), where=f"{where}.{has[0]}")
+    similarity = t.get("similarity", "dot")
+    if "similarity" in t and has[0] != "triplets":
+        problems.append(f"{where}.similarity: only for triplets targets (the odd-one-out similarity)")
+    elif similarity not in OOO_SIMILARITIES:
+        problems.append(
+            f"{where}.similarity: {similarity!r} is not one of {', '.join(OOO_SIMILARITIES)}"
+            + closest_hint(str(similarity), OOO_SIMILARITIES)
+        )
+    return TargetSpec(
+        name=name,
+        kind=TARGET_KINDS[has[0]],
+        path=p,
+        key=t.get("key"),
+        axes=t.get("axes"),
+        where=f"{where}.{has[0]}",
+        similarity=str(similarity),
+    )
 
 
 def _analysis(a: Any, problems: list[str]) -> dict[str, Any]:
