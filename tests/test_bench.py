@@ -286,6 +286,40 @@ def test_triplet_target_problems_are_named(first, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_hdf5_image_array_benches_like_the_same_images_in_a_folder(tmp_path):
+    """images = an HDF5 file (images_key naming its array): the same tables as the same pixels as PNG files."""
+    import h5py
+    from PIL import Image
+
+    files = sorted((EXAMPLE / "stimuli").rglob("*.png"))
+    pixels = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    flat = tmp_path / "flat"  # no class folders: neither source has labels, so both splits are the same
+    flat.mkdir()
+    for f in files:
+        shutil.copy(f, flat / f.name)
+    with h5py.File(tmp_path / "stimuli.hdf5", "w") as h:
+        h.create_dataset("imgBrick", data=pixels)
+        h.create_dataset("other", data=np.zeros((2, 3)))
+    trip = pd.read_csv(EXAMPLE / "triplets.csv")
+    index = {str(Path(p).relative_to(EXAMPLE / "stimuli")): i for i, p in enumerate(files)}
+    np.save(tmp_path / "t.npy", trip[["image_1", "image_2", "image_3"]].map(index.get).to_numpy(dtype=np.int64))
+    targets = [*EXAMPLE_TARGETS[:1], {"name": "ooo", "triplets": str(tmp_path / "t.npy")}]
+    out = {}
+    for name, images, key in (("folder", flat, None), ("hdf5", tmp_path / "stimuli.hdf5", "imgBrick")):
+        spec = {**_spec(tmp_path / name, targets), "images": str(images), "models": _models((1,))}
+        if key:
+            spec["images_key"] = key
+        out[name] = visreps.bench(spec, out=tmp_path / name / "out", progress=False)
+    h, f = out["hdf5"], out["folder"]
+    assert h.split["path"].tolist() == [f"imgBrick/{i}" for i in range(len(files))]
+    assert (h.split["part"] == f.split["part"]).all()
+    cols = ["target", "layer", "score", "ceiling_upper", "ci_low", "ci_high", "n_test"]
+    pd.testing.assert_frame_equal(h.ranking[cols], f.ranking[cols], check_exact=False, rtol=1e-6)
+    with pytest.raises(VisrepsError, match="images: .*imgBrick, other"):
+        visreps.bench({**spec, "images_key": None}, out=tmp_path / "none", progress=False)
+
+
+@pytest.mark.slow
 def test_pure_noise_held_out_scores_are_centred_on_zero(first, tmp_path):
     """The committed layer's held-out score on noise targets is centred on 0; the best in-sample score is not."""
     tmp, spec, _ = first

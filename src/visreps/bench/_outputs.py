@@ -182,7 +182,8 @@ def plan_outputs(out: Path, spec) -> Any:
     plan.add(*(out / name for name in OUTPUT_FILES))  # bench.json last: renamed last, its presence says complete
     plan.add_inputs(*(t.path for t in spec.targets), what="target")
     plan.add_inputs(spec.source, what="spec")
-    plan.add_inputs(spec.images, what="image folder", tree=True)
+    folder = spec.images.is_dir()
+    plan.add_inputs(spec.images, what="image folder" if folder else "image file", tree=folder)
     return plan.check()
 
 

@@ -25,6 +25,7 @@ from ._spec import ModelSpec, Spec
 def model_options(s: Spec, m: ModelSpec, device: str | None = None) -> dict[str, Any]:
     """The options of ``visreps.extract`` for model ``m`` of spec ``s`` (the cache key reads the same ones)."""
     opts = {**m.extract_options(), "order": s.order, "device": device or s.device, "batch_size": s.batch_size}
+    opts["images_key"] = s.images_key
     return {k: v for k, v in opts.items() if v is not None}
 
 

@@ -60,15 +60,15 @@ def _say(progress: bool) -> Callable[[str], None]:
 
 
 def _images(spec: Spec, problems: list[str]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """The images' manifest paths, labels (class folders; none for arrays and lists) and content hashes."""
+    from ..image_sources import open_source
     from ..workcache import image_hashes
 
-    if not spec.images.is_dir():
+    if not spec.images.exists():
         return [], [], []
-    from ..data import find_images
-
     try:
-        items = find_images(spec.images, order=spec.order)
-        hashes = image_hashes(spec.images, spec.order)
+        items = open_source(spec.images, images_key=spec.images_key).items(spec.order)
+        hashes = image_hashes(spec.images, spec.order, spec.images_key)
     except VisrepsError as e:
         problems.append(f"images: {e}")
         return [], [], []

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import VisrepsError, closest_hint
 from ..options import COMPARISONS, CORRECTIONS, ENCODING_MODELS, OOO_SIMILARITIES, RDM_METHODS
 
-TOP_KEYS = ("images", "order", "work_dir", "models", "targets", "analysis", "device", "batch_size")
+TOP_KEYS = ("images", "images_key", "order", "work_dir", "models", "targets", "analysis", "device", "batch_size")
 MODEL_KEYS = ("id", "weights", "seed", "label", "layers", "reduce", "pool")
 TARGET_KEYS = ("name", "rdms", "responses", "triplets", "similarity", "key", "axes")
 ANALYSIS_KEYS = ("rsa", "encoding", "selection", "bootstrap", "test", "correction", "ci")
@@ -99,6 +99,7 @@ class Spec:
     device: str = "auto"
     batch_size: int = 32
     source: Path | None = None
+    images_key: str | None = None  # the array of an HDF5 image file (as extract's images_key)
 
 
 def _toml():
@@ -309,8 +310,11 @@ def parse_spec(spec: Any) -> tuple[Spec, list[str]]:
         img_path = base
     else:
         img_path = _path(base, images)
-        if not img_path.is_dir():
-            problems.append(f"images: {str(img_path)!r} is not a folder")
+        if not img_path.exists():
+            problems.append(
+                f"images: {str(img_path)!r} does not exist; give an image folder, an HDF5 or .npy image array, "
+                "a .txt list of image paths or one image file"
+            )
     order = _path(base, raw["order"]) if raw.get("order") else None
     if order is not None and not order.is_file():
         problems.append(f"order: {str(order)!r} does not exist")
@@ -336,6 +340,10 @@ def parse_spec(spec: Any) -> tuple[Spec, list[str]]:
     device = raw.get("device", "auto")
     batch = _int(raw.get("batch_size", 32), "batch_size", problems, 1)
     out = Spec(raw, base, img_path, order, work, models, targets, analysis, str(device), batch, source)
+    key = raw.get("images_key")
+    if key is not None and not isinstance(key, str):
+        problems.append(f"images_key: the name of the image array in the HDF5 file, got {key!r}")
+    out.images_key = key if isinstance(key, str) else None
     return out, problems
 
 
