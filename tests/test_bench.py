@@ -319,6 +319,33 @@ def test_an_hdf5_image_array_benches_like_the_same_images_in_a_folder(tmp_path):
         visreps.bench({**spec, "images_key": None}, out=tmp_path / "none", progress=False)
 
 
+def test_the_plan_says_the_disk_each_model_needs_and_refuses_what_does_not_fit(tmp_path, monkeypatch, capsys):
+    """Before any work: bytes per image of every model to extract (after its reduction), the hint to reduce a wide
+    one, and a work_dir without room for all is a problem naming the widest model and the way out."""
+    import collections
+
+    spec = _spec(tmp_path, EXAMPLE_TARGETS[:1])
+    wide = ["features.0", "features.1", "features.2"]  # flattened: (64·55·55 · 2 + 64·27·27) · 4 bytes per image
+    spec["models"] = [
+        {"id": "torchvision:alexnet", "weights": "random", "layers": wide, "label": "wide"},
+        {"id": "torchvision:alexnet", "weights": "random", "layers": wide, "label": "reduced", "reduce": "srp:1000"},
+    ]
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 10**7, 10**7))  # 10 MB free
+    with pytest.raises(VisrepsError) as e:
+        visreps.bench(spec, out=tmp_path / "out", progress=True)
+    per_image = 4 * (2 * 64 * 55 * 55 + 64 * 27 * 27)
+    said = capsys.readouterr().err
+    assert f"plan: wide: {per_image / 1e6:.1f} MB per image" in said and "add reduce" in said.split("\n")[0]
+    assert "plan: reduced: 12.0 KB per image, 384.0 KB for 32 images" in said  # 3 layers × 1000 values × 4 bytes
+    assert "add reduce" not in said.split("\n")[1]
+    msg = str(e.value)
+    assert f"work_dir: the extractions need {32 * (per_image + 12000) / 1e6:.1f} MB and " in msg
+    assert "has 10.0 MB free" in msg
+    assert 'add reduce = "srp:4096" to the widest model (models[0]: wide)' in msg
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
 @pytest.mark.slow
 def test_pure_noise_held_out_scores_are_centred_on_zero(first, tmp_path):
     """The committed layer's held-out score on noise targets is centred on 0; the best in-sample score is not."""

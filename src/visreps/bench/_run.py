@@ -183,8 +183,53 @@ def _factors(spec: Spec, targets: list[_Target], problems: list[str]) -> dict[st
     return out
 
 
-def _check_model(m: ModelSpec, request: dict | None, work: Path, spec: Spec, problems: list[str]) -> bool:
-    """Whether the model must be extracted (its cache entry is missing); it is loaded to check id and layers.
+#: a model whose layers take more than this per image (float32, after its reduction) is told to add ``reduce``
+WIDE_BYTES_PER_IMAGE = 1 << 20
+
+
+def _plan_models(s: Spec, hashes: list, work: Path, problems: list[str], say) -> tuple[list, list[bool]]:
+    """Every model's cache request and whether it must be extracted; the disk its extractions need, said and checked
+    against the free space of ``work_dir`` (the way out named: ``reduce``), before any work."""
+    import shutil
+
+    from ..storage.folder import human_bytes
+    from ..workcache import cache_request
+
+    requests, missing, sizes = [], [], []
+    for m in s.models:
+        try:
+            req = cache_request(m.id, m.layers, hashes, m.extract_options())
+        except VisrepsError as e:
+            problems.append(f"{m.where}.weights: {e}")
+            req = None
+        requests.append(req)
+        todo, per_image = _check_model(m, req if hashes else None, work, s, problems)
+        missing.append(todo)
+        if per_image:
+            sizes.append((m, per_image))
+            total = (
+                f"{human_bytes(per_image)} per image, {human_bytes(per_image * len(hashes))} for {len(hashes)} images"
+            )
+            wide = per_image > WIDE_BYTES_PER_IMAGE and m.reduce is None
+            say(f"plan: {m.label}: {total}" + (' (add reduce = "srp:4096" to keep every layer small)' if wide else ""))
+    need = sum(b for _, b in sizes) * len(hashes)
+    place = next((p for p in (work, *work.parents) if p.exists()), None)
+    free = shutil.disk_usage(place).free if place is not None else None
+    if free is not None and need > free:
+        widest = max(sizes, key=lambda x: x[1])[0]
+        problems.append(
+            f"work_dir: the extractions need {human_bytes(need)} and {str(place)!r} has {human_bytes(free)} free; "
+            f'add reduce = "srp:4096" to the widest model ({widest.where}: {widest.label}), ask fewer layers, '
+            "or free space"
+        )
+    return requests, missing
+
+
+def _check_model(
+    m: ModelSpec, request: dict | None, work: Path, spec: Spec, problems: list[str]
+) -> tuple[bool, int | None]:
+    """Whether the model must be extracted (its cache entry is missing), and then the bytes per image of its layers
+    (float32, after its reduction; ``None`` when unknown). It is loaded to check id and layers, by a dry run.
 
     The loaded model is let go again (many models are never held at once); the extraction loads it anew.
     """
@@ -194,7 +239,7 @@ def _check_model(m: ModelSpec, request: dict | None, work: Path, spec: Spec, pro
 
     _check_reduce(m, problems)
     if request is not None and find_entry(work, request) is not None:
-        return False
+        return False, None
     opts = m.extract_options()
     try:
         lm = load_model(
@@ -206,32 +251,34 @@ def _check_model(m: ModelSpec, request: dict | None, work: Path, spec: Spec, pro
         )
     except VisrepsError as e:
         problems.append(f"{m.where}.id: {m.id!r} cannot be loaded: {e}")
-        return True
+        return True, None
     try:
-        resolve = getattr(capture, "resolve_layers", None)  # patterns and "blocks", where extract expands them
-        names = resolve(lm, m.layers) if resolve is not None else m.layers
-        capture.parse_layers(lm.layer_names(), names, m.pool or "flatten")
+        specs = capture.plan_layers(lm, m.layers, pool=m.pool or "flatten")
+        widths = [int(np.prod(shape)) for shape in capture.dry_shapes(lm, specs).values()]
     except VisrepsError as e:
         problems.append(f"{m.where}.layers: {e}")
-    return True
+        return True, None
+    rspec = _parsed_reduce(m)
+    if rspec is not None and rspec.k is not None:
+        widths = [min(w, rspec.k) for w in widths]
+    return True, 4 * sum(widths)
+
+
+def _parsed_reduce(m: ModelSpec):
+    from ..reduce import parse_reduce
+
+    try:
+        return parse_reduce(m.reduce)
+    except VisrepsError:
+        return None  # said by _check_reduce
 
 
 def _check_reduce(m: ModelSpec, problems: list[str]) -> None:
-    """``models[i].reduce``: checked by the reductions' own parser where this visreps has one."""
-    import importlib
-    import inspect
+    """``models[i].reduce``: checked by the reductions' own parser."""
+    from ..reduce import parse_reduce
 
-    if m.reduce is None:
-        return
-    from ..extraction import extract
-
-    if "reduce" not in inspect.signature(extract).parameters:
-        problems.append(f"{m.where}.reduce: this visreps extracts no reductions; remove reduce or update visreps")
-        return
     try:
-        importlib.import_module("visreps.reduce").parse_reduce(m.reduce)
-    except (ImportError, AttributeError):
-        return  # visreps.extract checks it
+        parse_reduce(m.reduce)
     except VisrepsError as e:
         problems.append(f"{m.where}.reduce: {e}")
 
@@ -321,17 +368,7 @@ def bench(
         _check_triplet_parts(s, targets, sel, problems)
     factors = _factors(s, targets, problems)
     plan = _check_out(outp, s, problems)
-    from ..workcache import cache_request
-
-    requests, missing = [], []
-    for m in s.models:
-        try:
-            req = cache_request(m.id, m.layers, hashes, m.extract_options())
-        except VisrepsError as e:
-            problems.append(f"{m.where}.weights: {e}")
-            req = None
-        requests.append(req)
-        missing.append(_check_model(m, req if hashes else None, work, s, problems))
+    requests, missing = _plan_models(s, hashes, work, problems, say)
     fail(problems, s.source)
     assert sel is not None
     fingerprint = _fingerprint(s, requests, hashes, sel)
