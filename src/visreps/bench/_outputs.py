@@ -128,8 +128,13 @@ def _figure(ranking, layers, png: Path, pdf: Path) -> None:
         if r["kind"].iloc[0] == "odd-one-out":  # three images: a guess is right one time in three
             ax.axvline(1 / 3, color="#C44E52", lw=1, ls="--", label="chance (1/3)")
             ax.legend(fontsize=7, loc="lower right")
-        ax.set_title(f"{t} ({r['kind'].iloc[0]}): held-out score", fontsize=10)
-        ax.set_xlabel("score of the committed layer (test images)")
+        kind = r["kind"].iloc[0]
+        ax.set_title(f"{t}{'' if t == kind else f' ({kind})'}: held-out score", fontsize=10)
+        ax.set_xlabel(
+            "accuracy of the committed layer (test triplets)"
+            if kind == "odd-one-out"
+            else "score of the committed layer (test images)"
+        )
         ax2 = axes[1, j]
         lt = layers[layers["target"] == t]
         for lab, g in lt.groupby("label", sort=False):
@@ -141,8 +146,8 @@ def _figure(ranking, layers, png: Path, pdf: Path) -> None:
         ax2.set_title(f"{t}: layer profiles (★ committed)", fontsize=10)
         ax2.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(png, dpi=110, format="png")
-    fig.savefig(pdf, format="pdf")
+    fig.savefig(png, dpi=110, format="png", bbox_inches="tight", pad_inches=0.05)  # nothing clipped
+    fig.savefig(pdf, format="pdf", bbox_inches="tight", pad_inches=0.05)
     plt.close(fig)
 
 
