@@ -21,8 +21,8 @@ RECURRENT_MODES = ("all", "last")
 PRECISIONS = ("fp32", "fp16", "bf16")
 #: Where the batches run: this process, or Ray workers (:mod:`visreps.distributed`).
 ENGINES = ("local", "ray")
-#: Engines of ``visreps bench``.
-BENCH_ENGINES = ("local", "ray")
+#: Engines of ``visreps bench``: the same two (local: one model after the other; ray: each model a Ray task).
+BENCH_ENGINES = ENGINES
 #: Reductions while extracting (:mod:`visreps.reduce`): ``srp:K``, ``srp:auto``, ``pca:K[:M]``.
 REDUCE_METHODS = ("srp", "pca")
 
