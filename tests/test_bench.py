@@ -286,7 +286,7 @@ def test_triplet_target_problems_are_named(first, tmp_path):
 
 
 @pytest.mark.slow
-def test_an_hdf5_image_array_benches_like_the_same_images_in_a_folder(tmp_path):
+def test_an_hdf5_image_array_benches_like_the_same_images_in_a_folder(tmp_path, capsys):
     """images = an HDF5 file (images_key naming its array): the same tables as the same pixels as PNG files."""
     import h5py
     from PIL import Image
@@ -315,6 +315,10 @@ def test_an_hdf5_image_array_benches_like_the_same_images_in_a_folder(tmp_path):
     assert (h.split["part"] == f.split["part"]).all()
     cols = ["target", "layer", "score", "ceiling_upper", "ci_low", "ci_high", "n_test"]
     pd.testing.assert_frame_equal(h.ranking[cols], f.ranking[cols], check_exact=False, rtol=1e-6)
+    capsys.readouterr()
+    again = visreps.bench(spec, out=tmp_path / "hdf5" / "out", progress=True)  # the plan asks what the run asked
+    assert again.extracted == [] and [c["folder"] for c in again.cache] == [c["folder"] for c in h.cache]
+    assert "holds the results of this spec already" in capsys.readouterr().err
     with pytest.raises(VisrepsError, match="images: .*imgBrick, other"):
         visreps.bench({**spec, "images_key": None}, out=tmp_path / "none", progress=False)
 

@@ -19,14 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VisrepsError
-from ._spec import ModelSpec, Spec
-
-
-def model_options(s: Spec, m: ModelSpec, device: str | None = None) -> dict[str, Any]:
-    """The options of ``visreps.extract`` for model ``m`` of spec ``s`` (the cache key reads the same ones)."""
-    opts = {**m.extract_options(), "order": s.order, "device": device or s.device, "batch_size": s.batch_size}
-    opts["images_key"] = s.images_key
-    return {k: v for k, v in opts.items() if v is not None}
+from ._spec import ModelSpec, Spec, model_options
 
 
 def _extract_task(model_id: str, images: str, layers: Any, work: str, options: dict, image_list: list, threads: int):

@@ -15,7 +15,7 @@ from ..errors import VisrepsError, closest_hint
 from ..options import BENCH_ENGINES
 from . import _score
 from ._outputs import OUTPUT_FILES
-from ._spec import MIN_PART, MIN_TRIPLETS, ModelSpec, Spec, TargetSpec, fail, parse_spec
+from ._spec import MIN_PART, MIN_TRIPLETS, ModelSpec, Spec, TargetSpec, fail, model_options, parse_spec
 
 
 @dataclass
@@ -198,7 +198,7 @@ def _plan_models(s: Spec, hashes: list, work: Path, problems: list[str], say) ->
     requests, missing, sizes = [], [], []
     for m in s.models:
         try:
-            req = cache_request(m.id, m.layers, hashes, m.extract_options())
+            req = cache_request(m.id, m.layers, hashes, model_options(s, m))  # as the extraction will ask
         except VisrepsError as e:
             problems.append(f"{m.where}.weights: {e}")
             req = None
@@ -433,7 +433,6 @@ def _extract_all(s: Spec, work: Path, hashes, missing: list[bool], say, ray_keys
 
     ``ray_keys``: the cache keys that Ray tasks extracted in this run (read here, and marked as extracted)."""
     from ..workcache import cached_extract
-    from ._ray import model_options
 
     entries = []
     for m, todo in zip(s.models, missing):

@@ -347,6 +347,13 @@ def parse_spec(spec: Any) -> tuple[Spec, list[str]]:
     return out, problems
 
 
+def model_options(s: Spec, m: ModelSpec, device: str | None = None) -> dict[str, Any]:
+    """The options of ``visreps.extract`` for model ``m`` of spec ``s``; its cache request is made of the same."""
+    opts = {**m.extract_options(), "order": s.order, "device": device or s.device, "batch_size": s.batch_size}
+    opts["images_key"] = s.images_key
+    return {k: v for k, v in opts.items() if v is not None}
+
+
 def fail(problems: list[str], source: Path | None) -> None:
     """Raise one error listing every problem (one clause each, naming its key)."""
     if not problems:
