@@ -23,7 +23,7 @@ from ._spec import ModelSpec, Spec, model_options
 
 
 def _extract_task(model_id: str, images: str, layers: Any, work: str, options: dict, image_list: list, threads: int):
-    """What runs in a Ray worker: one model's cache entry (the folder and whether this task extracted it)."""
+    """What runs in a Ray worker: one model's cache entry, found or extracted (its folder, key and the seconds)."""
     import torch
 
     from ..workcache import cached_extract
