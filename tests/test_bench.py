@@ -273,7 +273,7 @@ def test_triplet_target_problems_are_named(first, tmp_path):
     targets = [
         {"name": "few", "triplets": str(tmp_path / "few.csv")},
         {"name": "unknown", "triplets": str(tmp_path / "unknown.csv"), "similarity": "cosin"},
-        {"name": "rdm", "rdms": str(EXAMPLE / "hIT_subjects.npy"), "similarity": "dot"},
+        {"name": "rdm", "rdms": str(EXAMPLE / "hIT_subjects.npy"), "similarity": "dot", "times": [0, 1]},
     ]
     with pytest.raises(VisrepsError) as e:
         visreps.bench({**spec, "targets": targets}, out=tmp_path / "o", progress=False)
@@ -282,6 +282,7 @@ def test_triplet_target_problems_are_named(first, tmp_path):
     assert "targets[1].similarity: 'cosin' is not one of dot, cosine; closest: cosine" in msg
     assert "targets[1].triplets: " in msg and "blobs/b99.png" in msg
     assert "targets[2].similarity: only for triplets targets" in msg
+    assert "targets[2].times: a list of numbers, one per time point of time_rdms, got [0, 1]" in msg
     assert not (tmp_path / "o").exists()
 
 
@@ -348,6 +349,86 @@ def test_the_plan_says_the_disk_each_model_needs_and_refuses_what_does_not_fit(t
     assert "has 10.0 MB free" in msg
     assert 'add reduce = "srp:4096" to the widest model (models[0]: wide)' in msg
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def _time_rdms(res, lab: str, layer: str, peak: int, rng, n_time: int = 10) -> np.ndarray:
+    """4 subjects' RDMs over time: noise, plus the RDM of ``layer`` of model ``lab`` around time ``peak``."""
+    X = _features(res, lab, layer)
+    signal = 1 - np.corrcoef(X)
+    out = np.empty((4, n_time, len(X), len(X)))
+    for s in range(4):
+        for t in range(n_time):
+            w = np.exp(-((t - peak) ** 2) / 2.0)
+            m = rng.random((len(X), len(X)))
+            m = w * signal + (1.2 - w) * (m + m.T) / 2
+            np.fill_diagonal(m, 0)
+            out[s, t] = m
+    return out
+
+
+def _courses(feats: dict, D: np.ndarray, idx: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
+    """``r[s, t]`` of every layer on the images ``idx``, by visreps.analysis.time_resolved_rsa."""
+    from visreps.analysis import time_resolved_rsa
+
+    sub = {k: feats[k][idx] for k in layers}
+    res = time_resolved_rsa(sub, D[:, :, idx][:, :, :, idx], method="spearman", n_bootstrap=10, n_permutations=10)
+    return {k: res.subjects[k] for k in layers}
+
+
+def test_time_target_matches_time_resolved_rsa_on_each_part(first, tmp_path):
+    """A time-resolved target: each layer's selection score is the peak of visreps.analysis.time_resolved_rsa's
+    course on the selection images; the committed layer's latency is that peak's time and its score the course at
+    that time on the test images; the ceiling and the paired tests over subjects agree with their definitions."""
+    from scipy import stats
+
+    from visreps.analysis import rdm_noise_ceiling
+
+    tmp, spec, res0 = first
+    times = [-100.0 + 50 * k for k in range(10)]
+    np.save(
+        tmp_path / "meg.npy", _time_rdms(res0, "alexnet (random, seed 1)", "features.5", 6, np.random.default_rng(4))
+    )
+    target = {"name": "MEG", "time_rdms": str(tmp_path / "meg.npy"), "times": times}
+    res = visreps.bench({**spec, "targets": [target]}, out=tmp_path / "out", progress=False)
+    D = np.load(tmp_path / "meg.npy")
+    part = res.split["part"].to_numpy()
+    parts = {p: np.flatnonzero(part == p) for p in ("selection", "test")}
+    ranking = res.ranking.set_index("label")
+    at = {}
+    for c in res0.cache:
+        lab = c["label"]
+        lay = res.layers[res.layers["label"] == lab].set_index("layer")
+        feats = {layer: _features(res0, lab, layer) for layer in ALEX}
+
+        sel = _courses(feats, D, parts["selection"], ALEX)
+        peaks = {k: float(v.mean(axis=0).max()) for k, v in sel.items()}
+        np.testing.assert_allclose([lay.loc[k, "selection_score"] for k in ALEX], [peaks[k] for k in ALEX], atol=1e-9)
+        best = max(peaks, key=peaks.get)
+        t = int(np.argmax(sel[best].mean(axis=0)))
+        r = _courses(feats, D, parts["test"], [best])[best][:, t]
+        row = ranking.loc[lab]
+        assert row["layer"] == best and row["time"] == times[t] and row["kind"] == "time-rsa"
+        assert row["score"] == pytest.approx(r.mean(), abs=1e-9)
+        nc = rdm_noise_ceiling(D[:, t][:, parts["test"]][:, :, parts["test"]], "spearman")
+        assert (row["ceiling_lower"], row["ceiling_upper"]) == pytest.approx((nc.lower, nc.upper), abs=1e-12)
+        assert row["ci_low"] < row["score"] < row["ci_high"]
+        at[lab] = r
+    assert ranking.loc["alexnet (random, seed 1)", "layer"] == "features.5"
+    assert ranking.loc["alexnet (random, seed 1)", "time"] == times[6]  # the latency the signal was put at
+    p = stats.ttest_rel(at["alexnet (random, seed 1)"], at["alexnet (random, seed 2)"]).pvalue
+    assert res.pairwise["p"].iloc[0] == pytest.approx(p, abs=1e-12)
+    spec_bad = {
+        **spec,
+        "targets": [{**target, "times": times[:3]}],
+        "analysis": {**spec["analysis"], "rsa": {"compare": "kendall"}},
+    }
+    with pytest.raises(VisrepsError) as e:
+        visreps.bench(spec_bad, out=tmp_path / "bad", progress=False)
+    assert "10 time points but 3 times were given" in str(e.value)
+    with pytest.raises(VisrepsError) as e:
+        visreps.bench({**spec_bad, "targets": [target]}, out=tmp_path / "bad", progress=False)
+    assert "analysis.rsa.compare: 'kendall' for the time-resolved target 'MEG'" in str(e.value)
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow

@@ -79,6 +79,7 @@ def _load_target(t: TargetSpec, paths: list[str], problems: list[str]) -> _Targe
     import warnings
 
     from ..analysis import load_reference_rdms, load_responses
+    from ..analysis.timeseries import load_time_rdms
 
     n = len(paths)
     try:
@@ -86,6 +87,13 @@ def _load_target(t: TargetSpec, paths: list[str], problems: list[str]) -> _Targe
             warnings.simplefilter("ignore")
             if t.kind == "odd-one-out":
                 return _load_triplets(t, paths)
+            if t.kind == "time-rsa":
+                tr = load_time_rdms(t.path, times=t.times, key=t.key)
+                if tr.rdms.shape[-1] != n:
+                    k = tr.rdms.shape[-1]
+                    problems.append(f"{t.where}: {k} × {k} RDMs for {n} images; the rows must be the images, in order")
+                    return None
+                return _Target(t, tr, tr.n_subjects)
             if t.kind == "rsa":
                 stack, _ = load_reference_rdms(t.path, key=t.key)
                 if stack.shape[1] != n:
@@ -121,10 +129,19 @@ def _load_triplets(t: TargetSpec, paths: list[str]) -> _Target:
     return _Target(t, (rows, trip.odd))
 
 
-def _check_triplet_parts(spec: Spec, targets: list[_Target], sel: np.ndarray, problems: list[str]) -> None:
-    """Each part of the split must hold enough triplets with all three images in it (odd-one-out targets)."""
+def _check_kinds(spec: Spec, targets: list[_Target], sel: np.ndarray, problems: list[str]) -> None:
+    """Odd-one-out targets: each part of the split holds enough triplets with all three images in it; time-resolved
+    targets: the comparison is a correlation (a time course is correlations)."""
+    from ..options import CORRELATIONS
+
     folds = _score.folds_of(sel, int(spec.analysis["selection"]["cv"]))
+    compare = spec.analysis["rsa"]["compare"]
     for t in targets:
+        if t.spec.kind == "time-rsa" and compare not in CORRELATIONS:
+            problems.append(
+                f"analysis.rsa.compare: {compare!r} for the time-resolved target {t.spec.name!r}; its time courses are "
+                f"correlations: use one of {', '.join(CORRELATIONS)}"
+            )
         if t.spec.kind != "odd-one-out":
             continue
         in_sel, in_test = _score.triplet_parts(t.data[0], folds)[0]
@@ -365,7 +382,7 @@ def bench(
     targets = [t for ts in s.targets if (t := _load_target(ts, paths, problems)) is not None] if paths else []
     sel = _check_split(s, labels, problems) if paths else None
     if sel is not None:
-        _check_triplet_parts(s, targets, sel, problems)
+        _check_kinds(s, targets, sel, problems)
     factors = _factors(s, targets, problems)
     plan = _check_out(outp, s, problems)
     requests, missing = _plan_models(s, hashes, work, problems, say)
@@ -472,7 +489,7 @@ def _score_all(s: Spec, targets: list[_Target], entries: list, sel: np.ndarray, 
     rank_rows, pair_frames, layer_frames = [], [], []
     for t in targets:
         say(f"target {t.spec.name}")
-        if t.spec.kind == "rsa":
+        if t.spec.kind in ("rsa", "time-rsa"):
             for i, f in enumerate(feats):
                 if i not in rdm_cache:
                     rdm_cache[i] = _model_rdms(f, s.analysis["rsa"]["rdm"])
@@ -513,6 +530,16 @@ def _scorers(s: Spec, t: _Target, feats: list, rdm_cache: dict) -> tuple[Callabl
                 {lab: rdm_cache[i][layer] for lab, (i, layer) in chosen.items()}, t.data, ti, a, factors
             ),
         )
+    if t.spec.kind == "time-rsa":
+        D, times = t.data.rdms, t.data.times
+
+        def time_test(chosen, ti, _):  # the selection images: the others (both folds split all images in two)
+            parts = (np.setdiff1d(np.arange(D.shape[-1]), ti), ti)
+            return _score.time_test(
+                {lab: rdm_cache[i][layer] for lab, (i, layer) in chosen.items()}, D, times, parts, a
+            )
+
+        return (lambda i, idx: _score.time_layer_scores(rdm_cache[i], D, idx, a["rsa"]["compare"])), time_test
     if t.spec.kind == "encoding":
         return (
             lambda i, idx: _score.encoding_layer_scores(feats[i], feats[i].layers, t.data, idx, a),
@@ -578,6 +605,8 @@ def _score_target(s: Spec, t: _Target, feats: list, rdm_cache: dict, folds, fact
              "ci_high": vals["ci_high"], "n_test": int(vals.get("n_test", np.mean([len(ti) for _, ti in folds]))),
              "n_folds": len(folds)}
         )  # fmt: skip
+        if "time" in vals:  # time-resolved targets: the committed latency (cv = 2: the mean of the halves')
+            rank_rows[-1]["time"] = vals["time"]
     layer_rows = []
     for i, m in enumerate(s.models):
         names = list(feats[i].layers)

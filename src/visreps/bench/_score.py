@@ -9,6 +9,9 @@ committed, and the reported score is the committed layer's score on the *test* i
 * Odd-one-out targets (``triplets``): a layer's score is its accuracy on the triplets whose three images are all
   in the part (selection or test; mixed triplets are in neither), with the bootstrap interval over test triplets,
   the ceiling from repeated test triplets and exact McNemar tests between models.
+* Time-resolved targets (``time_rdms``): a layer's selection score is the peak over time of its mean-over-subjects
+  correlation on the selection images; the committed layer's latency ``t*`` is that peak's time, and its score the
+  correlation at ``t*`` on the test images (interval, ceiling and tests at ``t*``, see :func:`time_test`).
 * Encoding targets: cross-validated encoding (:func:`visreps.analysis.encode`) trained and tested
   within the test images; score = mean over targets of the held-out Pearson r of all out-of-fold
   predictions at once (``r_pooled``: with few test images a fold's own r is ±1 or undefined); ceiling = mean of
@@ -285,3 +288,86 @@ def ooo_test(agree: dict[str, np.ndarray], rows: np.ndarray, odd: np.ndarray, ma
     pairwise["p_corrected"] = correct_pvalues(pairwise["p"].to_numpy(dtype=np.float64), analysis["correction"])
     pairwise["significant"] = pairwise["p_corrected"] < 0.05
     return out, pairwise
+
+
+# --------------------------------------------------------------------------- time-resolved RSA
+
+
+def time_courses(rdm: np.ndarray, D: np.ndarray, idx: np.ndarray | None, method: str) -> np.ndarray:
+    """``r[s, t]``: the model RDM against every subject's RDM at every time point, on the images ``idx``."""
+    from ..analysis.timeseries import timecourse
+
+    if idx is None:
+        return timecourse(rdm, D, method)
+    return timecourse(_sub(rdm, idx), D[:, :, idx][:, :, :, idx], method)
+
+
+def _peak(r: np.ndarray) -> tuple[float, int]:
+    """The largest mean-over-subjects correlation and its time index (NaN, 0 when none is defined)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a time point where every subject's r is NaN
+        mean = np.nanmean(r, axis=0)
+    if not np.isfinite(mean).any():
+        return float("nan"), 0
+    t = int(np.nanargmax(mean))
+    return float(mean[t]), t
+
+
+def time_layer_scores(rdms: dict[str, np.ndarray | None], D: np.ndarray, idx: np.ndarray | None, method: str) -> dict:
+    """Every layer's peak (over time) of the mean-over-subjects correlation, on the images ``idx``."""
+    return {k: (_peak(time_courses(v, D, idx, method))[0] if v is not None else float("nan")) for k, v in rdms.items()}
+
+
+def time_test(chosen: dict[str, np.ndarray], D: np.ndarray, times: np.ndarray, parts, analysis: dict[str, Any]):
+    """Held-out scores of the committed layers (label → RDM): each at its own latency, chosen on the selection images.
+
+    ``parts``: (selection indices, test indices). The latency ``t*`` of a model is the peak of its committed layer's
+    mean course on the selection images; ``score`` is the mean over subjects of its correlation at ``t*`` on the test
+    images. Interval: subjects resampled (images, with one subject); ceiling: Nili et al.'s bounds of the subjects'
+    test RDMs at ``t*``; pairwise: paired t-tests over subjects (FDR), each model at its own ``t*``.
+    """
+    import pandas as pd
+    from scipy import stats
+
+    from ..analysis import correct_pvalues, rdm_noise_ceiling
+    from ..analysis.timeseries import _image_bootstrap
+
+    si, ti = parts
+    method, level = analysis["rsa"]["compare"], float(analysis["ci"])
+    n_boot, rng = int(analysis["bootstrap"]["n"]), np.random.default_rng(analysis["bootstrap"]["seed"])
+    Dt = D[:, :, ti][:, :, :, ti]
+    rows, at = {}, {}
+    for lab, rdm in chosen.items():
+        t = _peak(time_courses(rdm, D, si, method))[1]
+        r = time_courses(rdm, D, ti, method)[:, t]
+        at[lab] = r
+        if len(r) >= 2:
+            boot = r[rng.integers(0, len(r), size=(n_boot, len(r)))].mean(axis=1)
+            nc = rdm_noise_ceiling(Dt[:, t], method)
+            lower, upper = nc.lower, nc.upper
+        else:
+            boot = _image_bootstrap(_sub(rdm, ti), Dt[:, t : t + 1], method, n_boot, rng)[:, 0]
+            lower = upper = np.nan
+        lo, hi = np.nanquantile(boot, [(1 - level) / 2, 1 - (1 - level) / 2])
+        rows[lab] = {"score": float(np.mean(r)), "ceiling_lower": lower, "ceiling_upper": upper}
+        rows[lab].update(ci_low=float(lo), ci_high=float(hi), time=float(times[t]))
+    labels = list(chosen)
+    if analysis["test"] != "pairwise" or len(labels) < 2 or len(D) < 2:
+        return rows, None
+    recs = []
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            a, b = at[labels[i]], at[labels[j]]
+            d = a - b
+            p = float(stats.ttest_rel(a, b).pvalue) if np.any(d != d[0]) else np.nan
+            recs.append({"a": labels[i], "b": labels[j], "r_a": rows[labels[i]]["score"]})
+            se = float(d.std(ddof=1) / np.sqrt(len(d)))
+            recs[-1].update(r_b=rows[labels[j]]["score"], difference=float(d.mean()), se_difference=se, p=p)
+    pairwise = pd.DataFrame(recs)
+    p = pairwise["p"].to_numpy(dtype=np.float64)
+    corrected = np.full(len(p), np.nan)
+    if np.isfinite(p).any():
+        corrected[np.isfinite(p)] = correct_pvalues(p[np.isfinite(p)], analysis["correction"])
+    pairwise["p_corrected"] = corrected
+    pairwise["significant"] = corrected < 0.05
+    return rows, pairwise

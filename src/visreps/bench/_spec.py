@@ -19,7 +19,7 @@ from ..options import COMPARISONS, CORRECTIONS, ENCODING_MODELS, OOO_SIMILARITIE
 
 TOP_KEYS = ("images", "images_key", "order", "work_dir", "models", "targets", "analysis", "device", "batch_size")
 MODEL_KEYS = ("id", "weights", "seed", "label", "layers", "reduce", "pool")
-TARGET_KEYS = ("name", "rdms", "responses", "triplets", "similarity", "key", "axes")
+TARGET_KEYS = ("name", "rdms", "responses", "triplets", "similarity", "time_rdms", "times", "key", "axes")
 ANALYSIS_KEYS = ("rsa", "encoding", "selection", "bootstrap", "test", "correction", "ci")
 SUB_KEYS = {
     "rsa": ("rdm", "compare"),
@@ -38,7 +38,7 @@ MIN_PART = 3
 #: fewest triplets with all three images in one part (odd-one-out targets), for each part
 MIN_TRIPLETS = 10
 #: the key of a target's data → its kind (the ``kind`` column of ranking.csv)
-TARGET_KINDS = {"rdms": "rsa", "responses": "encoding", "triplets": "odd-one-out"}
+TARGET_KINDS = {"rdms": "rsa", "responses": "encoding", "triplets": "odd-one-out", "time_rdms": "time-rsa"}
 
 
 @dataclass
@@ -82,6 +82,7 @@ class TargetSpec:
     axes: str | None = None
     where: str = ""
     similarity: str = "dot"  # odd-one-out targets: dot (as gLocal) or cosine
+    times: list[float] | None = None  # time-rsa targets: one value per time point (default: the file's, else 0, 1...)
 
 
 @dataclass
@@ -214,6 +215,10 @@ def _model(i: int, m: Any, base: Path, problems: list[str]) -> ModelSpec | None:
     return out
 
 
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def _target(i: int, t: Any, base: Path, problems: list[str]) -> TargetSpec | None:
     where = f"targets[{i}]"
     if _table("targets", i, t, TARGET_KEYS, "name", problems) is None:
@@ -222,8 +227,8 @@ def _target(i: int, t: Any, base: Path, problems: list[str]) -> TargetSpec | Non
     has = [k for k in TARGET_KINDS if k in t]
     if len(has) != 1:
         problems.append(
-            f"{where}: give exactly one of rdms = (subjects × n × n), responses = (images × units) or "
-            "triplets = (odd-one-out choices)"
+            f"{where}: give exactly one of rdms = (subjects × n × n), responses = (images × units), "
+            "triplets = (odd-one-out choices) or time_rdms = ([subjects ×] time × n × n)"
         )
         return None
     p = _path(base, t[has[0]])
@@ -237,7 +242,14 @@ def _target(i: int, t: Any, base: Path, problems: list[str]) -> TargetSpec | Non
             f"{where}.similarity: {similarity!r} is not one of {', '.join(OOO_SIMILARITIES)}"
             + closest_hint(str(similarity), OOO_SIMILARITIES)
         )
+    times = t.get("times")
+    if times is not None and (
+        has[0] != "time_rdms" or not isinstance(times, list) or not times or not all(_number(x) for x in times)
+    ):
+        problems.append(f"{where}.times: a list of numbers, one per time point of time_rdms, got {times!r}")
+        times = None
     return TargetSpec(
+        times=times,
         name=name,
         kind=TARGET_KINDS[has[0]],
         path=p,
