@@ -118,8 +118,12 @@ def _figure(ranking, layers, png: Path, pdf: Path) -> None:
         y = np.arange(len(r))
         err = np.vstack([r["score"] - r["ci_low"], r["ci_high"] - r["score"]])
         ax.barh(y, r["score"], xerr=np.where(np.isfinite(err), err, 0), color="#4C72B0", capsize=3)
-        ax.set_yticks(y, [f"{lab}\n[{layer}]" for lab, layer in zip(r["label"], r["layer"])], fontsize=8)
-        lo, hi = r["ceiling_lower"].iloc[0], r["ceiling_upper"].iloc[0]
+        at = r["time"].to_numpy() if "time" in r else np.full(len(r), np.nan)  # time-resolved targets: the latency
+        ticks = [
+            f"{lab}\n[{lay}{'' if np.isnan(t) else f' @ {t:g}'}]" for lab, lay, t in zip(r["label"], r["layer"], at)
+        ]
+        ax.set_yticks(y, ticks, fontsize=8)
+        lo, hi = r["ceiling_lower"].iloc[-1], r["ceiling_upper"].iloc[-1]  # the top model's (time: at its latency)
         if np.isfinite(hi):
             ax.axvspan(lo if np.isfinite(lo) else hi, hi, color="grey", alpha=0.3, label="noise ceiling")
             ax.axvline(hi, color="grey", lw=1)
