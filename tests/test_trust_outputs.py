@@ -272,11 +272,8 @@ def test_commit_records_the_run_and_leaves_no_partial(tmp_path):
         OutputPlan(overwrite=True).add(out / "x.csv").check()
 
 
-@pytest.mark.slow
-def test_ctrl_c_while_writing_tables_leaves_no_table(setup, tmp_path):
-    """A real SIGINT while encode writes targets.csv (half its rows written): exit 130, no table, no partial."""
-    a, _, resp = setup
-    out = tmp_path / "out"
+def run_encode_signalled(a, resp, out, signal_name: str) -> subprocess.CompletedProcess:
+    """``visreps encode`` in a child process that sends itself ``signal_name`` once half of targets.csv is written."""
     script = textwrap.dedent(
         f"""
         import os, signal, sys, time
@@ -286,7 +283,7 @@ def test_ctrl_c_while_writing_tables_leaves_no_table(setup, tmp_path):
         def to_csv(self, path=None, *args, **kwargs):
             if path is not None and "targets" in Path(path).name:
                 original(self.iloc[: len(self) // 2], path, *args, **kwargs)
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.{signal_name})
                 time.sleep(5)
             return original(self, path, *args, **kwargs)
         pd.DataFrame.to_csv = to_csv
@@ -298,7 +295,15 @@ def test_ctrl_c_while_writing_tables_leaves_no_table(setup, tmp_path):
     here = Path(__file__).resolve().parent
     paths = [str(here.parent / "src"), str(here), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_writing_tables_leaves_no_table(setup, tmp_path):
+    """A real SIGINT while encode writes targets.csv (half its rows written): exit 130, no table, no partial."""
+    a, _, resp = setup
+    out = tmp_path / "out"
+    r = run_encode_signalled(a, resp, out, "SIGINT")
     assert r.returncode == 130, r.stderr
     assert "interrupted" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
@@ -332,27 +337,7 @@ def test_kill_9_while_writing_tables_is_cleaned_by_the_next_run(setup, tmp_path)
     """A real SIGKILL while encode writes targets.csv leaves partial files; the next run removes them."""
     a, _, resp = setup
     out = tmp_path / "out"
-    script = textwrap.dedent(
-        f"""
-        import os, signal, sys
-        from pathlib import Path
-        import pandas as pd
-        original = pd.DataFrame.to_csv
-        def to_csv(self, path=None, *args, **kwargs):
-            if path is not None and "targets" in Path(path).name:
-                original(self.iloc[: len(self) // 2], path, *args, **kwargs)
-                os.kill(os.getpid(), signal.SIGKILL)
-            return original(self, path, *args, **kwargs)
-        pd.DataFrame.to_csv = to_csv
-        from visreps.cli import main
-        sys.argv = ["visreps"] + {[str(x) for x in encode_args(a, resp, out)]!r}
-        main()
-        """
-    )
-    here = Path(__file__).resolve().parent
-    paths = [str(here.parent / "src"), str(here), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    r = run_encode_signalled(a, resp, out, "SIGKILL")
     assert r.returncode == -9, r.stderr
     left = [n for n in files_in(out) if ".partial-" in n]
     assert any(n.startswith(".targets.partial-") for n in left) and not set(TABLES) & set(files_in(out))

@@ -310,6 +310,23 @@ def resolve_items(items: np.ndarray, paths: Sequence[str] | None, n_rows: int, w
     return rows[inverse].reshape(items.shape)
 
 
+def match_triplets(trip: Triplets, paths: Sequence[str] | None, n_rows: int, where: str) -> np.ndarray:
+    """``(m, 3)`` feature rows of the triplets (:func:`resolve_items`), each triplet of three different images.
+
+    Raises:
+        VisrepsError: as :func:`resolve_items`, or a triplet that shows one image twice (the first one named).
+    """
+    rows = resolve_items(trip.items, paths, n_rows, where)
+    same = (rows[:, 0] == rows[:, 1]) | (rows[:, 0] == rows[:, 2]) | (rows[:, 1] == rows[:, 2])
+    if same.any():
+        t = int(np.flatnonzero(same)[0])
+        raise VisrepsError(
+            f"{where}: {int(same.sum())} triplet(s) show one image twice, e.g. triplet {t + 1} "
+            f"({', '.join(map(str, trip.items[t]))}); every triplet needs three different images"
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------- the model's choices
 
 
@@ -441,14 +458,7 @@ def odd_one_out(
     sets = collect_features(features, layers=layers)
     where = f"triplet file {trip.source.name!r}" if trip.source else "the triplets"
     ref = next((s for s in sets if s.paths is not None), sets[0])
-    rows = resolve_items(trip.items, ref.paths, ref.n, where)
-    same = (rows[:, 0] == rows[:, 1]) | (rows[:, 0] == rows[:, 2]) | (rows[:, 1] == rows[:, 2])
-    if same.any():
-        t = int(np.flatnonzero(same)[0])
-        raise VisrepsError(
-            f"{where}: {int(same.sum())} triplet(s) show one image twice, e.g. triplet {t + 1} "
-            f"({', '.join(map(str, trip.items[t]))}); every triplet needs three different images"
-        )
+    rows = match_triplets(trip, ref.paths, ref.n, where)
     ceiling, n_rep, repeated = noise_ceiling(rows, trip.odd)
     rng = np.random.default_rng(seed)
     table_rows, choices = [], {}

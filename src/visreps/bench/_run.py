@@ -118,15 +118,10 @@ def _load_target(t: TargetSpec, paths: list[str], problems: list[str]) -> _Targe
 
 def _load_triplets(t: TargetSpec, paths: list[str]) -> _Target:
     """Triplets matched to the images by name (or 0-based image index): ``data`` = (rows (m, 3), odd (m,))."""
-    from ..analysis.behaviour import load_triplets, resolve_items
+    from ..analysis.behaviour import load_triplets, match_triplets
 
     trip = load_triplets(t.path)
-    rows = resolve_items(trip.items, paths, len(paths), f"the triplets of {t.path.name!r}")
-    same = (rows[:, 0] == rows[:, 1]) | (rows[:, 0] == rows[:, 2]) | (rows[:, 1] == rows[:, 2])
-    if same.any():
-        k = int(np.flatnonzero(same)[0])
-        raise VisrepsError(f"triplet {k + 1} of {t.path.name!r} shows one image twice; every triplet needs three")
-    return _Target(t, (rows, trip.odd))
+    return _Target(t, (match_triplets(trip, paths, len(paths), f"the triplets of {t.path.name!r}"), trip.odd))
 
 
 def _check_kinds(spec: Spec, targets: list[_Target], sel: np.ndarray, problems: list[str]) -> None:
@@ -144,7 +139,8 @@ def _check_kinds(spec: Spec, targets: list[_Target], sel: np.ndarray, problems: 
             )
         if t.spec.kind != "odd-one-out":
             continue
-        in_sel, in_test = _score.triplet_parts(t.data[0], folds)[0]
+        si, ti = folds[0]
+        in_sel, in_test = _score.triplets_within(t.data[0], si), _score.triplets_within(t.data[0], ti)
         if min(int(in_sel.sum()), int(in_test.sum())) < MIN_TRIPLETS:
             problems.append(
                 f"{t.spec.where}: {int(in_sel.sum())} triplet(s) have all three images among the selection images and "
@@ -254,7 +250,7 @@ def _check_model(
     from ..models import load_model
     from ..workcache import find_entry
 
-    _check_reduce(m, problems)
+    rspec = _check_reduce(m, problems)
     if request is not None and find_entry(work, request) is not None:
         return False, None
     opts = m.extract_options()
@@ -275,29 +271,20 @@ def _check_model(
     except VisrepsError as e:
         problems.append(f"{m.where}.layers: {e}")
         return True, None
-    rspec = _parsed_reduce(m)
     if rspec is not None and rspec.k is not None:
         widths = [min(w, rspec.k) for w in widths]
     return True, 4 * sum(widths)
 
 
-def _parsed_reduce(m: ModelSpec):
+def _check_reduce(m: ModelSpec, problems: list[str]):
+    """``models[i].reduce`` parsed by the reductions' own parser (``None``: none, or not valid: then a problem)."""
     from ..reduce import parse_reduce
 
     try:
         return parse_reduce(m.reduce)
-    except VisrepsError:
-        return None  # said by _check_reduce
-
-
-def _check_reduce(m: ModelSpec, problems: list[str]) -> None:
-    """``models[i].reduce``: checked by the reductions' own parser."""
-    from ..reduce import parse_reduce
-
-    try:
-        parse_reduce(m.reduce)
     except VisrepsError as e:
         problems.append(f"{m.where}.reduce: {e}")
+        return None
 
 
 def _check_out(out: Path, spec: Spec, problems: list[str]) -> Any:
@@ -556,15 +543,17 @@ def _scorers(s: Spec, t: _Target, feats: list, rdm_cache: dict) -> tuple[Callabl
             agree[i, layer] = _score.triplet_agreement(feats[i][layer], rows, odd, t.spec.similarity, name)
         return agree[i, layer]
 
-    def within(idx) -> np.ndarray:
-        return np.ones(len(rows), dtype=bool) if idx is None else np.asarray(np.isin(rows, idx).all(axis=1))
-
     def test(chosen, ti, _):
         chosen_agree = {lab: agreement(i, layer) for lab, (i, layer) in chosen.items()}
-        out, pw = _score.ooo_test(chosen_agree, rows, odd, within(ti), a)
-        return {lab: {**r, "n_test": int(within(ti).sum())} for lab, r in out.items()}, pw
+        mask = _score.triplets_within(rows, ti)
+        out, pw = _score.ooo_test(chosen_agree, rows, odd, mask, a)
+        return {lab: {**r, "n_test": int(mask.sum())} for lab, r in out.items()}, pw
 
-    return (lambda i, idx: {layer: float(agreement(i, layer)[within(idx)].mean()) for layer in feats[i].layers}), test
+    def layer_scores(i, idx):
+        mask = _score.triplets_within(rows, idx)
+        return {layer: float(agreement(i, layer)[mask].mean()) for layer in feats[i].layers}
+
+    return layer_scores, test
 
 
 def _score_target(s: Spec, t: _Target, feats: list, rdm_cache: dict, folds, factors):

@@ -160,8 +160,6 @@ def encoding_test(committed: dict[str, Any], resp: Any, idx: np.ndarray, analysi
     import pandas as pd
     from scipy import stats
 
-    from ..analysis import correct_pvalues
-
     per_target: dict[str, np.ndarray] = {}
     rows = {}
     level = float(analysis["ci"])
@@ -203,15 +201,22 @@ def encoding_test(committed: dict[str, Any], resp: Any, idx: np.ndarray, analysi
                         "p": p,
                     }
                 )
-        pairwise = pd.DataFrame(recs)
-        p = pairwise["p"].to_numpy(dtype=np.float64)
-        corrected = np.full(len(p), np.nan)
-        finite = np.isfinite(p)
-        if finite.any():
-            corrected[finite] = correct_pvalues(p[finite], analysis["correction"])
-        pairwise["p_corrected"] = corrected
-        pairwise["significant"] = corrected < 0.05
+        pairwise = with_corrected(pd.DataFrame(recs), analysis["correction"])
     return rows, pairwise
+
+
+def with_corrected(pairwise: Any, correction: str) -> Any:
+    """``pairwise`` with ``p_corrected`` (``correction`` over the defined p values) and ``significant`` (< 0.05)."""
+    from ..analysis import correct_pvalues
+
+    p = pairwise["p"].to_numpy(dtype=np.float64)
+    corrected = np.full(len(p), np.nan)
+    finite = np.isfinite(p)
+    if finite.any():
+        corrected[finite] = correct_pvalues(p[finite], correction)
+    pairwise["p_corrected"] = corrected
+    pairwise["significant"] = corrected < 0.05
+    return pairwise
 
 
 def restrict_responses(resp: Any, paths: list[str], where: str) -> Any:
@@ -229,16 +234,13 @@ def restrict_responses(resp: Any, paths: list[str], where: str) -> Any:
 # --------------------------------------------------------------------------- odd-one-out
 
 
-def triplet_parts(rows: np.ndarray, folds) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per fold, the triplets (masks) whose three images are all selection images, and all test images.
+def triplets_within(rows: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
+    """The triplets (mask) whose three images are all among the images ``idx`` (``None``: all triplets).
 
     A triplet that mixes the parts is in neither: a layer is chosen on choices about selection images only, and
     scored on choices about test images only, as the other targets are.
     """
-    out = []
-    for si, ti in folds:
-        out.append((np.isin(rows, si).all(axis=1), np.isin(rows, ti).all(axis=1)))
-    return out
+    return np.ones(len(rows), dtype=bool) if idx is None else np.asarray(np.isin(rows, idx).all(axis=1))
 
 
 def triplet_agreement(X: Any, rows: np.ndarray, odd: np.ndarray, similarity: str, name: str) -> np.ndarray:
@@ -258,7 +260,6 @@ def ooo_test(agree: dict[str, np.ndarray], rows: np.ndarray, odd: np.ndarray, ma
     import pandas as pd
     from scipy import stats
 
-    from ..analysis import correct_pvalues
     from ..analysis.behaviour import bootstrap_accuracy, noise_ceiling
 
     ceiling, _, _ = noise_ceiling(rows[mask], odd[mask])
@@ -284,10 +285,7 @@ def ooo_test(agree: dict[str, np.ndarray], rows: np.ndarray, odd: np.ndarray, ma
             se = float(d.std(ddof=1) / np.sqrt(len(d)))
             recs.append({"a": labels[i], "b": labels[j], "r_a": out[labels[i]]["score"]})
             recs[-1].update(r_b=out[labels[j]]["score"], difference=float(d.mean()), se_difference=se, p=p)
-    pairwise = pd.DataFrame(recs)
-    pairwise["p_corrected"] = correct_pvalues(pairwise["p"].to_numpy(dtype=np.float64), analysis["correction"])
-    pairwise["significant"] = pairwise["p_corrected"] < 0.05
-    return out, pairwise
+    return out, with_corrected(pd.DataFrame(recs), analysis["correction"])
 
 
 # --------------------------------------------------------------------------- time-resolved RSA
@@ -329,7 +327,7 @@ def time_test(chosen: dict[str, np.ndarray], D: np.ndarray, times: np.ndarray, p
     import pandas as pd
     from scipy import stats
 
-    from ..analysis import correct_pvalues, rdm_noise_ceiling
+    from ..analysis import rdm_noise_ceiling
     from ..analysis.timeseries import _image_bootstrap
 
     si, ti = parts
@@ -363,11 +361,4 @@ def time_test(chosen: dict[str, np.ndarray], D: np.ndarray, times: np.ndarray, p
             recs.append({"a": labels[i], "b": labels[j], "r_a": rows[labels[i]]["score"]})
             se = float(d.std(ddof=1) / np.sqrt(len(d)))
             recs[-1].update(r_b=rows[labels[j]]["score"], difference=float(d.mean()), se_difference=se, p=p)
-    pairwise = pd.DataFrame(recs)
-    p = pairwise["p"].to_numpy(dtype=np.float64)
-    corrected = np.full(len(p), np.nan)
-    if np.isfinite(p).any():
-        corrected[np.isfinite(p)] = correct_pvalues(p[np.isfinite(p)], analysis["correction"])
-    pairwise["p_corrected"] = corrected
-    pairwise["significant"] = corrected < 0.05
-    return rows, pairwise
+    return rows, with_corrected(pd.DataFrame(recs), analysis["correction"])
